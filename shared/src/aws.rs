@@ -1,0 +1,79 @@
+//! AWS adapters and start-up helpers used by more than one function.
+
+use aws_sdk_kinesis::error::DisplayErrorContext;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+
+use crate::sink::{OutRecord, PutFailure, RecordSink};
+
+/// Loads the SDK configuration once per cold start. `AWS_ENDPOINT_URL` points every client
+/// at another endpoint (the local emulator) without code changes.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// Structured logs: JSON when the Lambda logging configuration asks for it, text otherwise.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).without_time().with_target(false);
+    // A second initialisation (tests, the local stack) keeps the first subscriber.
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// The whole error chain of an SDK error, for logs.
+pub fn error_chain(error: &(impl std::error::Error + 'static)) -> String {
+    DisplayErrorContext(error).to_string()
+}
+
+/// A Kinesis stream as a [`RecordSink`].
+#[derive(Debug, Clone)]
+pub struct KinesisSink {
+    client: aws_sdk_kinesis::Client,
+    stream_name: String,
+}
+
+impl KinesisSink {
+    pub fn new(client: aws_sdk_kinesis::Client, stream_name: impl Into<String>) -> Self {
+        Self { client, stream_name: stream_name.into() }
+    }
+}
+
+impl RecordSink for KinesisSink {
+    #[tracing::instrument(skip_all, fields(stream = %self.stream_name, records = records.len()))]
+    async fn put_once(&self, records: &[OutRecord]) -> Result<Vec<Result<(), PutFailure>>, PutFailure> {
+        let entries = records
+            .iter()
+            .map(|r| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(&r.partition_key)
+                    .data(Blob::new(r.data.clone()))
+                    .build()
+                    .map_err(|e| PutFailure { code: "InvalidRequest".into(), message: e.to_string() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let output =
+            self.client.put_records().stream_name(&self.stream_name).set_records(Some(entries)).send().await.map_err(
+                |e| {
+                    let chain = error_chain(&e);
+                    tracing::warn!(error = %chain, "PutRecords call failed");
+                    PutFailure { code: e.code().unwrap_or("PutRecordsFailed").to_owned(), message: chain }
+                },
+            )?;
+        Ok(output
+            .records()
+            .iter()
+            .map(|entry| match entry.error_code() {
+                None => Ok(()),
+                Some(code) => Err(PutFailure {
+                    code: code.to_owned(),
+                    message: entry.error_message().unwrap_or_default().to_owned(),
+                }),
+            })
+            .collect())
+    }
+}
+
+use aws_sdk_kinesis::error::ProvideErrorMetadata;

@@ -1,0 +1,73 @@
+//! Reading typed configuration from environment variables, once, at cold start.
+
+/// A missing or malformed setting: the function refuses to start rather than misbehave later.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Looks settings up by name; the process environment in Lambda, a map in the local stack.
+pub trait Lookup {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Lookup for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Lookup for std::collections::HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        std::collections::HashMap::get(self, name).cloned()
+    }
+}
+
+pub fn required(env: &impl Lookup, name: &'static str) -> Result<String, ConfigError> {
+    env.get(name).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name))
+}
+
+/// An optional setting parsed with `FromStr`; empty counts as unset.
+pub fn parsed_or<T: std::str::FromStr>(env: &impl Lookup, name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match env.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(text) => text.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { name, reason: e.to_string() }),
+    }
+}
+
+/// A comma-separated list, each item parsed; empty means an empty list.
+pub fn list<T>(
+    env: &impl Lookup,
+    name: &'static str,
+    parse: impl Fn(String) -> Result<T, &'static str>,
+) -> Result<Vec<T>, ConfigError> {
+    env.get(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            parse(item.to_owned()).map_err(|rule| ConfigError::Invalid { name, reason: format!("{item:?} {rule}") })
+        })
+        .collect()
+}
+
+/// Environment variable names, shared by the functions, `template.yaml` and the local stack.
+pub mod names {
+    pub const EVENTS_TABLE: &str = "EVENTS_TABLE";
+    pub const INGEST_STREAM: &str = "INGEST_STREAM";
+    pub const OUTPUT_STREAM: &str = "OUTPUT_STREAM";
+    pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
+    pub const MAX_FUTURE_SKEW_SECONDS: &str = "MAX_FUTURE_SKEW_SECONDS";
+    pub const ALLOWED_TYPES: &str = "ALLOWED_TYPES";
+    pub const ALLOWED_SOURCES: &str = "ALLOWED_SOURCES";
+}

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Create Eventline's resources in a local AWS emulator from template.yaml itself.
+
+The SAM template is translated to plain CloudFormation offline and created as a stack in the
+emulator, so the streams, table, queues and event source mapping are exactly the template's.
+The emulator skips HTTP API resources, so the routes are read from the functions' HttpApi
+events. Prints one JSON document describing what the functions need to run:
+
+  {"stack": ..., "outputs": {...}, "functions": {binary: {"logical_id", "environment", "routes"}},
+   "event_sources": [{"function": binary, "stream_arn", "batch_size", ...}]}
+"""
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+import zipfile
+
+import boto3
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+CODE_BUCKET = "eventline-local-code"
+CODE_KEY = "function.zip"
+
+
+class NoManagedPolicies:
+    """The translator asks for managed policy ARNs only for names it cannot resolve itself."""
+
+    def load(self):
+        return {}
+
+
+def fail(message):
+    print(f"deploy_template: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def client(service, endpoint, region):
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+
+
+def upload_placeholder_code(s3):
+    s3.create_bucket(Bucket=CODE_BUCKET)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("bootstrap", "#!/bin/sh\n# the local stack runs the handlers in-process\n")
+    s3.put_object(Bucket=CODE_BUCKET, Key=CODE_KEY, Body=buffer.getvalue())
+
+
+def functions_of(sam):
+    return {
+        name: resource
+        for name, resource in sam.get("Resources", {}).items()
+        if resource.get("Type") == "AWS::Serverless::Function"
+    }
+
+
+def binary_of(logical_id, resource):
+    binary = resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+    if not binary:
+        fail(f"function {logical_id} has no Metadata.BuildProperties.Binary")
+    return binary
+
+
+def routes_of(resource):
+    routes = []
+    for event in resource.get("Properties", {}).get("Events", {}).values():
+        if event.get("Type") == "HttpApi":
+            props = event.get("Properties", {})
+            routes.append({"method": props.get("Method", "ANY").upper(), "path": props.get("Path", "/")})
+    return routes
+
+
+def translate(sam, parameters):
+    for resource in functions_of(sam).values():
+        resource.setdefault("Properties", {})["CodeUri"] = f"s3://{CODE_BUCKET}/{CODE_KEY}"
+    function_globals = sam.get("Globals", {}).get("Function", {})
+    if "CodeUri" in function_globals:
+        function_globals["CodeUri"] = f"s3://{CODE_BUCKET}/{CODE_KEY}"
+    return transform(sam, parameters, NoManagedPolicies())
+
+
+def wait_for_stack(cfn, stack_name, timeout_seconds=60):
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
+        status = stack["StackStatus"]
+        if status.endswith("_COMPLETE") and "ROLLBACK" not in status:
+            return stack
+        if "FAILED" in status or "ROLLBACK" in status:
+            reasons = [
+                f"{e['LogicalResourceId']}: {e.get('ResourceStatusReason', '')}"
+                for e in cfn.describe_stack_events(StackName=stack_name)["StackEvents"]
+                if "FAILED" in e.get("ResourceStatus", "")
+            ]
+            fail(f"stack {stack_name} ended {status}: {'; '.join(reasons)}")
+        time.sleep(0.2)
+    fail(f"stack {stack_name} was not created within {timeout_seconds} s")
+
+
+def resolve(value, parameters, template):
+    """Resolves a `Ref` to a parameter (given or defaulted); other values pass through."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        name = value["Ref"]
+        if name in parameters:
+            return parameters[name]
+        declared = template.get("Parameters", {}).get(name)
+        if declared is not None:
+            return declared.get("Default", "")
+    return value
+
+
+def event_sources(lam, cfn_template, parameters, physical_ids, binaries):
+    """The event source mappings with every setting the template gives them."""
+    declared = {}
+    for resource in cfn_template["Resources"].values():
+        if resource.get("Type") == "AWS::Lambda::EventSourceMapping":
+            props = {k: resolve(v, parameters, cfn_template) for k, v in resource["Properties"].items()}
+            function_ref = props["FunctionName"].get("Ref") if isinstance(props["FunctionName"], dict) else None
+            declared[function_ref] = props
+
+    sources = []
+    for logical_id, binary in binaries.items():
+        function_name = physical_ids[logical_id]
+        for mapping in lam.list_event_source_mappings(FunctionName=function_name)["EventSourceMappings"]:
+            props = declared.get(logical_id, {})
+            on_failure = mapping.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+            sources.append(
+                {
+                    "function": binary,
+                    "stream_arn": mapping["EventSourceArn"],
+                    "starting_position": props.get("StartingPosition", mapping.get("StartingPosition", "LATEST")),
+                    "batch_size": int(props.get("BatchSize", mapping.get("BatchSize", 100))),
+                    "batching_window_seconds": int(props.get("MaximumBatchingWindowInSeconds", 0)),
+                    "report_batch_item_failures": "ReportBatchItemFailures"
+                    in props.get("FunctionResponseTypes", mapping.get("FunctionResponseTypes", [])),
+                    "bisect_on_error": bool(props.get("BisectBatchOnFunctionError", False)),
+                    "maximum_retry_attempts": int(props.get("MaximumRetryAttempts", -1)),
+                    "maximum_record_age_seconds": int(props.get("MaximumRecordAgeInSeconds", -1)),
+                    "on_failure_destination": on_failure,
+                }
+            )
+    return sources
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoint", required=True, help="emulator URL, e.g. http://127.0.0.1:5000")
+    parser.add_argument("--template", default="template.yaml")
+    parser.add_argument("--stack-name", default="eventline-local")
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+
+    try:
+        with open(args.template, encoding="utf-8") as handle:
+            sam = yaml_parse(handle.read())
+    except OSError as error:
+        fail(f"cannot read {args.template}: {error}")
+
+    parameters = {}
+    for item in args.parameter:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--parameter {item!r} is not KEY=VALUE")
+        parameters[key] = value
+
+    binaries = {logical_id: binary_of(logical_id, r) for logical_id, r in functions_of(sam).items()}
+    routes = {logical_id: routes_of(r) for logical_id, r in functions_of(sam).items()}
+    # The translator reads the region for pseudo parameters from the environment.
+    os.environ["AWS_DEFAULT_REGION"] = args.region
+    cfn_template = translate(sam, parameters)
+
+    upload_placeholder_code(client("s3", args.endpoint, args.region))
+    cfn = client("cloudformation", args.endpoint, args.region)
+    cfn.create_stack(
+        StackName=args.stack_name,
+        TemplateBody=json.dumps(cfn_template),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+    )
+    stack = wait_for_stack(cfn, args.stack_name)
+
+    physical_ids = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in cfn.describe_stack_resources(StackName=args.stack_name)["StackResources"]
+        # The emulator lists resources it skipped (the HTTP API) without ids.
+        if r.get("LogicalResourceId") and r.get("PhysicalResourceId")
+    }
+    lam = client("lambda", args.endpoint, args.region)
+    functions = {}
+    for logical_id, binary in binaries.items():
+        config = lam.get_function_configuration(FunctionName=physical_ids[logical_id])
+        functions[binary] = {
+            "logical_id": logical_id,
+            # Lambda hands every variable to the process as text.
+            "environment": {k: str(v) for k, v in config.get("Environment", {}).get("Variables", {}).items()},
+            "routes": routes[logical_id],
+        }
+
+    json.dump(
+        {
+            "stack": args.stack_name,
+            "region": args.region,
+            "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
+            "functions": functions,
+            "event_sources": event_sources(lam, cfn_template, parameters, physical_ids, binaries),
+        },
+        sys.stdout,
+        indent=2,
+    )
+    print()
+
+
+if __name__ == "__main__":
+    main()
