@@ -29,6 +29,8 @@ pub const METRICS_PK: &str = "METRICS";
 pub const SHARD_PREFIX: &str = "SHARD#";
 pub const INGEST_PREFIX: &str = "INGEST#";
 pub const RATE_PK: &str = "RATE";
+/// Per-shard latency histogram buckets are attributes named `lat_{bucket}`.
+pub const LATENCY_BUCKET_PREFIX: &str = "lat_";
 
 /// Ingest spreads its received counter over this many items so no single item runs hot.
 pub const INGEST_COUNTER_SLOTS: u32 = 16;

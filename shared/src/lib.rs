@@ -7,6 +7,7 @@ pub mod event;
 pub mod keys;
 pub mod latency;
 pub mod record;
+pub mod response;
 pub mod sink;
 pub mod validation;
 

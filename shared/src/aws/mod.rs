@@ -1,5 +1,7 @@
 //! AWS adapters and start-up helpers used by more than one function.
 
+pub mod item;
+
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;

@@ -1,0 +1,58 @@
+//! Settings the ingest function reads once, from the variables `template.yaml` sets.
+
+use eventline_model::config::{ConfigError, Lookup, list, names, parsed_or, required};
+use eventline_model::{EventType, Rules, Source};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub stream_name: String,
+    pub table_name: String,
+    pub rules: Rules,
+}
+
+impl Config {
+    pub fn from_lookup(env: &impl Lookup) -> Result<Self, ConfigError> {
+        let skew_seconds: u32 = parsed_or(env, names::MAX_FUTURE_SKEW_SECONDS, 300)?;
+        Ok(Self {
+            stream_name: required(env, names::INGEST_STREAM)?,
+            table_name: required(env, names::EVENTS_TABLE)?,
+            rules: Rules {
+                max_future_skew: time::Duration::seconds(i64::from(skew_seconds)),
+                allowed_types: list(env, names::ALLOWED_TYPES, EventType::parse)?,
+                allowed_sources: list(env, names::ALLOWED_SOURCES, Source::parse)?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn reads_template_variables() {
+        let config = Config::from_lookup(&env(&[
+            ("INGEST_STREAM", "s"),
+            ("EVENTS_TABLE", "t"),
+            ("MAX_FUTURE_SKEW_SECONDS", "60"),
+            ("ALLOWED_TYPES", "click, view"),
+            ("ALLOWED_SOURCES", ""),
+        ]))
+        .unwrap();
+        assert_eq!(config.rules.max_future_skew, time::Duration::seconds(60));
+        assert_eq!(config.rules.allowed_types.len(), 2);
+        assert!(config.rules.allowed_sources.is_empty());
+    }
+
+    #[test]
+    fn when_stream_missing_or_list_invalid_should_fail_fast() {
+        assert!(Config::from_lookup(&env(&[("EVENTS_TABLE", "t")])).is_err());
+        let bad = env(&[("INGEST_STREAM", "s"), ("EVENTS_TABLE", "t"), ("ALLOWED_TYPES", "Bad Type")]);
+        assert!(Config::from_lookup(&bad).unwrap_err().to_string().contains("ALLOWED_TYPES"));
+    }
+}

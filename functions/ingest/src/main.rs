@@ -1,0 +1,13 @@
+use eventline_model::aws::{init_tracing, sdk_config};
+use eventline_model::config::ProcessEnv;
+use ingest::config::Config;
+use lambda_http::{Error, Request, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let config = Config::from_lookup(&ProcessEnv)?;
+    let ingest = ingest::with_aws(config, &sdk_config().await);
+    let ingest = &ingest;
+    run(service_fn(move |request: Request| async move { Ok::<_, Error>(ingest.handle(request).await) })).await
+}

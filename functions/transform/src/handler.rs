@@ -1,0 +1,423 @@
+//! One Kinesis batch: decode and transform each record, send poison records to the
+//! dead-letter queue, store and count the rest exactly once, publish what was stored, and
+//! report the first record that is not finished so Lambda retries from there.
+
+use std::collections::HashSet;
+
+use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
+use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use eventline_model::sink::{Backoff, OutRecord, RecordSink, put_all};
+use eventline_model::{Position, ProcessedEvent, StreamRecord};
+use time::OffsetDateTime;
+
+use crate::dead_letter::{DeadLetters, PoisonMessage};
+use crate::store::{Entry, EventStore, Outcome, commit_groups};
+
+pub struct Transform<St, Si, D> {
+    pub store: St,
+    pub output: Si,
+    pub dead_letters: D,
+    pub backoff: Backoff,
+}
+
+/// What one record decoded to.
+enum Decoded {
+    Event(ProcessedEvent),
+    Poison(PoisonMessage),
+}
+
+/// A summary of one batch, for logs and the local stack.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchReport {
+    pub records: usize,
+    pub stored: usize,
+    pub redelivered: usize,
+    pub duplicates: usize,
+    pub poison: usize,
+    /// Index of the first record not finished, when the batch must be retried from there.
+    pub retry_from: Option<usize>,
+}
+
+impl<St: EventStore, Si: RecordSink, D: DeadLetters> Transform<St, Si, D> {
+    #[tracing::instrument(skip_all, fields(records = event.records.len()))]
+    pub async fn handle(&self, event: KinesisEvent) -> KinesisEventResponse {
+        let (response, report) = self.process(&event.records).await;
+        tracing::info!(
+            stored = report.stored,
+            redelivered = report.redelivered,
+            duplicates = report.duplicates,
+            poison = report.poison,
+            retry_from = ?report.retry_from,
+            "batch processed"
+        );
+        response
+    }
+
+    pub async fn process(&self, records: &[KinesisEventRecord]) -> (KinesisEventResponse, BatchReport) {
+        let mut report = BatchReport { records: records.len(), ..BatchReport::default() };
+        let processed_at = OffsetDateTime::now_utc();
+        let decoded: Vec<Decoded> = records.iter().map(|record| decode(record, processed_at)).collect();
+        // Records before this index are finished; the rest are retried by Lambda.
+        let mut unfinished = records.len();
+
+        let poison: Vec<(usize, &PoisonMessage)> = decoded
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match d {
+                Decoded::Poison(message) => Some((i, message)),
+                Decoded::Event(_) => None,
+            })
+            .collect();
+        if !poison.is_empty() {
+            let messages: Vec<PoisonMessage> = poison.iter().map(|(_, m)| (*m).clone()).collect();
+            for ((index, message), sent) in poison.iter().zip(self.dead_letters.send(&messages).await) {
+                tracing::warn!(sequence_number = %message.sequence_number, reason = %message.reason, "poison record");
+                if let Err(error) = sent {
+                    tracing::error!(%error, sequence_number = %message.sequence_number, "dead-letter queue refused a record");
+                    unfinished = unfinished.min(*index);
+                }
+            }
+        }
+
+        let entries = entries_of(&decoded[..unfinished]);
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(entries.len());
+        for group in commit_groups(&entries) {
+            let shard_id = shard_of(&records[group.start]);
+            match self.store.commit(&shard_id, &entries[group.clone()]).await {
+                Ok(group_outcomes) => outcomes.extend(group_outcomes),
+                Err(error) => {
+                    tracing::error!(%error, first = group.start, "commit failed");
+                    unfinished = group.start;
+                    break;
+                }
+            }
+        }
+
+        let to_publish: Vec<(usize, OutRecord)> = entries
+            .iter()
+            .zip(&outcomes)
+            .enumerate()
+            .filter(|(_, (_, outcome))| outcome.publishes())
+            .filter_map(|(index, (entry, _))| match entry {
+                Entry::Event(event) => {
+                    Some((index, OutRecord { partition_key: event.event.partition_key(), data: event.to_json() }))
+                }
+                _ => None,
+            })
+            .collect();
+        let published =
+            put_all(&self.output, &to_publish.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), self.backoff).await;
+        for ((index, _), result) in to_publish.iter().zip(published) {
+            if let Err(failure) = result {
+                tracing::error!(code = %failure.code, index, "output stream did not take a stored event");
+                unfinished = unfinished.min(*index);
+            }
+        }
+
+        for (entry, outcome) in entries.iter().zip(&outcomes).take(unfinished) {
+            match (entry, outcome) {
+                (Entry::Poison { .. }, _) => report.poison += 1,
+                (_, Outcome::Stored) => report.stored += 1,
+                (_, Outcome::Redelivered) => report.redelivered += 1,
+                (_, Outcome::Duplicate) => report.duplicates += 1,
+                _ => {}
+            }
+        }
+        let mut response = KinesisEventResponse::default();
+        if unfinished < records.len() {
+            report.retry_from = Some(unfinished);
+            let mut failure = KinesisBatchItemFailure::default();
+            failure.item_identifier = Some(records[unfinished].kinesis.sequence_number.clone());
+            response.batch_item_failures.push(failure);
+        }
+        (response, report)
+    }
+}
+
+/// One entry per record, in order: a later record with an identity seen earlier in the batch
+/// is a duplicate (one transaction cannot write the same item twice).
+fn entries_of(decoded: &[Decoded]) -> Vec<Entry> {
+    let mut seen = HashSet::new();
+    decoded
+        .iter()
+        .map(|d| match d {
+            Decoded::Poison(message) => {
+                Entry::Poison { shard_id: message.shard_id.clone(), sequence_number: message.sequence_number.clone() }
+            }
+            Decoded::Event(event) => {
+                let (source, id) = event.event.identity();
+                if seen.insert((source.clone(), id.clone())) {
+                    Entry::Event(event.clone())
+                } else {
+                    Entry::Duplicate {
+                        source: source.clone(),
+                        id: id.clone(),
+                        shard_id: event.shard_id.clone(),
+                        sequence_number: event.sequence_number.clone(),
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+/// The shard a record came from: the part of its event id before the sequence number.
+fn shard_of(record: &KinesisEventRecord) -> String {
+    record
+        .event_id
+        .as_deref()
+        .and_then(|id| id.split_once(':'))
+        .map(|(shard, _)| shard.to_owned())
+        .unwrap_or_else(|| "shardId-unknown".to_owned())
+}
+
+fn decode(record: &KinesisEventRecord, processed_at: OffsetDateTime) -> Decoded {
+    let shard_id = shard_of(record);
+    let kinesis = &record.kinesis;
+    match StreamRecord::decode(&kinesis.data) {
+        Ok(stream_record) => Decoded::Event(ProcessedEvent::from_record(
+            stream_record,
+            Position { shard_id, sequence_number: kinesis.sequence_number.clone() },
+            processed_at,
+        )),
+        Err(error) => Decoded::Poison(PoisonMessage::new(
+            error.to_string(),
+            &shard_id,
+            &kinesis.sequence_number,
+            &kinesis.partition_key,
+            record.event_source_arn.clone(),
+            &kinesis.data,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use eventline_model::sink::PutFailure;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Stores identities once, like the conditional puts in DynamoDB, and counts per outcome.
+    #[derive(Default)]
+    struct FakeStore {
+        events: Mutex<HashMap<String, (String, String)>>,
+        markers: Mutex<HashSet<String>>,
+        counts: Mutex<HashMap<&'static str, u64>>,
+        fail_commits: Mutex<u32>,
+    }
+
+    impl EventStore for FakeStore {
+        async fn commit(&self, _shard: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
+            {
+                let mut fail = self.fail_commits.lock().unwrap();
+                if *fail > 0 {
+                    *fail -= 1;
+                    return Err(StoreError::Unavailable("throttled".into()));
+                }
+            }
+            let mut events = self.events.lock().unwrap();
+            let mut markers = self.markers.lock().unwrap();
+            let mut counts = self.counts.lock().unwrap();
+            Ok(entries
+                .iter()
+                .map(|entry| {
+                    let (outcome, marker) = match entry {
+                        Entry::Event(e) => {
+                            let key = format!("{}#{}", e.event.source, e.event.id);
+                            match events.get(&key) {
+                                None => {
+                                    events.insert(key, (e.shard_id.clone(), e.sequence_number.clone()));
+                                    (Outcome::Stored, None)
+                                }
+                                Some((shard, seq)) if *shard == e.shard_id && *seq == e.sequence_number => {
+                                    (Outcome::Redelivered, None)
+                                }
+                                Some(_) => (Outcome::Duplicate, Some(format!("dup {}", e.sequence_number))),
+                            }
+                        }
+                        Entry::Duplicate { sequence_number, .. } => {
+                            (Outcome::Duplicate, Some(format!("dup {sequence_number}")))
+                        }
+                        Entry::Poison { sequence_number, .. } => {
+                            (Outcome::Failed, Some(format!("poison {sequence_number}")))
+                        }
+                    };
+                    let outcome = match marker {
+                        Some(m) if !markers.insert(m.clone()) => Outcome::AlreadyCounted,
+                        _ => outcome,
+                    };
+                    match outcome {
+                        Outcome::Stored => *counts.entry("processed").or_default() += 1,
+                        Outcome::Duplicate => *counts.entry("duplicate").or_default() += 1,
+                        Outcome::Failed => *counts.entry("failed").or_default() += 1,
+                        _ => {}
+                    }
+                    outcome
+                })
+                .collect())
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeOutput {
+        records: Mutex<Vec<serde_json::Value>>,
+        refuse_ids: Vec<&'static str>,
+    }
+
+    impl RecordSink for FakeOutput {
+        async fn put_once(&self, records: &[OutRecord]) -> Result<Vec<Result<(), PutFailure>>, PutFailure> {
+            Ok(records
+                .iter()
+                .map(|r| {
+                    let json: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
+                    if self.refuse_ids.iter().any(|id| json["id"] == *id) {
+                        return Err(PutFailure { code: "InternalFailure".into(), message: "down".into() });
+                    }
+                    self.records.lock().unwrap().push(json);
+                    Ok(())
+                })
+                .collect())
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeDeadLetters {
+        sent: Mutex<Vec<PoisonMessage>>,
+        refuse: bool,
+    }
+
+    impl DeadLetters for FakeDeadLetters {
+        async fn send(&self, messages: &[PoisonMessage]) -> Vec<Result<(), String>> {
+            if self.refuse {
+                return messages.iter().map(|_| Err("queue unavailable".to_owned())).collect();
+            }
+            self.sent.lock().unwrap().extend_from_slice(messages);
+            messages.iter().map(|_| Ok(())).collect()
+        }
+    }
+
+    type TestTransform = Transform<FakeStore, FakeOutput, FakeDeadLetters>;
+
+    fn transform() -> TestTransform {
+        Transform {
+            store: FakeStore::default(),
+            output: FakeOutput::default(),
+            dead_letters: FakeDeadLetters::default(),
+            backoff: Backoff { attempts: 2, base: Duration::from_millis(1), max: Duration::from_millis(1) },
+        }
+    }
+
+    fn fixture(name: &str) -> KinesisEvent {
+        let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn counts(t: &TestTransform) -> (u64, u64, u64) {
+        let counts = t.store.counts.lock().unwrap();
+        let get = |k| counts.get(k).copied().unwrap_or(0);
+        (get("processed"), get("duplicate"), get("failed"))
+    }
+
+    fn failure_ids(response: &KinesisEventResponse) -> Vec<String> {
+        response.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn good_records_are_uppercased_stored_counted_and_published() {
+        let t = transform();
+        let response = t.handle(fixture("transform-kinesis-good.json")).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(counts(&t), (3, 0, 0));
+        let published = t.output.records.lock().unwrap();
+        assert_eq!(published.len(), 3);
+        assert_eq!(published[0]["payload"], "GRÖSSE 0");
+        assert_eq!(published[0]["shard_id"], "shardId-000000000000");
+        assert_eq!(published[0]["sequence_number"], "49655000000000000000000000000000000000000000000000000");
+        assert_eq!(published[0]["latency_ms"].as_u64().map(|l| l > 0), Some(true));
+    }
+
+    #[tokio::test]
+    async fn poison_records_go_to_dead_letters_and_the_rest_is_stored() {
+        let t = transform();
+        let response = t.handle(fixture("transform-kinesis-poison.json")).await;
+        assert!(response.batch_item_failures.is_empty(), "poison must not block the shard");
+        assert_eq!(counts(&t), (2, 0, 2));
+        let sent = t.dead_letters.sent.lock().unwrap();
+        assert_eq!(sent.len(), 2);
+        assert!(sent[0].reason.contains("UTF-8"), "{}", sent[0].reason);
+        assert!(sent[1].reason.contains("not a valid event"), "{}", sent[1].reason);
+        assert_eq!(sent[1].data_base64, "eyJpZCI6ICJubyBjbG9zaW5nIGJyYWNlIg==");
+    }
+
+    #[tokio::test]
+    async fn duplicate_in_one_batch_is_stored_once_and_counted_as_duplicate() {
+        let t = transform();
+        t.handle(fixture("transform-kinesis-duplicate.json")).await;
+        assert_eq!(counts(&t), (2, 1, 0));
+        let published = t.output.records.lock().unwrap();
+        assert_eq!(published.iter().filter(|r| r["id"] == "evt-dup").count(), 1);
+        assert_eq!(published[0]["payload"], "FIRST");
+    }
+
+    #[tokio::test]
+    async fn redelivered_batch_is_republished_but_not_counted_again() {
+        let t = transform();
+        t.handle(fixture("transform-kinesis-duplicate.json")).await;
+        t.handle(fixture("transform-kinesis-duplicate.json")).await;
+        t.handle(fixture("transform-kinesis-poison.json")).await;
+        t.handle(fixture("transform-kinesis-poison.json")).await;
+        assert_eq!(counts(&t), (4, 1, 2));
+        assert_eq!(t.output.records.lock().unwrap().len(), 4 + 4, "stored events are published at least once");
+    }
+
+    #[tokio::test]
+    async fn when_store_fails_should_report_first_record_for_retry() {
+        let t = transform();
+        *t.store.fail_commits.lock().unwrap() = 1;
+        let event = fixture("transform-kinesis-good.json");
+        let first = event.records[0].kinesis.sequence_number.clone();
+        let response = t.handle(event.clone()).await;
+        assert_eq!(failure_ids(&response), [first]);
+        assert!(t.output.records.lock().unwrap().is_empty(), "nothing published before it is stored");
+        let response = t.handle(event).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(counts(&t), (3, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn when_publish_fails_should_retry_from_that_record() {
+        let mut t = transform();
+        t.output.refuse_ids = vec!["evt-k001"];
+        let event = fixture("transform-kinesis-good.json");
+        let response = t.handle(event.clone()).await;
+        assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()]);
+        t.output.refuse_ids.clear();
+        // Lambda re-delivers from the reported record onwards.
+        let mut retry = event.clone();
+        retry.records.remove(0);
+        assert!(t.handle(retry).await.batch_item_failures.is_empty());
+        assert_eq!(counts(&t), (3, 0, 0));
+        let ids: HashSet<String> =
+            t.output.records.lock().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn when_dead_letter_queue_fails_should_retry_from_the_poison_record() {
+        let mut t = transform();
+        t.dead_letters.refuse = true;
+        let event = fixture("transform-kinesis-poison.json");
+        let response = t.handle(event.clone()).await;
+        assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()]);
+        assert_eq!(counts(&t), (1, 0, 0), "records before the poison record are finished");
+    }
+
+    #[tokio::test]
+    async fn empty_batch_is_fine() {
+        let response = transform().handle(KinesisEvent::default()).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+}

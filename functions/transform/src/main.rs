@@ -1,0 +1,20 @@
+// The handler future nests several retrying AWS calls deeper than the default limit allows.
+#![recursion_limit = "256"]
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use eventline_model::aws::{init_tracing, sdk_config};
+use eventline_model::config::ProcessEnv;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use transform::config::Config;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let config = Config::from_lookup(&ProcessEnv)?;
+    let transform = transform::with_aws(config, &sdk_config().await);
+    let transform = &transform;
+    run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
+        Ok::<_, Error>(transform.handle(event.payload).await)
+    }))
+    .await
+}

@@ -1,0 +1,77 @@
+//! HTTP responses both HTTP functions build: JSON bodies and RFC 9457 problem details.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde::Serialize;
+
+use crate::validation::FieldError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error as `application/problem+json`. `detail` is meant for the client: 5xx problems
+/// carry no internal detail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    pub fn into_response(self) -> Response<Vec<u8>> {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        with_body(status, PROBLEM_JSON, &self)
+    }
+}
+
+pub fn json(status: StatusCode, body: &impl Serialize) -> Response<Vec<u8>> {
+    with_body(status, "application/json", body)
+}
+
+fn with_body(status: StatusCode, content_type: &'static str, body: &impl Serialize) -> Response<Vec<u8>> {
+    let mut response = Response::new(serde_json::to_vec(body).unwrap_or_default());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Adds `Retry-After` (seconds) to a response.
+pub fn retry_after(mut response: Response<Vec<u8>>, seconds: u32) -> Response<Vec<u8>> {
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_has_content_type_status_and_errors() {
+        let response = Problem::new(StatusCode::BAD_REQUEST, "bad")
+            .with_errors(vec![FieldError::new("id", "format", "must be short")])
+            .into_response();
+        assert_eq!(response.status(), 400);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["title"], "Bad Request");
+        assert_eq!(body["errors"][0]["field"], "id");
+    }
+}
