@@ -1,0 +1,13 @@
+use eventline_model::aws::{init_tracing, sdk_config};
+use eventline_model::config::ProcessEnv;
+use lambda_http::{Error, Request, run, service_fn};
+use metrics::config::Config;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let config = Config::from_lookup(&ProcessEnv)?;
+    let metrics = metrics::with_aws(config, &sdk_config().await);
+    let metrics = &metrics;
+    run(service_fn(move |request: Request| async move { Ok::<_, Error>(metrics.handle(request).await) })).await
+}

@@ -1,0 +1,181 @@
+//! What the metrics function reads, as a port, and its DynamoDB and Kinesis adapter.
+
+use std::future::Future;
+
+use eventline_model::aws::error_chain;
+use eventline_model::aws::item::{Item, from_item, s};
+use eventline_model::latency::Histogram;
+use eventline_model::{EventId, ProcessedEvent, Source, keys};
+
+/// The counters of one shard of the ingest stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardCounters {
+    pub shard_id: String,
+    pub processed: u64,
+    pub duplicate: u64,
+    pub failed: u64,
+    pub latency_sum_ms: u64,
+    pub latency: Histogram,
+    pub first_processed_ms: Option<i64>,
+    pub last_active_ms: Option<i64>,
+}
+
+/// Everything the totals are made of: one item per shard and per ingest counter slot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    pub shards: Vec<ShardCounters>,
+    pub received: u64,
+    pub first_received_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReadError(pub String);
+
+pub trait MetricsReader: Send + Sync {
+    fn event(
+        &self,
+        source: &Source,
+        id: &EventId,
+    ) -> impl Future<Output = Result<Option<ProcessedEvent>, ReadError>> + Send;
+    fn counters(&self) -> impl Future<Output = Result<Counters, ReadError>> + Send;
+    /// Events processed in the whole seconds `from..to` (epoch seconds), over all shards.
+    fn processed_between(&self, from: i64, to: i64) -> impl Future<Output = Result<u64, ReadError>> + Send;
+    fn check_table(&self) -> impl Future<Output = Result<(), ReadError>> + Send;
+    fn check_stream(&self) -> impl Future<Output = Result<(), ReadError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct AwsMetricsReader {
+    dynamodb: aws_sdk_dynamodb::Client,
+    kinesis: aws_sdk_kinesis::Client,
+    table_name: String,
+    stream_name: String,
+}
+
+impl AwsMetricsReader {
+    pub fn new(
+        dynamodb: aws_sdk_dynamodb::Client,
+        kinesis: aws_sdk_kinesis::Client,
+        table_name: impl Into<String>,
+        stream_name: impl Into<String>,
+    ) -> Self {
+        Self { dynamodb, kinesis, table_name: table_name.into(), stream_name: stream_name.into() }
+    }
+
+    /// Every item of one partition (optionally a sort-key range), following pages.
+    async fn query_all(&self, pk: &str, sk_range: Option<(String, String)>) -> Result<Vec<Item>, ReadError> {
+        let mut query = self
+            .dynamodb
+            .query()
+            .table_name(&self.table_name)
+            .consistent_read(true)
+            .expression_attribute_values(":pk", s(pk));
+        query = match sk_range {
+            None => query.key_condition_expression("pk = :pk"),
+            Some((from, to)) => query
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":from", s(from))
+                .expression_attribute_values(":to", s(to)),
+        };
+        let mut pages = query.into_paginator().items().send();
+        let mut items = Vec::new();
+        while let Some(item) = pages.next().await {
+            items.push(item.map_err(|e| ReadError(error_chain(&e)))?);
+        }
+        Ok(items)
+    }
+}
+
+fn number<T: std::str::FromStr>(item: &Item, name: &str) -> Option<T> {
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
+fn shard_counters(shard_id: &str, item: &Item) -> ShardCounters {
+    let mut latency = Histogram::default();
+    for (name, value) in item {
+        if let Some(bucket) = name.strip_prefix(keys::LATENCY_BUCKET_PREFIX).and_then(|b| b.parse().ok())
+            && let Some(count) = value.as_n().ok().and_then(|c| c.parse().ok())
+        {
+            latency.add_bucket(bucket, count);
+        }
+    }
+    ShardCounters {
+        shard_id: shard_id.to_owned(),
+        processed: number(item, "processed").unwrap_or(0),
+        duplicate: number(item, "duplicate").unwrap_or(0),
+        failed: number(item, "failed").unwrap_or(0),
+        latency_sum_ms: number(item, "latency_sum_ms").unwrap_or(0),
+        latency,
+        first_processed_ms: number(item, "first_processed_ms"),
+        last_active_ms: number(item, "last_active_ms"),
+    }
+}
+
+impl MetricsReader for AwsMetricsReader {
+    #[tracing::instrument(skip(self))]
+    async fn event(&self, source: &Source, id: &EventId) -> Result<Option<ProcessedEvent>, ReadError> {
+        let output = self
+            .dynamodb
+            .get_item()
+            .table_name(&self.table_name)
+            .key(keys::PK, s(keys::event_pk(source, id)))
+            .key(keys::SK, s(keys::EVENT_SK))
+            .send()
+            .await
+            .map_err(|e| ReadError(error_chain(&e)))?;
+        output.item.as_ref().map(from_item).transpose().map_err(|e| ReadError(e.to_string()))
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn counters(&self) -> Result<Counters, ReadError> {
+        let mut counters = Counters::default();
+        for item in self.query_all(keys::METRICS_PK, None).await? {
+            let Some(sk) = item.get(keys::SK).and_then(|v| v.as_s().ok()) else { continue };
+            if let Some(shard_id) = sk.strip_prefix(keys::SHARD_PREFIX) {
+                counters.shards.push(shard_counters(shard_id, &item));
+            } else if sk.starts_with(keys::INGEST_PREFIX) {
+                counters.received += number::<u64>(&item, "received").unwrap_or(0);
+                if let Some(first) = number::<i64>(&item, "first_received_ms") {
+                    counters.first_received_ms = Some(counters.first_received_ms.map_or(first, |f| f.min(first)));
+                }
+            }
+        }
+        Ok(counters)
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn processed_between(&self, from: i64, to: i64) -> Result<u64, ReadError> {
+        // Sort keys are `{second}#{shard}`: `{to}#` sorts after every shard of second to-1.
+        let items = self.query_all(keys::RATE_PK, Some((keys::rate_sk_from(from), keys::rate_sk_from(to)))).await?;
+        Ok(items.iter().filter_map(|item| number::<u64>(item, "processed")).sum())
+    }
+
+    async fn check_table(&self) -> Result<(), ReadError> {
+        let output = self
+            .dynamodb
+            .describe_table()
+            .table_name(&self.table_name)
+            .send()
+            .await
+            .map_err(|e| ReadError(error_chain(&e)))?;
+        match output.table().and_then(|t| t.table_status()) {
+            Some(status) if status.as_str() == "ACTIVE" || status.as_str() == "UPDATING" => Ok(()),
+            other => Err(ReadError(format!("table status {other:?}"))),
+        }
+    }
+
+    async fn check_stream(&self) -> Result<(), ReadError> {
+        let output = self
+            .kinesis
+            .describe_stream_summary()
+            .stream_name(&self.stream_name)
+            .send()
+            .await
+            .map_err(|e| ReadError(error_chain(&e)))?;
+        match output.stream_description_summary().map(|d| d.stream_status().as_str().to_owned()) {
+            Some(status) if status == "ACTIVE" || status == "UPDATING" => Ok(()),
+            other => Err(ReadError(format!("stream status {other:?}"))),
+        }
+    }
+}
