@@ -36,7 +36,10 @@ impl ReceivedCounter for DynamoReceivedCounter {
             .table_name(&self.table_name)
             .key(keys::PK, AttributeValue::S(keys::METRICS_PK.to_owned()))
             .key(keys::SK, AttributeValue::S(keys::ingest_sk(slot)))
-            .update_expression("ADD received :n SET first_received_ms = if_not_exists(first_received_ms, :now)")
+            // Placeholders, because attribute names may be DynamoDB reserved words.
+            .update_expression("ADD #received :n SET #first = if_not_exists(#first, :now)")
+            .expression_attribute_names("#received", "received")
+            .expression_attribute_names("#first", "first_received_ms")
             .expression_attribute_values(":n", AttributeValue::N(accepted.to_string()))
             .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
             .send()

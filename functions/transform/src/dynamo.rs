@@ -132,28 +132,37 @@ impl DynamoEventStore {
             return Ok(Vec::new());
         }
         let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        // Attribute names go through placeholders: several are DynamoDB reserved words.
         let mut adds = vec![
-            "processed :p".to_owned(),
-            "duplicate :d".to_owned(),
-            "failed :f".to_owned(),
-            "latency_sum_ms :ls".to_owned(),
+            "#processed :p".to_owned(),
+            "#duplicate :d".to_owned(),
+            "#failed :f".to_owned(),
+            "#latency_sum :ls".to_owned(),
         ];
         let mut totals = Update::builder()
             .table_name(&self.table_name)
             .key(keys::PK, s(keys::METRICS_PK))
             .key(keys::SK, s(keys::shard_sk(shard_id)))
+            .expression_attribute_names("#processed", "processed")
+            .expression_attribute_names("#duplicate", "duplicate")
+            .expression_attribute_names("#failed", "failed")
+            .expression_attribute_names("#latency_sum", "latency_sum_ms")
+            .expression_attribute_names("#last_active", "last_active_ms")
+            .expression_attribute_names("#first_processed", "first_processed_ms")
             .expression_attribute_values(":p", n(delta.processed))
             .expression_attribute_values(":d", n(delta.duplicate))
             .expression_attribute_values(":f", n(delta.failed))
             .expression_attribute_values(":ls", n(delta.latency_sum_ms))
             .expression_attribute_values(":now", n(now_ms));
         for (bucket, count) in &delta.latency.counts {
-            adds.push(format!("{}{bucket} :h{bucket}", keys::LATENCY_BUCKET_PREFIX));
-            totals = totals.expression_attribute_values(format!(":h{bucket}"), n(count));
+            adds.push(format!("#h{bucket} :h{bucket}"));
+            totals = totals
+                .expression_attribute_names(format!("#h{bucket}"), format!("{}{bucket}", keys::LATENCY_BUCKET_PREFIX))
+                .expression_attribute_values(format!(":h{bucket}"), n(count));
         }
         let totals = totals
             .update_expression(format!(
-                "ADD {} SET last_active_ms = :now, first_processed_ms = if_not_exists(first_processed_ms, :now)",
+                "ADD {} SET #last_active = :now, #first_processed = if_not_exists(#first_processed, :now)",
                 adds.join(", ")
             ))
             .build()
@@ -166,7 +175,8 @@ impl DynamoEventStore {
                 .table_name(&self.table_name)
                 .key(keys::PK, s(keys::RATE_PK))
                 .key(keys::SK, s(keys::rate_sk(second, shard_id)))
-                .update_expression("ADD processed :p SET #ttl = :ttl")
+                .update_expression("ADD #processed :p SET #ttl = :ttl")
+                .expression_attribute_names("#processed", "processed")
                 .expression_attribute_names("#ttl", keys::EXPIRES_AT)
                 .expression_attribute_values(":p", n(delta.processed))
                 .expression_attribute_values(":ttl", n(second + keys::RATE_ITEM_TTL_SECONDS))

@@ -20,7 +20,9 @@ pub fn init_tracing() {
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).without_time().with_target(false);
+    // Colours only on a terminal: CloudWatch and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).without_time().with_target(false).with_ansi(ansi);
     // A second initialisation (tests, the local stack) keeps the first subscriber.
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }

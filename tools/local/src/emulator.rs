@@ -1,0 +1,70 @@
+//! The AWS API emulator (moto server) as a child process on a free loopback port.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use crate::Error;
+
+/// A running emulator; it is stopped when this is dropped.
+pub struct Emulator {
+    child: Child,
+    pub endpoint: String,
+    pub log_path: PathBuf,
+}
+
+impl Emulator {
+    /// Starts `moto_server` from the virtual environment and waits until it answers.
+    pub async fn start(venv: &Path) -> Result<Self, Error> {
+        let program = venv.join("bin").join("moto_server");
+        if !program.exists() {
+            return Err(Error::Setup(format!(
+                "{} not found; run `make venv` (or `python3 -m venv .venv && .venv/bin/pip install -r tools/local/requirements.txt`)",
+                program.display()
+            )));
+        }
+        let port = free_port()?;
+        let log_path = std::env::temp_dir().join(format!("eventline-moto-{port}.log"));
+        let log = std::fs::File::create(&log_path).map_err(|e| Error::Setup(format!("{}: {e}", log_path.display())))?;
+        let child = Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| Error::Setup(e.to_string()))?)
+            .stderr(log)
+            // Its own process group: Ctrl-C in the terminal reaches us, and we stop it after draining.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::Setup(format!("cannot start {}: {e}", program.display())))?;
+        let mut emulator = Self { child, endpoint: format!("http://127.0.0.1:{port}"), log_path };
+        emulator.wait_ready(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
+        Ok(emulator)
+    }
+
+    async fn wait_ready(&mut self, addr: SocketAddr) -> Result<(), Error> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(Error::Setup(format!("moto_server exited with {status}; see {}", self.log_path.display())));
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(Error::Setup(format!("moto_server did not answer on {addr} within 30 s")))
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn free_port() -> Result<u16, Error> {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| Error::Setup(format!("no free port: {e}")))?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| Error::Setup(e.to_string()))
+}

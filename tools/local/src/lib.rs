@@ -1,0 +1,205 @@
+//! The whole pipeline on one machine: a local AWS API emulator with the resources of
+//! `template.yaml`, the HTTP routes served by the functions' own handlers, and the
+//! transform driven from the ingest stream as the event source mapping would.
+
+pub mod emulator;
+pub mod manifest;
+pub mod poller;
+pub mod server;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::{Credentials, Region};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use crate::emulator::Emulator;
+pub use crate::manifest::Manifest;
+use crate::poller::{PollStats, Poller};
+use crate::server::App;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Setup(String),
+    #[error("AWS call failed: {0}")]
+    Aws(String),
+    #[error("function configuration: {0}")]
+    Config(#[from] eventline_model::config::ConfigError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The three functions, built from the environment the template gives each of them.
+pub struct Functions {
+    pub ingest: ingest::AwsIngest,
+    pub transform: transform::AwsTransform,
+    pub metrics: metrics::AwsMetrics,
+}
+
+/// Where things are and what to create.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub venv: PathBuf,
+    pub template: PathBuf,
+    pub deploy_script: PathBuf,
+    pub stack_name: String,
+    pub parameters: Vec<(String, String)>,
+}
+
+impl Options {
+    /// The defaults for a checkout at `root`.
+    pub fn for_checkout(root: &Path) -> Self {
+        Self {
+            venv: root.join(".venv"),
+            template: root.join("template.yaml"),
+            deploy_script: root.join("tools/local/deploy_template.py"),
+            stack_name: "eventline-local".to_owned(),
+            parameters: Vec::new(),
+        }
+    }
+}
+
+pub struct LocalStack {
+    pub emulator: Emulator,
+    pub manifest: Manifest,
+    pub sdk: aws_config::SdkConfig,
+    pub functions: Arc<Functions>,
+}
+
+impl LocalStack {
+    /// Starts the emulator, creates the template's resources in it and builds the functions.
+    pub async fn start(options: &Options) -> Result<Self, Error> {
+        let emulator = Emulator::start(&options.venv).await?;
+        let manifest = manifest::deploy(
+            &options.venv,
+            &options.deploy_script,
+            &options.template,
+            &emulator.endpoint,
+            &options.stack_name,
+            &options.parameters,
+        )
+        .await?;
+        let sdk = emulator_sdk_config(&emulator.endpoint, &manifest.region).await;
+        let functions = Arc::new(build_functions(&manifest, &sdk)?);
+        Ok(Self { emulator, manifest, sdk, functions })
+    }
+
+    /// The event source mapping of the transform function.
+    pub fn poller(&self) -> Result<Arc<Poller>, Error> {
+        let source = self
+            .manifest
+            .event_sources
+            .iter()
+            .find(|s| s.function == "transform")
+            .cloned()
+            .ok_or_else(|| Error::Setup("template.yaml has no Kinesis event source for the transform".into()))?;
+        Ok(Arc::new(Poller::new(Arc::clone(&self.functions), &self.sdk, source, self.manifest.region.clone())))
+    }
+
+    pub fn app(&self) -> Arc<App> {
+        Arc::new(App::new(Arc::clone(&self.functions), &self.manifest))
+    }
+
+    /// Serves HTTP on `addr` and polls the stream until [`Running::stop`].
+    pub async fn spawn(&self, addr: SocketAddr) -> Result<Running, Error> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Setup(format!("cannot listen on {addr}: {e}")))?;
+        let local_addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+
+        let mut http_stop = stop_rx.clone();
+        let router = self.app().router();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+
+        let poller = self.poller()?;
+        let (poll_stop_tx, poll_stop_rx) = watch::channel(false);
+        let polling = tokio::spawn(Arc::clone(&poller).run(poll_stop_rx));
+        Ok(Running { addr: local_addr, stop_tx, _stop_rx: stop_rx, http, poll_stop_tx, polling, poller })
+    }
+}
+
+/// A serving stack.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop_tx: watch::Sender<bool>,
+    _stop_rx: watch::Receiver<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    poll_stop_tx: watch::Sender<bool>,
+    polling: JoinHandle<Result<(), Error>>,
+    poller: Arc<Poller>,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn stats(&self) -> PollStats {
+        self.poller.stats().await
+    }
+
+    /// Stops taking requests, lets in-flight ones finish, then processes everything already
+    /// on the stream (bounded by `drain_timeout`) before returning.
+    pub async fn stop(self, drain_timeout: Duration) -> Result<PollStats, Error> {
+        let _ = self.stop_tx.send(true);
+        match self.http.await {
+            Ok(result) => result?,
+            Err(error) => return Err(Error::Setup(format!("HTTP server task failed: {error}"))),
+        }
+        let _ = self.poll_stop_tx.send(true);
+        match tokio::time::timeout(drain_timeout, self.polling).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(error)) => return Err(Error::Setup(format!("poller task failed: {error}"))),
+            Err(_) => {
+                return Err(Error::Setup(format!("the stream was not drained within {} s", drain_timeout.as_secs())));
+            }
+        }
+        Ok(self.poller.stats().await)
+    }
+}
+
+/// SDK configuration that reaches the emulator, with dummy credentials.
+pub async fn emulator_sdk_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(Credentials::new("local", "local", None, None, "eventline-local"))
+        .load()
+        .await
+}
+
+/// Each function's handler, configured from its own environment in the template.
+pub fn build_functions(manifest: &Manifest, sdk: &aws_config::SdkConfig) -> Result<Functions, Error> {
+    let env =
+        |name: &str| -> Result<HashMap<String, String>, Error> { Ok(manifest.function(name)?.environment.clone()) };
+    Ok(Functions {
+        ingest: ingest::with_aws(ingest::config::Config::from_lookup(&env("ingest")?)?, sdk),
+        transform: transform::with_aws(transform::config::Config::from_lookup(&env("transform")?)?, sdk),
+        metrics: metrics::with_aws(metrics::config::Config::from_lookup(&env("metrics")?)?, sdk),
+    })
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    }
+}

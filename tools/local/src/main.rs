@@ -1,0 +1,106 @@
+//! `eventline-local`: the whole pipeline on this machine. See README.md, "Run it locally".
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use eventline_local::{LocalStack, Options, shutdown_signal};
+
+const USAGE: &str = "\
+usage: eventline-local [--addr HOST:PORT] [--root DIR] [--parameter KEY=VALUE]...
+
+  --addr        where to serve the HTTP API (default 127.0.0.1:3000, or $EVENTLINE_ADDR)
+  --root        the checkout holding template.yaml and .venv (default: current directory)
+  --parameter   a template parameter override, e.g. TransformBatchSize=10
+";
+
+struct Args {
+    addr: SocketAddr,
+    root: PathBuf,
+    parameters: Vec<(String, String)>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let default_addr = std::env::var("EVENTLINE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let mut addr = default_addr;
+    let mut root = PathBuf::from(".");
+    let mut parameters = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--addr" => addr = value("--addr")?,
+            "--root" => root = PathBuf::from(value("--root")?),
+            "--parameter" => {
+                let pair = value("--parameter")?;
+                let (key, val) =
+                    pair.split_once('=').ok_or_else(|| format!("--parameter {pair:?} is not KEY=VALUE"))?;
+                parameters.push((key.to_owned(), val.to_owned()));
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let addr = addr.parse().map_err(|_| format!("--addr {addr:?} is not HOST:PORT (e.g. 127.0.0.1:3000)"))?;
+    Ok(Args { addr, root, parameters })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    eventline_model::aws::init_tracing();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("eventline-local: {message}");
+            }
+            eprint!("{USAGE}");
+            return if message.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) };
+        }
+    };
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("eventline-local: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), eventline_local::Error> {
+    let mut options = Options::for_checkout(&args.root);
+    options.parameters = args.parameters;
+    eprintln!("eventline-local: starting the emulator and creating {} ...", options.template.display());
+    let stack = LocalStack::start(&options).await?;
+    let running = stack.spawn(args.addr).await?;
+    let url = running.url();
+    let outputs = &stack.manifest.outputs;
+    let get = |key: &str| outputs.get(key).map_or("?", String::as_str);
+    println!("eventline-local: serving on {url}");
+    println!("  emulator      {} (log: {})", stack.emulator.endpoint, stack.emulator.log_path.display());
+    println!("  ingest stream {}", get("IngestStreamName"));
+    println!("  output stream {}", get("OutputStreamName"));
+    println!("  table         {}", get("EventsTableName"));
+    println!("  dead letters  {}", get("DeadLetterQueueUrl"));
+    for route in stack.app().route_list() {
+        println!("  route         {route}");
+    }
+    println!("try:");
+    println!(
+        "  curl -s -X POST {url}/events -H 'content-type: application/json' -d '{{\"id\":\"e1\",\"source\":\"web\",\"payload\":\"hello\"}}'"
+    );
+    println!("  curl -s {url}/events/web/e1");
+    println!("  curl -s {url}/metrics");
+    println!("Ctrl-C stops (the emulator keeps its data in memory only).");
+
+    shutdown_signal().await;
+    eprintln!("eventline-local: stopping: finishing requests and draining the stream ...");
+    let stats = running.stop(Duration::from_secs(60)).await?;
+    eprintln!(
+        "eventline-local: stopped after {} batches ({} records, {} retries, {} sent to the on-failure queue)",
+        stats.batches, stats.records, stats.retries, stats.sent_to_on_failure
+    );
+    stack.emulator.stop().await;
+    Ok(())
+}

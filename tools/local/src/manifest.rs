@@ -1,0 +1,83 @@
+//! What `deploy_template.py` created from `template.yaml`, as the functions need it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use tokio::process::Command;
+
+use crate::Error;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    pub stack: String,
+    pub region: String,
+    pub outputs: HashMap<String, String>,
+    /// Keyed by binary name: `ingest`, `transform`, `metrics`.
+    pub functions: HashMap<String, Function>,
+    pub event_sources: Vec<EventSource>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Function {
+    pub logical_id: String,
+    pub environment: HashMap<String, String>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Route {
+    pub method: String,
+    pub path: String,
+}
+
+/// A Kinesis event source mapping with the settings the template gives it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventSource {
+    pub function: String,
+    pub stream_arn: String,
+    pub starting_position: String,
+    pub batch_size: usize,
+    pub batching_window_seconds: u64,
+    pub report_batch_item_failures: bool,
+    pub bisect_on_error: bool,
+    /// -1 means retry until the records expire.
+    pub maximum_retry_attempts: i64,
+    /// -1 means no limit.
+    pub maximum_record_age_seconds: i64,
+    pub on_failure_destination: Option<String>,
+}
+
+impl Manifest {
+    pub fn function(&self, name: &str) -> Result<&Function, Error> {
+        self.functions
+            .get(name)
+            .ok_or_else(|| Error::Setup(format!("template.yaml has no function with Binary {name}")))
+    }
+}
+
+/// Creates the template's resources in the emulator as a stack and reads back what was made.
+pub async fn deploy(
+    venv: &Path,
+    script: &Path,
+    template: &Path,
+    endpoint: &str,
+    stack_name: &str,
+    parameters: &[(String, String)],
+) -> Result<Manifest, Error> {
+    let mut command = Command::new(venv.join("bin").join("python"));
+    command.arg(script).args(["--endpoint", endpoint, "--stack-name", stack_name]).arg("--template").arg(template);
+    for (key, value) in parameters {
+        command.arg("--parameter").arg(format!("{key}={value}"));
+    }
+    let output = command.output().await.map_err(|e| Error::Setup(format!("cannot run {}: {e}", script.display())))?;
+    if !output.status.success() {
+        return Err(Error::Setup(format!(
+            "creating the stack from {} failed: {}",
+            template.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| Error::Setup(format!("unexpected output from {}: {e}", script.display())))
+}

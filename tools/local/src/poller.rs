@@ -1,0 +1,307 @@
+//! Drives the transform from the ingest stream as Lambda's event source mapping does: real
+//! `KinesisEvent` batches per shard, the template's batch size and batching window,
+//! checkpoints from `batchItemFailures`, bisection on function errors, bounded retries,
+//! a maximum record age, and the on-failure destination.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_sdk_kinesis::types::{Record, ShardIteratorType};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use eventline_model::aws::error_chain;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::manifest::EventSource;
+use crate::{Error, Functions};
+
+/// Pause between polls of an idle shard.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// Counts across all batches, for the shutdown summary and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PollStats {
+    pub batches: u64,
+    pub records: u64,
+    pub retries: u64,
+    pub sent_to_on_failure: u64,
+}
+
+pub struct Poller {
+    functions: Arc<Functions>,
+    kinesis: aws_sdk_kinesis::Client,
+    sqs: aws_sdk_sqs::Client,
+    source: EventSource,
+    region: String,
+    stats: tokio::sync::Mutex<PollStats>,
+}
+
+/// A batch waiting to be (re)invoked, with the attempts it has had.
+struct Pending {
+    records: Vec<Record>,
+    attempts: i64,
+}
+
+impl Poller {
+    pub fn new(functions: Arc<Functions>, sdk: &aws_config::SdkConfig, source: EventSource, region: String) -> Self {
+        Self {
+            functions,
+            kinesis: aws_sdk_kinesis::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            source,
+            region,
+            stats: tokio::sync::Mutex::new(PollStats::default()),
+        }
+    }
+
+    pub async fn stats(&self) -> PollStats {
+        self.stats.lock().await.clone()
+    }
+
+    fn stream_name(&self) -> &str {
+        self.source.stream_arn.rsplit('/').next().unwrap_or(&self.source.stream_arn)
+    }
+
+    /// Polls every shard until `stop` turns true, then drains each shard to its tip so that
+    /// every accepted event is processed before returning.
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) -> Result<(), Error> {
+        let shards = self
+            .kinesis
+            .list_shards()
+            .stream_name(self.stream_name())
+            .send()
+            .await
+            .map_err(|e| Error::Aws(error_chain(&e)))?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for shard in shards.shards() {
+            let poller = Arc::clone(&self);
+            let shard_id = shard.shard_id().to_owned();
+            let stop = stop.clone();
+            tasks.spawn(async move { poller.poll_shard(shard_id, stop).await });
+        }
+        while let Some(result) = tasks.join_next().await {
+            result.map_err(|e| Error::Aws(format!("shard poller stopped: {e}")))??;
+        }
+        Ok(())
+    }
+
+    async fn poll_shard(&self, shard_id: String, stop: watch::Receiver<bool>) -> Result<(), Error> {
+        let iterator_type = if self.source.starting_position == "LATEST" {
+            ShardIteratorType::Latest
+        } else {
+            ShardIteratorType::TrimHorizon
+        };
+        let mut iterator = self
+            .kinesis
+            .get_shard_iterator()
+            .stream_name(self.stream_name())
+            .shard_id(&shard_id)
+            .shard_iterator_type(iterator_type)
+            .send()
+            .await
+            .map_err(|e| Error::Aws(error_chain(&e)))?
+            .shard_iterator
+            .ok_or_else(|| Error::Aws("no shard iterator".into()))?;
+        let window = Duration::from_secs(self.source.batching_window_seconds);
+        let mut buffer: Vec<Record> = Vec::new();
+        let mut first_buffered: Option<Instant> = None;
+
+        loop {
+            let stopping = *stop.borrow();
+            let want = self.source.batch_size.saturating_sub(buffer.len()).clamp(1, 10_000) as i32;
+            let output = match self.kinesis.get_records().shard_iterator(&iterator).limit(want).send().await {
+                Ok(output) => output,
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), shard = %shard_id, "GetRecords failed; retrying");
+                    tokio::time::sleep(IDLE_POLL).await;
+                    continue;
+                }
+            };
+            let got_nothing = output.records().is_empty();
+            let caught_up = got_nothing && output.millis_behind_latest().unwrap_or(0) == 0;
+            buffer.extend(output.records().iter().cloned());
+            if !buffer.is_empty() {
+                first_buffered.get_or_insert_with(Instant::now);
+            }
+            match output.next_shard_iterator {
+                Some(next) => iterator = next,
+                None => {
+                    // A closed shard: hand over what is left and stop.
+                    self.deliver(&shard_id, std::mem::take(&mut buffer)).await;
+                    return Ok(());
+                }
+            }
+            let full = buffer.len() >= self.source.batch_size;
+            let waited = first_buffered.is_some_and(|t| t.elapsed() >= window);
+            if !buffer.is_empty() && (full || waited || caught_up || stopping) {
+                self.deliver(&shard_id, std::mem::take(&mut buffer)).await;
+                first_buffered = None;
+                continue;
+            }
+            if stopping && caught_up && buffer.is_empty() {
+                return Ok(());
+            }
+            if got_nothing {
+                tokio::time::sleep(IDLE_POLL.min(window.max(Duration::from_millis(50)))).await;
+            }
+        }
+    }
+
+    /// Invokes the transform until the batch is finished or given up.
+    async fn deliver(&self, shard_id: &str, records: Vec<Record>) {
+        let mut queue = VecDeque::from([Pending { records, attempts: 0 }]);
+        while let Some(mut pending) = queue.pop_front() {
+            if pending.records.is_empty() {
+                continue;
+            }
+            if let Some(condition) = self.expired(&pending) {
+                self.on_failure(shard_id, &pending, condition).await;
+                continue;
+            }
+            {
+                let mut stats = self.stats.lock().await;
+                stats.batches += 1;
+                stats.records += pending.records.len() as u64;
+                stats.retries += u64::from(pending.attempts > 0);
+            }
+            match self.invoke(shard_id, &pending.records).await {
+                Ok(None) => {}
+                Ok(Some(sequence_number)) => {
+                    // A checkpoint: the named record and everything after it are retried.
+                    let from = pending.records.iter().position(|r| r.sequence_number() == sequence_number);
+                    if let Some(from) = from {
+                        pending.records.drain(..from);
+                    }
+                    pending.attempts += 1;
+                    tokio::time::sleep(retry_pause(pending.attempts)).await;
+                    queue.push_front(pending);
+                }
+                Err(error) => {
+                    tracing::error!(%error, shard = shard_id, "transform invocation failed");
+                    pending.attempts += 1;
+                    if self.source.bisect_on_error && pending.records.len() > 1 {
+                        let second = pending.records.split_off(pending.records.len() / 2);
+                        queue.push_front(Pending { records: second, attempts: pending.attempts });
+                    }
+                    tokio::time::sleep(retry_pause(pending.attempts)).await;
+                    queue.push_front(pending);
+                }
+            }
+        }
+    }
+
+    /// Why a batch must not be retried any more, if it must not.
+    fn expired(&self, pending: &Pending) -> Option<&'static str> {
+        let max_retries = self.source.maximum_retry_attempts;
+        if max_retries >= 0 && pending.attempts > max_retries {
+            return Some("RetryAttemptsExhausted");
+        }
+        let max_age = self.source.maximum_record_age_seconds;
+        let oldest = pending.records.first().and_then(|r| r.approximate_arrival_timestamp());
+        if max_age >= 0
+            && let Some(arrival) = oldest
+        {
+            let age = time::OffsetDateTime::now_utc().unix_timestamp() - arrival.secs();
+            if age > max_age {
+                return Some("RecordAgeExceeded");
+            }
+        }
+        None
+    }
+
+    /// The function's answer: `Ok(Some(seq))` to retry from `seq`, `Ok(None)` when done.
+    async fn invoke(&self, shard_id: &str, records: &[Record]) -> Result<Option<String>, String> {
+        let event = self.kinesis_event(shard_id, records)?;
+        let functions = Arc::clone(&self.functions);
+        // A panic in the handler is a function error, as a crashed Lambda would be.
+        let response = tokio::spawn(async move { functions.transform.handle(event).await })
+            .await
+            .map_err(|e| format!("the transform crashed: {e}"))?;
+        let first_failure = response.batch_item_failures.first().map(|f| f.item_identifier.clone());
+        match first_failure {
+            None => Ok(None),
+            Some(_) if !self.source.report_batch_item_failures => {
+                Err("batchItemFailures returned but ReportBatchItemFailures is off".into())
+            }
+            // An empty or unknown identifier makes Lambda retry the whole batch.
+            Some(Some(seq)) if records.iter().any(|r| r.sequence_number() == seq) => Ok(Some(seq)),
+            Some(_) => Ok(Some(records[0].sequence_number().to_owned())),
+        }
+    }
+
+    /// The event exactly as Lambda builds it from GetRecords output.
+    fn kinesis_event(&self, shard_id: &str, records: &[Record]) -> Result<KinesisEvent, String> {
+        let records: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| {
+                let arrival = r.approximate_arrival_timestamp().map_or(0.0, |t| t.as_secs_f64());
+                json!({
+                    "kinesis": {
+                        "kinesisSchemaVersion": "1.0",
+                        "partitionKey": r.partition_key(),
+                        "sequenceNumber": r.sequence_number(),
+                        "data": STANDARD.encode(r.data().as_ref()),
+                        "approximateArrivalTimestamp": arrival,
+                    },
+                    "eventSource": "aws:kinesis",
+                    "eventVersion": "1.0",
+                    "eventID": format!("{shard_id}:{}", r.sequence_number()),
+                    "eventName": "aws:kinesis:record",
+                    "invokeIdentityArn": "arn:aws:iam::123456789012:role/eventline-local-transform",
+                    "awsRegion": self.region,
+                    "eventSourceARN": self.source.stream_arn,
+                })
+            })
+            .collect();
+        serde_json::from_value(json!({ "Records": records })).map_err(|e| format!("cannot build KinesisEvent: {e}"))
+    }
+
+    /// Reports a batch given up on, with the shape Lambda sends to an on-failure destination.
+    async fn on_failure(&self, shard_id: &str, pending: &Pending, condition: &str) {
+        self.stats.lock().await.sent_to_on_failure += pending.records.len() as u64;
+        let (Some(first), Some(last)) = (pending.records.first(), pending.records.last()) else { return };
+        tracing::error!(
+            condition,
+            shard = shard_id,
+            records = pending.records.len(),
+            "batch sent to the on-failure destination"
+        );
+        let Some(arn) = &self.source.on_failure_destination else { return };
+        let arrival = |r: &Record| r.approximate_arrival_timestamp().map(|t| t.to_string());
+        let body = json!({
+            "requestContext": {"condition": condition, "approximateInvokeCount": pending.attempts + 1},
+            "version": "1.0",
+            "timestamp": eventline_model::format_rfc3339(time::OffsetDateTime::now_utc()),
+            "KinesisBatchInfo": {
+                "shardId": shard_id,
+                "startSequenceNumber": first.sequence_number(),
+                "endSequenceNumber": last.sequence_number(),
+                "approximateArrivalOfFirstRecord": arrival(first),
+                "approximateArrivalOfLastRecord": arrival(last),
+                "batchSize": pending.records.len(),
+                "streamArn": self.source.stream_arn,
+            }
+        });
+        let queue_name = arn.rsplit(':').next().unwrap_or(arn);
+        let sent = async {
+            let url = self.sqs.get_queue_url().queue_name(queue_name).send().await.map_err(|e| error_chain(&e))?;
+            self.sqs
+                .send_message()
+                .queue_url(url.queue_url().unwrap_or_default())
+                .message_body(body.to_string())
+                .send()
+                .await
+                .map_err(|e| error_chain(&e))
+        };
+        if let Err(error) = sent.await {
+            tracing::error!(%error, "could not report to the on-failure destination");
+        }
+    }
+}
+
+fn retry_pause(attempts: i64) -> Duration {
+    Duration::from_millis((100 * attempts.clamp(1, 20)) as u64)
+}

@@ -1,0 +1,188 @@
+//! The template's HTTP routes on a local port, answered by the functions' own handlers
+//! with the request shaped as API Gateway hands it to Lambda.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use lambda_http::RequestExt;
+use lambda_http::aws_lambda_events::query_map::QueryMap;
+
+use crate::Functions;
+use crate::manifest::Manifest;
+
+/// API Gateway's payload limit.
+const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Ingest,
+    Metrics,
+}
+
+#[derive(Debug, Clone)]
+struct RouteEntry {
+    method: String,
+    segments: Vec<String>,
+    target: Target,
+}
+
+impl RouteEntry {
+    /// Path parameters when `path` matches this route's template, like `/events/{source}/{id}`.
+    fn matches(&self, method: &str, path: &str) -> Option<HashMap<String, String>> {
+        if self.method != "ANY" && self.method != method {
+            return None;
+        }
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        if parts.len() != self.segments.len() {
+            return None;
+        }
+        let mut params = HashMap::new();
+        for (segment, part) in self.segments.iter().zip(parts) {
+            match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => {
+                    let decoded = percent_encoding::percent_decode_str(part).decode_utf8_lossy().into_owned();
+                    params.insert(name.to_owned(), decoded);
+                }
+                None if segment == part => {}
+                None => return None,
+            }
+        }
+        Some(params)
+    }
+}
+
+pub struct App {
+    functions: Arc<Functions>,
+    routes: Vec<RouteEntry>,
+}
+
+impl App {
+    pub fn new(functions: Arc<Functions>, manifest: &Manifest) -> Self {
+        let mut routes = Vec::new();
+        for (name, function) in &manifest.functions {
+            let target = match name.as_str() {
+                "ingest" => Target::Ingest,
+                "metrics" => Target::Metrics,
+                _ => continue,
+            };
+            for route in &function.routes {
+                routes.push(RouteEntry {
+                    method: route.method.clone(),
+                    segments: route.path.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
+                    target,
+                });
+            }
+        }
+        // Literal segments win over parameters, as in API Gateway.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.segments.iter().filter(|s| !s.starts_with('{')).count()));
+        Self { functions, routes }
+    }
+
+    /// `METHOD /path` of every route served.
+    pub fn route_list(&self) -> Vec<String> {
+        let mut list: Vec<String> =
+            self.routes.iter().map(|r| format!("{} /{}", r.method, r.segments.join("/"))).collect();
+        list.sort();
+        list
+    }
+
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new().fallback(dispatch).with_state(self)
+    }
+}
+
+async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let Some((target, params)) = app.routes.iter().find_map(|r| r.matches(&method, &path).map(|p| (r.target, p)))
+    else {
+        return (StatusCode::NOT_FOUND, [("content-type", "application/json")], r#"{"message":"Not Found"}"#)
+            .into_response();
+    };
+    let (parts, body) = request.into_parts();
+    let bytes: Bytes = match http_body_util::Limited::new(body, MAX_PAYLOAD_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                [("content-type", "application/json")],
+                r#"{"message":"Request Entity Too Large"}"#,
+            )
+                .into_response();
+        }
+    };
+    // API Gateway passes UTF-8 bodies as text and anything else base64-encoded, which
+    // lambda_http turns into binary.
+    let body = if bytes.is_empty() {
+        lambda_http::Body::Empty
+    } else {
+        match String::from_utf8(bytes.to_vec()) {
+            Ok(text) => lambda_http::Body::Text(text),
+            Err(_) => lambda_http::Body::Binary(bytes.to_vec()),
+        }
+    };
+    let query = query_map(parts.uri.query());
+    let lambda_request = http::Request::from_parts(parts, body)
+        .with_path_parameters(QueryMap::from(params))
+        .with_query_string_parameters(query);
+
+    let response = match target {
+        Target::Ingest => app.functions.ingest.handle(lambda_request).await,
+        Target::Metrics => app.functions.metrics.handle(lambda_request).await,
+    };
+    let (parts, body) = response.into_parts();
+    let bytes: Vec<u8> = match body {
+        lambda_http::Body::Empty => Vec::new(),
+        lambda_http::Body::Text(text) => text.into_bytes(),
+        lambda_http::Body::Binary(bytes) => bytes,
+        _ => Vec::new(),
+    };
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+fn query_map(query: Option<&str>) -> QueryMap {
+    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode =
+            |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+        map.entry(decode(key)).or_default().push(decode(value));
+    }
+    QueryMap::from(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: &str, path: &str) -> RouteEntry {
+        RouteEntry {
+            method: method.into(),
+            segments: path.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
+            target: Target::Metrics,
+        }
+    }
+
+    #[test]
+    fn path_parameters_are_matched_and_decoded() {
+        let params = route("GET", "/events/{source}/{id}").matches("GET", "/events/web/a%3Ab").unwrap();
+        assert_eq!(params["source"], "web");
+        assert_eq!(params["id"], "a:b");
+        assert!(route("GET", "/events/{source}/{id}").matches("GET", "/events/web").is_none());
+        assert!(route("GET", "/events/{source}/{id}").matches("POST", "/events/web/1").is_none());
+        assert!(route("POST", "/events/batch").matches("POST", "/events/batch/").is_some());
+    }
+
+    #[test]
+    fn query_strings_are_decoded() {
+        let map = query_map(Some("window=60&x=a%20b&x=c"));
+        assert_eq!(map.first("window"), Some("60"));
+        assert_eq!(map.all("x"), Some(vec!["a b", "c"]));
+    }
+}
