@@ -28,6 +28,7 @@ pub struct PollStats {
     pub records: u64,
     pub retries: u64,
     pub sent_to_on_failure: u64,
+    pub largest_batch: usize,
 }
 
 pub struct Poller {
@@ -166,6 +167,7 @@ impl Poller {
                 stats.batches += 1;
                 stats.records += pending.records.len() as u64;
                 stats.retries += u64::from(pending.attempts > 0);
+                stats.largest_batch = stats.largest_batch.max(pending.records.len());
             }
             match self.invoke(shard_id, &pending.records).await {
                 Ok(None) => {}
@@ -214,7 +216,7 @@ impl Poller {
 
     /// The function's answer: `Ok(Some(seq))` to retry from `seq`, `Ok(None)` when done.
     async fn invoke(&self, shard_id: &str, records: &[Record]) -> Result<Option<String>, String> {
-        let event = self.kinesis_event(shard_id, records)?;
+        let event = kinesis_event(records, shard_id, &self.source.stream_arn, &self.region)?;
         let functions = Arc::clone(&self.functions);
         // A panic in the handler is a function error, as a crashed Lambda would be.
         let response = tokio::spawn(async move { functions.transform.handle(event).await })
@@ -230,33 +232,6 @@ impl Poller {
             Some(Some(seq)) if records.iter().any(|r| r.sequence_number() == seq) => Ok(Some(seq)),
             Some(_) => Ok(Some(records[0].sequence_number().to_owned())),
         }
-    }
-
-    /// The event exactly as Lambda builds it from GetRecords output.
-    fn kinesis_event(&self, shard_id: &str, records: &[Record]) -> Result<KinesisEvent, String> {
-        let records: Vec<serde_json::Value> = records
-            .iter()
-            .map(|r| {
-                let arrival = r.approximate_arrival_timestamp().map_or(0.0, |t| t.as_secs_f64());
-                json!({
-                    "kinesis": {
-                        "kinesisSchemaVersion": "1.0",
-                        "partitionKey": r.partition_key(),
-                        "sequenceNumber": r.sequence_number(),
-                        "data": STANDARD.encode(r.data().as_ref()),
-                        "approximateArrivalTimestamp": arrival,
-                    },
-                    "eventSource": "aws:kinesis",
-                    "eventVersion": "1.0",
-                    "eventID": format!("{shard_id}:{}", r.sequence_number()),
-                    "eventName": "aws:kinesis:record",
-                    "invokeIdentityArn": "arn:aws:iam::123456789012:role/eventline-local-transform",
-                    "awsRegion": self.region,
-                    "eventSourceARN": self.source.stream_arn,
-                })
-            })
-            .collect();
-        serde_json::from_value(json!({ "Records": records })).map_err(|e| format!("cannot build KinesisEvent: {e}"))
     }
 
     /// Reports a batch given up on, with the shape Lambda sends to an on-failure destination.
@@ -300,6 +275,38 @@ impl Poller {
             tracing::error!(%error, "could not report to the on-failure destination");
         }
     }
+}
+
+/// The event exactly as Lambda builds it from GetRecords output.
+pub fn kinesis_event(
+    records: &[Record],
+    shard_id: &str,
+    stream_arn: &str,
+    region: &str,
+) -> Result<KinesisEvent, String> {
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            let arrival = r.approximate_arrival_timestamp().map_or(0.0, |t| t.as_secs_f64());
+            json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": r.partition_key(),
+                    "sequenceNumber": r.sequence_number(),
+                    "data": STANDARD.encode(r.data().as_ref()),
+                    "approximateArrivalTimestamp": arrival,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": format!("{shard_id}:{}", r.sequence_number()),
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/eventline-local-transform",
+                "awsRegion": region,
+                "eventSourceARN": stream_arn,
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).map_err(|e| format!("cannot build KinesisEvent: {e}"))
 }
 
 fn retry_pause(attempts: i64) -> Duration {

@@ -1,0 +1,94 @@
+//! Helpers for the tests that run against the emulator.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use eventline_local::{LocalStack, Options};
+use serde_json::Value;
+
+pub fn checkout() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A fresh emulator with the template's resources, each test its own.
+pub async fn stack(parameters: &[(&str, &str)]) -> LocalStack {
+    let mut options = Options::for_checkout(&checkout());
+    options.stack_name = format!("it-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    options.parameters = parameters.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    LocalStack::start(&options).await.expect("local stack starts (run `make test` so .venv is installed)")
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection: enough for tests, no client library.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> HttpResponse {
+    let method = method.to_owned();
+    let path = path.to_owned();
+    let body = body.map(Value::to_string);
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let body = body.unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.lines();
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        HttpResponse { status, headers, body: serde_json::from_str(body).unwrap_or(Value::Null) }
+    })
+    .await
+    .unwrap()
+}
+
+/// Polls until `check` holds, or fails the test after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    until(timeout, what, || {
+        let checked = check();
+        async move { checked.await.then_some(()) }
+    })
+    .await
+}
+
+/// Polls until `probe` gives a value, or fails the test after `timeout`.
+pub async fn until<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
