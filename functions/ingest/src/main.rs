@@ -6,7 +6,8 @@ use lambda_http::{Error, Request, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let config = Config::from_lookup(&ProcessEnv)?;
+    let config =
+        Config::from_lookup(&ProcessEnv).inspect_err(|error| tracing::error!(%error, "invalid configuration"))?;
     let ingest = ingest::with_aws(config, &sdk_config().await);
     let ingest = &ingest;
     run(service_fn(move |request: Request| async move { Ok::<_, Error>(ingest.handle(request).await) })).await

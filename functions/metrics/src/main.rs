@@ -6,7 +6,8 @@ use metrics::config::Config;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let config = Config::from_lookup(&ProcessEnv)?;
+    let config =
+        Config::from_lookup(&ProcessEnv).inspect_err(|error| tracing::error!(%error, "invalid configuration"))?;
     let metrics = metrics::with_aws(config, &sdk_config().await);
     let metrics = &metrics;
     run(service_fn(move |request: Request| async move { Ok::<_, Error>(metrics.handle(request).await) })).await

@@ -10,7 +10,8 @@ use transform::config::Config;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let config = Config::from_lookup(&ProcessEnv)?;
+    let config =
+        Config::from_lookup(&ProcessEnv).inspect_err(|error| tracing::error!(%error, "invalid configuration"))?;
     let transform = transform::with_aws(config, &sdk_config().await);
     let transform = &transform;
     run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
