@@ -232,8 +232,9 @@ fn marker(pk: String, sk: String) -> Item {
 fn is_transient<R>(error: &SdkError<TransactWriteItemsError, R>) -> bool {
     match error {
         SdkError::ServiceError(service) => {
-            !matches!(service.err(), TransactWriteItemsError::ResourceNotFoundException(_))
-                && !service.err().meta().code().is_some_and(|code| code == "ValidationException")
+            let missing_table = matches!(service.err(), TransactWriteItemsError::ResourceNotFoundException(_));
+            let invalid = service.err().meta().code() == Some("ValidationException");
+            !missing_table && !invalid
         }
         SdkError::ConstructionFailure(_) => false,
         _ => true,
