@@ -1,0 +1,386 @@
+//! Output formats, written straight into byte buffers.
+//!
+//! Writers fill a byte buffer owned by a worker thread through a [`Cursor`]: integers are split
+//! into digits eight at a time with word-wide arithmetic, UUIDs come from a hex table, dates
+//! from a [`DateCache`], and every text value is a [`crate::text::Text`], which is checked at
+//! compile time to need no CSV quoting or JSON escaping. Formatting an event allocates nothing.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+
+use crate::cdr::CallEvent;
+use crate::clock::{self, DateCache};
+use crate::text::Cursor;
+
+/// Most records a `kinesis-event` document may hold. About 1.4 KB per record keeps 1000 well
+/// inside Lambda's 6 MB invocation payload limit.
+pub const KINESIS_MAX_RECORDS: u64 = 1000;
+
+/// Most pipeline events per `POST /events` request, and so per line of the `api` format.
+pub const API_MAX_BATCH: usize = 100;
+
+/// Delay between an event's time and the moment the service "received" it, in
+/// `kinesis-event` records: a fixed base plus a per-event part taken from the event's UUID.
+const RECEIVE_DELAY_MICROS: i64 = 40_000;
+
+pub const CSV_HEADER: &str = "event_source,event_ref,event_type,event_date,calling_number,called_number,location,duration_seconds,attr_1,attr_2,attr_3,attr_4,attr_5,attr_6,attr_7,attr_8\n";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Ndjson,
+    Api,
+    KinesisEvent,
+}
+
+impl Format {
+    pub const ALL: [Format; 4] = [Format::Csv, Format::Ndjson, Format::Api, Format::KinesisEvent];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Ndjson => "ndjson",
+            Format::Api => "api",
+            Format::KinesisEvent => "kinesis-event",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("unknown format '{s}' (expected csv, ndjson, api or kinesis-event)"))
+    }
+}
+
+/// Per-thread formatting state: the date cache and scratch space for nested encodings.
+#[derive(Debug, Clone)]
+pub struct EventWriter {
+    format: Format,
+    total: u64,
+    batch: u64,
+    dates: DateCache,
+    scratch: Vec<u8>,
+}
+
+/// Room one ingest-stream record needs before base64 encoding.
+const RECORD_MAX_LEN: usize = 4096;
+
+impl EventWriter {
+    /// `total` is the number of events in the run (it decides where arrays and documents close);
+    /// `batch` is the `api` array length, 1 to [`API_MAX_BATCH`].
+    pub fn new(format: Format, total: u64, batch: usize) -> Self {
+        Self {
+            format,
+            total,
+            batch: batch.clamp(1, API_MAX_BATCH) as u64,
+            dates: DateCache::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Bytes that go before the first event.
+    pub fn header(&self) -> &'static [u8] {
+        match self.format {
+            Format::Csv => CSV_HEADER.as_bytes(),
+            Format::KinesisEvent => b"{\"Records\":[",
+            Format::Ndjson | Format::Api => b"",
+        }
+    }
+
+    /// Bytes that go after the last event.
+    pub fn footer(&self) -> &'static [u8] {
+        match self.format {
+            Format::KinesisEvent => b"]}\n",
+            _ => b"",
+        }
+    }
+
+    /// About how many bytes an event takes, for sizing buffers.
+    pub fn typical_event_len(&self) -> usize {
+        match self.format {
+            Format::Csv => 190,
+            Format::Ndjson => 390,
+            Format::Api => 540,
+            Format::KinesisEvent => 1400,
+        }
+    }
+
+    /// Room that [`EventWriter::write_into`] may need for one event. Every field has a bounded
+    /// size, so this is a true bound (checked by tests with generous margin).
+    pub fn max_event_len(&self) -> usize {
+        match self.format {
+            Format::Csv => 1024,
+            Format::Ndjson => 2048,
+            Format::Api => 3072,
+            Format::KinesisEvent => 8192,
+        }
+    }
+
+    /// Appends event number `index` (0-based, across the whole run) to a vector.
+    pub fn write(&mut self, index: u64, event: &CallEvent, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + self.max_event_len(), 0);
+        let written = self.write_into(index, event, &mut out[start..]);
+        out.truncate(start + written);
+    }
+
+    /// Writes event number `index` (0-based, across the whole run) at the start of `out`,
+    /// which must have at least [`EventWriter::max_event_len`] bytes; returns the length.
+    #[inline]
+    pub fn write_into(&mut self, index: u64, event: &CallEvent, out: &mut [u8]) -> usize {
+        match self.format {
+            Format::Csv => self.write_csv(event, out),
+            Format::Ndjson => self.write_ndjson(event, out),
+            Format::Api => self.write_api_line_item(index, event, out),
+            Format::KinesisEvent => {
+                let mut cursor = Cursor::new(out);
+                self.write_kinesis_record(index, event, &mut cursor);
+                cursor.written()
+            }
+        }
+    }
+
+    fn write_ndjson(&mut self, e: &CallEvent, buf: &mut [u8]) -> usize {
+        let mut out = Cursor::new(buf);
+        self.write_call_json(e, &mut out);
+        out.byte(b'\n');
+        out.written()
+    }
+
+    fn write_api_line_item(&mut self, index: u64, e: &CallEvent, buf: &mut [u8]) -> usize {
+        let mut out = Cursor::new(buf);
+        out.byte(if index.is_multiple_of(self.batch) { b'[' } else { b',' });
+        self.write_api_fields(e, &mut out);
+        out.byte(b'}');
+        if (index + 1).is_multiple_of(self.batch) || index + 1 == self.total {
+            out.array(b"]\n");
+        }
+        out.written()
+    }
+
+    fn write_csv(&mut self, e: &CallEvent, buf: &mut [u8]) -> usize {
+        let out = &mut Cursor::new(buf);
+        // Text fields are `Text` values, proven at compile time to need no quoting.
+        out.text(e.source);
+        out.byte(b',');
+        out.uuid(e.event_ref);
+        out.byte(b',');
+        out.byte(b'0' + e.event_type.code());
+        out.byte(b',');
+        out.array(self.dates.get(e.time_secs()));
+        out.byte(b',');
+        e.calling.write(out);
+        out.byte(b',');
+        e.called.write(out);
+        out.byte(b',');
+        e.write_location(out);
+        out.byte(b',');
+        out.u64(u64::from(e.duration_seconds));
+        // Spelled out so each call is inlined with a constant attribute number.
+        let mut attr = |n: usize| {
+            out.byte(b',');
+            e.write_attr(n, out);
+        };
+        attr(1);
+        attr(2);
+        attr(3);
+        attr(4);
+        attr(5);
+        attr(6);
+        attr(7);
+        attr(8);
+        out.byte(b'\n');
+        out.written()
+    }
+
+    /// The call-detail fields as one JSON object; empty attributes are `null`.
+    #[inline(always)]
+    fn write_call_json(&mut self, e: &CallEvent, out: &mut Cursor<'_>) {
+        out.array(b"{\"event_source\":\"");
+        out.text(e.source);
+        out.array(b"\",\"event_ref\":\"");
+        out.uuid(e.event_ref);
+        out.array(b"\",\"event_type\":");
+        out.byte(b'0' + e.event_type.code());
+        out.array(b",\"event_date\":\"");
+        out.array(self.dates.get(e.time_secs()));
+        out.array(b"\",\"calling_number\":");
+        e.calling.write(out);
+        out.array(b",\"called_number\":");
+        e.called.write(out);
+        out.array(b",\"location\":\"");
+        e.write_location(out);
+        out.array(b"\",\"duration_seconds\":");
+        out.u64(u64::from(e.duration_seconds));
+        // Spelled out so each call is inlined with a constant attribute number.
+        let mut attr = |n: usize, key: &[u8; 11]| {
+            out.array(key);
+            if e.write_attr(n, out) {
+                out.byte(b'"');
+            } else {
+                // Replace the opening quote.
+                out.unwrite(1);
+                out.array(b"null");
+            }
+        };
+        attr(1, b",\"attr_1\":\"");
+        attr(2, b",\"attr_2\":\"");
+        attr(3, b",\"attr_3\":\"");
+        attr(4, b",\"attr_4\":\"");
+        attr(5, b",\"attr_5\":\"");
+        attr(6, b",\"attr_6\":\"");
+        attr(7, b",\"attr_7\":\"");
+        attr(8, b",\"attr_8\":\"");
+        out.byte(b'}');
+    }
+
+    /// One pipeline event as accepted by `POST /events` (see the crate README for the mapping).
+    pub fn write_api_event(&mut self, e: &CallEvent, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + self.max_event_len(), 0);
+        let mut cursor = Cursor::new(&mut out[start..]);
+        self.write_api_fields(e, &mut cursor);
+        cursor.byte(b'}');
+        let written = cursor.written();
+        out.truncate(start + written);
+    }
+
+    /// The pipeline event without its closing brace, so ingest-stream records can extend it.
+    #[inline(always)]
+    fn write_api_fields(&mut self, e: &CallEvent, out: &mut Cursor<'_>) {
+        out.array(b"{\"id\":\"");
+        out.uuid(e.event_ref);
+        out.array(b"\",\"source\":\"");
+        out.text(e.source);
+        out.array(b"\",\"type\":\"");
+        out.bytes(e.event_type.api_name().as_bytes());
+        out.array(b"\",\"timestamp\":\"");
+        out.array(self.dates.get(e.time_secs()));
+        out.array(b"\",\"user_id\":\"");
+        e.calling.write(out);
+        out.array(b"\",\"payload\":\"");
+        e.write_location(out);
+        out.array(b"\",\"data\":");
+        self.write_call_json(e, out);
+    }
+
+    /// When the service received the event, for the `kinesis-event` format.
+    pub fn received_at_micros(e: &CallEvent) -> i64 {
+        // Derived from the event itself so output stays reproducible for a seed.
+        e.time_micros + RECEIVE_DELAY_MICROS + (e.event_ref as u64 % 500_000) as i64
+    }
+
+    fn write_kinesis_record(&mut self, index: u64, e: &CallEvent, out: &mut Cursor<'_>) {
+        let received = Self::received_at_micros(e);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(RECORD_MAX_LEN, 0);
+        let mut record = Cursor::new(&mut scratch);
+        self.write_api_fields(e, &mut record);
+        record.array(b",\"received_at\":\"");
+        record.array(&clock::format_millis(received));
+        record.array(b"\"}");
+
+        if index > 0 {
+            out.byte(b',');
+        }
+        out.array(b"{\"kinesis\":{\"kinesisSchemaVersion\":\"1.0\",\"partitionKey\":\"");
+        e.calling.write(out);
+        out.array(b"\",\"sequenceNumber\":\"");
+        push_sequence_number(out, index);
+        out.array(b"\",\"data\":\"");
+        let written =
+            base64::engine::general_purpose::STANDARD.encode_slice(record.as_written(), out.rest()).unwrap_or(0);
+        out.advance(written);
+        out.array(b"\",\"approximateArrivalTimestamp\":");
+        out.u64(received.div_euclid(1_000_000).max(0) as u64);
+        out.byte(b'.');
+        out.u64_padded((received.rem_euclid(1_000_000) / 1000) as u64, 3);
+        out.bytes(b"},\"eventSource\":\"aws:kinesis\",\"eventVersion\":\"1.0\",\"eventID\":\"shardId-000000000000:");
+        push_sequence_number(out, index);
+        out.bytes(b"\",\"eventName\":\"aws:kinesis:record\",\"invokeIdentityArn\":\"arn:aws:iam::123456789012:role/lambda-role\",\"awsRegion\":\"us-east-1\",\"eventSourceARN\":\"arn:aws:kinesis:us-east-1:123456789012:stream/eventline-ingest\"}");
+        self.scratch = scratch;
+    }
+}
+
+/// Kinesis-style sequence numbers: 56 digits, a fixed prefix then the zero-padded record
+/// number, so they increase strictly both as numbers and as strings.
+pub fn push_sequence_number(out: &mut Cursor<'_>, index: u64) {
+    out.bytes(b"495903382714902566085596925383615710");
+    out.u64_padded(index + 1, 20);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdr::{ATTR_COUNT, GenConfig};
+
+    #[test]
+    fn sequence_numbers_have_56_digits_and_increase() {
+        let mut previous = String::new();
+        for index in [0u64, 1, 9, 10, 99, 12_345, 999_999] {
+            let text = crate::text::render(|c| push_sequence_number(c, index));
+            assert_eq!(text.len(), 56);
+            assert!(text.bytes().all(|b| b.is_ascii_digit()));
+            assert!(text > previous, "{text} after {previous}");
+            previous = text;
+        }
+    }
+
+    #[test]
+    fn ndjson_line_parses_with_numbers_as_numbers_and_empty_attrs_as_null() {
+        let events: Vec<_> = GenConfig::new(8, 200).events().collect();
+        let mut writer = EventWriter::new(Format::Ndjson, 200, 100);
+        let mut nulls = 0;
+        for (i, e) in events.iter().enumerate() {
+            let mut out = Vec::new();
+            writer.write(i as u64, e, &mut out);
+            assert_eq!(out.last(), Some(&b'\n'));
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+            assert_eq!(v["calling_number"].as_u64(), Some(e.calling_number()));
+            assert_eq!(v["event_type"].as_u64(), Some(u64::from(e.event_type.code())));
+            assert_eq!(v["location"].as_str(), Some(e.location().as_str()));
+            for n in 1..=ATTR_COUNT {
+                let field = &v[format!("attr_{n}")];
+                assert_eq!(field.as_str().map(str::to_owned), e.attr(n));
+                nulls += usize::from(field.is_null());
+            }
+        }
+        assert!(nulls > 0);
+    }
+
+    #[test]
+    fn events_stay_well_inside_the_room_reserved_for_them() {
+        for format in Format::ALL {
+            let mut writer = EventWriter::new(format, 5_000, 100);
+            let mut longest = 0;
+            let mut out = Vec::new();
+            for (i, e) in GenConfig::new(21, 5_000).events().enumerate() {
+                out.clear();
+                writer.write(i as u64, &e, &mut out);
+                longest = longest.max(out.len());
+            }
+            assert!(longest * 2 <= writer.max_event_len(), "{format}: {longest} of {}", writer.max_event_len());
+        }
+    }
+
+    #[test]
+    fn format_names_parse_back() {
+        for f in Format::ALL {
+            assert_eq!(f.name().parse::<Format>(), Ok(f));
+        }
+        assert!("xml".parse::<Format>().is_err());
+    }
+}

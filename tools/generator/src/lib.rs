@@ -1,0 +1,21 @@
+//! Eventline's test-data generator and load driver.
+//!
+//! - [`cdr`]: the call-detail event model and its seeded generator;
+//! - [`format`]: CSV, NDJSON, API and Kinesis-event writers;
+//! - [`generate`]: the multi-threaded, memory-bounded generation pipeline;
+//! - [`load`]: sends events through the HTTP API and verifies they were stored;
+//! - [`api`]: the HTTP client side of the API: endpoints and what responses mean;
+//! - [`source`]: generated or replayed events grouped into request batches;
+//! - [`summary`]: the results of a load run and their rendering;
+//! - [`text`]: fixed-size text values and the byte cursor the writers use.
+
+pub mod api;
+pub mod cdr;
+pub mod clock;
+pub mod format;
+pub mod generate;
+pub mod load;
+pub mod rng;
+pub mod source;
+pub mod summary;
+pub mod text;

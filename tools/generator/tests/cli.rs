@@ -1,0 +1,182 @@
+//! The `eventline-gen` binary: argument errors, determinism, and closed pipes.
+
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_eventline-gen");
+
+fn run(args: &[&str]) -> Output {
+    let output = Command::new(BIN).args(args).output();
+    match output {
+        Ok(output) => output,
+        Err(e) => panic!("could not start {BIN}: {e}"),
+    }
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts a failed run with a single-line error on stderr that mentions `needle`.
+fn assert_fails_with(args: &[&str], needle: &str) {
+    let output = run(args);
+    let stderr = stderr_of(&output);
+    assert!(!output.status.success(), "{args:?} succeeded");
+    assert!(stderr.contains(needle), "{args:?}: stderr {stderr:?} lacks {needle:?}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: not one line: {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.stdout.is_empty(), "{args:?} wrote to stdout");
+}
+
+#[test]
+fn unknown_format_is_refused() {
+    assert_fails_with(&["generate", "--count", "10", "--format", "xml"], "xml");
+}
+
+#[test]
+fn zero_count_is_refused() {
+    assert_fails_with(&["generate", "--count", "0"], "--count");
+}
+
+#[test]
+fn non_numeric_count_is_refused() {
+    assert_fails_with(&["generate", "--count", "lots"], "lots");
+}
+
+#[test]
+fn missing_count_is_refused() {
+    assert_fails_with(&["generate"], "--count");
+}
+
+#[test]
+fn zero_threads_are_refused() {
+    assert_fails_with(&["generate", "--count", "10", "--threads", "0"], "--threads");
+}
+
+#[test]
+fn unwritable_output_path_is_refused() {
+    assert_fails_with(
+        &["generate", "--count", "10", "--out", "/nonexistent-dir/calls.csv"],
+        "cannot create /nonexistent-dir/calls.csv",
+    );
+}
+
+#[test]
+fn oversized_kinesis_event_is_refused() {
+    assert_fails_with(&["generate", "--count", "1001", "--format", "kinesis-event"], "at most 1000 records");
+}
+
+#[test]
+fn bad_start_time_is_refused() {
+    assert_fails_with(&["generate", "--count", "10", "--start", "yesterday"], "RFC 3339");
+}
+
+#[test]
+fn load_without_a_bound_is_refused() {
+    assert_fails_with(&["load", "--url", "http://127.0.0.1:9"], "--count N or --duration D");
+}
+
+#[test]
+fn load_with_a_bad_url_is_refused() {
+    assert_fails_with(&["load", "--url", "localhost:3000", "--count", "1"], "invalid URL");
+}
+
+#[test]
+fn load_with_a_bad_rate_is_refused() {
+    assert_fails_with(&["load", "--url", "http://127.0.0.1:9", "--count", "1", "--rate", "-5"], "-5");
+}
+
+#[test]
+fn load_against_a_closed_port_fails_with_a_summary() {
+    let output = run(&["load", "--url", "http://127.0.0.1:9", "--count", "5", "--quiet", "--no-verify"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = stderr_of(&output);
+    assert!(!output.status.success());
+    assert!(stdout.contains("failed      5"), "{stdout}");
+    assert!(stderr.contains("no event could be delivered"), "{stderr}");
+}
+
+#[test]
+fn replay_of_a_missing_file_is_refused() {
+    assert_fails_with(
+        &["replay", "--url", "http://127.0.0.1:9", "--file", "/nonexistent/events.ndjson"],
+        "/nonexistent/events.ndjson",
+    );
+}
+
+#[test]
+fn same_seed_gives_the_same_bytes_for_any_thread_count() {
+    let args = ["generate", "--count", "25000", "--seed", "99", "--format", "ndjson"];
+    let first = run(&[&args[..], &["--threads", "1"]].concat());
+    let second = run(&[&args[..], &["--threads", "1"]].concat());
+    let two = run(&[&args[..], &["--threads", "2"]].concat());
+    assert!(first.status.success(), "{}", stderr_of(&first));
+    assert_eq!(first.stdout.iter().filter(|b| **b == b'\n').count(), 25_000);
+    assert!(first.stdout == second.stdout, "two runs differ");
+    assert!(first.stdout == two.stdout, "1 and 2 threads differ");
+}
+
+#[test]
+fn different_seeds_give_different_output() {
+    let a = run(&["generate", "--count", "100", "--seed", "1"]);
+    let b = run(&["generate", "--count", "100", "--seed", "2"]);
+    assert!(a.status.success() && b.status.success());
+    assert_ne!(a.stdout, b.stdout);
+}
+
+#[test]
+fn output_file_matches_standard_output() {
+    let dir = std::env::temp_dir().join(format!("eventline-gen-cli-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("calls.csv");
+    let path_text = path.to_string_lossy().into_owned();
+    let to_file = run(&["generate", "--count", "3000", "--seed", "5", "--out", &path_text]);
+    let to_stdout = run(&["generate", "--count", "3000", "--seed", "5"]);
+    assert!(to_file.status.success(), "{}", stderr_of(&to_file));
+    assert!(to_file.stdout.is_empty());
+    assert_eq!(std::fs::read(&path).ok(), Some(to_stdout.stdout));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn seed_is_printed_with_verbose_only() {
+    let quiet = run(&["generate", "--count", "5"]);
+    assert!(stderr_of(&quiet).is_empty(), "{}", stderr_of(&quiet));
+    let verbose = run(&["generate", "--count", "5", "--seed", "42", "--verbose"]);
+    assert_eq!(stderr_of(&verbose).trim(), "seed: 42");
+}
+
+#[test]
+fn closed_pipe_ends_quietly_without_a_panic() {
+    let child = Command::new(BIN)
+        .args(["generate", "--count", "5000000", "--seed", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => panic!("could not start {BIN}: {e}"),
+    };
+    let mut first = [0u8; 100];
+    let read = child.stdout.take().map(|mut out| out.read_exact(&mut first));
+    assert!(matches!(read, Some(Ok(()))), "{read:?}");
+    // The read end is closed here, like `| head -c 100` exiting.
+    let output = child.wait_with_output();
+    let Ok(output) = output else {
+        panic!("waiting failed: {output:?}");
+    };
+    let stderr = stderr_of(&output);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "status {:?}, stderr {stderr}", output.status);
+    assert!(first.starts_with(b"event_source,event_ref,"));
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let output = run(&["--help"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    for word in ["generate", "load", "replay"] {
+        assert!(text.contains(word), "{text}");
+    }
+}

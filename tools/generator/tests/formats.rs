@@ -1,0 +1,247 @@
+//! The output formats checked from the outside: CSV through a real CSV reader, the API batches
+//! against the service's field rules, and the Lambda Kinesis event document.
+
+use std::collections::{BTreeSet, HashSet};
+
+use base64::Engine as _;
+use eventline_gen::clock;
+use eventline_gen::format::Format;
+use eventline_gen::generate::{GenerateOptions, generate_to};
+use serde_json::Value;
+
+fn generate(format: Format, count: u64, seed: u64) -> String {
+    let mut options = GenerateOptions::new(count, seed, format);
+    options.threads = 2;
+    let mut out = Vec::new();
+    let result = generate_to(&options, &mut out);
+    assert!(result.is_ok(), "{result:?}");
+    match String::from_utf8(out) {
+        Ok(text) => text,
+        Err(e) => panic!("output is not UTF-8: {e}"),
+    }
+}
+
+fn parse(line: &str) -> Value {
+    match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => panic!("not JSON ({e}): {line}"),
+    }
+}
+
+const COLUMNS: [&str; 16] = [
+    "event_source",
+    "event_ref",
+    "event_type",
+    "event_date",
+    "calling_number",
+    "called_number",
+    "location",
+    "duration_seconds",
+    "attr_1",
+    "attr_2",
+    "attr_3",
+    "attr_4",
+    "attr_5",
+    "attr_6",
+    "attr_7",
+    "attr_8",
+];
+
+/// A JSON field as the text a CSV file holds for it (null is the empty field).
+fn as_csv_text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn csv_round_trips_through_a_csv_reader_with_every_field_intact() {
+    let csv_text = generate(Format::Csv, 20_000, 31);
+    let ndjson = generate(Format::Ndjson, 20_000, 31);
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let headers = reader.headers().map(|h| h.iter().map(str::to_owned).collect::<Vec<_>>());
+    assert_eq!(headers.ok(), Some(COLUMNS.iter().map(|c| c.to_string()).collect()));
+    let mut rows = 0;
+    for (record, line) in reader.records().zip(ndjson.lines()) {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => panic!("row {rows}: {e}"),
+        };
+        let expected = parse(line);
+        assert_eq!(record.len(), COLUMNS.len());
+        for (i, column) in COLUMNS.iter().enumerate() {
+            assert_eq!(record.get(i).map(str::to_owned), Some(as_csv_text(&expected[column])), "row {rows}, {column}");
+        }
+        rows += 1;
+    }
+    assert_eq!(rows, 20_000);
+}
+
+#[test]
+fn no_column_is_constant_and_optional_ones_are_sometimes_empty() {
+    let csv_text = generate(Format::Csv, 10_000, 4);
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let mut values: Vec<HashSet<String>> = vec![HashSet::new(); COLUMNS.len()];
+    for record in reader.records().flatten() {
+        for (i, field) in record.iter().enumerate() {
+            values[i].insert(field.to_owned());
+        }
+    }
+    for (column, seen) in COLUMNS.iter().zip(&values) {
+        assert!(seen.len() > 1, "{column} is constant");
+        let optional = column.starts_with("attr_");
+        assert_eq!(seen.contains(""), optional, "{column}: empty values");
+    }
+    // Dates vary, and every one is RFC 3339 UTC.
+    assert!(values[3].len() > 10);
+    assert!(values[3].iter().all(|d| d.ends_with('Z') && clock::parse_rfc3339(d).is_ok()));
+}
+
+#[test]
+fn event_type_codes_map_to_documented_api_types() {
+    let ndjson = generate(Format::Ndjson, 2000, 12);
+    let api = generate(Format::Api, 2000, 12);
+    let items: Vec<Value> = api.lines().flat_map(|l| parse(l).as_array().cloned().unwrap_or_default()).collect();
+    let mut pairs = BTreeSet::new();
+    for (line, item) in ndjson.lines().zip(&items) {
+        let call = parse(line);
+        pairs.insert((call["event_type"].as_u64(), item["type"].as_str().map(str::to_owned)));
+        assert_eq!(item["data"], call);
+    }
+    let expected: BTreeSet<_> = [(1, "call_out"), (2, "call_in"), (3, "sms"), (5, "data_session")]
+        .into_iter()
+        .map(|(c, n)| (Some(c), Some(n.to_owned())))
+        .collect();
+    assert_eq!(pairs, expected);
+}
+
+fn is_token(text: &str, max: usize, extra: &str) -> bool {
+    (1..=max).contains(&text.len())
+        && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c) || extra.contains(c))
+}
+
+/// The service's rules for one pipeline event.
+fn check_pipeline_event(item: &Value, now: i64) {
+    let Some(fields) = item.as_object() else {
+        panic!("not an object: {item}");
+    };
+    let keys: BTreeSet<&str> = fields.keys().map(String::as_str).collect();
+    let allowed: BTreeSet<&str> = ["id", "source", "type", "timestamp", "user_id", "payload", "data"].into();
+    assert_eq!(keys, allowed, "{item}");
+    let text = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or_default();
+    let id = text("id");
+    assert!(
+        (1..=128).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)),
+        "id {id}"
+    );
+    assert!(is_token(text("source"), 64, ""), "source {}", text("source"));
+    assert!(is_token(text("type"), 64, ""), "type {}", text("type"));
+    let timestamp = clock::parse_rfc3339(text("timestamp"));
+    assert!(matches!(timestamp, Ok(t) if t <= now + 5 * 60 * clock::MICROS_PER_SEC), "{timestamp:?}");
+    let user = text("user_id");
+    assert!((1..=128).contains(&user.chars().count()) && !user.chars().any(char::is_control));
+    assert!(fields.get("payload").is_some_and(Value::is_string));
+    assert!(fields.get("data").is_some_and(Value::is_object));
+    assert!(item.to_string().len() <= 256 * 1024);
+}
+
+#[test]
+fn api_lines_are_arrays_of_at_most_100_valid_pipeline_events() {
+    let api = generate(Format::Api, 2_345, 8);
+    let now = clock::now_micros();
+    let mut total = 0;
+    let mut ids = HashSet::new();
+    for line in api.lines() {
+        let batch = parse(line);
+        let Some(items) = batch.as_array() else {
+            panic!("line is not an array: {line}");
+        };
+        assert!((1..=100).contains(&items.len()));
+        for item in items {
+            check_pipeline_event(item, now);
+            ids.insert(item["id"].as_str().map(str::to_owned));
+        }
+        total += items.len();
+    }
+    assert_eq!(total, 2_345);
+    assert_eq!(ids.len(), 2_345, "ids repeat");
+    assert_eq!(api.lines().count(), 24);
+}
+
+#[test]
+fn api_batch_size_is_configurable() {
+    let mut options = GenerateOptions::new(250, 1, Format::Api);
+    options.batch = 40;
+    let mut out = Vec::new();
+    assert!(generate_to(&options, &mut out).is_ok());
+    let lengths: Vec<usize> =
+        String::from_utf8_lossy(&out).lines().map(|l| parse(l).as_array().map_or(0, Vec::len)).collect();
+    assert_eq!(lengths, [40, 40, 40, 40, 40, 40, 10]);
+}
+
+#[test]
+fn kinesis_event_is_a_lambda_document_of_decodable_ingest_records() {
+    let text = generate(Format::KinesisEvent, 250, 17);
+    assert_eq!(text.lines().count(), 1);
+    let doc = parse(&text);
+    let keys: Vec<&String> = doc.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+    assert_eq!(keys, ["Records"]);
+    let Some(records) = doc["Records"].as_array() else {
+        panic!("Records is not an array");
+    };
+    assert_eq!(records.len(), 250);
+    let now = clock::now_micros();
+    let mut previous_sequence = String::new();
+    for record in records {
+        assert_eq!(record["eventSource"], "aws:kinesis");
+        assert_eq!(record["eventVersion"], "1.0");
+        assert_eq!(record["eventName"], "aws:kinesis:record");
+        assert_eq!(record["awsRegion"], "us-east-1");
+        assert_eq!(record["invokeIdentityArn"], "arn:aws:iam::123456789012:role/lambda-role");
+        assert_eq!(record["eventSourceARN"], "arn:aws:kinesis:us-east-1:123456789012:stream/eventline-ingest");
+        let kinesis = &record["kinesis"];
+        assert_eq!(kinesis["kinesisSchemaVersion"], "1.0");
+        let sequence = kinesis["sequenceNumber"].as_str().unwrap_or_default().to_owned();
+        assert!(!sequence.is_empty() && sequence.bytes().all(|b| b.is_ascii_digit()));
+        // Same length, so string order is numeric order.
+        assert_eq!(sequence.len(), 56);
+        assert!(sequence > previous_sequence, "{sequence} after {previous_sequence}");
+        assert_eq!(record["eventID"], format!("shardId-000000000000:{sequence}"));
+        previous_sequence = sequence;
+        assert!(kinesis["approximateArrivalTimestamp"].is_f64());
+
+        let encoded = kinesis["data"].as_str().unwrap_or_default();
+        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded);
+        let Ok(decoded) = decoded else {
+            panic!("bad base64: {decoded:?}");
+        };
+        let mut ingest: Value = match serde_json::from_slice(&decoded) {
+            Ok(v) => v,
+            Err(e) => panic!("record data is not JSON: {e}"),
+        };
+        let received_at = ingest
+            .as_object_mut()
+            .and_then(|o| o.remove("received_at"))
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let received = clock::parse_rfc3339(&received_at);
+        let sent = clock::parse_rfc3339(ingest["timestamp"].as_str().unwrap_or_default());
+        assert!(matches!((&sent, &received), (Ok(s), Ok(r)) if r >= s), "{received_at}");
+        assert!(received_at.ends_with('Z'));
+        let arrival = kinesis["approximateArrivalTimestamp"].as_f64().unwrap_or_default();
+        let received_secs = received.map_or(0.0, |r| r as f64 / 1e6);
+        assert!((arrival - received_secs).abs() < 0.002, "{arrival} vs {received_secs}");
+        // What is left is exactly a pipeline event.
+        check_pipeline_event(&ingest, now);
+        assert_eq!(kinesis["partitionKey"], ingest["user_id"]);
+    }
+}
+
+#[test]
+fn the_largest_kinesis_event_fits_lambdas_payload_limit() {
+    let text = generate(Format::KinesisEvent, 1000, 3);
+    assert!(text.len() < 6 * 1024 * 1024, "{} bytes", text.len());
+    assert_eq!(parse(&text)["Records"].as_array().map(Vec::len), Some(1000));
+}
