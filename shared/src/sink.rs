@@ -73,13 +73,18 @@ impl Backoff {
 pub async fn put_all(sink: &impl RecordSink, records: &[OutRecord], backoff: Backoff) -> Vec<Result<(), PutFailure>> {
     let mut outcome: Vec<Result<(), PutFailure>> = vec![Ok(()); records.len()];
     for chunk in chunks(records) {
-        let mut pending: Vec<usize> = chunk.clone();
+        let mut pending: Vec<usize> = chunk.clone().collect();
         for attempt in 0..backoff.attempts.max(1) {
-            if attempt > 0 {
+            // The first attempt sends the chunk as it is; retries copy out the failed entries.
+            let retry_batch: Vec<OutRecord>;
+            let batch: &[OutRecord] = if attempt == 0 {
+                &records[chunk.clone()]
+            } else {
                 tokio::time::sleep(backoff.pause(attempt)).await;
-            }
-            let batch: Vec<OutRecord> = pending.iter().map(|&i| records[i].clone()).collect();
-            match sink.put_once(&batch).await {
+                retry_batch = pending.iter().map(|&i| records[i].clone()).collect();
+                &retry_batch
+            };
+            match sink.put_once(batch).await {
                 Ok(results) => {
                     let mut still = Vec::new();
                     for (slot, &index) in pending.iter().enumerate() {
@@ -112,22 +117,21 @@ fn missing_result() -> PutFailure {
     PutFailure { code: "MissingResult".into(), message: "the stream returned fewer results than records".into() }
 }
 
-/// Groups record indexes into calls of at most 500 records and 5 MiB.
-fn chunks(records: &[OutRecord]) -> Vec<Vec<usize>> {
+/// Splits records, in order, into calls of at most 500 records and 5 MiB.
+fn chunks(records: &[OutRecord]) -> Vec<std::ops::Range<usize>> {
     let mut groups = Vec::new();
-    let mut current = Vec::new();
+    let mut start = 0;
     let mut bytes = 0;
     for (index, record) in records.iter().enumerate() {
-        if !current.is_empty() && (current.len() == MAX_RECORDS_PER_PUT || bytes + record.weight() > MAX_BYTES_PER_PUT)
-        {
-            groups.push(std::mem::take(&mut current));
+        if index > start && (index - start == MAX_RECORDS_PER_PUT || bytes + record.weight() > MAX_BYTES_PER_PUT) {
+            groups.push(start..index);
+            start = index;
             bytes = 0;
         }
         bytes += record.weight();
-        current.push(index);
     }
-    if !current.is_empty() {
-        groups.push(current);
+    if start < records.len() {
+        groups.push(start..records.len());
     }
     groups
 }
@@ -208,10 +212,10 @@ mod tests {
 
     #[test]
     fn chunks_respect_count_and_size_limits() {
-        assert_eq!(chunks(&records(1001)).iter().map(Vec::len).collect::<Vec<_>>(), [500, 500, 1]);
+        assert_eq!(chunks(&records(1001)), [0..500, 500..1000, 1000..1001]);
         let big: Vec<OutRecord> =
             (0..6).map(|i| OutRecord { partition_key: format!("{i}"), data: vec![0; 1024 * 1024] }).collect();
-        assert_eq!(chunks(&big).iter().map(Vec::len).collect::<Vec<_>>(), [4, 2]);
+        assert_eq!(chunks(&big), [0..4, 4..6]);
     }
 
     #[test]

@@ -61,9 +61,9 @@ impl RequestError {
 
 /// What the body held: one event (answered alone) or a list (answered per item).
 #[derive(Debug)]
-enum Submission {
-    Single(Value),
-    Batch(Vec<Value>),
+struct Submission {
+    single: bool,
+    items: Vec<Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -108,12 +108,8 @@ impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
     }
 
     async fn respond(&self, request: Request) -> Result<Response<Vec<u8>>, RequestError> {
-        let submission = parse_request(&request)?;
+        let Submission { single, items } = parse_request(&request)?;
         let now = OffsetDateTime::now_utc();
-        let items: Vec<Value> = match &submission {
-            Submission::Single(value) => vec![value.clone()],
-            Submission::Batch(values) => values.clone(),
-        };
         let parsed: Vec<_> = items.iter().map(|value| Event::from_json(value, &self.rules, now)).collect();
         let outcomes = self.put_valid(parsed, now).await;
 
@@ -132,10 +128,7 @@ impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
             .enumerate()
             .map(|(index, (outcome, raw))| outcome.result(index, raw))
             .collect();
-        Ok(match submission {
-            Submission::Single(_) => single_response(results.into_iter().next()),
-            Submission::Batch(_) => batch_response(results),
-        })
+        Ok(if single { single_response(results.into_iter().next()) } else { batch_response(results) })
     }
 
     /// Puts the valid events in one call, re-sending failed entries, and tells each item's fate.
@@ -265,8 +258,8 @@ fn parse_request(request: &Request) -> Result<Submission, RequestError> {
         .map_err(|e| RequestError::BadBody(format!("request body is not valid JSON: {e}")))?;
 
     let submission = match (batch_route, body) {
-        (false, Value::Object(map)) => Submission::Single(Value::Object(map)),
-        (false, Value::Array(items)) => Submission::Batch(items),
+        (false, Value::Object(map)) => Submission { single: true, items: vec![Value::Object(map)] },
+        (false, Value::Array(items)) => Submission { single: false, items },
         (false, _) => return Err(RequestError::BadBody("body must be an event object or an array of events".into())),
         (true, Value::Object(mut map)) => {
             if let Some(unknown) = map.keys().find(|k| *k != "events") {
@@ -275,22 +268,18 @@ fn parse_request(request: &Request) -> Result<Submission, RequestError> {
                 )));
             }
             match map.remove("events") {
-                Some(Value::Array(items)) => Submission::Batch(items),
+                Some(Value::Array(items)) => Submission { single: false, items },
                 _ => return Err(RequestError::BadBody("events must be an array of events".into())),
             }
         }
         (true, _) => return Err(RequestError::BadBody("body must be an object {\"events\": [...]}".into())),
     };
-    if let Submission::Batch(items) = &submission {
-        if items.is_empty() {
-            return Err(RequestError::BadBody("the batch is empty".into()));
-        }
-        if items.len() > MAX_BATCH {
-            return Err(RequestError::BadBody(format!(
-                "the batch has {} events; the limit is {MAX_BATCH}",
-                items.len()
-            )));
-        }
+    let count = submission.items.len();
+    if count == 0 {
+        return Err(RequestError::BadBody("the batch is empty".into()));
+    }
+    if count > MAX_BATCH {
+        return Err(RequestError::BadBody(format!("the batch has {count} events; the limit is {MAX_BATCH}")));
     }
     Ok(submission)
 }

@@ -93,24 +93,22 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters> Transform<St, Si, D> {
             }
         }
 
-        let to_publish: Vec<(usize, OutRecord)> = entries
+        let (published_indexes, to_publish): (Vec<usize>, Vec<OutRecord>) = entries
             .iter()
             .zip(&outcomes)
             .enumerate()
-            .filter(|(_, (_, outcome))| outcome.publishes())
-            .filter_map(|(index, (entry, _))| match entry {
-                Entry::Event(event) => {
+            .filter_map(|(index, (entry, outcome))| match entry {
+                Entry::Event(event) if outcome.publishes() => {
                     Some((index, OutRecord { partition_key: event.event.partition_key(), data: event.to_json() }))
                 }
                 _ => None,
             })
-            .collect();
-        let published =
-            put_all(&self.output, &to_publish.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), self.backoff).await;
-        for ((index, _), result) in to_publish.iter().zip(published) {
+            .unzip();
+        let published = put_all(&self.output, &to_publish, self.backoff).await;
+        for (index, result) in published_indexes.into_iter().zip(published) {
             if let Err(failure) = result {
                 tracing::error!(code = %failure.code, index, "output stream did not take a stored event");
-                unfinished = unfinished.min(*index);
+                unfinished = unfinished.min(index);
             }
         }
 
