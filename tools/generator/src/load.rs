@@ -44,8 +44,11 @@ pub struct LoadOptions {
     pub duration: Option<Duration>,
     /// Events per request, 1 to 100.
     pub batch: usize,
-    /// Requests in flight at once, when sending and when verifying.
+    /// Requests in flight at once while sending.
     pub concurrency: usize,
+    /// Lookups in flight at once while verifying. Each accepted event takes at least one
+    /// lookup, so this is what bounds how many events can be checked before the timeout.
+    pub verify_concurrency: usize,
     /// Retries of a batch answered with 503 or 429.
     pub retries: u32,
     pub request_timeout: Duration,
@@ -69,6 +72,7 @@ impl LoadOptions {
             duration: None,
             batch: API_MAX_BATCH,
             concurrency: 8,
+            verify_concurrency: 32,
             retries: 5,
             request_timeout: Duration::from_secs(30),
             verify: true,
@@ -87,7 +91,7 @@ impl LoadOptions {
         if !(1..=API_MAX_BATCH).contains(&self.batch) {
             return invalid("the batch size must be between 1 and 100");
         }
-        if self.concurrency == 0 {
+        if self.concurrency == 0 || self.verify_concurrency == 0 {
             return invalid("concurrency must be at least 1");
         }
         if self.rate.is_some_and(|r| !r.is_finite() || r <= 0.0) {
@@ -193,7 +197,8 @@ pub async fn run_async(options: LoadOptions) -> Result<Summary, LoadError> {
             Batches::file(path)?
         }
     };
-    let client = api::client(&endpoint, options.concurrency).map_err(LoadError::Client)?;
+    let idle = options.concurrency.max(options.verify_concurrency);
+    let client = api::client(&endpoint, idle).map_err(LoadError::Client)?;
     let tally = Arc::new(Mutex::new(Tally::default()));
 
     let started = Instant::now();
@@ -391,7 +396,7 @@ async fn verify(options: &LoadOptions, endpoint: &Endpoint, client: &HttpClient,
         let found: Arc<Vec<AtomicBool>> = Arc::new(round.iter().map(|_| AtomicBool::new(false)).collect());
         let next = Arc::new(AtomicUsize::new(0));
         let mut workers = JoinSet::new();
-        for _ in 0..options.concurrency.min(round.len()) {
+        for _ in 0..options.verify_concurrency.min(round.len()) {
             let (round, found, next) = (Arc::clone(&round), Arc::clone(&found), Arc::clone(&next));
             let found_total = Arc::clone(&found_total);
             let client = client.clone();

@@ -37,7 +37,7 @@ enum Command {
 #[derive(Args, Debug)]
 struct GenerateArgs {
     /// Number of events to write.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     count: u64,
     /// Output format.
     #[arg(long, value_name = "FORMAT", default_value = "csv", value_parser = parse_format)]
@@ -46,7 +46,7 @@ struct GenerateArgs {
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
     /// Worker threads; defaults to the number of cores. Output does not depend on it.
-    #[arg(long, value_name = "T", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    #[arg(long, value_name = "T", value_parser = parse_threads)]
     threads: Option<u64>,
     /// Output file; standard output when omitted.
     #[arg(long, value_name = "FILE")]
@@ -68,14 +68,17 @@ struct SendArgs {
     #[arg(long, value_name = "URL")]
     url: String,
     /// Target events per second; unlimited when omitted (bounded by --concurrency).
-    #[arg(long, value_name = "R", value_parser = parse_rate)]
+    #[arg(long, value_name = "R", value_parser = parse_rate, allow_negative_numbers = true)]
     rate: Option<f64>,
     /// Events per request (at most 100).
     #[arg(long, value_name = "N", default_value_t = API_MAX_BATCH as u64, value_parser = clap::value_parser!(u64).range(1..=API_MAX_BATCH as u64))]
     batch: u64,
-    /// Requests in flight at once, for sending and for verifying.
+    /// Requests in flight at once while sending.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
     concurrency: u64,
+    /// Lookups in flight at once while verifying.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    verify_concurrency: u64,
     /// Retries of a batch answered with 503 or 429 before its events count as failed.
     #[arg(long, value_name = "N", default_value_t = 5)]
     retries: u32,
@@ -101,7 +104,7 @@ struct LoadArgs {
     #[command(flatten)]
     send: SendArgs,
     /// Stop after this many events.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     count: Option<u64>,
     /// Stop after this long, e.g. 30s, 5m.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -122,6 +125,21 @@ struct ReplayArgs {
 
 fn parse_format(text: &str) -> Result<Format, String> {
     text.parse()
+}
+
+fn parse_count(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{text}' is not a whole number")),
+    }
+}
+
+fn parse_threads(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n @ 1..=1024) => Ok(n),
+        _ => Err(format!("'{text}' is not a thread count from 1 to 1024")),
+    }
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -220,6 +238,7 @@ fn run_send(args: SendArgs, source: EventSource, duration: Option<Duration>) -> 
     options.duration = duration;
     options.batch = args.batch as usize;
     options.concurrency = args.concurrency as usize;
+    options.verify_concurrency = args.verify_concurrency as usize;
     options.retries = args.retries;
     options.request_timeout = args.request_timeout;
     options.verify = !args.no_verify;

@@ -200,6 +200,15 @@ impl<'a> Cursor<'a> {
         self.digits(digits, len);
     }
 
+    /// Writes the first `len` (1 to 8) of the digit values packed one per byte in `digits`,
+    /// first digit in the lowest byte.
+    #[inline(always)]
+    pub fn digit_bytes(&mut self, digits: u64, len: usize) {
+        let ascii = digits | ASCII_ZEROS as u64;
+        self.buf[self.pos..self.pos + 8].copy_from_slice(&ascii.to_le_bytes());
+        self.pos += len.min(8);
+    }
+
     /// `v` as exactly `width` digits (at most 20), zero-padded; larger values keep their low
     /// digits.
     #[inline(always)]
@@ -318,6 +327,11 @@ mod tests {
         for v in 0..100_000u64 {
             assert_eq!(render(|c| c.u64(v)), v.to_string());
         }
+    }
+
+    #[test]
+    fn digit_bytes_are_written_in_order() {
+        assert_eq!(render(|c| c.digit_bytes(0x0009_0807_0000_0201, 6)), "120078");
     }
 
     #[test]

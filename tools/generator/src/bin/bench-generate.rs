@@ -104,15 +104,12 @@ fn baseline(format: Format, count: u64, path: &Path) -> io::Result<(Duration, u6
     Ok((started.elapsed(), bytes))
 }
 
-fn fast(format: Format, count: u64, threads: usize, path: Option<&Path>) -> io::Result<(Duration, u64)> {
+/// Times the real pipeline writing to `path`, opened (and truncated) inside the timed region.
+fn fast(format: Format, count: u64, threads: usize, path: &Path) -> io::Result<(Duration, u64)> {
     let mut options = GenerateOptions::new(count, SEED, format);
     options.threads = threads;
     let started = Instant::now();
-    let stats = match path {
-        Some(path) => generate_to(&options, &mut File::create(path)?),
-        None => generate_to(&options, &mut io::sink()),
-    }
-    .map_err(io::Error::other)?;
+    let stats = generate_to(&options, &mut File::create(path)?).map_err(io::Error::other)?;
     Ok((started.elapsed(), stats.bytes))
 }
 
@@ -129,7 +126,7 @@ fn median(mut runs: Vec<(Duration, u64)>) -> (Duration, u64) {
 fn rate_line(label: &str, count: u64, (time, bytes): (Duration, u64)) -> String {
     let secs = time.as_secs_f64().max(1e-9);
     format!(
-        "{label:<44} {:>8.3} s {:>8.2} M events/s {:>8.1} MB/s",
+        "{label:<62} {:>7.3} s {:>8.2} M events/s {:>8.1} MB/s",
         secs,
         count as f64 / secs / 1e6,
         bytes as f64 / secs / 1e6
@@ -165,7 +162,7 @@ fn split(count: u64) -> io::Result<()> {
         let mut events = ChunkGen::new(&config, chunk);
         let mut e = CallEvent::EMPTY;
         while events.next_into(&mut e) {
-            checksum = checksum.wrapping_add(e.calling.value() ^ u64::from(e.duration_seconds));
+            checksum = checksum.wrapping_add(e.event_ref as u64 ^ u64::from(e.duration_seconds));
         }
     }
     let generate_only = started.elapsed();
@@ -207,32 +204,38 @@ fn run() -> io::Result<()> {
     let sizes: &[(u64, usize)] = if quick { &[(1_000_000, 3)] } else { &[(1_000_000, 5), (10_000_000, 3)] };
 
     emit(&format!("machine: {threads} cores; output file {}", path.display()))?;
-    emit(&format!("fast writer: {threads} threads; median of the runs shown; file removed before each run"))?;
-    let fresh = |p: &Path| {
-        // Truncating a large file inside the timed region would measure the filesystem.
+    emit(&format!("fast writer: {threads} threads unless stated; median of the runs shown"))?;
+    // Each timed file is deleted right after its run: deleting drops its dirty pages, so no
+    // background writeback from one run eats into the next. That is also why the /dev/null runs
+    // come first and the slow baselines last.
+    let remove = |p: &Path| {
         let _ = fs::remove_file(p);
     };
-    for format in [Format::Csv, Format::Ndjson] {
-        for &(count, runs) in sizes {
-            let result = repeat(runs, || {
-                fresh(&path);
-                fast(format, count, threads, Some(&path))
-            })?;
-            let label = format!("{format} {count} events to file ({runs} runs)");
-            emit(&rate_line(&label, count, result))?;
-        }
-        fresh(&path);
-        let base = repeat(1, || baseline(format, baseline_count, &path))?;
-        let label = format!("  baseline {format}: struct + serde/format!, unbuffered, {baseline_count} events");
-        emit(&rate_line(&label, baseline_count, base))?;
-    }
-    fresh(&path);
-
     let null_count = if quick { 2_000_000 } else { 10_000_000 };
     for t in [1, 2] {
-        let result = repeat(3, || fast(Format::Csv, null_count, t, None))?;
-        let label = format!("csv {null_count} events, no output, {t} thread(s)");
+        let result = repeat(3, || fast(Format::Csv, null_count, t, Path::new("/dev/null")))?;
+        let label = format!("csv {null_count} events to /dev/null, {t} thread(s)");
         emit(&rate_line(&label, null_count, result))?;
+    }
+    for &(count, runs) in sizes {
+        for format in [Format::Csv, Format::Ndjson] {
+            let result = repeat(runs, || {
+                let timed = fast(format, count, threads, &path);
+                remove(&path);
+                timed
+            })?;
+            let label = format!("{format} {count} events to a file ({runs} runs)");
+            emit(&rate_line(&label, count, result))?;
+        }
+    }
+    for format in [Format::Csv, Format::Ndjson] {
+        let base = repeat(1, || {
+            let timed = baseline(format, baseline_count, &path);
+            remove(&path);
+            timed
+        })?;
+        let label = format!("baseline {format}: struct + serde/format!, unbuffered, {baseline_count} events");
+        emit(&rate_line(&label, baseline_count, base))?;
     }
 
     for count in [1_000_000u64, 10_000_000] {
@@ -240,8 +243,8 @@ fn run() -> io::Result<()> {
             break;
         }
         let reset = reset_peak_rss();
-        fresh(&path);
-        fast(Format::Csv, count, threads, Some(&path))?;
+        fast(Format::Csv, count, threads, &path)?;
+        remove(&path);
         match (reset, peak_rss_kib()) {
             (true, Some(kib)) => {
                 emit(&format!("peak RSS while writing {count} CSV events: {:.1} MiB", kib as f64 / 1024.0))?
@@ -249,7 +252,6 @@ fn run() -> io::Result<()> {
             _ => emit(&format!("peak RSS for {count} events: not available on this system"))?,
         }
     }
-    fresh(&path);
     Ok(())
 }
 
