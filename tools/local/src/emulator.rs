@@ -17,19 +17,21 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// Starts `moto_server` from the virtual environment and waits until it answers.
-    pub async fn start(venv: &Path) -> Result<Self, Error> {
-        let program = venv.join("bin").join("moto_server");
-        if !program.exists() {
+    /// Starts moto's server (through `launcher`, see `moto_server.py`) from the virtual
+    /// environment and waits until it answers.
+    pub async fn start(venv: &Path, launcher: &Path) -> Result<Self, Error> {
+        let program = venv.join("bin").join("python");
+        if !venv.join("bin").join("moto_server").exists() {
             return Err(Error::Setup(format!(
-                "{} not found; run `make venv` (or `python3 -m venv .venv && .venv/bin/pip install -r tools/local/requirements.txt`)",
-                program.display()
+                "moto is not installed in {}; `make run` or `make test` install it (or `python3 -m venv .venv && .venv/bin/pip install -r tools/local/requirements.txt`)",
+                venv.display()
             )));
         }
         let port = free_port()?;
         let log_path = std::env::temp_dir().join(format!("eventline-moto-{port}.log"));
         let log = std::fs::File::create(&log_path).map_err(|e| Error::Setup(format!("{}: {e}", log_path.display())))?;
         let child = Command::new(&program)
+            .arg(launcher)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| Error::Setup(e.to_string()))?)

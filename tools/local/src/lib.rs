@@ -47,6 +47,7 @@ pub struct Options {
     pub venv: PathBuf,
     pub template: PathBuf,
     pub deploy_script: PathBuf,
+    pub emulator_launcher: PathBuf,
     pub stack_name: String,
     pub parameters: Vec<(String, String)>,
 }
@@ -58,6 +59,7 @@ impl Options {
             venv: root.join(".venv"),
             template: root.join("template.yaml"),
             deploy_script: root.join("tools/local/deploy_template.py"),
+            emulator_launcher: root.join("tools/local/moto_server.py"),
             stack_name: "eventline-local".to_owned(),
             parameters: Vec::new(),
         }
@@ -74,7 +76,7 @@ pub struct LocalStack {
 impl LocalStack {
     /// Starts the emulator, creates the template's resources in it and builds the functions.
     pub async fn start(options: &Options) -> Result<Self, Error> {
-        let emulator = Emulator::start(&options.venv).await?;
+        let emulator = Emulator::start(&options.venv, &options.emulator_launcher).await?;
         let manifest = manifest::deploy(
             &options.venv,
             &options.deploy_script,
