@@ -14,6 +14,7 @@ run: $(VENV)/.run
 
 ## test: every test (unit, emulator integration, Lambda runtime), after linting the template
 test: $(VENV)/.dev tools check-template
+	$(VENV)/bin/python -m unittest tools/local/test_moto_server.py
 	cargo nextest run --workspace --no-fail-fast
 
 ## lint: formatting and clippy, as CI checks them

@@ -1,0 +1,393 @@
+"""Tests for the moto launcher (moto_server.py): one request at a time, and the fault layer.
+
+Starts the launcher on a free loopback port and talks to it with boto3, retries off, so
+every injected fault reaches the test as the SDK parses it.
+Run: .venv/bin/python -m unittest tools/local/test_moto_server.py
+"""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, HTTPClientError
+
+LAUNCHER = Path(__file__).resolve().with_name("moto_server.py")
+REGION = "us-east-1"
+TABLE = "faults-table"
+STREAM = "faults-stream"
+QUEUE = "faults-queue"
+BUCKET = "faults-bucket"
+
+
+def free_port():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        return listener.getsockname()[1]
+
+
+def error_code(error):
+    return error.response["Error"]["Code"]
+
+
+def http_status(error):
+    return error.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+class MotoLauncherTest(unittest.TestCase):
+    """Tests are numbered: the first one needs the server as it starts, faults untouched."""
+
+    @classmethod
+    def setUpClass(cls):
+        # Loopback must never go through a proxy from the environment.
+        os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+        cls.port = free_port()
+        cls.endpoint = f"http://127.0.0.1:{cls.port}"
+        cls.log = tempfile.NamedTemporaryFile(prefix="moto-launcher-test-", suffix=".log", delete=False)
+        cls.process = subprocess.Popen(
+            [sys.executable, str(LAUNCHER), "-H", "127.0.0.1", "-p", str(cls.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=cls.log,
+            stderr=subprocess.STDOUT,
+        )
+        cls.addClassCleanup(cls.stop_server)
+        cls.wait_until_ready()
+
+        cls.dynamodb = cls.client("dynamodb")
+        cls.kinesis = cls.client("kinesis")
+        cls.sqs = cls.client("sqs")
+        cls.s3 = cls.client("s3")
+        cls.cloudformation = cls.client("cloudformation")
+        cls.dynamodb.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        cls.kinesis.create_stream(StreamName=STREAM, ShardCount=1)
+        cls.queue_url = cls.sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
+        cls.s3.create_bucket(Bucket=BUCKET)
+
+    @classmethod
+    def stop_server(cls):
+        cls.process.terminate()  # by PID: only the server this test started
+        try:
+            cls.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            cls.process.kill()
+            cls.process.wait(timeout=5)
+        cls.log.close()
+        os.unlink(cls.log.name)
+
+    @classmethod
+    def wait_until_ready(cls):
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if cls.process.poll() is not None:
+                break
+            try:
+                socket.create_connection(("127.0.0.1", cls.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        cls.log.flush()
+        raise RuntimeError(f"the launcher did not start; its output:\n{Path(cls.log.name).read_text()}")
+
+    @classmethod
+    def client(cls, service):
+        return boto3.client(
+            service,
+            endpoint_url=cls.endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=20),
+        )
+
+    # --- the control endpoint ---
+
+    def control(self, method, body=None):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            payload = None if body is None else json.dumps(body)
+            connection.request(method, "/_eventline/faults", body=payload)
+            response = connection.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            connection.close()
+
+    def set_faults(self, **settings):
+        status, answer = self.control("POST", settings)
+        self.assertEqual(status, 200, answer)
+        self.addCleanup(self.control, "POST", {"rate": 0})
+        return answer
+
+    def faults(self):
+        status, answer = self.control("GET")
+        self.assertEqual(status, 200, answer)
+        return answer
+
+    # --- helpers ---
+
+    def put_item(self, key):
+        self.dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": key}})
+
+    def item_exists(self, key):
+        return "Item" in self.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": key}}, ConsistentRead=True)
+
+    def raw_put_item(self, key):
+        """PutItem over a bare socket: every byte that comes back before the connection ends."""
+        body = json.dumps({"TableName": TABLE, "Item": {"pk": {"S": key}}}).encode()
+        request = (
+            "POST / HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{self.port}\r\n"
+            "X-Amz-Target: DynamoDB_20120810.PutItem\r\n"
+            "Content-Type: application/x-amz-json-1.0\r\n"
+            "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/dynamodb/aws4_request, "
+            "SignedHeaders=host, Signature=0\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as connection:
+            connection.sendall(request)
+            received = b""
+            try:
+                while chunk := connection.recv(4096):
+                    received += chunk
+            except ConnectionResetError:
+                pass  # ended by a reset rather than an orderly close: the same to a client
+            return received
+
+    def read_shard(self, stream):
+        iterator = self.kinesis.get_shard_iterator(
+            StreamName=stream, ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        records = []
+        while True:
+            page = self.kinesis.get_records(ShardIterator=iterator, Limit=10000)
+            records += page["Records"]
+            if not page["Records"] or page.get("MillisBehindLatest", 0) == 0:
+                return records
+            iterator = page["NextShardIterator"]
+
+    # --- tests ---
+
+    def test_1_faults_are_off_by_default(self):
+        answer = self.faults()
+        self.assertEqual(answer["rate"], 0)
+        self.assertEqual(answer["kinds"], ["throttle", "server_error", "reset", "lost_response"])
+        for i in range(50):
+            if i % 3 == 0:
+                self.put_item(f"default-{i}")
+            elif i % 3 == 1:
+                self.kinesis.put_record(StreamName=STREAM, Data=b"x", PartitionKey="p")
+            else:
+                self.sqs.send_message(QueueUrl=self.queue_url, MessageBody="x")
+        answer = self.faults()
+        self.assertEqual(answer["injected"], dict.fromkeys(answer["kinds"], 0))
+        self.assertEqual(answer["by_operation"], {})
+        self.assertGreaterEqual(answer["requests"], 50)
+
+    def test_2_concurrent_puts_all_land(self):
+        # moto finds the next sequence number by copying the shard's keys: the longer the
+        # shard, the wider the window in which two unserialised puts take the same number.
+        stream, prefill, threads_count, per_thread = "concurrency", 8000, 8, 50
+        self.kinesis.create_stream(StreamName=stream, ShardCount=1)
+        for _ in range(prefill // 500):
+            self.kinesis.put_records(StreamName=stream, Records=[{"Data": b"prefill", "PartitionKey": "p"}] * 500)
+
+        for round_number in range(3):
+            clients = [self.client("kinesis") for _ in range(threads_count)]
+            start = threading.Barrier(threads_count)
+            failures = []
+
+            def put(thread, client):
+                start.wait()
+                records = [
+                    {"Data": f"{round_number}-{thread}-{i}".encode(), "PartitionKey": f"{thread}-{i}"}
+                    for i in range(per_thread)
+                ]
+                try:
+                    answer = client.put_records(StreamName=stream, Records=records)
+                    if answer["FailedRecordCount"]:
+                        failures.append(answer)
+                except Exception as error:  # reported below, with the round
+                    failures.append(error)
+
+            threads = [threading.Thread(target=put, args=(t, c)) for t, c in enumerate(clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=20)
+            self.assertEqual(failures, [], f"round {round_number}")
+
+            records = self.read_shard(stream)
+            this_round = [r for r in records if r["Data"].startswith(f"{round_number}-".encode())]
+            sent = [(t, i) for t in range(threads_count) for i in range(per_thread)]
+            expected = {f"{round_number}-{t}-{i}".encode() for t, i in sent}
+            self.assertEqual(len(this_round), threads_count * per_thread, f"round {round_number}")
+            self.assertEqual({r["Data"] for r in this_round}, expected, f"round {round_number}")
+            self.assertEqual(len(records), prefill + threads_count * per_thread * (round_number + 1))
+            self.assertEqual(len({r["SequenceNumber"] for r in records}), len(records), f"round {round_number}")
+
+    def test_3_throttle(self):
+        self.set_faults(rate=1.0, seed=7, kinds=["throttle"], reset_counts=True)
+
+        with self.assertRaises(ClientError) as caught:
+            self.put_item("throttled")
+        self.assertEqual(error_code(caught.exception), "ProvisionedThroughputExceededException")
+        self.assertEqual(http_status(caught.exception), 400)
+
+        transaction = [{"Put": {"TableName": TABLE, "Item": {"pk": {"S": f"tx-{i}"}}}} for i in range(3)]
+        seen = set()
+        attempts = 0
+        while seen != {"TransactionCanceledException", "ThrottlingException"} and attempts < 30:
+            attempts += 1
+            with self.assertRaises(ClientError) as caught:
+                self.dynamodb.transact_write_items(TransactItems=transaction)
+            code = error_code(caught.exception)
+            self.assertIn(code, {"TransactionCanceledException", "ThrottlingException"})
+            seen.add(code)
+            if code == "TransactionCanceledException":
+                reasons = [reason["Code"] for reason in caught.exception.response["CancellationReasons"]]
+                self.assertEqual(len(reasons), 3)
+                self.assertEqual(sorted(reasons), ["None", "None", "TransactionConflict"])
+        self.assertEqual(seen, {"TransactionCanceledException", "ThrottlingException"})
+
+        with self.assertRaises(ClientError) as caught:
+            self.kinesis.put_records(StreamName=STREAM, Records=[{"Data": b"x", "PartitionKey": "p"}])
+        self.assertEqual(error_code(caught.exception), "ProvisionedThroughputExceededException")
+        self.assertIn(STREAM, caught.exception.response["Error"]["Message"])
+
+        with self.assertRaises(ClientError) as caught:
+            self.sqs.send_message(QueueUrl=self.queue_url, MessageBody="x")
+        self.assertEqual(error_code(caught.exception), "ThrottlingException")
+        self.assertEqual(http_status(caught.exception), 400)
+
+        with self.assertRaises(ClientError) as caught:
+            self.s3.put_object(Bucket=BUCKET, Key="k", Body=b"x")
+        self.assertEqual(error_code(caught.exception), "SlowDown")
+        self.assertEqual(http_status(caught.exception), 503)
+
+        with self.assertRaises(ClientError) as caught:
+            self.cloudformation.list_stacks()
+        self.assertEqual(error_code(caught.exception), "Throttling")
+
+        answer = self.faults()
+        calls = 5 + attempts
+        self.assertEqual(answer["requests"], calls)
+        self.assertEqual(
+            answer["injected"], {"throttle": calls, "server_error": 0, "reset": 0, "lost_response": 0}
+        )
+        self.assertEqual(
+            answer["by_operation"],
+            {
+                "DynamoDB_20120810.PutItem": {"throttle": 1},
+                "DynamoDB_20120810.TransactWriteItems": {"throttle": attempts},
+                "Kinesis_20131202.PutRecords": {"throttle": 1},
+                "AmazonSQS.SendMessage": {"throttle": 1},
+                "s3.PUT": {"throttle": 1},
+                "cloudformation.ListStacks": {"throttle": 1},
+            },
+        )
+
+        # Throttled calls never reached moto.
+        self.control("POST", {"rate": 0})
+        self.assertFalse(self.item_exists("throttled"))
+        self.assertFalse(any(self.item_exists(f"tx-{i}") for i in range(3)))
+
+    def test_4_server_error(self):
+        self.set_faults(rate=1.0, kinds=["server_error"], reset_counts=True)
+        calls = [
+            (lambda: self.put_item("server-error"), "InternalServerError"),
+            (
+                lambda: self.kinesis.put_records(StreamName=STREAM, Records=[{"Data": b"x", "PartitionKey": "p"}]),
+                "InternalFailure",
+            ),
+            (lambda: self.sqs.send_message(QueueUrl=self.queue_url, MessageBody="x"), "InternalError"),
+            (lambda: self.s3.put_object(Bucket=BUCKET, Key="k", Body=b"x"), "InternalError"),
+            (lambda: self.cloudformation.list_stacks(), "InternalFailure"),
+        ]
+        for call, expected_code in calls:
+            with self.subTest(expected_code=expected_code), self.assertRaises(ClientError) as caught:
+                call()
+            self.assertEqual(error_code(caught.exception), expected_code)
+            self.assertEqual(http_status(caught.exception), 500)
+        answer = self.faults()
+        self.assertEqual(answer["injected"]["server_error"], len(calls))
+        self.assertEqual(answer["requests"], len(calls))
+        self.control("POST", {"rate": 0})
+        self.assertFalse(self.item_exists("server-error"))
+
+    def test_5_reset_drops_the_connection_before_moto(self):
+        self.set_faults(rate=1.0, kinds=["reset"], reset_counts=True)
+        with self.assertRaises(HTTPClientError):
+            self.put_item("reset-sdk")
+        self.assertEqual(self.raw_put_item("reset-raw"), b"")
+        self.assertEqual(self.faults()["by_operation"], {"DynamoDB_20120810.PutItem": {"reset": 2}})
+        self.control("POST", {"rate": 0})
+        self.assertFalse(self.item_exists("reset-sdk"))
+        self.assertFalse(self.item_exists("reset-raw"))
+
+    def test_6_lost_response_takes_effect_unanswered(self):
+        self.set_faults(rate=1.0, kinds=["lost_response"], reset_counts=True)
+        with self.assertRaises(HTTPClientError):
+            self.put_item("lost-sdk")
+        self.assertEqual(self.raw_put_item("lost-raw"), b"")
+        self.assertEqual(self.faults()["by_operation"], {"DynamoDB_20120810.PutItem": {"lost_response": 2}})
+        self.control("POST", {"rate": 0})
+        self.assertTrue(self.item_exists("lost-sdk"))
+        self.assertTrue(self.item_exists("lost-raw"))
+
+    def test_7_counters_match_what_clients_saw_and_repeat_with_the_seed(self):
+        def run(prefix):
+            self.set_faults(rate=0.5, seed=11, reset_counts=True)
+            outcomes = []
+            for i in range(40):
+                try:
+                    self.put_item(f"{prefix}-{i}")
+                    outcomes.append(None)
+                except ClientError as error:
+                    outcomes.append({500: "server_error", 400: "throttle"}[http_status(error)])
+                except HTTPClientError:
+                    outcomes.append("dropped")  # reset or lost_response: told apart below
+            counts = self.faults()
+            self.control("POST", {"rate": 0})
+            written = [self.item_exists(f"{prefix}-{i}") for i in range(len(outcomes))]
+            for outcome, item_written in zip(outcomes, written):
+                if outcome != "dropped":  # answered calls: written exactly when they succeeded
+                    self.assertEqual(item_written, outcome is None, outcome)
+            dropped = {True: "lost_response", False: "reset"}
+            outcomes = [dropped[w] if o == "dropped" else o for o, w in zip(outcomes, written)]
+            return outcomes, counts
+
+        outcomes, counts = run("mixed")
+        injected = {kind: outcomes.count(kind) for kind in counts["injected"]}
+        self.assertEqual(counts["requests"], 40)
+        self.assertEqual(counts["injected"], injected)
+        self.assertEqual(
+            counts["by_operation"], {"DynamoDB_20120810.PutItem": {k: n for k, n in injected.items() if n}}
+        )
+        self.assertTrue(all(injected.values()), f"rate 0.5 over 40 calls should hit every kind: {injected}")
+
+        again, _ = run("again")
+        self.assertEqual(again, outcomes)
+
+    def test_8_bad_settings_are_refused(self):
+        for settings in ({"rate": 2}, {"rate": 0.1, "kinds": ["flood"]}, {"rate": 0.1, "extra": 1}, {}):
+            with self.subTest(settings=settings):
+                status, answer = self.control("POST", settings)
+                self.assertEqual(status, 400, answer)
+        self.assertEqual(self.faults()["rate"], 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
