@@ -4,17 +4,22 @@
 //! | item | pk | sk |
 //! |---|---|---|
 //! | processed event | `EVENT#{source}#{id}` | `EVENT` |
-//! | duplicate delivery marker | `EVENT#{source}#{id}` | `DUP#{shard}#{sequence}` |
-//! | poison record marker | `POISON#{shard}#{sequence}` | `POISON` |
+//! | duplicate marker | `EVENT#{source}#{id}` | `DUP#{ingest id}`, or `DUP#{shard}#{sequence}` for other producers' records |
+//! | poison record marker | `POISON#{ingest id}`, or `POISON#{shard}#{sequence}` | `POISON` |
+//! | received marker (one per ingest request) | `RECEIVED#{request token}` | `RECEIVED` |
 //! | per-shard totals | `METRICS` | `SHARD#{shard}` |
 //! | ingest counter slot | `METRICS` | `INGEST#{slot}` |
 //! | per-second throughput | `RATE` | `{epoch second, 11 digits}#{shard}` |
 //!
 //! Events with a user also carry `user_pk` = `USER#{user_id}` and
-//! `user_sk` = `{timestamp}#{source}#{id}` for the `ByUser` index.
-//! `#` cannot occur in a source or an id, so keys never collide.
+//! `user_sk` = `{timestamp, fixed width}#{source}#{id}` for the `ByUser` index.
+//! `#` cannot occur in a source, an id or an ingest id, so keys never collide.
+//! Markers are keyed by the ingest id when the record has one, so every copy of a record
+//! that ingest put twice finds the same marker and is counted once.
 
-use crate::event::{EventId, Source, UserId};
+use time::OffsetDateTime;
+
+use crate::event::{EventId, IngestId, Source, UserId, sortable_timestamp};
 
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
@@ -25,6 +30,7 @@ pub const EXPIRES_AT: &str = "expires_at";
 
 pub const EVENT_SK: &str = "EVENT";
 pub const POISON_SK: &str = "POISON";
+pub const RECEIVED_SK: &str = "RECEIVED";
 pub const METRICS_PK: &str = "METRICS";
 pub const SHARD_PREFIX: &str = "SHARD#";
 pub const INGEST_PREFIX: &str = "INGEST#";
@@ -37,17 +43,62 @@ pub const INGEST_COUNTER_SLOTS: u32 = 16;
 
 /// Seconds the per-second throughput items live before TTL removes them.
 pub const RATE_ITEM_TTL_SECONDS: i64 = 2 * 24 * 60 * 60;
+/// Seconds a received marker lives: far longer than any retry of the request that wrote it.
+pub const RECEIVED_MARKER_TTL_SECONDS: i64 = 24 * 60 * 60;
+
+/// Attribute names, shared by the writers (ingest, transform) and the reader (metrics).
+pub mod attr {
+    // The processed event item.
+    pub const ID: &str = "id";
+    pub const SOURCE: &str = "source";
+    pub const TYPE: &str = "type";
+    pub const TIMESTAMP: &str = "timestamp";
+    pub const USER_ID: &str = "user_id";
+    pub const PAYLOAD: &str = "payload";
+    /// `data` as the client's JSON text: DynamoDB numbers cannot hold every JSON number.
+    pub const DATA: &str = "data";
+    pub const RECEIVED_AT: &str = "received_at";
+    pub const PROCESSED_AT: &str = "processed_at";
+    pub const LATENCY_MS: &str = "latency_ms";
+    pub const SHARD_ID: &str = "shard_id";
+    pub const SEQUENCE_NUMBER: &str = "sequence_number";
+    pub const INGEST_ID: &str = "ingest_id";
+
+    // Counter items.
+    pub const PROCESSED: &str = "processed";
+    pub const DUPLICATE: &str = "duplicate";
+    pub const FAILED: &str = "failed";
+    pub const LATENCY_SUM_MS: &str = "latency_sum_ms";
+    pub const LAST_ACTIVE_MS: &str = "last_active_ms";
+    pub const FIRST_PROCESSED_MS: &str = "first_processed_ms";
+    pub const RECEIVED: &str = "received";
+    /// On a shard's totals: records other producers wrote, counted received by the transform.
+    pub const RECEIVED_DIRECT: &str = "received_direct";
+    pub const FIRST_RECEIVED_MS: &str = "first_received_ms";
+}
 
 pub fn event_pk(source: &Source, id: &EventId) -> String {
     format!("EVENT#{source}#{id}")
 }
 
-pub fn duplicate_sk(shard_id: &str, sequence_number: &str) -> String {
-    format!("DUP#{shard_id}#{sequence_number}")
+/// What names one stream record for its markers: ingest's id, else its stream position.
+fn record_key(ingest_id: Option<&IngestId>, shard_id: &str, sequence_number: &str) -> String {
+    match ingest_id {
+        Some(ingest_id) => ingest_id.to_string(),
+        None => format!("{shard_id}#{sequence_number}"),
+    }
 }
 
-pub fn poison_pk(shard_id: &str, sequence_number: &str) -> String {
-    format!("POISON#{shard_id}#{sequence_number}")
+pub fn duplicate_sk(ingest_id: Option<&IngestId>, shard_id: &str, sequence_number: &str) -> String {
+    format!("DUP#{}", record_key(ingest_id, shard_id, sequence_number))
+}
+
+pub fn poison_pk(ingest_id: Option<&IngestId>, shard_id: &str, sequence_number: &str) -> String {
+    format!("POISON#{}", record_key(ingest_id, shard_id, sequence_number))
+}
+
+pub fn received_pk(request_token: &IngestId) -> String {
+    format!("RECEIVED#{request_token}")
 }
 
 pub fn shard_sk(shard_id: &str) -> String {
@@ -71,8 +122,8 @@ pub fn user_pk(user: &UserId) -> String {
     format!("USER#{user}")
 }
 
-pub fn user_sk(timestamp: &str, source: &Source, id: &EventId) -> String {
-    format!("{timestamp}#{source}#{id}")
+pub fn user_sk(timestamp: OffsetDateTime, source: &Source, id: &EventId) -> String {
+    format!("{}#{source}#{id}", sortable_timestamp(timestamp))
 }
 
 #[cfg(test)]
@@ -85,6 +136,22 @@ mod tests {
         keys.sort();
         assert_eq!(keys[0], "00999999999#s");
         assert!(rate_sk_from(1_000_000_000) <= keys[1] && keys[1] < rate_sk_from(1_000_000_001));
+    }
+
+    #[test]
+    fn user_keys_sort_by_event_time() {
+        let (web, id) = (Source::parse("web").unwrap(), EventId::parse("a").unwrap());
+        let whole = user_sk(time::macros::datetime!(2026-11-23 12:00:00 UTC), &web, &id);
+        let half = user_sk(time::macros::datetime!(2026-11-23 12:00:00.5 UTC), &web, &id);
+        assert!(whole < half, "{whole} should sort before {half}");
+    }
+
+    #[test]
+    fn markers_of_copies_of_one_record_collide() {
+        let ingest_id = IngestId::generate();
+        assert_eq!(duplicate_sk(Some(&ingest_id), "s1", "1"), duplicate_sk(Some(&ingest_id), "s1", "2"));
+        assert_ne!(duplicate_sk(None, "s1", "1"), duplicate_sk(None, "s1", "2"));
+        assert_eq!(poison_pk(None, "s1", "7"), "POISON#s1#7");
     }
 
     #[test]

@@ -1,17 +1,23 @@
 //! What travels on the ingest stream and what the transform makes of it.
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
-use crate::event::Event;
+use crate::event::{
+    Event, EventId, EventType, IngestId, RawObject, Source, TIMESTAMP_RANGE_RULE, UserId, checked_utc, format_rfc3339,
+};
+use crate::json::check_unique_keys;
 
-/// One ingest-stream record: the validated event and when the service received it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One ingest-stream record: the validated event, when the service received it, and the
+/// id ingest gave this record (absent in records other producers write).
+#[derive(Debug, Clone, PartialEq)]
 pub struct StreamRecord {
-    #[serde(flatten)]
     pub event: Event,
-    #[serde(with = "time::serde::rfc3339")]
     pub received_at: OffsetDateTime,
+    pub ingest_id: Option<IngestId>,
 }
 
 /// Why a stream record cannot be processed; such a record goes to the dead-letter queue.
@@ -23,6 +29,44 @@ pub enum DecodeError {
     Invalid(String),
 }
 
+impl Serialize for StreamRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.event.serialize_members(&mut map)?;
+        map.serialize_entry("received_at", &format_rfc3339(self.received_at))?;
+        if let Some(ingest_id) = &self.ingest_id {
+            map.serialize_entry("ingest_id", ingest_id)?;
+        }
+        map.end()
+    }
+}
+
+/// The record as it is written; fields another producer adds are ignored, so a newer
+/// producer does not turn records into poison. A repeated field is an error.
+#[derive(Deserialize)]
+struct RecordWire {
+    id: EventId,
+    source: Source,
+    #[serde(rename = "type")]
+    event_type: EventType,
+    timestamp: String,
+    #[serde(default)]
+    user_id: Option<UserId>,
+    #[serde(default)]
+    payload: Option<String>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    received_at: String,
+    #[serde(default)]
+    ingest_id: Option<IngestId>,
+}
+
+fn stream_time(name: &str, text: &str) -> Result<OffsetDateTime, DecodeError> {
+    let parsed = OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|_| DecodeError::Invalid(format!("{name} must be an RFC 3339 timestamp")))?;
+    checked_utc(parsed).ok_or_else(|| DecodeError::Invalid(format!("{name} {TIMESTAMP_RANGE_RULE}")))
+}
+
 impl StreamRecord {
     pub fn encode(&self) -> Vec<u8> {
         // Serializing plain data with string keys cannot fail.
@@ -31,7 +75,31 @@ impl StreamRecord {
 
     pub fn decode(data: &[u8]) -> Result<Self, DecodeError> {
         let text = std::str::from_utf8(data).map_err(|e| DecodeError::NotUtf8 { valid_up_to: e.valid_up_to() })?;
-        serde_json::from_str(text).map_err(|e| DecodeError::Invalid(e.to_string()))
+        let wire: RecordWire = serde_json::from_str(text).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+        let data = match wire.data {
+            None => None,
+            Some(raw) if raw.get() == "null" => None,
+            Some(raw) if !raw.get().starts_with('{') => {
+                return Err(DecodeError::Invalid("data must be a JSON object".into()));
+            }
+            Some(raw) => {
+                check_unique_keys(&raw, "data").map_err(|e| DecodeError::Invalid(e.to_string()))?;
+                Some(RawObject::new_unchecked(raw))
+            }
+        };
+        Ok(Self {
+            event: Event {
+                id: wire.id,
+                source: wire.source,
+                event_type: wire.event_type,
+                timestamp: stream_time("timestamp", &wire.timestamp)?,
+                user_id: wire.user_id,
+                payload: wire.payload,
+                data,
+            },
+            received_at: stream_time("received_at", &wire.received_at)?,
+            ingest_id: wire.ingest_id,
+        })
     }
 }
 
@@ -43,17 +111,29 @@ pub struct Position {
 }
 
 /// The stored and published form: the event with its payload uppercased and processing metadata.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessedEvent {
-    #[serde(flatten)]
     pub event: Event,
-    #[serde(with = "time::serde::rfc3339")]
     pub received_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
     pub processed_at: OffsetDateTime,
     pub latency_ms: u64,
     pub shard_id: String,
     pub sequence_number: String,
+    /// Kept with the stored item (not published) to recognise ingest's copies of a record.
+    pub ingest_id: Option<IngestId>,
+}
+
+impl Serialize for ProcessedEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.event.serialize_members(&mut map)?;
+        map.serialize_entry("received_at", &format_rfc3339(self.received_at))?;
+        map.serialize_entry("processed_at", &format_rfc3339(self.processed_at))?;
+        map.serialize_entry("latency_ms", &self.latency_ms)?;
+        map.serialize_entry("shard_id", &self.shard_id)?;
+        map.serialize_entry("sequence_number", &self.sequence_number)?;
+        map.end()
+    }
 }
 
 impl ProcessedEvent {
@@ -70,6 +150,7 @@ impl ProcessedEvent {
             latency_ms: u64::try_from(latency).unwrap_or(u64::MAX),
             shard_id: position.shard_id,
             sequence_number: position.sequence_number,
+            ingest_id: record.ingest_id,
         }
     }
 
@@ -81,14 +162,14 @@ impl ProcessedEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validation::Rules;
+    use crate::validation::{Rules, parse_value};
     use serde_json::json;
     use time::macros::datetime;
 
     fn record(payload: &str) -> StreamRecord {
         let now = datetime!(2026-11-23 12:00:00 UTC);
-        let event = Event::from_json(&json!({"id": "e1", "payload": payload}), &Rules::default(), now).unwrap();
-        StreamRecord { event, received_at: now }
+        let event = parse_value(&json!({"id": "e1", "payload": payload}), &Rules::default(), now).unwrap();
+        StreamRecord { event, received_at: now, ingest_id: Some(IngestId::generate()) }
     }
 
     fn position() -> Position {
@@ -111,6 +192,7 @@ mod tests {
         assert_eq!(json["received_at"], "2026-11-23T12:00:00Z");
         assert_eq!(json["processed_at"], "2026-11-23T12:00:01.25Z");
         assert_eq!(json["type"], "event");
+        assert!(json.get("ingest_id").is_none(), "the ingest id is not published");
     }
 
     #[test]
@@ -126,14 +208,35 @@ mod tests {
     }
 
     #[test]
+    fn data_travels_byte_for_byte_to_the_processed_event() {
+        let data = r#"{"a":1e15,"b":12345678901234567890123,"c":-0}"#;
+        let line = format!(
+            r#"{{"id":"e1","source":"web","type":"t","timestamp":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z","data":{data}}}"#
+        );
+        let decoded = StreamRecord::decode(line.as_bytes()).unwrap();
+        let out = ProcessedEvent::from_record(decoded, position(), datetime!(2026-01-01 00:00:01 UTC));
+        let json = String::from_utf8(out.to_json()).unwrap();
+        assert!(json.contains(&format!(r#""data":{data}"#)), "{json}");
+    }
+
+    #[test]
     fn invalid_utf8_is_a_decode_error() {
         assert_eq!(StreamRecord::decode(b"{\"id\":\"\xff\"}"), Err(DecodeError::NotUtf8 { valid_up_to: 7 }));
     }
 
     #[test]
     fn malformed_records_are_decode_errors() {
-        for bad in [&b"not json"[..], b"{}", b"{\"id\":\"bad id\",\"source\":\"a\",\"type\":\"b\",\"timestamp\":\"2026-01-01T00:00:00Z\",\"received_at\":\"2026-01-01T00:00:00Z\"}"] {
-            assert!(matches!(StreamRecord::decode(bad), Err(DecodeError::Invalid(_))), "{:?}", String::from_utf8_lossy(bad));
+        let base = r#""source":"a","type":"b","timestamp":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z""#;
+        for bad in [
+            "not json".to_owned(),
+            "{}".to_owned(),
+            format!(r#"{{"id":"bad id",{base}}}"#),
+            format!(r#"{{"id":"a","id":"b",{base}}}"#),
+            format!(r#"{{"id":"a","data":{{"k":1,"k":2}},{base}}}"#),
+            format!(r#"{{"id":"a","data":[1],{base}}}"#),
+            r#"{"id":"a","source":"a","type":"b","timestamp":"9999-12-31T23:30:00-01:00","received_at":"2026-01-01T00:00:00Z"}"#.to_owned(),
+        ] {
+            assert!(matches!(StreamRecord::decode(bad.as_bytes()), Err(DecodeError::Invalid(_))), "{bad}");
         }
     }
 }

@@ -36,25 +36,27 @@ impl Problem {
         self
     }
 
-    pub fn into_response(self) -> Response<Vec<u8>> {
+    pub fn into_response(self) -> Response<String> {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         with_body(status, PROBLEM_JSON, &self)
     }
 }
 
-pub fn json(status: StatusCode, body: &impl Serialize) -> Response<Vec<u8>> {
+pub fn json(status: StatusCode, body: &impl Serialize) -> Response<String> {
     with_body(status, "application/json", body)
 }
 
-fn with_body(status: StatusCode, content_type: &'static str, body: &impl Serialize) -> Response<Vec<u8>> {
-    let mut response = Response::new(serde_json::to_vec(body).unwrap_or_default());
+fn with_body(status: StatusCode, content_type: &'static str, body: &impl Serialize) -> Response<String> {
+    // JSON is text: sent as text, API Gateway passes it on as is (binary bodies go base64,
+    // a third larger, towards Lambda's 6 MB response limit).
+    let mut response = Response::new(serde_json::to_string(body).unwrap_or_default());
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
 /// Adds `Retry-After` (seconds) to a response.
-pub fn retry_after(mut response: Response<Vec<u8>>, seconds: u32) -> Response<Vec<u8>> {
+pub fn retry_after(mut response: Response<String>, seconds: u32) -> Response<String> {
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
@@ -66,11 +68,11 @@ mod tests {
     #[test]
     fn problem_has_content_type_status_and_errors() {
         let response = Problem::new(StatusCode::BAD_REQUEST, "bad")
-            .with_errors(vec![FieldError::new("id", "format", "must be short")])
+            .with_errors(vec![FieldError::new("id", crate::validation::Rule::Format, "must be short")])
             .into_response();
         assert_eq!(response.status(), 400);
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
-        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
         assert_eq!(body["title"], "Bad Request");
         assert_eq!(body["errors"][0]["field"], "id");
     }

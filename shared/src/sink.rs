@@ -3,7 +3,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rand::Rng;
+use crate::batch;
+use crate::retry::Backoff;
 
 /// Kinesis limits for one PutRecords call.
 pub const MAX_RECORDS_PER_PUT: usize = 500;
@@ -39,52 +40,36 @@ pub trait RecordSink: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Result<(), PutFailure>>, PutFailure>> + Send;
 }
 
-/// Exponential backoff with full jitter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub attempts: u32,
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { attempts: 4, base: Duration::from_millis(50), max: Duration::from_millis(1_000) }
-    }
-}
-
-impl Backoff {
-    /// Upper bound of the pause before retry `retry` (1 = first retry).
-    pub fn ceiling(&self, retry: u32) -> Duration {
-        let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.max)
-    }
-
-    pub fn pause(&self, retry: u32) -> Duration {
-        let ceiling = self.ceiling(retry);
-        let millis = ceiling.as_millis() as u64;
-        Duration::from_millis(rand::rng().random_range(millis / 2..=millis.max(1)))
-    }
-}
+/// The shortest time a try is given, even when the budget is nearly spent.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_secs(1);
 
 /// Puts every record, in calls within the per-call limits, re-sending only failed entries
-/// with backoff. The result holds, per record and in order, its last failure if it never
-/// went through.
+/// with backoff until the budget is spent. The result holds, per record and in order, its
+/// last failure if it never went through. A call that ends without an answer (a timeout,
+/// a lost connection) may still have put its records: such a record is reported failed
+/// but may be on the stream, possibly twice after a re-send; records carry an id that lets
+/// the reader tell such copies apart.
 pub async fn put_all(sink: &impl RecordSink, records: &[OutRecord], backoff: Backoff) -> Vec<Result<(), PutFailure>> {
     let mut outcome: Vec<Result<(), PutFailure>> = vec![Ok(()); records.len()];
+    let mut retries = backoff.start();
     for chunk in chunks(records) {
         let mut pending: Vec<usize> = chunk.clone().collect();
-        for attempt in 0..backoff.attempts.max(1) {
-            // The first attempt sends the chunk as it is; retries copy out the failed entries.
+        let mut first = true;
+        loop {
+            // The first try sends the chunk as it is; retries copy out the failed entries.
             let retry_batch: Vec<OutRecord>;
-            let batch: &[OutRecord] = if attempt == 0 {
+            let batch: &[OutRecord] = if first {
                 &records[chunk.clone()]
             } else {
-                tokio::time::sleep(backoff.pause(attempt)).await;
                 retry_batch = pending.iter().map(|&i| records[i].clone()).collect();
                 &retry_batch
             };
-            match sink.put_once(batch).await {
+            first = false;
+            let time = retries.remaining().max(MIN_ATTEMPT_TIME);
+            let answer = tokio::time::timeout(time, sink.put_once(batch)).await.unwrap_or_else(|_| {
+                Err(PutFailure { code: "Timeout".into(), message: format!("no answer within {time:?}") })
+            });
+            match answer {
                 Ok(results) => {
                     let mut still = Vec::new();
                     for (slot, &index) in pending.iter().enumerate() {
@@ -107,7 +92,10 @@ pub async fn put_all(sink: &impl RecordSink, records: &[OutRecord], backoff: Bac
             if pending.is_empty() {
                 break;
             }
-            tracing::warn!(failed = pending.len(), attempt, "PutRecords left entries unwritten");
+            tracing::warn!(failed = pending.len(), retries = retries.count(), "PutRecords left entries unwritten");
+            if !retries.wait().await {
+                break;
+            }
         }
     }
     outcome
@@ -119,21 +107,7 @@ fn missing_result() -> PutFailure {
 
 /// Splits records, in order, into calls of at most 500 records and 5 MiB.
 fn chunks(records: &[OutRecord]) -> Vec<std::ops::Range<usize>> {
-    let mut groups = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (index, record) in records.iter().enumerate() {
-        if index > start && (index - start == MAX_RECORDS_PER_PUT || bytes + record.weight() > MAX_BYTES_PER_PUT) {
-            groups.push(start..index);
-            start = index;
-            bytes = 0;
-        }
-        bytes += record.weight();
-    }
-    if start < records.len() {
-        groups.push(start..records.len());
-    }
-    groups
+    batch::split(records, MAX_RECORDS_PER_PUT, MAX_BYTES_PER_PUT, OutRecord::weight)
 }
 
 #[cfg(test)]
@@ -180,11 +154,12 @@ mod tests {
         (0..n).map(|i| OutRecord { partition_key: format!("k{i}"), data: vec![b'x'; 10] }).collect()
     }
 
+    /// Room for three retries: pauses of at most 1, 2, 2 ms, then the budget is spent.
     fn fast() -> Backoff {
-        Backoff { attempts: 4, base: Duration::from_millis(1), max: Duration::from_millis(2) }
+        Backoff { base: Duration::from_millis(1), max: Duration::from_millis(2), budget: Duration::from_millis(6) }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn when_entries_fail_should_resend_only_those() {
         let sink = FlakySink { failures: Mutex::new(vec![("k1".into(), 2)]), ..Default::default() };
         let out = put_all(&sink, &records(3), fast()).await;
@@ -193,16 +168,16 @@ mod tests {
         assert_eq!(*calls, vec![vec!["k0", "k1", "k2"], vec!["k1"], vec!["k1"]]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn when_retries_run_out_should_report_the_failed_entry() {
         let sink = FlakySink { failures: Mutex::new(vec![("k2".into(), 99)]), ..Default::default() };
         let out = put_all(&sink, &records(3), fast()).await;
         assert!(out[0].is_ok() && out[1].is_ok());
         assert_eq!(out[2].as_ref().unwrap_err().code, "ProvisionedThroughputExceededException");
-        assert_eq!(sink.calls.lock().unwrap().len(), 4);
+        assert!(sink.calls.lock().unwrap().len() >= 4, "retried until the budget was spent");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn when_whole_call_fails_should_retry_everything() {
         let sink = FlakySink { whole_call_failures: Mutex::new(1), ..Default::default() };
         let out = put_all(&sink, &records(2), fast()).await;
@@ -216,14 +191,5 @@ mod tests {
         let big: Vec<OutRecord> =
             (0..6).map(|i| OutRecord { partition_key: format!("{i}"), data: vec![0; 1024 * 1024] }).collect();
         assert_eq!(chunks(&big), [0..4, 4..6]);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let b = Backoff { attempts: 10, base: Duration::from_millis(50), max: Duration::from_millis(300) };
-        assert_eq!(b.ceiling(1), Duration::from_millis(50));
-        assert_eq!(b.ceiling(3), Duration::from_millis(200));
-        assert_eq!(b.ceiling(9), Duration::from_millis(300));
-        assert!(b.pause(2) <= Duration::from_millis(100));
     }
 }

@@ -4,12 +4,19 @@ pub mod config;
 pub mod counter;
 pub mod handler;
 
+use std::time::Duration;
+
 use eventline_model::aws::KinesisSink;
-use eventline_model::sink::Backoff;
+use eventline_model::retry::Backoff;
 
 use crate::config::Config;
 use crate::counter::DynamoReceivedCounter;
 use crate::handler::Ingest;
+
+/// Time to put a request's events on the stream, and to count them: together well inside
+/// the function's timeout (template.yaml), itself below API Gateway's 30 s.
+pub const PUT_BUDGET: Duration = Duration::from_secs(10);
+pub const COUNT_BUDGET: Duration = Duration::from_secs(4);
 
 /// The handler wired to AWS, as deployed.
 pub type AwsIngest = Ingest<KinesisSink, DynamoReceivedCounter>;
@@ -17,8 +24,12 @@ pub type AwsIngest = Ingest<KinesisSink, DynamoReceivedCounter>;
 pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsIngest {
     Ingest {
         sink: KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), config.stream_name),
-        counter: DynamoReceivedCounter::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name),
+        counter: DynamoReceivedCounter::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            config.table_name,
+            Backoff::default().with_budget(COUNT_BUDGET),
+        ),
         rules: config.rules,
-        backoff: Backoff::default(),
+        backoff: Backoff::default().with_budget(PUT_BUDGET),
     }
 }

@@ -1,5 +1,8 @@
 //! `GET /events/{source}/{id}`, `GET /metrics`, `GET /health` and `/healthz`.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use percent_encoding::percent_decode_str;
@@ -8,15 +11,67 @@ use time::OffsetDateTime;
 
 use eventline_model::latency::Histogram;
 use eventline_model::response::{Problem, json};
+use eventline_model::validation::echo;
 use eventline_model::{EventId, Source, format_rfc3339};
 
-use crate::reader::{Counters, MetricsReader};
+use crate::reader::{Counters, MetricsReader, ReadError};
 
 /// The window of `events_per_second` and `active_workers`.
 pub const RECENT_SECONDS: i64 = 60;
 
+/// How long a health answer is reused. DescribeTable and DescribeStreamSummary are
+/// control-plane calls with low account-wide limits (DescribeStreamSummary: 20 per second);
+/// with this, a flood of health checks costs each container one pair of calls per period.
+pub const HEALTH_CACHE: Duration = Duration::from_secs(10);
+
 pub struct Metrics<R> {
     pub reader: R,
+    pub health_cache: HealthCache,
+}
+
+impl<R> Metrics<R> {
+    pub fn new(reader: R) -> Self {
+        Self { reader, health_cache: HealthCache::default() }
+    }
+}
+
+/// The last health answer and when it was made.
+#[derive(Default)]
+pub struct HealthCache(Mutex<Option<(Instant, Health)>>);
+
+/// Why a request is not answered with what it asked for. The one place that turns an error
+/// into a status: 4xx say what was wrong, 5xx say nothing internal (the log has the chain).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("{0} is not allowed; use GET")]
+    MethodNotAllowed(Method),
+    #[error("{field} {rule}")]
+    BadParameter { field: &'static str, rule: &'static str },
+    #[error("event {0} has not been processed")]
+    EventNotFound(String),
+    #[error("the request could not be served")]
+    Read(#[from] ReadError),
+}
+
+impl RequestError {
+    fn into_response(self) -> Response<String> {
+        let status = match &self {
+            Self::NotFound(_) | Self::EventNotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            Self::Read(error) => {
+                tracing::error!(error = %eventline_model::aws::error_chain(error), "read failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let mut response = Problem::new(status, self.to_string()).into_response();
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+        }
+        response
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -37,7 +92,10 @@ pub struct Totals {
     pub p50_processing_latency_ms: Option<u64>,
     pub p95_processing_latency_ms: Option<u64>,
     pub p99_processing_latency_ms: Option<u64>,
-    pub current_queue_depth: u64,
+    /// Received minus processed, failed and duplicate: 0 when drained. Negative only if a
+    /// received count was lost (ingest could not count a request within its budget): shown,
+    /// not hidden.
+    pub current_queue_depth: i64,
     pub events_per_second: f64,
     pub uptime_seconds: u64,
     pub active_workers: usize,
@@ -54,6 +112,7 @@ impl Totals {
         let duplicate = sum(|s| s.duplicate);
         let failed = sum(|s| s.failed);
         let latency_sum = sum(|s| s.latency_sum_ms);
+        let received = counters.received + sum(|s| s.received_direct);
         let mut latency = Histogram::default();
         for shard in &counters.shards {
             for (&bucket, &count) in &shard.latency.counts {
@@ -64,7 +123,7 @@ impl Totals {
             counters.shards.iter().filter_map(|s| s.first_processed_ms).chain(counters.first_received_ms).min();
         let active_since = now_ms - RECENT_SECONDS * 1000;
         Totals {
-            events_received: counters.received,
+            events_received: received,
             events_processed: processed,
             events_failed: failed,
             events_duplicate: duplicate,
@@ -73,9 +132,8 @@ impl Totals {
             p50_processing_latency_ms: latency.quantile(0.50),
             p95_processing_latency_ms: latency.quantile(0.95),
             p99_processing_latency_ms: latency.quantile(0.99),
-            // The received total is counted at the HTTP edge; records put on the stream by
-            // other producers are processed without being received, hence the floor at 0.
-            current_queue_depth: counters.received.saturating_sub(processed + failed + duplicate),
+            current_queue_depth: i64::try_from(i128::from(received) - i128::from(processed + failed + duplicate))
+                .unwrap_or(i64::MIN),
             events_per_second: processed_recently as f64 / RECENT_SECONDS as f64,
             uptime_seconds: first_seen.map_or(0, |first| u64::try_from((now_ms - first) / 1000).unwrap_or(0)),
             active_workers: counters
@@ -88,14 +146,14 @@ impl Totals {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct Health {
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
     status: &'static str,
     version: &'static str,
     checks: HealthChecks,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct HealthChecks {
     table: &'static str,
     stream: &'static str,
@@ -104,73 +162,78 @@ struct HealthChecks {
 impl<R: MetricsReader> Metrics<R> {
     #[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path()))]
     pub async fn handle(&self, request: Request) -> Response<Body> {
-        self.respond(&request).await.map(Body::from)
+        let response = match self.respond(&request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+        response.map(Body::Text)
     }
 
-    async fn respond(&self, request: &Request) -> Response<Vec<u8>> {
+    async fn respond(&self, request: &Request) -> Result<Response<String>, RequestError> {
         let Some(route) = route(request.uri().path()) else {
-            return Problem::new(StatusCode::NOT_FOUND, format!("no route for {}", request.uri().path()))
-                .into_response();
+            return Err(RequestError::NotFound(echo(request.uri().path(), 256)));
         };
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            let mut response =
-                Problem::new(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not allowed; use GET", request.method()))
-                    .into_response();
-            response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
-            return response;
+            return Err(RequestError::MethodNotAllowed(request.method().clone()));
         }
         match route {
             Route::Event { source, id } => self.event(source, id).await,
             Route::Metrics => self.metrics().await,
-            Route::Health => self.health().await,
+            Route::Health => Ok(self.health().await),
         }
     }
 
-    async fn event(&self, source: String, id: String) -> Response<Vec<u8>> {
-        let (source, id) = match (Source::parse(source), EventId::parse(id)) {
-            (Ok(source), Ok(id)) => (source, id),
-            (Err(rule), _) => return Problem::new(StatusCode::BAD_REQUEST, format!("source {rule}")).into_response(),
-            (_, Err(rule)) => return Problem::new(StatusCode::BAD_REQUEST, format!("id {rule}")).into_response(),
-        };
-        match self.reader.event(&source, &id).await {
-            Ok(Some(event)) => json(StatusCode::OK, &event),
-            Ok(None) => Problem::new(StatusCode::NOT_FOUND, format!("event {source}/{id} has not been processed"))
-                .into_response(),
-            Err(error) => internal(&error),
+    async fn event(&self, source: String, id: String) -> Result<Response<String>, RequestError> {
+        let source = Source::parse(source).map_err(|rule| RequestError::BadParameter { field: "source", rule })?;
+        let id = EventId::parse(id).map_err(|rule| RequestError::BadParameter { field: "id", rule })?;
+        match self.reader.event(&source, &id).await? {
+            Some(event) => Ok(json(StatusCode::OK, &event)),
+            None => Err(RequestError::EventNotFound(format!("{source}/{id}"))),
         }
     }
 
-    async fn metrics(&self) -> Response<Vec<u8>> {
+    async fn metrics(&self) -> Result<Response<String>, RequestError> {
         let now = OffsetDateTime::now_utc();
         let second = now.unix_timestamp();
         let (counters, recent) =
             tokio::join!(self.reader.counters(), self.reader.processed_between(second - RECENT_SECONDS, second));
-        match (counters, recent) {
-            (Ok(counters), Ok(recent)) => json(StatusCode::OK, &Totals::compute(&counters, recent, now)),
-            (Err(error), _) | (_, Err(error)) => internal(&error),
-        }
+        Ok(json(StatusCode::OK, &Totals::compute(&counters?, recent?, now)))
     }
 
-    async fn health(&self) -> Response<Vec<u8>> {
+    async fn health(&self) -> Response<String> {
+        let cached = self
+            .health_cache
+            .0
+            .lock()
+            .ok()
+            .and_then(|cache| cache.as_ref().filter(|(at, _)| at.elapsed() < HEALTH_CACHE).map(|(_, h)| h.clone()));
+        let health = match cached {
+            Some(health) => health,
+            None => {
+                let health = self.check_health().await;
+                if let Ok(mut cache) = self.health_cache.0.lock() {
+                    *cache = Some((Instant::now(), health.clone()));
+                }
+                health
+            }
+        };
+        let status = if health.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        json(status, &health)
+    }
+
+    async fn check_health(&self) -> Health {
         let (table, stream) = tokio::join!(self.reader.check_table(), self.reader.check_stream());
-        let state = |result: &Result<(), crate::reader::ReadError>, what: &str| match result {
+        let state = |result: &Result<(), ReadError>, what: &str| match result {
             Ok(()) => "ok",
             Err(error) => {
-                tracing::error!(%error, what, "health check failed");
+                tracing::error!(error = %eventline_model::aws::error_chain(error), what, "health check failed");
                 "unavailable"
             }
         };
         let checks = HealthChecks { table: state(&table, "table"), stream: state(&stream, "stream") };
         let healthy = table.is_ok() && stream.is_ok();
-        let body =
-            Health { status: if healthy { "ok" } else { "unavailable" }, version: env!("CARGO_PKG_VERSION"), checks };
-        json(if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+        Health { status: if healthy { "ok" } else { "unavailable" }, version: env!("CARGO_PKG_VERSION"), checks }
     }
-}
-
-fn internal(error: &crate::reader::ReadError) -> Response<Vec<u8>> {
-    tracing::error!(%error, "read failed");
-    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "the request could not be served").into_response()
 }
 
 /// Matches the end of the path, so a stage prefix does not matter.
@@ -191,9 +254,10 @@ fn route(path: &str) -> Option<Route> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reader::{ReadError, ShardCounters};
+    use crate::reader::ShardCounters;
     use eventline_model::{Position, ProcessedEvent, Rules, StreamRecord};
     use serde_json::{Value, json};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-11-23 12:00:00 UTC);
@@ -205,6 +269,7 @@ mod tests {
         counters: Counters,
         recent: u64,
         table_down: bool,
+        health_checks: AtomicUsize,
     }
 
     impl MetricsReader for FakeReader {
@@ -219,7 +284,8 @@ mod tests {
             Ok(self.recent)
         }
         async fn check_table(&self) -> Result<(), ReadError> {
-            if self.table_down { Err(ReadError("ResourceNotFoundException".into())) } else { Ok(()) }
+            self.health_checks.fetch_add(1, Ordering::SeqCst);
+            if self.table_down { Err(ReadError::new("the table", "ResourceNotFoundException")) } else { Ok(()) }
         }
         async fn check_stream(&self) -> Result<(), ReadError> {
             Ok(())
@@ -232,19 +298,23 @@ mod tests {
     }
 
     async fn call(reader: FakeReader, request: Request) -> (u16, Value) {
-        let response = Metrics { reader }.handle(request).await;
-        (response.status().as_u16(), serde_json::from_slice(response.body()).unwrap_or(Value::Null))
+        call_on(&Metrics::new(reader), request).await
+    }
+
+    async fn call_on(metrics: &Metrics<FakeReader>, request: Request) -> (u16, Value) {
+        let response = metrics.handle(request).await;
+        let Body::Text(text) = response.body() else { panic!("JSON answers are sent as text") };
+        (response.status().as_u16(), serde_json::from_str(text).unwrap_or(Value::Null))
     }
 
     fn stored_event() -> ProcessedEvent {
-        let event = eventline_model::Event::from_json(
-            &json!({"id": "evt-0001", "source": "web", "payload": "straße"}),
-            &Rules::default(),
-            NOW,
+        let raw = serde_json::value::RawValue::from_string(
+            json!({"id": "evt-0001", "source": "web", "payload": "straße"}).to_string(),
         )
         .unwrap();
+        let event = eventline_model::parse_event(&raw, &Rules::default(), NOW).unwrap();
         ProcessedEvent::from_record(
-            StreamRecord { event, received_at: NOW },
+            StreamRecord { event, received_at: NOW, ingest_id: None },
             Position { shard_id: "shardId-000000000000".into(), sequence_number: "1".into() },
             NOW,
         )
@@ -290,6 +360,7 @@ mod tests {
             shards: vec![
                 ShardCounters {
                     shard_id: "a".into(),
+                    received_direct: 3,
                     processed: 90,
                     duplicate: 2,
                     failed: 1,
@@ -314,7 +385,8 @@ mod tests {
         assert_eq!(totals.events_processed, 100);
         assert_eq!(totals.events_duplicate, 2);
         assert_eq!(totals.events_failed, 1);
-        assert_eq!(totals.current_queue_depth, 7);
+        assert_eq!(totals.events_received, 113, "ingest's count and the records other producers wrote");
+        assert_eq!(totals.current_queue_depth, 10);
         assert_eq!(totals.average_processing_latency_ms, Some(109.0));
         assert_eq!(totals.p50_processing_latency_ms, Some(10));
         assert!((960..=1040).contains(&totals.p95_processing_latency_ms.unwrap()));
@@ -342,6 +414,25 @@ mod tests {
         assert_eq!(status, 503);
         assert_eq!(body["checks"]["table"], "unavailable");
         assert!(!body.to_string().contains("ResourceNotFound"), "5xx bodies hide internals");
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_health_checks_costs_one_check() {
+        let metrics = Metrics::new(FakeReader::default());
+        for _ in 0..50 {
+            assert_eq!(call_on(&metrics, fixture("metrics-get-health.json")).await.0, 200);
+        }
+        assert_eq!(metrics.reader.health_checks.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_mismatch_shows_as_negative_depth_instead_of_zero() {
+        let counters = Counters {
+            shards: vec![ShardCounters { shard_id: "a".into(), processed: 5, ..Default::default() }],
+            received: 3,
+            first_received_ms: None,
+        };
+        assert_eq!(Totals::compute(&counters, 0, NOW).current_queue_depth, -2);
     }
 
     #[tokio::test]

@@ -12,12 +12,10 @@ use crate::reader::AwsMetricsReader;
 pub type AwsMetrics = Metrics<AwsMetricsReader>;
 
 pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsMetrics {
-    Metrics {
-        reader: AwsMetricsReader::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            aws_sdk_kinesis::Client::new(sdk),
-            config.table_name,
-            config.ingest_stream,
-        ),
-    }
+    Metrics::new(AwsMetricsReader::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        aws_sdk_kinesis::Client::new(sdk),
+        config.table_name,
+        config.ingest_stream,
+    ))
 }

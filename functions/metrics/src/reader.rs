@@ -4,6 +4,7 @@ use std::future::Future;
 
 use eventline_model::aws::error_chain;
 use eventline_model::aws::item::{Item, from_item, s};
+use eventline_model::keys::attr;
 use eventline_model::latency::Histogram;
 use eventline_model::{EventId, ProcessedEvent, Source, keys};
 
@@ -11,6 +12,8 @@ use eventline_model::{EventId, ProcessedEvent, Source, keys};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ShardCounters {
     pub shard_id: String,
+    /// Records that reached the stream without ingest, counted received by the transform.
+    pub received_direct: u64,
     pub processed: u64,
     pub duplicate: u64,
     pub failed: u64,
@@ -28,9 +31,21 @@ pub struct Counters {
     pub first_received_ms: Option<i64>,
 }
 
+/// A read that failed: what was being read, and the SDK's error (or what was wrong with
+/// an item) as the source, for the log.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ReadError(pub String);
+#[error("could not read {what}")]
+pub struct ReadError {
+    pub what: &'static str,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ReadError {
+    pub fn new(what: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self { what, source: source.into() }
+    }
+}
 
 pub trait MetricsReader: Send + Sync {
     fn event(
@@ -81,7 +96,7 @@ impl AwsMetricsReader {
         let mut pages = query.into_paginator().items().send();
         let mut items = Vec::new();
         while let Some(item) = pages.next().await {
-            items.push(item.map_err(|e| ReadError(error_chain(&e)))?);
+            items.push(item.map_err(|e| ReadError::new("a partition", error_chain(&e)))?);
         }
         Ok(items)
     }
@@ -91,7 +106,12 @@ fn number<T: std::str::FromStr>(item: &Item, name: &str) -> Option<T> {
     item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
 }
 
-fn shard_counters(shard_id: &str, item: &Item) -> ShardCounters {
+/// A counter every write of its item sets: missing or malformed means the layout drifted.
+fn counter(item: &Item, name: &'static str) -> Result<u64, ReadError> {
+    number(item, name).ok_or_else(|| ReadError::new("the counters", format!("counter item lacks a valid {name}")))
+}
+
+fn shard_counters(shard_id: &str, item: &Item) -> Result<ShardCounters, ReadError> {
     let mut latency = Histogram::default();
     for (name, value) in item {
         if let Some(bucket) = name.strip_prefix(keys::LATENCY_BUCKET_PREFIX).and_then(|b| b.parse().ok())
@@ -100,16 +120,18 @@ fn shard_counters(shard_id: &str, item: &Item) -> ShardCounters {
             latency.add_bucket(bucket, count);
         }
     }
-    ShardCounters {
+    Ok(ShardCounters {
         shard_id: shard_id.to_owned(),
-        processed: number(item, "processed").unwrap_or(0),
-        duplicate: number(item, "duplicate").unwrap_or(0),
-        failed: number(item, "failed").unwrap_or(0),
-        latency_sum_ms: number(item, "latency_sum_ms").unwrap_or(0),
+        // Absent on items written before it existed: counted from 0.
+        received_direct: number(item, attr::RECEIVED_DIRECT).unwrap_or(0),
+        processed: counter(item, attr::PROCESSED)?,
+        duplicate: counter(item, attr::DUPLICATE)?,
+        failed: counter(item, attr::FAILED)?,
+        latency_sum_ms: counter(item, attr::LATENCY_SUM_MS)?,
         latency,
-        first_processed_ms: number(item, "first_processed_ms"),
-        last_active_ms: number(item, "last_active_ms"),
-    }
+        first_processed_ms: number(item, attr::FIRST_PROCESSED_MS),
+        last_active_ms: number(item, attr::LAST_ACTIVE_MS),
+    })
 }
 
 impl MetricsReader for AwsMetricsReader {
@@ -123,8 +145,8 @@ impl MetricsReader for AwsMetricsReader {
             .key(keys::SK, s(keys::EVENT_SK))
             .send()
             .await
-            .map_err(|e| ReadError(error_chain(&e)))?;
-        output.item.as_ref().map(from_item).transpose().map_err(|e| ReadError(e.to_string()))
+            .map_err(|e| ReadError::new("an event", error_chain(&e)))?;
+        output.item.as_ref().map(from_item).transpose().map_err(|e| ReadError::new("an event", e))
     }
 
     #[tracing::instrument(skip(self))]
@@ -133,10 +155,10 @@ impl MetricsReader for AwsMetricsReader {
         for item in self.query_all(keys::METRICS_PK, None).await? {
             let Some(sk) = item.get(keys::SK).and_then(|v| v.as_s().ok()) else { continue };
             if let Some(shard_id) = sk.strip_prefix(keys::SHARD_PREFIX) {
-                counters.shards.push(shard_counters(shard_id, &item));
+                counters.shards.push(shard_counters(shard_id, &item)?);
             } else if sk.starts_with(keys::INGEST_PREFIX) {
-                counters.received += number::<u64>(&item, "received").unwrap_or(0);
-                if let Some(first) = number::<i64>(&item, "first_received_ms") {
+                counters.received += counter(&item, attr::RECEIVED)?;
+                if let Some(first) = number::<i64>(&item, attr::FIRST_RECEIVED_MS) {
                     counters.first_received_ms = Some(counters.first_received_ms.map_or(first, |f| f.min(first)));
                 }
             }
@@ -148,7 +170,7 @@ impl MetricsReader for AwsMetricsReader {
     async fn processed_between(&self, from: i64, to: i64) -> Result<u64, ReadError> {
         // Sort keys are `{second}#{shard}`: `{to}#` sorts after every shard of second to-1.
         let items = self.query_all(keys::RATE_PK, Some((keys::rate_sk_from(from), keys::rate_sk_from(to)))).await?;
-        Ok(items.iter().filter_map(|item| number::<u64>(item, "processed")).sum())
+        items.iter().map(|item| counter(item, attr::PROCESSED)).sum()
     }
 
     async fn check_table(&self) -> Result<(), ReadError> {
@@ -158,10 +180,10 @@ impl MetricsReader for AwsMetricsReader {
             .table_name(&self.table_name)
             .send()
             .await
-            .map_err(|e| ReadError(error_chain(&e)))?;
+            .map_err(|e| ReadError::new("the table's status", error_chain(&e)))?;
         match output.table().and_then(|t| t.table_status()) {
             Some(status) if status.as_str() == "ACTIVE" || status.as_str() == "UPDATING" => Ok(()),
-            other => Err(ReadError(format!("table status {other:?}"))),
+            other => Err(ReadError::new("the table's status", format!("table status {other:?}"))),
         }
     }
 
@@ -172,10 +194,10 @@ impl MetricsReader for AwsMetricsReader {
             .stream_name(&self.stream_name)
             .send()
             .await
-            .map_err(|e| ReadError(error_chain(&e)))?;
+            .map_err(|e| ReadError::new("the stream's status", error_chain(&e)))?;
         match output.stream_description_summary().map(|d| d.stream_status().as_str().to_owned()) {
             Some(status) if status == "ACTIVE" || status == "UPDATING" => Ok(()),
-            other => Err(ReadError(format!("stream status {other:?}"))),
+            other => Err(ReadError::new("the stream's status", format!("stream status {other:?}"))),
         }
     }
 }

@@ -7,13 +7,17 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use eventline_model::aws::error_chain;
-use eventline_model::sink::Backoff;
+use eventline_model::batch;
+use eventline_model::retry::Backoff;
 use serde::Serialize;
 
 /// Raw data beyond this many bytes is cut, so each message stays well under SQS's limit.
 pub const MAX_RAW_BYTES: usize = 96 * 1024;
+/// Reasons can quote the record (a parser names the value it choked on): cut them too.
+pub const MAX_REASON_CHARS: usize = 1024;
+/// SQS's limit on one message, and on one SendMessageBatch call.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 const MAX_MESSAGES_PER_BATCH: usize = 10;
-const MAX_BYTES_PER_BATCH: usize = 256 * 1024;
 
 /// The message body of one poison record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -40,10 +44,10 @@ impl PoisonMessage {
     ) -> Self {
         let kept = &data[..data.len().min(MAX_RAW_BYTES)];
         Self {
-            reason,
-            shard_id: shard_id.to_owned(),
-            sequence_number: sequence_number.to_owned(),
-            partition_key: partition_key.to_owned(),
+            reason: sqs_text(&eventline_model::validation::echo(&reason, MAX_REASON_CHARS)),
+            shard_id: sqs_text(shard_id),
+            sequence_number: sqs_text(sequence_number),
+            partition_key: sqs_text(partition_key),
             event_source_arn,
             data_base64: STANDARD.encode(kept),
             data_bytes: data.len(),
@@ -54,6 +58,19 @@ impl PoisonMessage {
     fn body(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// SQS refuses a message holding characters outside XML's set (U+FFFE, U+FFFF, and the
+/// controls JSON leaves unescaped are not among them, but a partition key or a quoted
+/// value can hold the former): replace them, so one record cannot make its message
+/// undeliverable.
+fn sqs_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'.. => c,
+            _ => char::REPLACEMENT_CHARACTER,
+        })
+        .collect()
 }
 
 /// Where poison records go.
@@ -70,8 +87,8 @@ pub struct SqsDeadLetters {
 }
 
 impl SqsDeadLetters {
-    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
-        Self { client, queue_url: queue_url.into(), backoff: Backoff::default() }
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>, backoff: Backoff) -> Self {
+        Self { client, queue_url: queue_url.into(), backoff }
     }
 
     /// One SendMessageBatch call; the ids are message indexes.
@@ -113,10 +130,8 @@ impl DeadLetters for SqsDeadLetters {
     async fn send(&self, messages: &[PoisonMessage]) -> Vec<Result<(), String>> {
         let mut outcome: Vec<Result<(), String>> = vec![Err("not sent".to_owned()); messages.len()];
         let mut pending: Vec<usize> = (0..messages.len()).collect();
-        for attempt in 0..self.backoff.attempts {
-            if attempt > 0 {
-                tokio::time::sleep(self.backoff.pause(attempt)).await;
-            }
+        let mut retries = self.backoff.start();
+        loop {
             for batch in batches(messages, &pending) {
                 self.send_batch(messages, &batch, &mut outcome).await;
             }
@@ -124,7 +139,10 @@ impl DeadLetters for SqsDeadLetters {
             if pending.is_empty() {
                 break;
             }
-            tracing::warn!(failed = pending.len(), attempt, "dead-letter messages not sent");
+            tracing::warn!(failed = pending.len(), retries = retries.count(), "dead-letter messages not sent");
+            if !retries.wait().await {
+                break;
+            }
         }
         outcome
     }
@@ -132,22 +150,11 @@ impl DeadLetters for SqsDeadLetters {
 
 /// Groups of at most 10 messages and 256 KiB, as SendMessageBatch takes them.
 fn batches(messages: &[PoisonMessage], indexes: &[usize]) -> Vec<Vec<usize>> {
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut bytes = 0;
-    for &i in indexes {
-        let size = messages[i].body().len();
-        match groups.last_mut() {
-            Some(group) if group.len() < MAX_MESSAGES_PER_BATCH && bytes + size <= MAX_BYTES_PER_BATCH => {
-                group.push(i);
-                bytes += size;
-            }
-            _ => {
-                groups.push(vec![i]);
-                bytes = size;
-            }
-        }
-    }
-    groups
+    let sizes: Vec<usize> = indexes.iter().map(|&i| messages[i].body().len()).collect();
+    batch::split(&sizes, MAX_MESSAGES_PER_BATCH, MAX_MESSAGE_BYTES, |size| *size)
+        .into_iter()
+        .map(|range| indexes[range].to_vec())
+        .collect()
 }
 
 #[cfg(test)]
@@ -165,6 +172,22 @@ mod tests {
         assert_eq!(m.data_bytes, MAX_RAW_BYTES + 10);
         assert_eq!(STANDARD.decode(&m.data_base64).unwrap().len(), MAX_RAW_BYTES);
         assert!(!message(b"small").truncated);
+    }
+
+    #[test]
+    fn a_message_stays_under_the_sqs_limit_whatever_the_record_holds() {
+        // A parser error quoting a 150 KB value, a long partition key, the most raw data kept.
+        let reason = format!("invalid value: string \"{}\"", "\"".repeat(150_000));
+        let m = PoisonMessage::new(reason, "shardId-0", "1", &"k".repeat(256), None, &vec![b'"'; 200_000]);
+        assert!(m.body().len() <= MAX_MESSAGE_BYTES, "{} bytes", m.body().len());
+        assert_eq!(m.reason.chars().count(), MAX_REASON_CHARS + 1);
+    }
+
+    #[test]
+    fn characters_sqs_refuses_are_replaced() {
+        let m = PoisonMessage::new("bad \u{FFFF} \u{1}".into(), "s", "1", "key\u{FFFE}", None, b"x");
+        assert_eq!(m.partition_key, "key\u{FFFD}");
+        assert_eq!(m.reason, "bad \u{FFFD} \u{FFFD}");
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! conditional put and the counter increments they imply, so an event and its count commit
 //! together or not at all.
 
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use eventline_model::aws::error_chain;
 use eventline_model::aws::item::{Item, n, s, to_item};
-use eventline_model::keys;
-use eventline_model::sink::Backoff;
+use eventline_model::keys::{self, attr};
+use eventline_model::retry::Backoff;
 use time::OffsetDateTime;
 
 use crate::store::{CounterDelta, Entry, EventStore, Outcome, StoreError};
@@ -21,8 +23,8 @@ pub struct DynamoEventStore {
 }
 
 impl DynamoEventStore {
-    pub fn new(client: aws_sdk_dynamodb::Client, table_name: impl Into<String>) -> Self {
-        Self { client, table_name: table_name.into(), backoff: Backoff { attempts: 6, ..Backoff::default() } }
+    pub fn new(client: aws_sdk_dynamodb::Client, table_name: impl Into<String>, backoff: Backoff) -> Self {
+        Self { client, table_name: table_name.into(), backoff }
     }
 }
 
@@ -32,6 +34,8 @@ enum Step {
     StoreEvent,
     MarkDuplicate,
     MarkPoison,
+    /// An event the table refused: its poison marker counts it as failed once.
+    MarkRefused,
     Done(Outcome),
 }
 
@@ -41,54 +45,73 @@ impl Step {
             Step::StoreEvent => Outcome::Stored,
             Step::MarkDuplicate => Outcome::Duplicate,
             Step::MarkPoison => Outcome::Failed,
+            Step::MarkRefused => Outcome::Refused,
             Step::Done(outcome) => outcome,
         }
     }
+
+    fn first(entry: &Entry) -> Self {
+        match entry {
+            Entry::Event(_) => Step::StoreEvent,
+            Entry::Duplicate { .. } => Step::MarkDuplicate,
+            Entry::Poison { .. } => Step::MarkPoison,
+            Entry::Copy => Step::Done(Outcome::AlreadyCounted),
+        }
+    }
+}
+
+/// What one failed transaction means for the entries it held.
+enum Failure {
+    /// Some entries' conditions failed or their items were invalid: their steps changed,
+    /// retry the rest at once.
+    Resolved,
+    /// The request as a whole was invalid (no reason per item): split the group.
+    Invalid(SdkError<TransactWriteItemsError>),
+    Transient(SdkError<TransactWriteItemsError>),
+    Permanent(SdkError<TransactWriteItemsError>),
 }
 
 impl EventStore for DynamoEventStore {
     #[tracing::instrument(skip(self, entries), fields(entries = entries.len()))]
     async fn commit(&self, shard_id: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
-        let mut steps: Vec<Step> = entries
-            .iter()
-            .map(|entry| match entry {
-                Entry::Event(_) => Step::StoreEvent,
-                Entry::Duplicate { .. } => Step::MarkDuplicate,
-                Entry::Poison { .. } => Step::MarkPoison,
-            })
-            .collect();
-        let mut transient_failures = 0;
-        loop {
-            let pending: Vec<usize> = (0..entries.len()).filter(|&i| !matches!(steps[i], Step::Done(_))).collect();
-            if pending.is_empty() {
-                break;
-            }
-            let mut delta = CounterDelta::default();
-            for &i in &pending {
-                delta.count(&entries[i], steps[i].outcome_if_written());
-            }
-            let mut actions: Vec<TransactWriteItem> =
-                pending.iter().map(|&i| self.put_action(&entries[i], steps[i])).collect::<Result<_, _>>()?;
-            actions.extend(self.counter_actions(shard_id, &delta, OffsetDateTime::now_utc())?);
-
-            let result = self.client.transact_write_items().set_transact_items(Some(actions)).send().await;
-            let failure = match result {
-                Ok(_) => {
-                    for &i in &pending {
-                        steps[i] = Step::Done(steps[i].outcome_if_written());
-                    }
+        let mut steps: Vec<Step> = entries.iter().map(Step::first).collect();
+        let mut retries = self.backoff.start();
+        // Groups still to commit; a group the table refuses as a whole is split in two until
+        // the entry that makes it invalid stands alone.
+        let mut groups: Vec<Vec<usize>> = vec![(0..entries.len()).collect()];
+        while let Some(group) = groups.pop() {
+            loop {
+                let pending: Vec<usize> =
+                    group.iter().copied().filter(|&i| !matches!(steps[i], Step::Done(_))).collect();
+                if pending.is_empty() {
                     break;
                 }
-                Err(error) => error,
-            };
-            if !self.resolve_conflicts(&failure, entries, &pending, &mut steps) {
-                transient_failures += 1;
-                let chain = error_chain(&failure);
-                if transient_failures >= self.backoff.attempts || !is_transient(&failure) {
-                    return Err(StoreError::Unavailable(chain));
+                match self.try_commit(shard_id, entries, &pending, &mut steps).await? {
+                    None => break,
+                    Some(Failure::Resolved) => {}
+                    Some(Failure::Invalid(error)) if pending.len() > 1 => {
+                        tracing::warn!(error = %error_chain(&error), entries = pending.len(), "table refused a group; splitting it");
+                        let (first, second) = pending.split_at(pending.len() / 2);
+                        groups.push(second.to_vec());
+                        groups.push(first.to_vec());
+                        break;
+                    }
+                    Some(Failure::Invalid(error)) => {
+                        let index = pending[0];
+                        if steps[index] != Step::StoreEvent {
+                            return Err(StoreError::Permanent(error.into()));
+                        }
+                        tracing::warn!(error = %error_chain(&error), "table refused an event; dead-lettering it");
+                        steps[index] = Step::MarkRefused;
+                    }
+                    Some(Failure::Transient(error)) => {
+                        tracing::warn!(error = %error_chain(&error), retries = retries.count(), "transaction failed; retrying");
+                        if !retries.wait().await {
+                            return Err(StoreError::Transient(error.into()));
+                        }
+                    }
+                    Some(Failure::Permanent(error)) => return Err(StoreError::Permanent(error.into())),
                 }
-                tracing::warn!(error = %chain, attempt = transient_failures, "transaction failed; retrying");
-                tokio::time::sleep(self.backoff.pause(transient_failures)).await;
             }
         }
         Ok(steps.into_iter().map(Step::outcome_if_written).collect())
@@ -96,20 +119,59 @@ impl EventStore for DynamoEventStore {
 }
 
 impl DynamoEventStore {
+    /// One transaction of the pending entries with their counter increments. `None` when
+    /// it went through (the steps are then done).
+    async fn try_commit(
+        &self,
+        shard_id: &str,
+        entries: &[Entry],
+        pending: &[usize],
+        steps: &mut [Step],
+    ) -> Result<Option<Failure>, StoreError> {
+        let mut delta = CounterDelta::default();
+        for &i in pending {
+            delta.count(&entries[i], steps[i].outcome_if_written());
+        }
+        let mut actions: Vec<TransactWriteItem> =
+            pending.iter().map(|&i| self.put_action(&entries[i], steps[i])).collect::<Result<_, _>>()?;
+        actions.extend(self.counter_actions(shard_id, &delta, OffsetDateTime::now_utc())?);
+
+        let error = match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
+            Ok(_) => {
+                for &i in pending {
+                    steps[i] = Step::Done(steps[i].outcome_if_written());
+                }
+                return Ok(None);
+            }
+            Err(error) => error,
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error()
+            && resolve(cancelled.cancellation_reasons(), entries, pending, steps)
+        {
+            return Ok(Some(Failure::Resolved));
+        }
+        Ok(Some(classify(error)))
+    }
+
     /// A conditional put: the event item, or a marker that makes a count happen once.
     fn put_action(&self, entry: &Entry, step: Step) -> Result<TransactWriteItem, StoreError> {
         let item: Item = match (entry, step) {
             (Entry::Event(event), Step::StoreEvent) => to_item(event),
+            (Entry::Event(event), Step::MarkRefused) => marker(
+                keys::poison_pk(event.ingest_id.as_ref(), &event.shard_id, &event.sequence_number),
+                keys::POISON_SK.to_owned(),
+            ),
             (Entry::Event(event), _) => marker(
                 keys::event_pk(&event.event.source, &event.event.id),
-                keys::duplicate_sk(&event.shard_id, &event.sequence_number),
+                keys::duplicate_sk(event.ingest_id.as_ref(), &event.shard_id, &event.sequence_number),
             ),
-            (Entry::Duplicate { source, id, shard_id, sequence_number }, _) => {
-                marker(keys::event_pk(source, id), keys::duplicate_sk(shard_id, sequence_number))
+            (Entry::Duplicate { source, id, ingest_id, shard_id, sequence_number }, _) => {
+                marker(keys::event_pk(source, id), keys::duplicate_sk(ingest_id.as_ref(), shard_id, sequence_number))
             }
-            (Entry::Poison { shard_id, sequence_number }, _) => {
-                marker(keys::poison_pk(shard_id, sequence_number), keys::POISON_SK.to_owned())
+            (Entry::Poison { ingest_id, shard_id, sequence_number }, _) => {
+                marker(keys::poison_pk(ingest_id.as_ref(), shard_id, sequence_number), keys::POISON_SK.to_owned())
             }
+            (Entry::Copy, _) => return Err(StoreError::Permanent("a copy has nothing to write".into())),
         };
         let put = Put::builder()
             .table_name(&self.table_name)
@@ -117,7 +179,7 @@ impl DynamoEventStore {
             .condition_expression("attribute_not_exists(pk)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Permanent(e.into()))?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -134,6 +196,7 @@ impl DynamoEventStore {
         let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
         // Attribute names go through placeholders: several are DynamoDB reserved words.
         let mut adds = vec![
+            "#received_direct :r".to_owned(),
             "#processed :p".to_owned(),
             "#duplicate :d".to_owned(),
             "#failed :f".to_owned(),
@@ -143,12 +206,14 @@ impl DynamoEventStore {
             .table_name(&self.table_name)
             .key(keys::PK, s(keys::METRICS_PK))
             .key(keys::SK, s(keys::shard_sk(shard_id)))
-            .expression_attribute_names("#processed", "processed")
-            .expression_attribute_names("#duplicate", "duplicate")
-            .expression_attribute_names("#failed", "failed")
-            .expression_attribute_names("#latency_sum", "latency_sum_ms")
-            .expression_attribute_names("#last_active", "last_active_ms")
-            .expression_attribute_names("#first_processed", "first_processed_ms")
+            .expression_attribute_names("#received_direct", attr::RECEIVED_DIRECT)
+            .expression_attribute_names("#processed", attr::PROCESSED)
+            .expression_attribute_names("#duplicate", attr::DUPLICATE)
+            .expression_attribute_names("#failed", attr::FAILED)
+            .expression_attribute_names("#latency_sum", attr::LATENCY_SUM_MS)
+            .expression_attribute_names("#last_active", attr::LAST_ACTIVE_MS)
+            .expression_attribute_names("#first_processed", attr::FIRST_PROCESSED_MS)
+            .expression_attribute_values(":r", n(delta.received_direct))
             .expression_attribute_values(":p", n(delta.processed))
             .expression_attribute_values(":d", n(delta.duplicate))
             .expression_attribute_values(":f", n(delta.failed))
@@ -166,7 +231,7 @@ impl DynamoEventStore {
                 adds.join(", ")
             ))
             .build()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Permanent(e.into()))?;
         let mut actions = vec![TransactWriteItem::builder().update(totals).build()];
 
         if delta.processed > 0 {
@@ -176,67 +241,156 @@ impl DynamoEventStore {
                 .key(keys::PK, s(keys::RATE_PK))
                 .key(keys::SK, s(keys::rate_sk(second, shard_id)))
                 .update_expression("ADD #processed :p SET #ttl = :ttl")
-                .expression_attribute_names("#processed", "processed")
+                .expression_attribute_names("#processed", attr::PROCESSED)
                 .expression_attribute_names("#ttl", keys::EXPIRES_AT)
                 .expression_attribute_values(":p", n(delta.processed))
                 .expression_attribute_values(":ttl", n(second + keys::RATE_ITEM_TTL_SECONDS))
                 .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                .map_err(|e| StoreError::Permanent(e.into()))?;
             actions.push(TransactWriteItem::builder().update(rate).build());
         }
         Ok(actions)
     }
+}
 
-    /// Reads the cancellation reasons: an entry whose condition failed is resolved (a
-    /// redelivery, or a duplicate to count instead). Returns whether anything was resolved;
-    /// if not, the failure was transient.
-    fn resolve_conflicts(
-        &self,
-        failure: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>,
-        entries: &[Entry],
-        pending: &[usize],
-        steps: &mut [Step],
-    ) -> bool {
-        let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = failure.as_service_error() else {
-            return false;
+/// Reads the cancellation reasons, one per action in order: an entry whose condition failed
+/// is resolved (a redelivery, ingest's copy of a stored record, or a duplicate to count
+/// instead), and an entry whose item the table calls invalid is refused. Returns whether
+/// any entry changed; if none did, the cancellation was transient (a conflict, throttling).
+fn resolve(reasons: &[CancellationReason], entries: &[Entry], pending: &[usize], steps: &mut [Step]) -> bool {
+    let mut resolved = false;
+    for (slot, reason) in reasons.iter().enumerate() {
+        let Some(&index) = pending.get(slot) else {
+            continue; // a counter update; those carry no condition
         };
-        let mut resolved = false;
-        for (slot, reason) in cancelled.cancellation_reasons().iter().enumerate() {
-            if reason.code() != Some("ConditionalCheckFailed") {
-                continue;
+        match reason.code() {
+            Some("ConditionalCheckFailed") => {
+                resolved = true;
+                steps[index] = match (&entries[index], steps[index]) {
+                    (Entry::Event(event), Step::StoreEvent) => {
+                        let old = reason.item();
+                        let field = |name: &str| old.and_then(|item| item.get(name)).and_then(|v| v.as_s().ok());
+                        let same_record = field(attr::SHARD_ID) == Some(&event.shard_id)
+                            && field(attr::SEQUENCE_NUMBER) == Some(&event.sequence_number);
+                        let same_ingest =
+                            event.ingest_id.as_ref().is_some_and(|id| field(attr::INGEST_ID) == Some(&id.to_string()));
+                        if same_record || same_ingest { Step::Done(Outcome::Redelivered) } else { Step::MarkDuplicate }
+                    }
+                    (_, Step::MarkRefused) => Step::Done(Outcome::RefusedBefore),
+                    _ => Step::Done(Outcome::AlreadyCounted),
+                };
             }
-            let Some(&index) = pending.get(slot) else {
-                continue; // a counter update; those carry no condition
-            };
-            resolved = true;
-            steps[index] = match (&entries[index], steps[index]) {
-                (Entry::Event(event), Step::StoreEvent) => {
-                    let old = reason.item();
-                    let field = |name: &str| old.and_then(|item| item.get(name)).and_then(|v| v.as_s().ok());
-                    let same_record = field("shard_id") == Some(&event.shard_id)
-                        && field("sequence_number") == Some(&event.sequence_number);
-                    if same_record { Step::Done(Outcome::Redelivered) } else { Step::MarkDuplicate }
-                }
-                _ => Step::Done(Outcome::AlreadyCounted),
-            };
+            Some("ValidationError") if steps[index] == Step::StoreEvent => {
+                resolved = true;
+                steps[index] = Step::MarkRefused;
+            }
+            _ => {}
         }
-        resolved
     }
+    resolved
 }
 
 fn marker(pk: String, sk: String) -> Item {
     Item::from([(keys::PK.to_owned(), s(pk)), (keys::SK.to_owned(), s(sk))])
 }
 
-/// Throttling, conflicts, timeouts and server errors pass; a malformed request does not.
-fn is_transient<R>(error: &SdkError<TransactWriteItemsError, R>) -> bool {
-    match error {
-        SdkError::ServiceError(service) => {
-            let missing_table = matches!(service.err(), TransactWriteItemsError::ResourceNotFoundException(_));
-            let invalid = service.err().meta().code() == Some("ValidationException");
-            !missing_table && !invalid
+/// Throttling, conflicts, timeouts and server errors are transient; a request the table
+/// calls invalid says so by its code; anything else the service refuses is permanent.
+fn classify(error: SdkError<TransactWriteItemsError>) -> Failure {
+    match &error {
+        SdkError::ServiceError(service) => match service.err() {
+            TransactWriteItemsError::ResourceNotFoundException(_) => Failure::Permanent(error),
+            TransactWriteItemsError::TransactionCanceledException(_)
+            | TransactWriteItemsError::ProvisionedThroughputExceededException(_)
+            | TransactWriteItemsError::RequestLimitExceeded(_)
+            | TransactWriteItemsError::ThrottlingException(_)
+            | TransactWriteItemsError::TransactionInProgressException(_)
+            | TransactWriteItemsError::InternalServerError(_) => Failure::Transient(error),
+            other if other.code() == Some("ValidationException") => Failure::Invalid(error),
+            other if service.raw().status().is_server_error() || is_throttling_code(other.code()) => {
+                Failure::Transient(error)
+            }
+            _ => Failure::Permanent(error),
+        },
+        SdkError::ConstructionFailure(_) => Failure::Permanent(error),
+        _ => Failure::Transient(error),
+    }
+}
+
+fn is_throttling_code(code: Option<&str>) -> bool {
+    matches!(code, Some("ThrottlingException" | "Throttling" | "LimitExceededException"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use eventline_model::{IngestId, Position, ProcessedEvent, Rules, StreamRecord};
+    use time::macros::datetime;
+
+    fn event(id: &str, sequence_number: &str, ingest_id: Option<&IngestId>) -> Entry {
+        let now = datetime!(2026-11-23 12:00:00 UTC);
+        let raw = serde_json::value::RawValue::from_string(format!(r#"{{"id":"{id}","source":"web"}}"#)).unwrap();
+        let event = eventline_model::parse_event(&raw, &Rules::default(), now).unwrap();
+        Entry::Event(ProcessedEvent::from_record(
+            StreamRecord { event, received_at: now, ingest_id: ingest_id.cloned() },
+            Position { shard_id: "shardId-0".into(), sequence_number: sequence_number.into() },
+            now,
+        ))
+    }
+
+    fn conflict(old: Option<&[(&str, &str)]>) -> CancellationReason {
+        let mut reason = CancellationReason::builder().code("ConditionalCheckFailed");
+        if let Some(fields) = old {
+            reason = reason.set_item(Some(
+                fields.iter().map(|(k, v)| (k.to_string(), AttributeValue::S(v.to_string()))).collect(),
+            ));
         }
-        SdkError::ConstructionFailure(_) => false,
-        _ => true,
+        reason.build()
+    }
+
+    fn none() -> CancellationReason {
+        CancellationReason::builder().code("None").build()
+    }
+
+    #[test]
+    fn a_stored_identity_is_a_redelivery_a_copy_or_a_duplicate() {
+        let ingest_id = IngestId::generate();
+        let entries = [event("a", "1", None), event("b", "2", Some(&ingest_id)), event("c", "3", Some(&ingest_id))];
+        let mut steps: Vec<Step> = entries.iter().map(Step::first).collect();
+        let reasons = [
+            conflict(Some(&[("shard_id", "shardId-0"), ("sequence_number", "1")])),
+            conflict(Some(&[("shard_id", "shardId-0"), ("sequence_number", "9"), ("ingest_id", ingest_id.as_str())])),
+            conflict(Some(&[("shard_id", "shardId-0"), ("sequence_number", "9"), ("ingest_id", "other")])),
+            none(),
+        ];
+        assert!(resolve(&reasons, &entries, &[0, 1, 2], &mut steps));
+        assert_eq!(steps, [Step::Done(Outcome::Redelivered), Step::Done(Outcome::Redelivered), Step::MarkDuplicate]);
+    }
+
+    #[test]
+    fn markers_that_exist_were_counted_before() {
+        let entries = [event("a", "1", None), event("b", "2", None)];
+        let mut steps = vec![Step::MarkDuplicate, Step::MarkRefused];
+        assert!(resolve(&[conflict(None), conflict(None)], &entries, &[0, 1], &mut steps));
+        assert_eq!(steps, [Step::Done(Outcome::AlreadyCounted), Step::Done(Outcome::RefusedBefore)]);
+    }
+
+    #[test]
+    fn an_invalid_item_is_refused_and_the_rest_retried() {
+        let entries = [event("a", "1", None), event("b", "2", None)];
+        let mut steps: Vec<Step> = entries.iter().map(Step::first).collect();
+        let reasons = [none(), CancellationReason::builder().code("ValidationError").build(), none()];
+        assert!(resolve(&reasons, &entries, &[0, 1], &mut steps));
+        assert_eq!(steps, [Step::StoreEvent, Step::MarkRefused]);
+    }
+
+    #[test]
+    fn a_conflict_alone_changes_nothing_and_is_retried() {
+        let entries = [event("a", "1", None)];
+        let mut steps: Vec<Step> = entries.iter().map(Step::first).collect();
+        let reasons = [CancellationReason::builder().code("TransactionConflict").build(), none()];
+        assert!(!resolve(&reasons, &entries, &[0], &mut steps));
+        assert_eq!(steps, [Step::StoreEvent]);
     }
 }

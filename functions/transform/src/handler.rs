@@ -2,12 +2,14 @@
 //! dead-letter queue, store and count the rest exactly once, publish what was stored, and
 //! report the first record that is not finished so Lambda retries from there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
-use eventline_model::sink::{Backoff, OutRecord, RecordSink, put_all};
-use eventline_model::{Position, ProcessedEvent, StreamRecord};
+use eventline_model::aws::item::{ITEM_HEADROOM_BYTES, MAX_ITEM_BYTES, item_size, to_item};
+use eventline_model::retry::Backoff;
+use eventline_model::sink::{OutRecord, RecordSink, put_all};
+use eventline_model::{EventId, IngestId, Position, ProcessedEvent, Source, StreamRecord};
 use time::OffsetDateTime;
 
 use crate::dead_letter::{DeadLetters, PoisonMessage};
@@ -17,13 +19,16 @@ pub struct Transform<St, Si, D> {
     pub store: St,
     pub output: Si,
     pub dead_letters: D,
+    /// Budget for publishing one batch's stored events.
     pub backoff: Backoff,
 }
 
 /// What one record decoded to.
 enum Decoded {
     Event(ProcessedEvent),
-    Poison(PoisonMessage),
+    /// With ingest's id when the record decoded but cannot be stored, so every copy of it
+    /// is counted once.
+    Poison(PoisonMessage, Option<IngestId>),
 }
 
 /// A summary of one batch, for logs and the local stack.
@@ -64,7 +69,7 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters> Transform<St, Si, D> {
             .iter()
             .enumerate()
             .filter_map(|(i, d)| match d {
-                Decoded::Poison(message) => Some((i, message)),
+                Decoded::Poison(message, _) => Some((i, message)),
                 Decoded::Event(_) => None,
             })
             .collect();
@@ -93,6 +98,26 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters> Transform<St, Si, D> {
             }
         }
 
+        // Events the table refused for what they hold: dead-lettered, never retried as a batch.
+        let refused: Vec<(usize, PoisonMessage)> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, outcome)| outcome.dead_letters())
+            .map(|(index, _)| {
+                (index, poison_message("the table refused the stored item (ValidationError)".into(), &records[index]))
+            })
+            .collect();
+        if !refused.is_empty() {
+            let messages: Vec<PoisonMessage> = refused.iter().map(|(_, m)| m.clone()).collect();
+            for ((index, message), sent) in refused.iter().zip(self.dead_letters.send(&messages).await) {
+                tracing::warn!(sequence_number = %message.sequence_number, reason = %message.reason, "refused record");
+                if let Err(error) = sent {
+                    tracing::error!(%error, sequence_number = %message.sequence_number, "dead-letter queue refused a record");
+                    unfinished = unfinished.min(*index);
+                }
+            }
+        }
+
         let (published_indexes, to_publish): (Vec<usize>, Vec<OutRecord>) = entries
             .iter()
             .zip(&outcomes)
@@ -114,7 +139,7 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters> Transform<St, Si, D> {
 
         for (entry, outcome) in entries.iter().zip(&outcomes).take(unfinished) {
             match (entry, outcome) {
-                (Entry::Poison { .. }, _) => report.poison += 1,
+                (Entry::Poison { .. }, _) | (_, Outcome::Refused | Outcome::RefusedBefore) => report.poison += 1,
                 (_, Outcome::Stored) => report.stored += 1,
                 (_, Outcome::Redelivered) => report.redelivered += 1,
                 (_, Outcome::Duplicate) => report.duplicates += 1,
@@ -133,26 +158,41 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters> Transform<St, Si, D> {
 }
 
 /// One entry per record, in order: a later record with an identity seen earlier in the batch
-/// is a duplicate (one transaction cannot write the same item twice).
+/// is a duplicate (one transaction cannot write the same item twice), or a mere copy when
+/// ingest put that same record twice.
 fn entries_of(decoded: &[Decoded]) -> Vec<Entry> {
-    let mut seen = HashSet::new();
+    let mut seen: HashMap<(Source, EventId), Option<IngestId>> = HashMap::new();
+    let mut poison_seen: HashSet<IngestId> = HashSet::new();
     decoded
         .iter()
         .map(|d| match d {
-            Decoded::Poison(message) => {
-                Entry::Poison { shard_id: message.shard_id.clone(), sequence_number: message.sequence_number.clone() }
+            Decoded::Poison(message, ingest_id) => {
+                if let Some(id) = ingest_id
+                    && !poison_seen.insert(id.clone())
+                {
+                    return Entry::Copy;
+                }
+                Entry::Poison {
+                    ingest_id: ingest_id.clone(),
+                    shard_id: message.shard_id.clone(),
+                    sequence_number: message.sequence_number.clone(),
+                }
             }
             Decoded::Event(event) => {
                 let (source, id) = event.event.identity();
-                if seen.insert((source.clone(), id.clone())) {
-                    Entry::Event(event.clone())
-                } else {
-                    Entry::Duplicate {
+                match seen.get(&(source.clone(), id.clone())) {
+                    None => {
+                        seen.insert((source.clone(), id.clone()), event.ingest_id.clone());
+                        Entry::Event(event.clone())
+                    }
+                    Some(Some(first)) if event.ingest_id.as_ref() == Some(first) => Entry::Copy,
+                    Some(_) => Entry::Duplicate {
                         source: source.clone(),
                         id: id.clone(),
+                        ingest_id: event.ingest_id.clone(),
                         shard_id: event.shard_id.clone(),
                         sequence_number: event.sequence_number.clone(),
-                    }
+                    },
                 }
             }
         })
@@ -169,24 +209,34 @@ fn shard_of(record: &KinesisEventRecord) -> String {
         .unwrap_or_else(|| "shardId-unknown".to_owned())
 }
 
-fn decode(record: &KinesisEventRecord, processed_at: OffsetDateTime) -> Decoded {
-    let shard_id = shard_of(record);
+fn poison_message(reason: String, record: &KinesisEventRecord) -> PoisonMessage {
     let kinesis = &record.kinesis;
-    match StreamRecord::decode(&kinesis.data) {
-        Ok(stream_record) => Decoded::Event(ProcessedEvent::from_record(
-            stream_record,
-            Position { shard_id, sequence_number: kinesis.sequence_number.clone() },
-            processed_at,
-        )),
-        Err(error) => Decoded::Poison(PoisonMessage::new(
-            error.to_string(),
-            &shard_id,
-            &kinesis.sequence_number,
-            &kinesis.partition_key,
-            record.event_source_arn.clone(),
-            &kinesis.data,
-        )),
+    PoisonMessage::new(
+        reason,
+        &shard_of(record),
+        &kinesis.sequence_number,
+        &kinesis.partition_key,
+        record.event_source_arn.clone(),
+        &kinesis.data,
+    )
+}
+
+fn decode(record: &KinesisEventRecord, processed_at: OffsetDateTime) -> Decoded {
+    let kinesis = &record.kinesis;
+    let stream_record = match StreamRecord::decode(&kinesis.data) {
+        Ok(stream_record) => stream_record,
+        Err(error) => return Decoded::Poison(poison_message(error.to_string(), record), None),
+    };
+    let position = Position { shard_id: shard_of(record), sequence_number: kinesis.sequence_number.clone() };
+    let event = ProcessedEvent::from_record(stream_record, position, processed_at);
+    // Another producer's record can hold what ingest would refuse: an item DynamoDB cannot
+    // store would fail its whole commit group, every time.
+    let size = item_size(&to_item(&event));
+    if size + ITEM_HEADROOM_BYTES > MAX_ITEM_BYTES {
+        let reason = format!("the stored item would be {size} bytes; DynamoDB's item limit is {MAX_ITEM_BYTES}");
+        return Decoded::Poison(poison_message(reason, record), event.ingest_id);
     }
+    Decoded::Event(event)
 }
 
 #[cfg(test)]
@@ -198,13 +248,26 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    /// Stores identities once, like the conditional puts in DynamoDB, and counts per outcome.
+    /// Stores identities once, like the conditional puts in DynamoDB, with markers keyed
+    /// like the real ones, and counts per outcome. Refuses the event ids in `refuse_ids`
+    /// as DynamoDB refuses an invalid item.
     #[derive(Default)]
     struct FakeStore {
-        events: Mutex<HashMap<String, (String, String)>>,
+        events: Mutex<HashMap<String, StoredAt>>,
         markers: Mutex<HashSet<String>>,
         counts: Mutex<HashMap<&'static str, u64>>,
         fail_commits: Mutex<u32>,
+        refuse_ids: Vec<&'static str>,
+    }
+
+    /// Shard, sequence number and ingest id of the record that stored an identity.
+    type StoredAt = (String, String, Option<IngestId>);
+
+    fn marker_key(ingest_id: &Option<IngestId>, shard: &str, sequence: &str) -> String {
+        match ingest_id {
+            Some(id) => id.to_string(),
+            None => format!("{shard}#{sequence}"),
+        }
     }
 
     impl EventStore for FakeStore {
@@ -213,7 +276,7 @@ mod tests {
                 let mut fail = self.fail_commits.lock().unwrap();
                 if *fail > 0 {
                     *fail -= 1;
-                    return Err(StoreError::Unavailable("throttled".into()));
+                    return Err(StoreError::Transient("throttled".into()));
                 }
             }
             let mut events = self.events.lock().unwrap();
@@ -223,34 +286,52 @@ mod tests {
                 .iter()
                 .map(|entry| {
                     let (outcome, marker) = match entry {
+                        Entry::Event(e) if self.refuse_ids.contains(&e.event.id.as_str()) => (
+                            Outcome::Refused,
+                            Some(format!("poison {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
+                        ),
                         Entry::Event(e) => {
                             let key = format!("{}#{}", e.event.source, e.event.id);
                             match events.get(&key) {
                                 None => {
-                                    events.insert(key, (e.shard_id.clone(), e.sequence_number.clone()));
+                                    events.insert(
+                                        key,
+                                        (e.shard_id.clone(), e.sequence_number.clone(), e.ingest_id.clone()),
+                                    );
                                     (Outcome::Stored, None)
                                 }
-                                Some((shard, seq)) if *shard == e.shard_id && *seq == e.sequence_number => {
+                                Some((shard, seq, _)) if *shard == e.shard_id && *seq == e.sequence_number => {
                                     (Outcome::Redelivered, None)
                                 }
-                                Some(_) => (Outcome::Duplicate, Some(format!("dup {}", e.sequence_number))),
+                                Some((_, _, Some(ingest))) if e.ingest_id.as_ref() == Some(ingest) => {
+                                    (Outcome::Redelivered, None)
+                                }
+                                Some(_) => (
+                                    Outcome::Duplicate,
+                                    Some(format!("dup {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
+                                ),
                             }
                         }
-                        Entry::Duplicate { sequence_number, .. } => {
-                            (Outcome::Duplicate, Some(format!("dup {sequence_number}")))
-                        }
-                        Entry::Poison { sequence_number, .. } => {
-                            (Outcome::Failed, Some(format!("poison {sequence_number}")))
-                        }
+                        Entry::Duplicate { ingest_id, shard_id, sequence_number, .. } => (
+                            Outcome::Duplicate,
+                            Some(format!("dup {}", marker_key(ingest_id, shard_id, sequence_number))),
+                        ),
+                        Entry::Poison { ingest_id, shard_id, sequence_number } => (
+                            Outcome::Failed,
+                            Some(format!("poison {}", marker_key(ingest_id, shard_id, sequence_number))),
+                        ),
+                        Entry::Copy => (Outcome::AlreadyCounted, None),
                     };
-                    let outcome = match marker {
-                        Some(m) if !markers.insert(m.clone()) => Outcome::AlreadyCounted,
+                    let fresh = marker.is_none_or(|m| markers.insert(m));
+                    let outcome = match outcome {
+                        Outcome::Refused if !fresh => Outcome::RefusedBefore,
+                        _ if !fresh => Outcome::AlreadyCounted,
                         _ => outcome,
                     };
                     match outcome {
                         Outcome::Stored => *counts.entry("processed").or_default() += 1,
                         Outcome::Duplicate => *counts.entry("duplicate").or_default() += 1,
-                        Outcome::Failed => *counts.entry("failed").or_default() += 1,
+                        Outcome::Failed | Outcome::Refused => *counts.entry("failed").or_default() += 1,
                         _ => {}
                     }
                     outcome
@@ -304,7 +385,11 @@ mod tests {
             store: FakeStore::default(),
             output: FakeOutput::default(),
             dead_letters: FakeDeadLetters::default(),
-            backoff: Backoff { attempts: 2, base: Duration::from_millis(1), max: Duration::from_millis(1) },
+            backoff: Backoff {
+                base: Duration::from_millis(1),
+                max: Duration::from_millis(1),
+                budget: Duration::from_millis(2),
+            },
         }
     }
 
@@ -323,7 +408,7 @@ mod tests {
         response.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect()
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn good_records_are_uppercased_stored_counted_and_published() {
         let t = transform();
         let response = t.handle(fixture("transform-kinesis-good.json")).await;
@@ -337,7 +422,7 @@ mod tests {
         assert_eq!(published[0]["latency_ms"].as_u64().map(|l| l > 0), Some(true));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn poison_records_go_to_dead_letters_and_the_rest_is_stored() {
         let t = transform();
         let response = t.handle(fixture("transform-kinesis-poison.json")).await;
@@ -350,7 +435,7 @@ mod tests {
         assert_eq!(sent[1].data_base64, "eyJpZCI6ICJubyBjbG9zaW5nIGJyYWNlIg==");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn duplicate_in_one_batch_is_stored_once_and_counted_as_duplicate() {
         let t = transform();
         t.handle(fixture("transform-kinesis-duplicate.json")).await;
@@ -360,7 +445,7 @@ mod tests {
         assert_eq!(published[0]["payload"], "FIRST");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn redelivered_batch_is_republished_but_not_counted_again() {
         let t = transform();
         t.handle(fixture("transform-kinesis-duplicate.json")).await;
@@ -371,7 +456,7 @@ mod tests {
         assert_eq!(t.output.records.lock().unwrap().len(), 4 + 4, "stored events are published at least once");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn when_store_fails_should_report_first_record_for_retry() {
         let t = transform();
         *t.store.fail_commits.lock().unwrap() = 1;
@@ -385,7 +470,7 @@ mod tests {
         assert_eq!(counts(&t), (3, 0, 0));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn when_publish_fails_should_retry_from_that_record() {
         let mut t = transform();
         t.output.refuse_ids = vec!["evt-k001"];
@@ -403,7 +488,7 @@ mod tests {
         assert_eq!(ids.len(), 3);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn when_dead_letter_queue_fails_should_retry_from_the_poison_record() {
         let mut t = transform();
         t.dead_letters.refuse = true;
@@ -413,9 +498,82 @@ mod tests {
         assert_eq!(counts(&t), (1, 0, 0), "records before the poison record are finished");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn empty_batch_is_fine() {
         let response = transform().handle(KinesisEvent::default()).await;
         assert!(response.batch_item_failures.is_empty());
+    }
+
+    /// A batch of records as ingest writes them, one per `(id, ingest id)`, in order, at
+    /// stream positions no earlier batch used.
+    fn batch(records: &[(&str, &IngestId, &str)]) -> KinesisEvent {
+        static NEXT_SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(100);
+        let mut event = fixture("transform-kinesis-good.json");
+        let template = event.records[0].clone();
+        event.records = records
+            .iter()
+            .map(|(id, ingest_id, payload)| {
+                let mut record = template.clone();
+                let n = NEXT_SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let sequence = format!("4965500000000000000000000000000000000000000000000{n:04}");
+                record.kinesis.sequence_number = sequence.clone();
+                record.event_id = Some(format!("shardId-000000000000:{sequence}"));
+                let line = format!(
+                    r#"{{"id":"{id}","source":"web","type":"t","timestamp":"2026-11-23T12:00:00Z","received_at":"2026-11-23T12:00:00Z","ingest_id":"{ingest_id}","payload":"{payload}"}}"#
+                );
+                *record.kinesis.data = line.into_bytes();
+                record
+            })
+            .collect();
+        event
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn copies_ingest_put_twice_are_stored_and_counted_once_not_as_duplicates() {
+        let t = transform();
+        let (a, b) = (IngestId::generate(), IngestId::generate());
+        // Within one batch, and across batches: the copy carries the same ingest id.
+        t.handle(batch(&[("e1", &a, "x"), ("e1", &a, "x"), ("e2", &b, "y")])).await;
+        t.handle(batch(&[("e2", &b, "y")])).await;
+        assert_eq!(counts(&t), (2, 0, 0));
+        // A client sending e1 again is a duplicate, counted once however often it arrives.
+        let c = IngestId::generate();
+        t.handle(batch(&[("e1", &c, "x"), ("e1", &c, "x")])).await;
+        t.handle(batch(&[("e1", &c, "x")])).await;
+        assert_eq!(counts(&t), (2, 1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_too_large_to_store_is_poison_and_the_rest_is_stored() {
+        let t = transform();
+        let (a, b, c) = (IngestId::generate(), IngestId::generate(), IngestId::generate());
+        let grows = "ΐ".repeat(130_000);
+        let event = batch(&[("small", &a, "x"), ("grows", &b, &grows), ("after", &c, "y")]);
+        let response = t.handle(event.clone()).await;
+        assert!(response.batch_item_failures.is_empty(), "one record must not block the shard");
+        assert_eq!(counts(&t), (2, 0, 1));
+        let sent = t.dead_letters.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].reason.contains("item limit"), "{}", sent[0].reason);
+        assert!(sent[0].truncated);
+        t.handle(event).await;
+        assert_eq!(counts(&t), (2, 0, 1), "redelivery counts nothing again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_the_table_refuses_is_dead_lettered_not_retried() {
+        let mut t = transform();
+        t.store.refuse_ids = vec!["bad"];
+        let (a, b, c) = (IngestId::generate(), IngestId::generate(), IngestId::generate());
+        let event = batch(&[("ok1", &a, "x"), ("bad", &b, "y"), ("ok2", &c, "z")]);
+        let response = t.handle(event.clone()).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(counts(&t), (2, 0, 1));
+        assert_eq!(t.dead_letters.sent.lock().unwrap().len(), 1);
+        assert_eq!(t.output.records.lock().unwrap().len(), 2);
+        // Redelivered: sent to the queue again (at least once), counted once.
+        t.handle(event).await;
+        assert_eq!(counts(&t), (2, 0, 1));
+        assert_eq!(t.dead_letters.sent.lock().unwrap().len(), 2);
     }
 }

@@ -6,22 +6,39 @@ pub mod dynamo;
 pub mod handler;
 pub mod store;
 
+use std::time::Duration;
+
 use eventline_model::aws::KinesisSink;
-use eventline_model::sink::Backoff;
+use eventline_model::retry::Backoff;
 
 use crate::config::Config;
 use crate::dead_letter::SqsDeadLetters;
 use crate::dynamo::DynamoEventStore;
 use crate::handler::Transform;
 
+/// Retry budgets of one batch's steps. A throttled partition or shard recovers in seconds;
+/// together with the SDK's own timeouts these stay well inside the function's timeout
+/// (template.yaml), so a slow batch ends with a checkpoint, not a function timeout.
+pub const COMMIT_BUDGET: Duration = Duration::from_secs(20);
+pub const PUBLISH_BUDGET: Duration = Duration::from_secs(20);
+pub const DEAD_LETTER_BUDGET: Duration = Duration::from_secs(10);
+
 /// The handler wired to AWS, as deployed.
 pub type AwsTransform = Transform<DynamoEventStore, KinesisSink, SqsDeadLetters>;
 
 pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsTransform {
     Transform {
-        store: DynamoEventStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name),
+        store: DynamoEventStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            config.table_name,
+            Backoff::default().with_budget(COMMIT_BUDGET),
+        ),
         output: KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), config.output_stream),
-        dead_letters: SqsDeadLetters::new(aws_sdk_sqs::Client::new(sdk), config.dead_letter_queue_url),
-        backoff: Backoff::default(),
+        dead_letters: SqsDeadLetters::new(
+            aws_sdk_sqs::Client::new(sdk),
+            config.dead_letter_queue_url,
+            Backoff::default().with_budget(DEAD_LETTER_BUDGET),
+        ),
+        backoff: Backoff::default().with_budget(PUBLISH_BUDGET),
     }
 }

@@ -2,8 +2,9 @@
 
 use std::future::Future;
 
+use eventline_model::batch;
 use eventline_model::latency::Histogram;
-use eventline_model::{EventId, ProcessedEvent, Source};
+use eventline_model::{EventId, IngestId, ProcessedEvent, Source};
 
 /// One thing to commit for one stream record.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,9 +12,23 @@ pub enum Entry {
     /// A decoded event: store it unless its identity is already stored.
     Event(ProcessedEvent),
     /// A later record of an identity that appeared earlier in the same batch.
-    Duplicate { source: Source, id: EventId, shard_id: String, sequence_number: String },
+    Duplicate { source: Source, id: EventId, ingest_id: Option<IngestId>, shard_id: String, sequence_number: String },
+    /// A second copy of an earlier record of the same batch, put twice by ingest (same
+    /// ingest id): nothing to write or count.
+    Copy,
     /// A record that could not be processed and went to the dead-letter queue.
-    Poison { shard_id: String, sequence_number: String },
+    Poison { ingest_id: Option<IngestId>, shard_id: String, sequence_number: String },
+}
+
+impl Entry {
+    /// Whether ingest wrote the record (and so counted it received).
+    pub fn came_through_ingest(&self) -> bool {
+        match self {
+            Entry::Event(event) => event.ingest_id.is_some(),
+            Entry::Duplicate { ingest_id, .. } | Entry::Poison { ingest_id, .. } => ingest_id.is_some(),
+            Entry::Copy => true,
+        }
+    }
 }
 
 /// What a commit made of an entry.
@@ -29,6 +44,13 @@ pub enum Outcome {
     AlreadyCounted,
     /// A poison record, counted as failed now.
     Failed,
+    /// A decoded event the table refused for what it holds (a `ValidationError`): a
+    /// deterministic failure, so it is counted as failed now and must go to the dead-letter
+    /// queue instead of being retried.
+    Refused,
+    /// Such an event, refused and counted by an earlier delivery; it still goes to the
+    /// dead-letter queue, since that delivery may have stopped before sending it.
+    RefusedBefore,
 }
 
 impl Outcome {
@@ -37,12 +59,24 @@ impl Outcome {
     pub fn publishes(self) -> bool {
         matches!(self, Outcome::Stored | Outcome::Redelivered)
     }
+
+    /// The record goes to the dead-letter queue (at least once).
+    pub fn dead_letters(self) -> bool {
+        matches!(self, Outcome::Refused | Outcome::RefusedBefore)
+    }
 }
 
+/// Why a commit did not go through. Either way the records are retried from the first one
+/// not committed; the variants say whether waiting could help, for logs and alarms.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the commit did not go through after retries: {0}")]
-    Unavailable(String),
+    /// Throttling, conflicts, timeouts, server errors: still failing when the budget ran out.
+    #[error("the table did not take the commit within the retry budget")]
+    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Not tied to one record and not cured by waiting: a missing table, no permission, a
+    /// request the code built wrong.
+    #[error("the table refused the commit")]
+    Permanent(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Commits entries of one shard atomically with the counters they change.
@@ -64,6 +98,10 @@ pub const MAX_BYTES_PER_COMMIT: usize = 3_500_000;
 /// What a commit adds to the shard's counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CounterDelta {
+    /// Records that did not come through ingest (another producer wrote them to the
+    /// stream), so nothing counted them received: they are counted here, once, with their
+    /// outcome, and the queue depth still drains to 0.
+    pub received_direct: u64,
     pub processed: u64,
     pub duplicate: u64,
     pub failed: u64,
@@ -73,6 +111,10 @@ pub struct CounterDelta {
 
 impl CounterDelta {
     pub fn count(&mut self, entry: &Entry, outcome: Outcome) {
+        let counted_now = matches!(outcome, Outcome::Stored | Outcome::Duplicate | Outcome::Failed | Outcome::Refused);
+        if counted_now && !entry.came_through_ingest() {
+            self.received_direct += 1;
+        }
         match (entry, outcome) {
             (Entry::Event(event), Outcome::Stored) => {
                 self.processed += 1;
@@ -80,7 +122,7 @@ impl CounterDelta {
                 self.latency.record(event.latency_ms);
             }
             (_, Outcome::Duplicate) => self.duplicate += 1,
-            (_, Outcome::Failed) => self.failed += 1,
+            (_, Outcome::Failed | Outcome::Refused) => self.failed += 1,
             _ => {}
         }
     }
@@ -94,28 +136,13 @@ impl CounterDelta {
 pub fn entry_weight(entry: &Entry) -> usize {
     match entry {
         Entry::Event(event) => event.to_json().len() + 512,
-        Entry::Duplicate { .. } | Entry::Poison { .. } => 512,
+        Entry::Duplicate { .. } | Entry::Poison { .. } | Entry::Copy => 512,
     }
 }
 
 /// Splits entries, in order, into groups that each fit one commit.
 pub fn commit_groups(entries: &[Entry]) -> Vec<std::ops::Range<usize>> {
-    let mut groups = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (index, entry) in entries.iter().enumerate() {
-        let weight = entry_weight(entry);
-        if index > start && (index - start == MAX_ENTRIES_PER_COMMIT || bytes + weight > MAX_BYTES_PER_COMMIT) {
-            groups.push(start..index);
-            start = index;
-            bytes = 0;
-        }
-        bytes += weight;
-    }
-    if start < entries.len() {
-        groups.push(start..entries.len());
-    }
-    groups
+    batch::split(entries, MAX_ENTRIES_PER_COMMIT, MAX_BYTES_PER_COMMIT, entry_weight)
 }
 
 #[cfg(test)]
@@ -123,7 +150,7 @@ mod tests {
     use super::*;
 
     fn poison(i: usize) -> Entry {
-        Entry::Poison { shard_id: "s".into(), sequence_number: i.to_string() }
+        Entry::Poison { ingest_id: None, shard_id: "s".into(), sequence_number: i.to_string() }
     }
 
     #[test]
@@ -140,5 +167,6 @@ mod tests {
         delta.count(&poison(2), Outcome::AlreadyCounted);
         delta.count(&poison(3), Outcome::Duplicate);
         assert_eq!((delta.processed, delta.duplicate, delta.failed), (0, 1, 1));
+        assert_eq!(delta.received_direct, 2, "records no ingest counted are counted received once, here");
     }
 }

@@ -1,5 +1,6 @@
-//! A processed event as a DynamoDB item and back. `data` is kept as JSON text so any JSON
-//! object round-trips unchanged (DynamoDB numbers cannot hold every JSON number).
+//! A processed event as a DynamoDB item and back, and the size DynamoDB counts for an item.
+//! `data` is kept as the client's JSON text, so any JSON object round-trips byte for byte
+//! (DynamoDB numbers cannot hold every JSON number).
 
 use std::collections::HashMap;
 
@@ -7,11 +8,18 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::event::{Event, EventId, EventType, Source, UserId, format_rfc3339};
-use crate::keys;
-use crate::record::ProcessedEvent;
+use crate::event::{Event, EventId, EventType, IngestId, RawObject, Source, UserId, format_rfc3339};
+use crate::keys::{self, attr};
+use crate::record::{Position, ProcessedEvent, StreamRecord};
 
 pub type Item = HashMap<String, AttributeValue>;
+
+/// DynamoDB's limit on one item, names and values included.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// Room kept below [`MAX_ITEM_BYTES`] for attributes the transform may add beside the event
+/// (enrichment) and for the index entry's own overhead.
+pub const ITEM_HEADROOM_BYTES: usize = 1024;
 
 pub fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
@@ -23,32 +31,73 @@ pub fn n(value: impl ToString) -> AttributeValue {
 
 pub fn to_item(event: &ProcessedEvent) -> Item {
     let e = &event.event;
-    let timestamp = format_rfc3339(e.timestamp);
     let mut item = Item::from([
         (keys::PK.to_owned(), s(keys::event_pk(&e.source, &e.id))),
         (keys::SK.to_owned(), s(keys::EVENT_SK)),
-        ("id".to_owned(), s(e.id.as_str())),
-        ("source".to_owned(), s(e.source.as_str())),
-        ("type".to_owned(), s(e.event_type.as_str())),
-        ("received_at".to_owned(), s(format_rfc3339(event.received_at))),
-        ("processed_at".to_owned(), s(format_rfc3339(event.processed_at))),
-        ("latency_ms".to_owned(), n(event.latency_ms)),
-        ("shard_id".to_owned(), s(&event.shard_id)),
-        ("sequence_number".to_owned(), s(&event.sequence_number)),
+        (attr::ID.to_owned(), s(e.id.as_str())),
+        (attr::SOURCE.to_owned(), s(e.source.as_str())),
+        (attr::TYPE.to_owned(), s(e.event_type.as_str())),
+        (attr::TIMESTAMP.to_owned(), s(format_rfc3339(e.timestamp))),
+        (attr::RECEIVED_AT.to_owned(), s(format_rfc3339(event.received_at))),
+        (attr::PROCESSED_AT.to_owned(), s(format_rfc3339(event.processed_at))),
+        (attr::LATENCY_MS.to_owned(), n(event.latency_ms)),
+        (attr::SHARD_ID.to_owned(), s(&event.shard_id)),
+        (attr::SEQUENCE_NUMBER.to_owned(), s(&event.sequence_number)),
     ]);
     if let Some(user) = &e.user_id {
-        item.insert("user_id".to_owned(), s(user.as_str()));
+        item.insert(attr::USER_ID.to_owned(), s(user.as_str()));
         item.insert(keys::USER_PK.to_owned(), s(keys::user_pk(user)));
-        item.insert(keys::USER_SK.to_owned(), s(keys::user_sk(&timestamp, &e.source, &e.id)));
+        item.insert(keys::USER_SK.to_owned(), s(keys::user_sk(e.timestamp, &e.source, &e.id)));
     }
-    item.insert("timestamp".to_owned(), s(timestamp));
     if let Some(payload) = &e.payload {
-        item.insert("payload".to_owned(), s(payload));
+        item.insert(attr::PAYLOAD.to_owned(), s(payload));
     }
     if let Some(data) = &e.data {
-        item.insert("data".to_owned(), s(serde_json::Value::Object(data.clone()).to_string()));
+        item.insert(attr::DATA.to_owned(), s(data.get()));
+    }
+    if let Some(ingest_id) = &event.ingest_id {
+        item.insert(attr::INGEST_ID.to_owned(), s(ingest_id.as_str()));
     }
     item
+}
+
+/// The bytes DynamoDB counts for an item: each attribute's name plus its value (strings and
+/// binaries by length, numbers by digits, containers by their elements plus overhead).
+pub fn item_size(item: &Item) -> usize {
+    item.iter().map(|(name, value)| name.len() + value_size(value)).sum()
+}
+
+fn value_size(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(text) => text.len(),
+        AttributeValue::B(blob) => blob.as_ref().len(),
+        // Up to 38 significant digits in 21 bytes; counting every character is an upper bound.
+        AttributeValue::N(number) => number.len().div_ceil(2) + 1,
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::Ss(items) => items.iter().map(String::len).sum(),
+        AttributeValue::Ns(items) => items.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+        AttributeValue::Bs(items) => items.iter().map(|b| b.as_ref().len()).sum(),
+        AttributeValue::L(items) => 3 + items.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
+        AttributeValue::M(map) => 3 + map.iter().map(|(k, v)| 1 + k.len() + value_size(v)).sum::<usize>(),
+        _ => 0,
+    }
+}
+
+/// The largest item the transform could store for this record: the payload uppercased (it
+/// can grow threefold) and the processing metadata at its longest.
+pub fn largest_stored_size(record: &StreamRecord) -> usize {
+    let position = Position { shard_id: format!("shardId-{:012}", 0), sequence_number: "9".repeat(128) };
+    // Nine fraction digits and a four-digit year: the longest timestamp text.
+    let processed_at = time::macros::datetime!(9999-12-31 23:59:59.999999999 UTC);
+    let mut processed = ProcessedEvent::from_record(record.clone(), position, processed_at);
+    processed.latency_ms = u64::MAX;
+    item_size(&to_item(&processed))
+}
+
+/// Whether the transform could store this record within DynamoDB's item limit.
+pub fn fits_in_an_item(record: &StreamRecord) -> Result<(), usize> {
+    let size = largest_stored_size(record);
+    if size + ITEM_HEADROOM_BYTES <= MAX_ITEM_BYTES { Ok(()) } else { Err(size) }
 }
 
 /// Why a stored item could not be read back as an event.
@@ -68,57 +117,77 @@ pub fn from_item(item: &Item) -> Result<ProcessedEvent, MalformedItem> {
         OffsetDateTime::parse(text(name)?, &Rfc3339).map_err(|e| MalformedItem(format!("{name}: {e}")))
     };
     let bad = |name: &'static str| move |rule: &str| MalformedItem(format!("{name} {rule}"));
-    let data = match optional("data") {
+    let data = match optional(attr::DATA) {
         None => None,
-        Some(json) => Some(serde_json::from_str(&json).map_err(|e| MalformedItem(format!("data: {e}")))?),
+        Some(json) => Some(RawObject::from_text(json).map_err(|e| MalformedItem(format!("data: {e}")))?),
     };
     Ok(ProcessedEvent {
         event: Event {
-            id: EventId::parse(text("id")?).map_err(bad("id"))?,
-            source: Source::parse(text("source")?).map_err(bad("source"))?,
-            event_type: EventType::parse(text("type")?).map_err(bad("type"))?,
-            timestamp: time("timestamp")?,
-            user_id: optional("user_id").map(UserId::parse).transpose().map_err(bad("user_id"))?,
-            payload: optional("payload"),
+            id: EventId::parse(text(attr::ID)?).map_err(bad("id"))?,
+            source: Source::parse(text(attr::SOURCE)?).map_err(bad("source"))?,
+            event_type: EventType::parse(text(attr::TYPE)?).map_err(bad("type"))?,
+            timestamp: time(attr::TIMESTAMP)?,
+            user_id: optional(attr::USER_ID).map(UserId::parse).transpose().map_err(bad("user_id"))?,
+            payload: optional(attr::PAYLOAD),
             data,
         },
-        received_at: time("received_at")?,
-        processed_at: time("processed_at")?,
+        received_at: time(attr::RECEIVED_AT)?,
+        processed_at: time(attr::PROCESSED_AT)?,
         latency_ms: item
-            .get("latency_ms")
+            .get(attr::LATENCY_MS)
             .and_then(|v| v.as_n().ok())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| MalformedItem("latency_ms missing".into()))?,
-        shard_id: text("shard_id")?.to_owned(),
-        sequence_number: text("sequence_number")?.to_owned(),
+        shard_id: text(attr::SHARD_ID)?.to_owned(),
+        sequence_number: text(attr::SEQUENCE_NUMBER)?.to_owned(),
+        ingest_id: optional(attr::INGEST_ID).map(IngestId::parse).transpose().map_err(bad("ingest_id"))?,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Position, StreamRecord};
-    use crate::validation::Rules;
+    use crate::validation::{Rules, parse_value};
     use serde_json::json;
     use time::macros::datetime;
 
+    const NOW: OffsetDateTime = datetime!(2026-11-23 12:00:00 UTC);
+
+    fn record(value: serde_json::Value) -> StreamRecord {
+        let event = parse_value(&value, &Rules::default(), NOW).unwrap();
+        StreamRecord { event, received_at: NOW, ingest_id: Some(IngestId::generate()) }
+    }
+
     #[test]
     fn processed_event_round_trips_through_an_item() {
-        let now = datetime!(2026-11-23 12:00:00 UTC);
-        let event = Event::from_json(
-            &json!({"id": "e1", "source": "web", "user_id": "u1", "payload": "x", "data": {"big": 1e300, "n": [1, null]}}),
-            &Rules::default(),
-            now,
-        )
-        .unwrap();
+        let record = record(
+            json!({"id": "e1", "source": "web", "user_id": "u1", "payload": "x", "data": {"big": 1e300, "n": [1, null]}}),
+        );
         let processed = ProcessedEvent::from_record(
-            StreamRecord { event, received_at: now },
+            record,
             Position { shard_id: "shardId-1".into(), sequence_number: "9".into() },
             datetime!(2026-11-23 12:00:00.5 UTC),
         );
         let item = to_item(&processed);
         assert_eq!(item["pk"].as_s().unwrap(), "EVENT#web#e1");
         assert_eq!(item["user_pk"].as_s().unwrap(), "USER#u1");
+        assert_eq!(item["user_sk"].as_s().unwrap(), "2026-11-23T12:00:00.000000000Z#web#e1");
         assert_eq!(from_item(&item).unwrap(), processed);
+    }
+
+    #[test]
+    fn item_size_counts_names_and_values() {
+        let item = Item::from([("ab".to_owned(), s("xyz")), ("n".to_owned(), n(12345))]);
+        assert_eq!(item_size(&item), 2 + 3 + 1 + 4);
+    }
+
+    #[test]
+    fn a_payload_that_grows_when_uppercased_does_not_fit() {
+        // ΐ is 2 bytes and uppercases to 6: 130,000 of them are 260 KB sent, 780 KB stored.
+        let grows = record(json!({"payload": "ΐ".repeat(130_000)}));
+        assert!(grows.event.serialized_len() <= crate::event::MAX_EVENT_BYTES);
+        let size = fits_in_an_item(&grows).unwrap_err();
+        assert!(size > 700_000, "{size}");
+        assert!(fits_in_an_item(&record(json!({"payload": "a".repeat(250_000)}))).is_ok());
     }
 }

@@ -2,16 +2,34 @@
 
 pub mod item;
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
 use crate::sink::{OutRecord, PutFailure, RecordSink};
 
+/// How long an SDK call may take: one try, and all of a call's own retries together.
+/// Both stay well below the functions' timeouts, so a slow call ends in an error the
+/// function handles instead of a function timeout.
+pub const SDK_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const SDK_OPERATION_TIMEOUT: Duration = Duration::from_secs(12);
+pub const SDK_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub fn sdk_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(SDK_CONNECT_TIMEOUT)
+        .operation_attempt_timeout(SDK_ATTEMPT_TIMEOUT)
+        .operation_timeout(SDK_OPERATION_TIMEOUT)
+        .build()
+}
+
 /// Loads the SDK configuration once per cold start. `AWS_ENDPOINT_URL` points every client
 /// at another endpoint (the local emulator) without code changes.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(sdk_timeouts()).load().await
 }
 
 /// Structured logs: JSON when the Lambda logging configuration asks for it, text otherwise.

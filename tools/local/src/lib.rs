@@ -178,6 +178,7 @@ pub async fn emulator_sdk_config(endpoint: &str, region: &str) -> aws_config::Sd
         .endpoint_url(endpoint)
         .region(Region::new(region.to_owned()))
         .credentials_provider(Credentials::new("local", "local", None, None, "eventline-local"))
+        .timeout_config(eventline_model::aws::sdk_timeouts())
         .load()
         .await
 }

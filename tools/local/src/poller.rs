@@ -20,6 +20,8 @@ use crate::{Error, Functions};
 
 /// Pause between polls of an idle shard.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Longest pause between tries after GetRecords errors.
+const MAX_ERROR_PAUSE: Duration = Duration::from_secs(5);
 
 /// Counts across all batches, for the shutdown summary and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -69,13 +71,16 @@ impl Poller {
     /// Polls every shard until `stop` turns true, then drains each shard to its tip so that
     /// every accepted event is processed before returning.
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) -> Result<(), Error> {
-        let shards = self
-            .kinesis
-            .list_shards()
-            .stream_name(self.stream_name())
-            .send()
-            .await
-            .map_err(|e| Error::Aws(error_chain(&e)))?;
+        let mut retries = eventline_model::retry::Backoff::default().start();
+        let shards = loop {
+            match self.kinesis.list_shards().stream_name(self.stream_name()).send().await {
+                Ok(shards) => break shards,
+                Err(error) if retries.wait().await => {
+                    tracing::warn!(error = %error_chain(&error), "ListShards failed; retrying");
+                }
+                Err(error) => return Err(Error::Aws(error_chain(&error))),
+            }
+        };
         let mut tasks = tokio::task::JoinSet::new();
         for shard in shards.shards() {
             let poller = Arc::clone(&self);
@@ -89,26 +94,43 @@ impl Poller {
         Ok(())
     }
 
-    async fn poll_shard(&self, shard_id: String, stop: watch::Receiver<bool>) -> Result<(), Error> {
-        let iterator_type = if self.source.starting_position == "LATEST" {
-            ShardIteratorType::Latest
-        } else {
-            ShardIteratorType::TrimHorizon
+    /// An iterator at the mapping's starting position, or just after the last record read.
+    async fn iterator(&self, shard_id: &str, after: Option<&str>) -> Result<String, Error> {
+        let request = self.kinesis.get_shard_iterator().stream_name(self.stream_name()).shard_id(shard_id);
+        let request = match after {
+            Some(sequence_number) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(sequence_number),
+            None if self.source.starting_position == "LATEST" => request.shard_iterator_type(ShardIteratorType::Latest),
+            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
         };
-        let mut iterator = self
-            .kinesis
-            .get_shard_iterator()
-            .stream_name(self.stream_name())
-            .shard_id(&shard_id)
-            .shard_iterator_type(iterator_type)
+        request
             .send()
             .await
             .map_err(|e| Error::Aws(error_chain(&e)))?
             .shard_iterator
-            .ok_or_else(|| Error::Aws("no shard iterator".into()))?;
+            .ok_or_else(|| Error::Aws("no shard iterator".into()))
+    }
+
+    async fn poll_shard(&self, shard_id: String, stop: watch::Receiver<bool>) -> Result<(), Error> {
+        let mut iterator = {
+            let mut retries = eventline_model::retry::Backoff::default().start();
+            loop {
+                match self.iterator(&shard_id, None).await {
+                    Ok(iterator) => break iterator,
+                    Err(error) if retries.wait().await => {
+                        tracing::warn!(%error, shard = %shard_id, "GetShardIterator failed; retrying")
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        };
         let window = Duration::from_secs(self.source.batching_window_seconds);
         let mut buffer: Vec<Record> = Vec::new();
         let mut first_buffered: Option<Instant> = None;
+        // The last record read, to resume after it when an iterator is lost.
+        let mut last_read: Option<String> = None;
+        let mut errors_in_a_row = 0u32;
 
         loop {
             let stopping = *stop.borrow();
@@ -116,11 +138,23 @@ impl Poller {
             let output = match self.kinesis.get_records().shard_iterator(&iterator).limit(want).send().await {
                 Ok(output) => output,
                 Err(error) => {
-                    tracing::warn!(error = %error_chain(&error), shard = %shard_id, "GetRecords failed; retrying");
-                    tokio::time::sleep(IDLE_POLL).await;
+                    // The iterator may have expired or be unusable after the error: back off,
+                    // then take a fresh one just after the last record read.
+                    errors_in_a_row += 1;
+                    let pause = IDLE_POLL.saturating_mul(1 << errors_in_a_row.min(5)).min(MAX_ERROR_PAUSE);
+                    tracing::warn!(error = %error_chain(&error), shard = %shard_id, errors_in_a_row, "GetRecords failed; retrying with a new iterator");
+                    tokio::time::sleep(pause).await;
+                    match self.iterator(&shard_id, last_read.as_deref()).await {
+                        Ok(fresh) => iterator = fresh,
+                        Err(error) => tracing::warn!(%error, shard = %shard_id, "GetShardIterator failed"),
+                    }
                     continue;
                 }
             };
+            errors_in_a_row = 0;
+            if let Some(last) = output.records().last() {
+                last_read = Some(last.sequence_number().to_owned());
+            }
             let got_nothing = output.records().is_empty();
             let caught_up = got_nothing && output.millis_behind_latest().unwrap_or(0) == 0;
             buffer.extend(output.records().iter().cloned());
@@ -261,7 +295,7 @@ impl Poller {
             }
         });
         let queue_name = arn.rsplit(':').next().unwrap_or(arn);
-        let sent = async {
+        let send = || async {
             let url = self.sqs.get_queue_url().queue_name(queue_name).send().await.map_err(|e| error_chain(&e))?;
             self.sqs
                 .send_message()
@@ -271,8 +305,12 @@ impl Poller {
                 .await
                 .map_err(|e| error_chain(&e))
         };
-        if let Err(error) = sent.await {
-            tracing::error!(%error, "could not report to the on-failure destination");
+        let mut retries = eventline_model::retry::Backoff::default().start();
+        while let Err(error) = send().await {
+            if !retries.wait().await {
+                tracing::error!(%error, "could not report to the on-failure destination");
+                break;
+            }
         }
     }
 }

@@ -14,7 +14,8 @@ use common::{eventually, http, stack, until};
 use eventline_local::LocalStack;
 use eventline_local::poller::kinesis_event;
 use eventline_model::aws::KinesisSink;
-use eventline_model::sink::{Backoff, OutRecord, PutFailure, RecordSink};
+use eventline_model::retry::Backoff;
+use eventline_model::sink::{OutRecord, PutFailure, RecordSink};
 use serde_json::{Value, json};
 use transform::dead_letter::SqsDeadLetters;
 use transform::dynamo::DynamoEventStore;
@@ -230,7 +231,7 @@ struct FailingCommit<S> {
 impl<S: EventStore> EventStore for FailingCommit<S> {
     async fn commit(&self, shard_id: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
         if self.calls.fetch_add(1, Ordering::SeqCst) == self.fail_call {
-            return Err(StoreError::Unavailable("injected failure".into()));
+            return Err(StoreError::Transient("injected failure".into()));
         }
         self.inner.commit(shard_id, entries).await
     }
@@ -252,7 +253,7 @@ impl<S: RecordSink> RecordSink for FailingFirstPut<S> {
 }
 
 fn no_retries() -> Backoff {
-    Backoff { attempts: 1, base: Duration::from_millis(1), max: Duration::from_millis(1) }
+    Backoff { base: Duration::from_millis(1), max: Duration::from_millis(1), budget: Duration::ZERO }
 }
 
 /// 150 events through the real ingest handler, then the ingest stream read back.
@@ -273,11 +274,16 @@ async fn transform_failing_mid_batch_and_redelivered_stores_and_counts_every_eve
     let records = ingest_150(&stack).await;
     let env = &stack.manifest.functions["transform"].environment;
     let stream_arn = stack.manifest.event_sources[0].stream_arn.clone();
-    let real_store = || DynamoEventStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &env["EVENTS_TABLE"]);
+    let real_store =
+        || DynamoEventStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &env["EVENTS_TABLE"], Backoff::default());
     let flaky = Transform {
         store: FailingCommit { inner: real_store(), calls: AtomicUsize::new(0), fail_call: 1 },
         output: KinesisSink::new(aws_sdk_kinesis::Client::new(&stack.sdk), &env["OUTPUT_STREAM"]),
-        dead_letters: SqsDeadLetters::new(aws_sdk_sqs::Client::new(&stack.sdk), &env["DEAD_LETTER_QUEUE_URL"]),
+        dead_letters: SqsDeadLetters::new(
+            aws_sdk_sqs::Client::new(&stack.sdk),
+            &env["DEAD_LETTER_QUEUE_URL"],
+            Backoff::default(),
+        ),
         backoff: Backoff::default(),
     };
     let event = kinesis_event(&records, "shardId-000000000000", &stream_arn, "us-east-1").unwrap();
@@ -315,9 +321,17 @@ async fn events_stored_but_not_published_are_published_on_redelivery() {
     let env = &stack.manifest.functions["transform"].environment;
     let output_sink = KinesisSink::new(aws_sdk_kinesis::Client::new(&stack.sdk), &env["OUTPUT_STREAM"]);
     let flaky = Transform {
-        store: DynamoEventStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &env["EVENTS_TABLE"]),
+        store: DynamoEventStore::new(
+            aws_sdk_dynamodb::Client::new(&stack.sdk),
+            &env["EVENTS_TABLE"],
+            Backoff::default(),
+        ),
         output: FailingFirstPut { inner: output_sink, calls: AtomicUsize::new(0) },
-        dead_letters: SqsDeadLetters::new(aws_sdk_sqs::Client::new(&stack.sdk), &env["DEAD_LETTER_QUEUE_URL"]),
+        dead_letters: SqsDeadLetters::new(
+            aws_sdk_sqs::Client::new(&stack.sdk),
+            &env["DEAD_LETTER_QUEUE_URL"],
+            Backoff::default(),
+        ),
         backoff: no_retries(),
     };
     let event =
@@ -375,9 +389,14 @@ async fn put_records_partial_failure_is_retried_and_every_event_lands_once() {
         counter: ingest::counter::DynamoReceivedCounter::new(
             aws_sdk_dynamodb::Client::new(&stack.sdk),
             &config.table_name,
+            Backoff::default(),
         ),
         rules: config.rules,
-        backoff: Backoff { attempts: 3, base: Duration::from_millis(5), max: Duration::from_millis(20) },
+        backoff: Backoff {
+            base: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+            budget: Duration::from_secs(2),
+        },
     };
     let events: Vec<Value> = (0..10).map(|i| json!({"id": format!("r-{i}"), "source": "web"})).collect();
     let request = http::Request::builder()
