@@ -1,0 +1,189 @@
+//! `openapi.yaml` against what is served: the document lists exactly the template's routes,
+//! and schemathesis, driven by the document, finds no server error and no response that
+//! breaks it on a fresh local stack.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{checkout, stack};
+use tokio::process::Command;
+
+/// Longest a schemathesis run may take before the test fails.
+const SCHEMATHESIS_TIMEOUT: Duration = Duration::from_secs(600);
+/// Fixed, so a failure found once is found again.
+const SEED: &str = "20261130";
+/// Test cases per operation and phase.
+const MAX_EXAMPLES: &str = "100";
+
+/// (METHOD, path) of every operation in `openapi.yaml`, read with the venv's PyYAML.
+const READ_OPERATIONS: &str = r#"
+import json, sys, yaml
+with open(sys.argv[1], encoding="utf-8") as f:
+    doc = yaml.safe_load(f)
+assert str(doc.get("openapi", "")).startswith("3.1"), "openapi.yaml must be OpenAPI 3.1"
+methods = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+print(json.dumps([[m.upper(), p] for p, item in doc["paths"].items() for m in item if m in methods]))
+"#;
+
+/// What schemathesis cannot learn from the document itself.
+const SCHEMATHESIS_CONFIG: &str = r#"
+# Ingest refuses, beyond the schema, events whose timestamp is ahead of its clock or outside
+# years 0001-9999 in UTC, types or sources off an allow-list, and events over 256 KiB: a
+# schema-valid event may get a 400 or 413.
+[[operations]]
+include-operation-id = ["postEvents", "postEventsBatch"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "413"]
+# An array or batch is answered per item: invalid items are rejected inside a 207. (5xx are
+# left to not_a_server_error, which fails on any.)
+checks.negative_data_rejection.expected-statuses = ["207", "400", "413", "415", "5xx"]
+"#;
+
+fn document() -> PathBuf {
+    checkout().join("openapi.yaml").canonicalize().expect("openapi.yaml at the root of the checkout")
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    checkout().join(".venv").join("bin").join(name)
+}
+
+fn route_set<'a>(routes: impl IntoIterator<Item = (&'a str, &'a str)>) -> BTreeSet<(String, String)> {
+    routes.into_iter().map(|(method, path)| (method.to_ascii_uppercase(), path.to_owned())).collect()
+}
+
+async fn document_operations(document: &Path) -> BTreeSet<(String, String)> {
+    let output = Command::new(venv_bin("python"))
+        .args(["-c", READ_OPERATIONS])
+        .arg(document)
+        .output()
+        .await
+        .expect("run the venv's python (run `make test` so .venv is installed)");
+    assert!(output.status.success(), "reading {}: {}", document.display(), String::from_utf8_lossy(&output.stderr));
+    let pairs: Vec<(String, String)> = serde_json::from_slice(&output.stdout).expect("operations as JSON");
+    assert!(!pairs.is_empty(), "openapi.yaml has no operations");
+    route_set(pairs.iter().map(|(m, p)| (m.as_str(), p.as_str())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_lists_exactly_the_template_routes() {
+    let documented = document_operations(&document()).await;
+    let stack = stack(&[]).await;
+
+    // The routes deploy_template.py read from the functions' HttpApi events in template.yaml.
+    let template = route_set(
+        stack.manifest.functions.values().flat_map(|f| f.routes.iter().map(|r| (r.method.as_str(), r.path.as_str()))),
+    );
+    assert!(!template.is_empty(), "template.yaml has no HttpApi events");
+    assert_eq!(
+        documented,
+        template,
+        "openapi.yaml operations (left) differ from template.yaml HttpApi events (right); only in the document: {:?}; only in the template: {:?}",
+        documented.difference(&template).collect::<Vec<_>>(),
+        template.difference(&documented).collect::<Vec<_>>(),
+    );
+
+    // And what the local gateway serves from them.
+    let served: BTreeSet<(String, String)> = stack
+        .app()
+        .route_list()
+        .iter()
+        .map(|route| {
+            let (method, path) = route.split_once(' ').expect("METHOD /path");
+            (method.to_owned(), path.to_owned())
+        })
+        .collect();
+    assert_eq!(served, documented, "routes served by the local gateway (left) differ from openapi.yaml (right)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_every_response_conforms() {
+    let schemathesis = venv_bin("schemathesis");
+    assert!(
+        schemathesis.exists(),
+        "{} is missing: `make test` installs requirements-dev.txt into .venv",
+        schemathesis.display()
+    );
+    let stack = stack(&[]).await;
+    let running = stack.spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
+    let url = running.url();
+
+    // Everything schemathesis writes (config, example database, reports) stays in here.
+    let work = std::env::temp_dir().join(format!("eventline-schemathesis-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&work).unwrap();
+    let config = work.join("schemathesis.toml");
+    std::fs::write(&config, SCHEMATHESIS_CONFIG).unwrap();
+
+    let args: Vec<String> = vec![
+        "--no-color".into(),
+        "--config-file".into(),
+        config.display().to_string(),
+        "run".into(),
+        document().display().to_string(),
+        "--url".into(),
+        url.clone(),
+        "--checks".into(),
+        "all".into(),
+        // API Gateway, and the local gateway like it, answers a method with no route on a
+        // documented path with 404 {"message":"Not Found"}, not 405.
+        "--exclude-checks".into(),
+        "unsupported_method".into(),
+        "--mode".into(),
+        "all".into(),
+        "--phases".into(),
+        "examples,coverage,fuzzing".into(),
+        "--seed".into(),
+        SEED.into(),
+        "--max-examples".into(),
+        MAX_EXAMPLES.into(),
+        "--generation-database".into(),
+        "none".into(),
+        // Ingest gives the stream 10 s before it answers 503; a response is due well before
+        // the timeout, and `all` holds every response to the default limit of 10 s.
+        "--request-timeout".into(),
+        "30".into(),
+        "--max-response-time".into(),
+        "10".into(),
+        "--max-redirects".into(),
+        "0".into(),
+        "--workers".into(),
+        "2".into(),
+    ];
+    let started = Instant::now();
+    let child = Command::new(&schemathesis)
+        .args(&args)
+        .current_dir(&work)
+        // Only the local stack is reached: no proxy, nothing from the environment's config.
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("ALL_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("all_proxy")
+        .env_remove("SCHEMATHESIS_HOOKS")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(SCHEMATHESIS_TIMEOUT, child)
+        .await
+        .unwrap_or_else(|_| panic!("schemathesis did not finish within {SCHEMATHESIS_TIMEOUT:?}"))
+        .expect("run schemathesis");
+    let elapsed = started.elapsed();
+    let report = format!(
+        "schemathesis {} ({:.1} s, {})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        args.join(" "),
+        elapsed.as_secs_f64(),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    // Not drained: what the run sent is of no further interest, and the emulator goes with `stack`.
+    drop(running);
+    assert!(output.status.success(), "schemathesis found problems:\n{report}");
+    println!("{report}");
+}
