@@ -185,6 +185,25 @@ mod tests {
         assert_eq!(sink.calls.lock().unwrap().len(), 2);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_shard_throttled_for_seconds_is_waited_out() {
+        // Kinesis takes 1 MiB/s per shard: a 4 MiB request to one shard is throttled for
+        // about four seconds. The default budget rides that out.
+        let sink = FlakySink { whole_call_failures: Mutex::new(u32::MAX), ..Default::default() };
+        let started = tokio::time::Instant::now();
+        let throttled_for = Duration::from_secs(4);
+        let records = records(3);
+        let put = put_all(&sink, &records, Backoff::default());
+        let recover = async {
+            tokio::time::sleep(throttled_for).await;
+            *sink.whole_call_failures.lock().unwrap() = 0;
+        };
+        let (out, ()) = tokio::join!(put, recover);
+        assert!(out.iter().all(Result::is_ok), "{out:?}");
+        assert!(started.elapsed() >= throttled_for);
+        assert!(started.elapsed() <= Backoff::default().budget);
+    }
+
     #[test]
     fn chunks_respect_count_and_size_limits() {
         assert_eq!(chunks(&records(1001)), [0..500, 500..1000, 1000..1001]);

@@ -31,7 +31,7 @@ enum Decoded {
     Poison(PoisonMessage, Option<IngestId>),
 }
 
-/// A summary of one batch, for logs and the local stack.
+/// A summary of one batch, for the log line each invocation writes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchReport {
     pub records: usize,

@@ -1,4 +1,4 @@
-//! `eventline-local`: the whole pipeline on this machine. See README.md, "Run it locally".
+//! `eventline-local`: the whole pipeline on this machine. See README.md, "The two commands".
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Record, ShardIteratorType};
-use common::{eventually, http, stack, until};
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Record};
+use common::{eventually, http, read_stream, stack, until};
 use eventline_local::LocalStack;
 use eventline_local::poller::kinesis_event;
 use eventline_model::aws::KinesisSink;
@@ -43,33 +43,6 @@ async fn stored(stack: &LocalStack, source: &str, id: &str) -> Option<Value> {
         http::Request::builder().uri(format!("/events/{source}/{id}")).body(lambda_http::Body::Empty).unwrap();
     let response = stack.functions.metrics.handle(request).await;
     (response.status() == 200).then(|| serde_json::from_slice(response.body()).unwrap())
-}
-
-/// Every record on a stream, from the oldest, over all shards.
-async fn read_stream(stack: &LocalStack, stream: &str) -> Vec<Record> {
-    let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk);
-    let shards = kinesis.list_shards().stream_name(stream).send().await.unwrap();
-    let mut records = Vec::new();
-    for shard in shards.shards() {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator;
-        while let Some(it) = iterator {
-            let out = kinesis.get_records().shard_iterator(it).limit(1000).send().await.unwrap();
-            if out.records().is_empty() {
-                break;
-            }
-            records.extend(out.records().iter().cloned());
-            iterator = out.next_shard_iterator;
-        }
-    }
-    records
 }
 
 fn ids_of(records: &[Record]) -> Vec<String> {

@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use aws_sdk_kinesis::types::{Record, ShardIteratorType};
 use eventline_local::{LocalStack, Options};
 use serde_json::Value;
 
@@ -91,4 +92,31 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Every record on a stream, from the oldest, over all shards.
+pub async fn read_stream(stack: &LocalStack, stream: &str) -> Vec<Record> {
+    let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk);
+    let shards = kinesis.list_shards().stream_name(stream).send().await.unwrap();
+    let mut records = Vec::new();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator;
+        while let Some(it) = iterator {
+            let out = kinesis.get_records().shard_iterator(it).limit(1000).send().await.unwrap();
+            if out.records().is_empty() {
+                break;
+            }
+            records.extend(out.records().iter().cloned());
+            iterator = out.next_shard_iterator;
+        }
+    }
+    records
 }
