@@ -9,6 +9,9 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
+/// The shortest time a try is given, even when the budget is nearly spent.
+pub const MIN_ATTEMPT_TIME: Duration = Duration::from_secs(1);
+
 /// Exponential backoff with "equal jitter" (each pause is uniform between half its ceiling
 /// and the ceiling), within a total time budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,9 @@
 //! Putting records on a stream: the port, and the retry policy that re-sends only what failed.
 
 use std::future::Future;
-use std::time::Duration;
 
 use crate::batch;
-use crate::retry::Backoff;
+use crate::retry::{Backoff, MIN_ATTEMPT_TIME};
 
 /// Kinesis limits for one PutRecords call.
 pub const MAX_RECORDS_PER_PUT: usize = 500;
@@ -39,9 +38,6 @@ pub trait RecordSink: Send + Sync {
         records: &[OutRecord],
     ) -> impl Future<Output = Result<Vec<Result<(), PutFailure>>, PutFailure>> + Send;
 }
-
-/// The shortest time a try is given, even when the budget is nearly spent.
-const MIN_ATTEMPT_TIME: Duration = Duration::from_secs(1);
 
 /// Puts every record, in calls within the per-call limits, re-sending only failed entries
 /// with backoff until the budget is spent. The result holds, per record and in order, its
@@ -114,6 +110,7 @@ fn chunks(records: &[OutRecord]) -> Vec<std::ops::Range<usize>> {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+    use std::time::Duration;
 
     /// Fails the listed partition keys a set number of times each, and records every call.
     #[derive(Default)]

@@ -205,6 +205,7 @@ def main():
             # Lambda hands every variable to the process as text.
             "environment": {k: str(v) for k, v in config.get("Environment", {}).get("Variables", {}).items()},
             "routes": routes[logical_id],
+            "timeout_seconds": config.get("Timeout", 3),
         }
 
     json.dump(

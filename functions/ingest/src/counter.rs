@@ -10,7 +10,7 @@ use eventline_model::IngestId;
 use eventline_model::aws::error_chain;
 use eventline_model::aws::item::{Item, n, s};
 use eventline_model::keys::{self, attr};
-use eventline_model::retry::Backoff;
+use eventline_model::retry::{Backoff, MIN_ATTEMPT_TIME};
 use rand::Rng;
 
 /// The received total could not be updated within the retry budget.
@@ -86,7 +86,16 @@ impl ReceivedCounter for DynamoReceivedCounter {
         let mut retries = self.backoff.start();
         loop {
             let actions = self.actions(request, accepted)?;
-            match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
+            let call = self.client.transact_write_items().set_transact_items(Some(actions)).send();
+            let time = retries.remaining().max(MIN_ATTEMPT_TIME);
+            let Ok(result) = tokio::time::timeout(time, call).await else {
+                // No answer in time: it may have gone through; a retry would find the marker.
+                if !retries.wait().await {
+                    return Err(CounterError(format!("no answer within {time:?}")));
+                }
+                continue;
+            };
+            match result {
                 Ok(_) => return Ok(()),
                 Err(error) if already_counted(&error) => return Ok(()),
                 Err(error) => {

@@ -393,4 +393,30 @@ mod tests {
         assert!(!resolve(&reasons, &entries, &[0], &mut steps));
         assert_eq!(steps, [Step::StoreEvent]);
     }
+
+    fn service_error(error: TransactWriteItemsError, status: u16) -> SdkError<TransactWriteItemsError> {
+        let raw = aws_smithy_runtime_api::http::Response::new(
+            status.try_into().unwrap(),
+            aws_smithy_types::body::SdkBody::empty(),
+        );
+        SdkError::service_error(error, raw)
+    }
+
+    fn coded(code: &str) -> TransactWriteItemsError {
+        TransactWriteItemsError::generic(aws_sdk_dynamodb::error::ErrorMetadata::builder().code(code).build())
+    }
+
+    #[test]
+    fn errors_are_classified_by_type_and_code_not_by_message() {
+        use aws_sdk_dynamodb::types::error::{ResourceNotFoundException, ThrottlingException};
+        let throttled = TransactWriteItemsError::ThrottlingException(ThrottlingException::builder().build());
+        assert!(matches!(classify(service_error(throttled, 400)), Failure::Transient(_)));
+        let missing = TransactWriteItemsError::ResourceNotFoundException(ResourceNotFoundException::builder().build());
+        assert!(matches!(classify(service_error(missing, 400)), Failure::Permanent(_)));
+        assert!(matches!(classify(service_error(coded("ValidationException"), 400)), Failure::Invalid(_)));
+        assert!(matches!(classify(service_error(coded("InternalFailure"), 500)), Failure::Transient(_)));
+        assert!(matches!(classify(service_error(coded("AccessDeniedException"), 400)), Failure::Permanent(_)));
+        let timeout = SdkError::timeout_error("no answer");
+        assert!(matches!(classify(timeout), Failure::Transient(_)));
+    }
 }

@@ -61,7 +61,8 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters> Transform<St, Si, D> {
     pub async fn process(&self, records: &[KinesisEventRecord]) -> (KinesisEventResponse, BatchReport) {
         let mut report = BatchReport { records: records.len(), ..BatchReport::default() };
         let processed_at = OffsetDateTime::now_utc();
-        let decoded: Vec<Decoded> = records.iter().map(|record| decode(record, processed_at)).collect();
+        let shard_id = batch_shard(records);
+        let decoded: Vec<Decoded> = records.iter().map(|record| decode(record, &shard_id, processed_at)).collect();
         // Records before this index are finished; the rest are retried by Lambda.
         let mut unfinished = records.len();
 
@@ -87,7 +88,6 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters> Transform<St, Si, D> {
         let entries = entries_of(&decoded[..unfinished]);
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(entries.len());
         for group in commit_groups(&entries) {
-            let shard_id = shard_of(&records[group.start]);
             match self.store.commit(&shard_id, &entries[group.clone()]).await {
                 Ok(group_outcomes) => outcomes.extend(group_outcomes),
                 Err(error) => {
@@ -104,7 +104,14 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters> Transform<St, Si, D> {
             .enumerate()
             .filter(|(_, outcome)| outcome.dead_letters())
             .map(|(index, _)| {
-                (index, poison_message("the table refused the stored item (ValidationError)".into(), &records[index]))
+                (
+                    index,
+                    poison_message(
+                        "the table refused the stored item (ValidationError)".into(),
+                        &records[index],
+                        &shard_id,
+                    ),
+                )
             })
             .collect();
         if !refused.is_empty() {
@@ -199,21 +206,26 @@ fn entries_of(decoded: &[Decoded]) -> Vec<Entry> {
         .collect()
 }
 
+/// Where the counters of a batch go when no record names its shard: not a batch Lambda
+/// sends, but its poison records are still counted.
+const NO_SHARD: &str = "shardId-none";
+
 /// The shard a record came from: the part of its event id before the sequence number.
-fn shard_of(record: &KinesisEventRecord) -> String {
-    record
-        .event_id
-        .as_deref()
-        .and_then(|id| id.split_once(':'))
-        .map(|(shard, _)| shard.to_owned())
-        .unwrap_or_else(|| "shardId-unknown".to_owned())
+fn shard_of(record: &KinesisEventRecord) -> Option<String> {
+    let (shard, _) = record.event_id.as_deref()?.split_once(':')?;
+    (!shard.is_empty()).then(|| shard.to_owned())
 }
 
-fn poison_message(reason: String, record: &KinesisEventRecord) -> PoisonMessage {
+/// The shard of a batch: Lambda sends one shard's records per invocation.
+fn batch_shard(records: &[KinesisEventRecord]) -> String {
+    records.iter().find_map(shard_of).unwrap_or_else(|| NO_SHARD.to_owned())
+}
+
+fn poison_message(reason: String, record: &KinesisEventRecord, batch_shard: &str) -> PoisonMessage {
     let kinesis = &record.kinesis;
     PoisonMessage::new(
         reason,
-        &shard_of(record),
+        &shard_of(record).unwrap_or_else(|| batch_shard.to_owned()),
         &kinesis.sequence_number,
         &kinesis.partition_key,
         record.event_source_arn.clone(),
@@ -221,20 +233,26 @@ fn poison_message(reason: String, record: &KinesisEventRecord) -> PoisonMessage 
     )
 }
 
-fn decode(record: &KinesisEventRecord, processed_at: OffsetDateTime) -> Decoded {
+fn decode(record: &KinesisEventRecord, batch_shard: &str, processed_at: OffsetDateTime) -> Decoded {
     let kinesis = &record.kinesis;
+    // Without its shard a record's stream position, and so its identity as a delivery, is
+    // unknown: storing it could count a redelivery as a duplicate.
+    let Some(shard_id) = shard_of(record) else {
+        let reason = "the record has no eventID naming its shard".to_owned();
+        return Decoded::Poison(poison_message(reason, record, batch_shard), None);
+    };
     let stream_record = match StreamRecord::decode(&kinesis.data) {
         Ok(stream_record) => stream_record,
-        Err(error) => return Decoded::Poison(poison_message(error.to_string(), record), None),
+        Err(error) => return Decoded::Poison(poison_message(error.to_string(), record, batch_shard), None),
     };
-    let position = Position { shard_id: shard_of(record), sequence_number: kinesis.sequence_number.clone() };
+    let position = Position { shard_id, sequence_number: kinesis.sequence_number.clone() };
     let event = ProcessedEvent::from_record(stream_record, position, processed_at);
     // Another producer's record can hold what ingest would refuse: an item DynamoDB cannot
     // store would fail its whole commit group, every time.
     let size = item_size(&to_item(&event));
     if size + ITEM_HEADROOM_BYTES > MAX_ITEM_BYTES {
         let reason = format!("the stored item would be {size} bytes; DynamoDB's item limit is {MAX_ITEM_BYTES}");
-        return Decoded::Poison(poison_message(reason, record), event.ingest_id);
+        return Decoded::Poison(poison_message(reason, record, batch_shard), event.ingest_id);
     }
     Decoded::Event(event)
 }
@@ -575,5 +593,18 @@ mod tests {
         t.handle(event).await;
         assert_eq!(counts(&t), (2, 0, 1));
         assert_eq!(t.dead_letters.sent.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_without_its_shard_is_poison_not_stored_under_a_made_up_shard() {
+        let t = transform();
+        let mut event = fixture("transform-kinesis-good.json");
+        event.records[1].event_id = None;
+        let response = t.handle(event).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(counts(&t), (2, 0, 1));
+        let sent = t.dead_letters.sent.lock().unwrap();
+        assert!(sent[0].reason.contains("no eventID"), "{}", sent[0].reason);
+        assert_eq!(sent[0].shard_id, "shardId-000000000000", "counted with the batch's shard");
     }
 }

@@ -23,6 +23,8 @@ pub struct Function {
     pub logical_id: String,
     pub environment: HashMap<String, String>,
     pub routes: Vec<Route>,
+    /// The function's timeout as the template sets it.
+    pub timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,7 +7,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+
 use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::streams::KinesisEventResponse;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -33,8 +36,25 @@ pub struct PollStats {
     pub largest_batch: usize,
 }
 
-pub struct Poller {
-    functions: Arc<Functions>,
+/// The function an event source mapping invokes. `Err` is a function error (a crash, a
+/// timeout), which the mapping answers by bisecting and retrying the batch.
+pub trait StreamFunction: Send + Sync + 'static {
+    fn invoke(&self, event: KinesisEvent) -> impl Future<Output = Result<KinesisEventResponse, String>> + Send;
+}
+
+/// The transform handler, run as Lambda would run it.
+impl StreamFunction for Arc<Functions> {
+    async fn invoke(&self, event: KinesisEvent) -> Result<KinesisEventResponse, String> {
+        let functions = Arc::clone(self);
+        // A panic in the handler is a function error, as a crashed Lambda would be.
+        tokio::spawn(async move { functions.transform.handle(event).await })
+            .await
+            .map_err(|e| format!("the transform crashed: {e}"))
+    }
+}
+
+pub struct Poller<F = Arc<Functions>> {
+    function: F,
     kinesis: aws_sdk_kinesis::Client,
     sqs: aws_sdk_sqs::Client,
     source: EventSource,
@@ -48,10 +68,10 @@ struct Pending {
     attempts: i64,
 }
 
-impl Poller {
-    pub fn new(functions: Arc<Functions>, sdk: &aws_config::SdkConfig, source: EventSource, region: String) -> Self {
+impl<F: StreamFunction> Poller<F> {
+    pub fn new(function: F, sdk: &aws_config::SdkConfig, source: EventSource, region: String) -> Self {
         Self {
-            functions,
+            function,
             kinesis: aws_sdk_kinesis::Client::new(sdk),
             sqs: aws_sdk_sqs::Client::new(sdk),
             source,
@@ -185,8 +205,10 @@ impl Poller {
         }
     }
 
-    /// Invokes the transform until the batch is finished or given up.
-    async fn deliver(&self, shard_id: &str, records: Vec<Record>) {
+    /// Invokes the function until the batch is finished or given up, as the mapping does:
+    /// from the reported checkpoint after `batchItemFailures`, in halves after a function
+    /// error, until the retries or the record age run out, then to the on-failure destination.
+    pub async fn deliver(&self, shard_id: &str, records: Vec<Record>) {
         let mut queue = VecDeque::from([Pending { records, attempts: 0 }]);
         while let Some(mut pending) = queue.pop_front() {
             if pending.records.is_empty() {
@@ -251,11 +273,7 @@ impl Poller {
     /// The function's answer: `Ok(Some(seq))` to retry from `seq`, `Ok(None)` when done.
     async fn invoke(&self, shard_id: &str, records: &[Record]) -> Result<Option<String>, String> {
         let event = kinesis_event(records, shard_id, &self.source.stream_arn, &self.region)?;
-        let functions = Arc::clone(&self.functions);
-        // A panic in the handler is a function error, as a crashed Lambda would be.
-        let response = tokio::spawn(async move { functions.transform.handle(event).await })
-            .await
-            .map_err(|e| format!("the transform crashed: {e}"))?;
+        let response = self.function.invoke(event).await?;
         let first_failure = response.batch_item_failures.first().map(|f| f.item_identifier.clone());
         match first_failure {
             None => Ok(None),

@@ -1,0 +1,134 @@
+//! The local event source mapping's delivery rules, with a stand-in function and the
+//! emulator's real failure queue: retries running out, bisection on function errors, and
+//! records too old to process.
+
+mod common;
+
+use std::sync::Mutex;
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use aws_sdk_kinesis::primitives::{Blob, DateTime};
+use aws_sdk_kinesis::types::Record;
+use common::stack;
+use eventline_local::LocalStack;
+use eventline_local::poller::{Poller, StreamFunction};
+use serde_json::Value;
+
+const SHARD: &str = "shardId-000000000000";
+
+/// Records every batch it is given (as sequence numbers) and answers as `behaviour` says.
+struct StandIn {
+    batches: Mutex<Vec<Vec<String>>>,
+    behaviour: Behaviour,
+}
+
+enum Behaviour {
+    /// Reports the first record of every batch unfinished.
+    CheckpointAtFirst,
+    /// A function error whenever the batch holds this record.
+    CrashOn(String),
+}
+
+impl StandIn {
+    fn new(behaviour: Behaviour) -> Self {
+        Self { batches: Mutex::new(Vec::new()), behaviour }
+    }
+
+    fn batches(&self) -> Vec<Vec<String>> {
+        self.batches.lock().unwrap().clone()
+    }
+}
+
+impl StreamFunction for &'static StandIn {
+    async fn invoke(&self, event: KinesisEvent) -> Result<KinesisEventResponse, String> {
+        let sequences: Vec<String> = event.records.iter().map(|r| r.kinesis.sequence_number.clone()).collect();
+        self.batches.lock().unwrap().push(sequences.clone());
+        let mut response = KinesisEventResponse::default();
+        match &self.behaviour {
+            Behaviour::CheckpointAtFirst => {
+                let mut failure = KinesisBatchItemFailure::default();
+                failure.item_identifier = sequences.first().cloned();
+                response.batch_item_failures.push(failure);
+                Ok(response)
+            }
+            Behaviour::CrashOn(bad) if sequences.contains(bad) => Err("crashed".into()),
+            Behaviour::CrashOn(_) => Ok(response),
+        }
+    }
+}
+
+fn records(count: usize, arrived_seconds_ago: i64) -> Vec<Record> {
+    let arrival = time::OffsetDateTime::now_utc().unix_timestamp() - arrived_seconds_ago;
+    (1..=count)
+        .map(|i| {
+            Record::builder()
+                .sequence_number(format!("{i:056}"))
+                .partition_key(format!("k{i}"))
+                .data(Blob::new(format!("{{\"n\":{i}}}")))
+                .approximate_arrival_timestamp(DateTime::from_secs(arrival))
+                .build()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn poller(stack: &LocalStack, function: &'static StandIn) -> Poller<&'static StandIn> {
+    let source = stack.manifest.event_sources[0].clone();
+    Poller::new(function, &stack.sdk, source, stack.manifest.region.clone())
+}
+
+/// What the mapping reported to the on-failure destination.
+async fn failure_reports(stack: &LocalStack) -> Vec<Value> {
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+    let url = &stack.manifest.outputs["StreamFailureQueueUrl"];
+    let output = sqs.receive_message().queue_url(url).max_number_of_messages(10).send().await.unwrap();
+    output.messages().iter().map(|m| serde_json::from_str(m.body().unwrap()).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_retries_run_out_the_batch_goes_to_the_on_failure_destination() {
+    let stack = stack(&[("TransformMaxRetries", "2")]).await;
+    let function: &'static StandIn = Box::leak(Box::new(StandIn::new(Behaviour::CheckpointAtFirst)));
+    let poller = poller(&stack, function);
+    poller.deliver(SHARD, records(3, 0)).await;
+
+    assert_eq!(function.batches().len(), 3, "the first try and two retries");
+    let reports = failure_reports(&stack).await;
+    assert_eq!(reports.len(), 1);
+    let info = &reports[0]["KinesisBatchInfo"];
+    assert_eq!(reports[0]["requestContext"]["condition"], "RetryAttemptsExhausted");
+    assert_eq!((info["batchSize"].as_u64(), info["shardId"].as_str()), (Some(3), Some(SHARD)));
+    assert_eq!(info["startSequenceNumber"], format!("{:056}", 1));
+    assert_eq!(info["endSequenceNumber"], format!("{:056}", 3));
+    assert_eq!(poller.stats().await.sent_to_on_failure, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_error_bisects_the_batch_until_the_bad_record_stands_alone() {
+    let stack = stack(&[("TransformMaxRetries", "2")]).await;
+    let bad = format!("{:056}", 3);
+    let function: &'static StandIn = Box::leak(Box::new(StandIn::new(Behaviour::CrashOn(bad.clone()))));
+    poller(&stack, function).deliver(SHARD, records(4, 0)).await;
+
+    let short = |batch: &Vec<String>| batch.iter().map(|s| s.trim_start_matches('0').to_owned()).collect::<Vec<_>>();
+    let batches: Vec<Vec<String>> = function.batches().iter().map(short).collect();
+    assert_eq!(batches, [vec!["1", "2", "3", "4"], vec!["1", "2"], vec!["3", "4"], vec!["3"], vec!["4"]]);
+    let reports = failure_reports(&stack).await;
+    assert_eq!(reports.len(), 1, "only the record that keeps failing is given up");
+    assert_eq!(reports[0]["KinesisBatchInfo"]["startSequenceNumber"], bad);
+    assert_eq!(reports[0]["KinesisBatchInfo"]["batchSize"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_older_than_the_maximum_age_are_reported_not_processed() {
+    let stack = stack(&[("TransformMaxRecordAgeSeconds", "60")]).await;
+    let function: &'static StandIn = Box::leak(Box::new(StandIn::new(Behaviour::CrashOn(String::new()))));
+    poller(&stack, function).deliver(SHARD, records(2, 3_600)).await;
+
+    assert!(function.batches().is_empty(), "expired records are not invoked");
+    let reports = failure_reports(&stack).await;
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["requestContext"]["condition"], "RecordAgeExceeded");
+    assert_eq!(reports[0]["KinesisBatchInfo"]["batchSize"], 2);
+}
