@@ -7,6 +7,8 @@
 //! | duplicate marker | `EVENT#{source}#{id}` | `DUP#{ingest id}`, or `DUP#{shard}#{sequence}` for other producers' records |
 //! | poison record marker | `POISON#{ingest id}`, or `POISON#{shard}#{sequence}` | `POISON` |
 //! | received marker (one per ingest request) | `RECEIVED#{request token}` | `RECEIVED` |
+//! | current reference generation | `REFERENCE` | `CURRENT` |
+//! | reference bucket | `REFERENCE#{generation key}` | `BUCKET#{index, 5 digits}` |
 //! | per-shard totals | `METRICS` | `SHARD#{shard}` |
 //! | ingest counter slot | `METRICS` | `INGEST#{slot}` |
 //! | per-second throughput | `RATE` | `{epoch second, 11 digits}#{shard}` |
@@ -31,6 +33,11 @@ pub const EXPIRES_AT: &str = "expires_at";
 pub const EVENT_SK: &str = "EVENT";
 pub const POISON_SK: &str = "POISON";
 pub const RECEIVED_SK: &str = "RECEIVED";
+pub const REFERENCE_PK: &str = "REFERENCE";
+pub const REFERENCE_CURRENT_SK: &str = "CURRENT";
+/// Seconds a replaced generation's buckets stay readable (for batches that read its
+/// pointer just before the switch) before TTL removes them.
+pub const REFERENCE_EXPIRY_SECONDS: i64 = 24 * 60 * 60;
 pub const METRICS_PK: &str = "METRICS";
 pub const SHARD_PREFIX: &str = "SHARD#";
 pub const INGEST_PREFIX: &str = "INGEST#";
@@ -75,6 +82,20 @@ pub mod attr {
     /// On a shard's totals: records other producers wrote, counted received by the transform.
     pub const RECEIVED_DIRECT: &str = "received_direct";
     pub const FIRST_RECEIVED_MS: &str = "first_received_ms";
+
+    // Enrichment, on the processed event item.
+    pub const PLAN: &str = "plan";
+    pub const REGION: &str = "region";
+    pub const GENERATION: &str = "generation";
+
+    // The reference pointer and buckets.
+    pub const GENERATION_KEY: &str = "generation_key";
+    pub const TS: &str = "ts";
+    /// `ts` as epoch nanoseconds, for the newer-than condition.
+    pub const TS_NS: &str = "ts_ns";
+    pub const USERS: &str = "users";
+    pub const BUCKETS: &str = "buckets";
+    pub const BUCKET_USERS: &str = "bucket_users";
 }
 
 pub fn event_pk(source: &Source, id: &EventId) -> String {
@@ -95,6 +116,14 @@ pub fn duplicate_sk(ingest_id: Option<&IngestId>, shard_id: &str, sequence_numbe
 
 pub fn poison_pk(ingest_id: Option<&IngestId>, shard_id: &str, sequence_number: &str) -> String {
     format!("POISON#{}", record_key(ingest_id, shard_id, sequence_number))
+}
+
+pub fn reference_bucket_pk(generation_key: &str) -> String {
+    format!("REFERENCE#{generation_key}")
+}
+
+pub fn reference_bucket_sk(index: u32) -> String {
+    format!("BUCKET#{index:05}")
 }
 
 pub fn received_pk(request_token: &IngestId) -> String {

@@ -9,6 +9,7 @@ pub mod json;
 pub mod keys;
 pub mod latency;
 pub mod record;
+pub mod reference;
 pub mod response;
 pub mod retry;
 pub mod sink;

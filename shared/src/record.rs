@@ -10,6 +10,7 @@ use crate::event::{
     Event, EventId, EventType, IngestId, RawObject, Source, TIMESTAMP_RANGE_RULE, UserId, checked_utc, format_rfc3339,
 };
 use crate::json::check_unique_keys;
+use crate::reference::Enrichment;
 
 /// One ingest-stream record: the validated event, when the service received it, and the
 /// id ingest gave this record (absent in records other producers write).
@@ -121,6 +122,9 @@ pub struct ProcessedEvent {
     pub sequence_number: String,
     /// Kept with the stored item (not published) to recognise ingest's copies of a record.
     pub ingest_id: Option<IngestId>,
+    /// The user's plan and region from the reference generation current when the batch
+    /// was processed.
+    pub enrichment: Option<Enrichment>,
 }
 
 impl Serialize for ProcessedEvent {
@@ -132,6 +136,11 @@ impl Serialize for ProcessedEvent {
         map.serialize_entry("latency_ms", &self.latency_ms)?;
         map.serialize_entry("shard_id", &self.shard_id)?;
         map.serialize_entry("sequence_number", &self.sequence_number)?;
+        if let Some(enrichment) = &self.enrichment {
+            map.serialize_entry("plan", &enrichment.plan)?;
+            map.serialize_entry("region", &enrichment.region)?;
+            map.serialize_entry("generation", &enrichment.generation)?;
+        }
         map.end()
     }
 }
@@ -151,6 +160,7 @@ impl ProcessedEvent {
             shard_id: position.shard_id,
             sequence_number: position.sequence_number,
             ingest_id: record.ingest_id,
+            enrichment: None,
         }
     }
 

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode, header};
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Request, RequestExt, Response};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use eventline_model::latency::Histogram;
 use eventline_model::response::{Problem, json};
 use eventline_model::validation::echo;
-use eventline_model::{EventId, Source, format_rfc3339};
+use eventline_model::{EventId, Source, UserId, format_rfc3339};
 
 use crate::reader::{Counters, MetricsReader, ReadError};
 
@@ -51,6 +51,8 @@ pub enum RequestError {
     BadParameter { field: &'static str, rule: &'static str },
     #[error("event {0} has not been processed")]
     EventNotFound(String),
+    #[error("{0}")]
+    ReferenceNotFound(String),
     #[error("the request could not be served")]
     Read(#[from] ReadError),
 }
@@ -58,7 +60,7 @@ pub enum RequestError {
 impl RequestError {
     fn into_response(self) -> Response<String> {
         let status = match &self {
-            Self::NotFound(_) | Self::EventNotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::EventNotFound(_) | Self::ReferenceNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
             Self::Read(error) => {
@@ -79,6 +81,7 @@ enum Route {
     Event { source: String, id: String },
     Metrics,
     Health,
+    ReferenceUsers,
 }
 
 /// The totals `GET /metrics` answers.
@@ -180,6 +183,34 @@ impl<R: MetricsReader> Metrics<R> {
             Route::Event { source, id } => self.event(source, id).await,
             Route::Metrics => self.metrics().await,
             Route::Health => Ok(self.health().await),
+            Route::ReferenceUsers => {
+                let user = request.query_string_parameters_ref().and_then(|q| q.first("user_id")).map(str::to_owned);
+                self.reference_users(user).await
+            }
+        }
+    }
+
+    /// The current reference generation, or one user's entry in it.
+    async fn reference_users(&self, user: Option<String>) -> Result<Response<String>, RequestError> {
+        let user = user
+            .map(UserId::parse)
+            .transpose()
+            .map_err(|rule| RequestError::BadParameter { field: "user_id", rule })?;
+        let Some(generation) = self.reader.reference().await? else {
+            return Err(RequestError::ReferenceNotFound("no reference table has been stored yet".into()));
+        };
+        let Some(user) = user else {
+            return Ok(json(StatusCode::OK, &generation));
+        };
+        match self.reader.reference_user(&generation, &user).await? {
+            Some(meta) => Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({"user_id": user, "plan": meta.plan, "region": meta.region, "generation": generation.number}),
+            )),
+            None => Err(RequestError::ReferenceNotFound(format!(
+                "user {user} is not in reference generation {}",
+                generation.number
+            ))),
         }
     }
 
@@ -247,6 +278,7 @@ fn route(path: &str) -> Option<Route> {
         [.., "events", source, id] => Some(Route::Event { source: (*source).to_owned(), id: (*id).to_owned() }),
         [.., "metrics"] => Some(Route::Metrics),
         [.., "health" | "healthz"] => Some(Route::Health),
+        [.., "reference", "users"] => Some(Route::ReferenceUsers),
         _ => None,
     }
 }
@@ -255,6 +287,7 @@ fn route(path: &str) -> Option<Route> {
 mod tests {
     use super::*;
     use crate::reader::ShardCounters;
+    use eventline_model::reference::{Generation, UserMeta};
     use eventline_model::{Position, ProcessedEvent, Rules, StreamRecord};
     use serde_json::{Value, json};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -270,6 +303,7 @@ mod tests {
         recent: u64,
         table_down: bool,
         health_checks: AtomicUsize,
+        reference: Option<Generation>,
     }
 
     impl MetricsReader for FakeReader {
@@ -289,6 +323,15 @@ mod tests {
         }
         async fn check_stream(&self) -> Result<(), ReadError> {
             Ok(())
+        }
+        async fn reference(&self) -> Result<Option<Generation>, ReadError> {
+            Ok(self.reference.clone())
+        }
+        async fn reference_user(&self, _: &Generation, user: &UserId) -> Result<Option<UserMeta>, ReadError> {
+            Ok((user.as_str() == "u-1").then(|| UserMeta {
+                plan: eventline_model::reference::Label::parse("pro").unwrap(),
+                region: eventline_model::reference::Label::parse("eu").unwrap(),
+            }))
         }
     }
 
@@ -442,5 +485,26 @@ mod tests {
         assert_eq!(status, 404);
         let post = http::Request::builder().method("POST").uri("/metrics").body(Body::Empty).unwrap();
         assert_eq!(call(FakeReader::default(), post).await.0, 405);
+    }
+
+    #[tokio::test]
+    async fn the_reference_generation_and_one_users_entry_are_served() {
+        let generation = Generation { number: 3, key: "k".into(), ts: NOW, users: 7, buckets: 1 };
+        let reader = || FakeReader { reference: Some(generation.clone()), ..Default::default() };
+        let get = |uri: &str| {
+            let query: std::collections::HashMap<String, String> = uri
+                .split_once('?')
+                .map(|(_, q)| {
+                    q.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect()
+                })
+                .unwrap_or_default();
+            http::Request::builder().uri(uri).body(Body::Empty).unwrap().with_query_string_parameters(query)
+        };
+        let (status, body) = call(reader(), get("/reference/users")).await;
+        assert_eq!((status, &body), (200, &json!({"generation": 3, "ts": "2026-11-23T12:00:00Z", "users": 7})));
+        let (status, body) = call(reader(), get("/reference/users?user_id=u-1")).await;
+        assert_eq!((status, &body), (200, &json!({"user_id": "u-1", "plan": "pro", "region": "eu", "generation": 3})));
+        assert_eq!(call(reader(), get("/reference/users?user_id=u-2")).await.0, 404);
+        assert_eq!(call(FakeReader::default(), get("/reference/users")).await.0, 404);
     }
 }

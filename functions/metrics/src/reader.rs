@@ -2,10 +2,14 @@
 
 use std::future::Future;
 
+use eventline_model::UserId;
 use eventline_model::aws::error_chain;
 use eventline_model::aws::item::{Item, from_item, s};
+use eventline_model::aws::reference::ReferenceStore;
 use eventline_model::keys::attr;
 use eventline_model::latency::Histogram;
+use eventline_model::reference::{Generation, UserMeta};
+use eventline_model::retry::Backoff;
 use eventline_model::{EventId, ProcessedEvent, Source, keys};
 
 /// The counters of one shard of the ingest stream.
@@ -57,6 +61,14 @@ pub trait MetricsReader: Send + Sync {
     /// Events processed in the whole seconds `from..to` (epoch seconds), over all shards.
     fn processed_between(&self, from: i64, to: i64) -> impl Future<Output = Result<u64, ReadError>> + Send;
     fn check_table(&self) -> impl Future<Output = Result<(), ReadError>> + Send;
+    /// The current reference generation, `None` before the first table.
+    fn reference(&self) -> impl Future<Output = Result<Option<Generation>, ReadError>> + Send;
+    /// One user's entry in a generation.
+    fn reference_user(
+        &self,
+        generation: &Generation,
+        user: &UserId,
+    ) -> impl Future<Output = Result<Option<UserMeta>, ReadError>> + Send;
     fn check_stream(&self) -> impl Future<Output = Result<(), ReadError>> + Send;
 }
 
@@ -66,6 +78,7 @@ pub struct AwsMetricsReader {
     kinesis: aws_sdk_kinesis::Client,
     table_name: String,
     stream_name: String,
+    reference: ReferenceStore,
 }
 
 impl AwsMetricsReader {
@@ -75,7 +88,11 @@ impl AwsMetricsReader {
         table_name: impl Into<String>,
         stream_name: impl Into<String>,
     ) -> Self {
-        Self { dynamodb, kinesis, table_name: table_name.into(), stream_name: stream_name.into() }
+        let table_name = table_name.into();
+        // Reads retry briefly: the caller is waiting on an HTTP answer.
+        let backoff = Backoff::default().with_budget(std::time::Duration::from_secs(3));
+        let reference = ReferenceStore::new(dynamodb.clone(), table_name.clone(), backoff);
+        Self { dynamodb, kinesis, table_name, stream_name: stream_name.into(), reference }
     }
 
     /// Every item of one partition (optionally a sort-key range), following pages.
@@ -185,6 +202,14 @@ impl MetricsReader for AwsMetricsReader {
             Some(status) if status.as_str() == "ACTIVE" || status.as_str() == "UPDATING" => Ok(()),
             other => Err(ReadError::new("the table's status", format!("table status {other:?}"))),
         }
+    }
+
+    async fn reference(&self) -> Result<Option<Generation>, ReadError> {
+        self.reference.current().await.map_err(|e| ReadError::new("the reference generation", e))
+    }
+
+    async fn reference_user(&self, generation: &Generation, user: &UserId) -> Result<Option<UserMeta>, ReadError> {
+        self.reference.user(generation, user).await.map_err(|e| ReadError::new("a reference entry", e))
     }
 
     async fn check_stream(&self) -> Result<(), ReadError> {

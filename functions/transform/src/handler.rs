@@ -7,18 +7,21 @@ use std::collections::{HashMap, HashSet};
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use eventline_model::aws::item::{ITEM_HEADROOM_BYTES, MAX_ITEM_BYTES, item_size, to_item};
+use eventline_model::reference::Enrichment;
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, RecordSink, put_all};
-use eventline_model::{EventId, IngestId, Position, ProcessedEvent, Source, StreamRecord};
+use eventline_model::{EventId, IngestId, Position, ProcessedEvent, Source, StreamRecord, UserId};
 use time::OffsetDateTime;
 
 use crate::dead_letter::{DeadLetters, PoisonMessage};
+use crate::enrich::Enricher;
 use crate::store::{Entry, EventStore, Outcome, commit_groups};
 
-pub struct Transform<St, Si, D> {
+pub struct Transform<St, Si, D, E> {
     pub store: St,
     pub output: Si,
     pub dead_letters: D,
+    pub reference: E,
     /// Budget for publishing one batch's stored events.
     pub backoff: Backoff,
 }
@@ -43,7 +46,7 @@ pub struct BatchReport {
     pub retry_from: Option<usize>,
 }
 
-impl<St: EventStore, Si: RecordSink, D: DeadLetters> Transform<St, Si, D> {
+impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, Si, D, E> {
     #[tracing::instrument(skip_all, fields(records = event.records.len()))]
     pub async fn handle(&self, event: KinesisEvent) -> KinesisEventResponse {
         let (response, report) = self.process(&event.records).await;
@@ -62,7 +65,39 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters> Transform<St, Si, D> {
         let mut report = BatchReport { records: records.len(), ..BatchReport::default() };
         let processed_at = OffsetDateTime::now_utc();
         let shard_id = batch_shard(records);
-        let decoded: Vec<Decoded> = records.iter().map(|record| decode(record, &shard_id, processed_at)).collect();
+        let mut decoded: Vec<Decoded> = records.iter().map(|record| decode(record, &shard_id, processed_at)).collect();
+        // One generation for the whole batch: read before anything is written, so a failure
+        // here retries the batch with nothing done.
+        let users: Vec<&UserId> = decoded
+            .iter()
+            .filter_map(|d| match d {
+                Decoded::Event(event) => event.event.user_id.as_ref(),
+                Decoded::Poison(..) => None,
+            })
+            .collect();
+        let lookup = match self.reference.lookup(&users).await {
+            Ok(lookup) => lookup,
+            Err(error) => {
+                tracing::error!(error = %eventline_model::aws::error_chain(&error), "reference table not read; retrying the batch");
+                return (
+                    checkpoint(records, 0),
+                    BatchReport { retry_from: (!records.is_empty()).then_some(0), ..report },
+                );
+            }
+        };
+        for d in &mut decoded {
+            if let Decoded::Event(event) = d {
+                let meta = event.event.user_id.as_ref().and_then(|u| lookup.users.get(u));
+                event.enrichment = Some(match meta {
+                    Some(meta) => Enrichment {
+                        plan: meta.plan.clone(),
+                        region: meta.region.clone(),
+                        generation: lookup.generation,
+                    },
+                    None => Enrichment::unknown(lookup.generation),
+                });
+            }
+        }
         // Records before this index are finished; the rest are retried by Lambda.
         let mut unfinished = records.len();
 
@@ -153,15 +188,22 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters> Transform<St, Si, D> {
                 _ => {}
             }
         }
-        let mut response = KinesisEventResponse::default();
         if unfinished < records.len() {
             report.retry_from = Some(unfinished);
-            let mut failure = KinesisBatchItemFailure::default();
-            failure.item_identifier = Some(records[unfinished].kinesis.sequence_number.clone());
-            response.batch_item_failures.push(failure);
         }
-        (response, report)
+        (checkpoint(records, unfinished), report)
     }
+}
+
+/// The answer that makes Lambda retry from record `unfinished` (none when all are done).
+fn checkpoint(records: &[KinesisEventRecord], unfinished: usize) -> KinesisEventResponse {
+    let mut response = KinesisEventResponse::default();
+    if let Some(record) = records.get(unfinished) {
+        let mut failure = KinesisBatchItemFailure::default();
+        failure.item_identifier = Some(record.kinesis.sequence_number.clone());
+        response.batch_item_failures.push(failure);
+    }
+    response
 }
 
 /// One entry per record, in order: a later record with an identity seen earlier in the batch
@@ -396,13 +438,35 @@ mod tests {
         }
     }
 
-    type TestTransform = Transform<FakeStore, FakeOutput, FakeDeadLetters>;
+    /// A reference table in memory: the generation and its users, or a failure.
+    #[derive(Default)]
+    struct FakeReference {
+        generation: u64,
+        users: HashMap<UserId, eventline_model::reference::UserMeta>,
+        down: bool,
+    }
+
+    impl Enricher for FakeReference {
+        async fn lookup(
+            &self,
+            users: &[&UserId],
+        ) -> Result<crate::enrich::Lookup, eventline_model::aws::reference::ReferenceError> {
+            if self.down {
+                return Err(eventline_model::aws::reference::ReferenceError::Unavailable("down".into()));
+            }
+            let users = users.iter().filter_map(|u| self.users.get(*u).map(|m| ((*u).clone(), m.clone()))).collect();
+            Ok(crate::enrich::Lookup { generation: self.generation, users })
+        }
+    }
+
+    type TestTransform = Transform<FakeStore, FakeOutput, FakeDeadLetters, FakeReference>;
 
     fn transform() -> TestTransform {
         Transform {
             store: FakeStore::default(),
             output: FakeOutput::default(),
             dead_letters: FakeDeadLetters::default(),
+            reference: FakeReference::default(),
             backoff: Backoff {
                 base: Duration::from_millis(1),
                 max: Duration::from_millis(1),
@@ -606,5 +670,34 @@ mod tests {
         let sent = t.dead_letters.sent.lock().unwrap();
         assert!(sent[0].reason.contains("no eventID"), "{}", sent[0].reason);
         assert_eq!(sent[0].shard_id, "shardId-000000000000", "counted with the batch's shard");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_are_enriched_from_one_generation_per_batch() {
+        use eventline_model::reference::{Label, UserMeta};
+        let mut t = transform();
+        t.reference.generation = 5;
+        let meta = UserMeta { plan: Label::parse("pro").unwrap(), region: Label::parse("eu").unwrap() };
+        t.reference.users.insert(UserId::parse("user-1").unwrap(), meta);
+        assert!(t.handle(fixture("transform-kinesis-good.json")).await.batch_item_failures.is_empty());
+        let published = t.output.records.lock().unwrap();
+        for record in published.iter() {
+            assert_eq!(record["generation"], 5, "{record}");
+            let known = record["user_id"] == "user-1";
+            assert_eq!(record["plan"], if known { "pro" } else { "unknown" }, "{record}");
+            assert_eq!(record["region"], if known { "eu" } else { "unknown" }, "{record}");
+        }
+        assert!(published.iter().any(|r| r["user_id"] == "user-1"), "the fixture has a known user");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_reference_cannot_be_read_the_whole_batch_is_retried_untouched() {
+        let mut t = transform();
+        t.reference.down = true;
+        let event = fixture("transform-kinesis-good.json");
+        let response = t.handle(event.clone()).await;
+        assert_eq!(failure_ids(&response), [event.records[0].kinesis.sequence_number.clone()]);
+        assert_eq!(counts(&t), (0, 0, 0));
+        assert!(t.output.records.lock().unwrap().is_empty());
     }
 }

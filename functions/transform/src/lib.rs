@@ -3,17 +3,20 @@
 pub mod config;
 pub mod dead_letter;
 pub mod dynamo;
+pub mod enrich;
 pub mod handler;
 pub mod store;
 
 use std::time::Duration;
 
 use eventline_model::aws::KinesisSink;
+use eventline_model::aws::reference::ReferenceStore;
 use eventline_model::retry::Backoff;
 
 use crate::config::Config;
 use crate::dead_letter::SqsDeadLetters;
 use crate::dynamo::DynamoEventStore;
+use crate::enrich::CachedReference;
 use crate::handler::Transform;
 
 /// Retry budgets of one batch's steps. A throttled partition or shard recovers in seconds;
@@ -22,17 +25,23 @@ use crate::handler::Transform;
 pub const COMMIT_BUDGET: Duration = Duration::from_secs(20);
 pub const PUBLISH_BUDGET: Duration = Duration::from_secs(20);
 pub const DEAD_LETTER_BUDGET: Duration = Duration::from_secs(10);
+pub const REFERENCE_BUDGET: Duration = Duration::from_secs(10);
 
 /// The handler wired to AWS, as deployed.
-pub type AwsTransform = Transform<DynamoEventStore, KinesisSink, SqsDeadLetters>;
+pub type AwsTransform = Transform<DynamoEventStore, KinesisSink, SqsDeadLetters, CachedReference>;
 
 pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsTransform {
     Transform {
         store: DynamoEventStore::new(
             aws_sdk_dynamodb::Client::new(sdk),
-            config.table_name,
+            config.table_name.clone(),
             Backoff::default().with_budget(COMMIT_BUDGET),
         ),
+        reference: CachedReference::new(ReferenceStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            config.table_name,
+            Backoff::default().with_budget(REFERENCE_BUDGET),
+        )),
         output: KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), config.output_stream),
         dead_letters: SqsDeadLetters::new(
             aws_sdk_sqs::Client::new(sdk),

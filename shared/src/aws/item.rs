@@ -11,6 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::event::{Event, EventId, EventType, IngestId, RawObject, Source, UserId, format_rfc3339};
 use crate::keys::{self, attr};
 use crate::record::{Position, ProcessedEvent, StreamRecord};
+use crate::reference::{Enrichment, Label};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -58,6 +59,11 @@ pub fn to_item(event: &ProcessedEvent) -> Item {
     if let Some(ingest_id) = &event.ingest_id {
         item.insert(attr::INGEST_ID.to_owned(), s(ingest_id.as_str()));
     }
+    if let Some(enrichment) = &event.enrichment {
+        item.insert(attr::PLAN.to_owned(), s(enrichment.plan.as_str()));
+        item.insert(attr::REGION.to_owned(), s(enrichment.region.as_str()));
+        item.insert(attr::GENERATION.to_owned(), n(enrichment.generation));
+    }
     item
 }
 
@@ -91,6 +97,9 @@ pub fn largest_stored_size(record: &StreamRecord) -> usize {
     let processed_at = time::macros::datetime!(9999-12-31 23:59:59.999999999 UTC);
     let mut processed = ProcessedEvent::from_record(record.clone(), position, processed_at);
     processed.latency_ms = u64::MAX;
+    // The longest labels: enrichment is part of the stored item.
+    let longest = Label::parse("x".repeat(64)).unwrap_or_else(|_| Label::unknown());
+    processed.enrichment = Some(Enrichment { plan: longest.clone(), region: longest, generation: u64::MAX });
     item_size(&to_item(&processed))
 }
 
@@ -141,6 +150,18 @@ pub fn from_item(item: &Item) -> Result<ProcessedEvent, MalformedItem> {
         shard_id: text(attr::SHARD_ID)?.to_owned(),
         sequence_number: text(attr::SEQUENCE_NUMBER)?.to_owned(),
         ingest_id: optional(attr::INGEST_ID).map(IngestId::parse).transpose().map_err(bad("ingest_id"))?,
+        enrichment: match (optional(attr::PLAN), optional(attr::REGION)) {
+            (Some(plan), Some(region)) => Some(Enrichment {
+                plan: Label::parse(plan).map_err(bad("plan"))?,
+                region: Label::parse(region).map_err(bad("region"))?,
+                generation: item
+                    .get(attr::GENERATION)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| MalformedItem("generation missing".into()))?,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -168,6 +189,9 @@ mod tests {
             Position { shard_id: "shardId-1".into(), sequence_number: "9".into() },
             datetime!(2026-11-23 12:00:00.5 UTC),
         );
+        let mut processed = processed;
+        processed.enrichment =
+            Some(Enrichment { plan: Label::parse("pro").unwrap(), region: Label::parse("eu").unwrap(), generation: 4 });
         let item = to_item(&processed);
         assert_eq!(item["pk"].as_s().unwrap(), "EVENT#web#e1");
         assert_eq!(item["user_pk"].as_s().unwrap(), "USER#u1");

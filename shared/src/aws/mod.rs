@@ -1,6 +1,7 @@
 //! AWS adapters and start-up helpers used by more than one function.
 
 pub mod item;
+pub mod reference;
 
 use std::time::Duration;
 

@@ -225,6 +225,14 @@ impl<S: RecordSink> RecordSink for FailingFirstPut<S> {
     }
 }
 
+fn reference_store(stack: &LocalStack, table: &str) -> eventline_model::aws::reference::ReferenceStore {
+    eventline_model::aws::reference::ReferenceStore::new(
+        aws_sdk_dynamodb::Client::new(&stack.sdk),
+        table,
+        Backoff::default(),
+    )
+}
+
 fn no_retries() -> Backoff {
     Backoff { base: Duration::from_millis(1), max: Duration::from_millis(1), budget: Duration::ZERO }
 }
@@ -257,6 +265,7 @@ async fn transform_failing_mid_batch_and_redelivered_stores_and_counts_every_eve
             &env["DEAD_LETTER_QUEUE_URL"],
             Backoff::default(),
         ),
+        reference: transform::enrich::CachedReference::new(reference_store(&stack, &env["EVENTS_TABLE"])),
         backoff: Backoff::default(),
     };
     let event = kinesis_event(&records, "shardId-000000000000", &stream_arn, "us-east-1").unwrap();
@@ -305,6 +314,7 @@ async fn events_stored_but_not_published_are_published_on_redelivery() {
             &env["DEAD_LETTER_QUEUE_URL"],
             Backoff::default(),
         ),
+        reference: transform::enrich::CachedReference::new(reference_store(&stack, &env["EVENTS_TABLE"])),
         backoff: no_retries(),
     };
     let event =
@@ -364,6 +374,7 @@ async fn put_records_partial_failure_is_retried_and_every_event_lands_once() {
             &config.table_name,
             Backoff::default(),
         ),
+        reference: reference_store(&stack, &config.table_name),
         rules: config.rules,
         backoff: Backoff {
             base: Duration::from_millis(5),
