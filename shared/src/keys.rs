@@ -9,6 +9,7 @@
 //! | received marker (one per ingest request) | `RECEIVED#{request token}` | `RECEIVED` |
 //! | current reference generation | `REFERENCE` | `CURRENT` |
 //! | reference bucket | `REFERENCE#{generation key}` | `BUCKET#{index, 5 digits}` |
+//! | window bucket, per shard | `WINDOW#{shard}` | `S#{epoch second, 11 digits}` or `M#{minute's first second}` |
 //! | per-shard totals | `METRICS` | `SHARD#{shard}` |
 //! | ingest counter slot | `METRICS` | `INGEST#{slot}` |
 //! | per-second throughput | `RATE` | `{epoch second, 11 digits}#{shard}` |
@@ -22,6 +23,7 @@
 use time::OffsetDateTime;
 
 use crate::event::{EventId, IngestId, Source, UserId, sortable_timestamp};
+use crate::window::Bucket;
 
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
@@ -96,6 +98,17 @@ pub mod attr {
     pub const USERS: &str = "users";
     pub const BUCKETS: &str = "buckets";
     pub const BUCKET_USERS: &str = "bucket_users";
+
+    // Window buckets: counts, counts per dimension value (prefix + value), the users sketch.
+    pub const EVENTS: &str = "events";
+    pub const UNKNOWN: &str = "unknown";
+    pub const TYPE_PREFIX: &str = "t#";
+    pub const SOURCE_PREFIX: &str = "s#";
+    pub const PLAN_PREFIX: &str = "p#";
+    pub const REGION_PREFIX: &str = "r#";
+    pub const USERS_SKETCH: &str = "users_sketch";
+    /// Bumped by every sketch write, for the optimistic check of the next one.
+    pub const SKETCH_VERSION: &str = "sketch_version";
 }
 
 pub fn event_pk(source: &Source, id: &EventId) -> String {
@@ -124,6 +137,17 @@ pub fn reference_bucket_pk(generation_key: &str) -> String {
 
 pub fn reference_bucket_sk(index: u32) -> String {
     format!("BUCKET#{index:05}")
+}
+
+pub fn window_pk(shard_id: &str) -> String {
+    format!("WINDOW#{shard_id}")
+}
+
+pub fn window_sk(bucket: Bucket) -> String {
+    match bucket {
+        Bucket::Second(second) => format!("S#{second:011}"),
+        Bucket::Minute(first) => format!("M#{first:011}"),
+    }
 }
 
 pub fn received_pk(request_token: &IngestId) -> String {

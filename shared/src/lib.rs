@@ -14,6 +14,7 @@ pub mod response;
 pub mod retry;
 pub mod sink;
 pub mod validation;
+pub mod window;
 
 #[cfg(feature = "aws")]
 pub mod aws;

@@ -6,7 +6,8 @@ emulator, so the streams, table, queues and event source mapping are exactly the
 The emulator skips HTTP API resources, so the routes are read from the functions' HttpApi
 events. Prints one JSON document describing what the functions need to run:
 
-  {"stack": ..., "outputs": {...}, "functions": {binary: {"logical_id", "environment", "routes"}},
+  {"stack": ..., "outputs": {...},
+   "functions": {binary: {"logical_id", "environment", "routes": [{"method", "path", "auth"}]}},
    "event_sources": [{"function": binary, "stream_arn", "batch_size", ...}]}
 """
 
@@ -71,12 +72,40 @@ def binary_of(logical_id, resource):
     return binary
 
 
-def routes_of(resource):
+def api_auth_of(sam, api_id):
+    """The `Auth` of the HttpApi an event names (the implicit API when it names none), with Globals."""
+    auth = dict(sam.get("Globals", {}).get("HttpApi", {}).get("Auth", {}))
+    if isinstance(api_id, dict) and set(api_id) == {"Ref"}:
+        api = sam.get("Resources", {}).get(api_id["Ref"], {})
+        auth.update(api.get("Properties", {}).get("Auth", {}))
+    return auth
+
+
+def route_auth(sam, logical_id, props):
+    """`AWS_IAM` or `NONE`: the event's authorizer, else the API's default, as API Gateway applies them."""
+    authorizer = props.get("Auth", {}).get("Authorizer")
+    if authorizer is None:
+        authorizer = api_auth_of(sam, props.get("ApiId")).get("DefaultAuthorizer", "NONE")
+    if authorizer not in ("AWS_IAM", "NONE"):
+        fail(
+            f"route {props.get('Method')} {props.get('Path')} of {logical_id} uses authorizer {authorizer!r}; "
+            "the local stack enforces only AWS_IAM"
+        )
+    return authorizer
+
+
+def routes_of(sam, logical_id, resource):
     routes = []
     for event in resource.get("Properties", {}).get("Events", {}).values():
         if event.get("Type") == "HttpApi":
             props = event.get("Properties", {})
-            routes.append({"method": props.get("Method", "ANY").upper(), "path": props.get("Path", "/")})
+            routes.append(
+                {
+                    "method": props.get("Method", "ANY").upper(),
+                    "path": props.get("Path", "/"),
+                    "auth": route_auth(sam, logical_id, props),
+                }
+            )
     return routes
 
 
@@ -175,7 +204,7 @@ def main():
         parameters[key] = value
 
     binaries = {logical_id: binary_of(logical_id, r) for logical_id, r in functions_of(sam).items()}
-    routes = {logical_id: routes_of(r) for logical_id, r in functions_of(sam).items()}
+    routes = {logical_id: routes_of(sam, logical_id, r) for logical_id, r in functions_of(sam).items()}
     # The translator reads the region for pseudo parameters from the environment.
     os.environ["AWS_DEFAULT_REGION"] = args.region
     cfn_template = translate(sam, parameters)

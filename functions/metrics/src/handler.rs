@@ -14,7 +14,9 @@ use eventline_model::response::{Problem, json};
 use eventline_model::validation::echo;
 use eventline_model::{EventId, Source, UserId, format_rfc3339};
 
-use crate::reader::{Counters, MetricsReader, ReadError};
+use crate::reader::{Counters, MetricsReader, ReadError, WindowRead};
+use eventline_model::window::{DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS, ReadPlan};
+use std::collections::BTreeMap;
 
 /// The window of `events_per_second` and `active_workers`.
 pub const RECENT_SECONDS: i64 = 60;
@@ -103,6 +105,57 @@ pub struct Totals {
     pub uptime_seconds: u64,
     pub active_workers: usize,
     pub generated_at: String,
+    /// With `?window=N`: the last N seconds by event time.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowView>,
+}
+
+/// `GET /metrics?window=N`: events whose event time lies in the last N seconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowView {
+    pub window_sec: i64,
+    pub events_per_sec: f64,
+    pub unique_users: u64,
+    pub unknown: u64,
+    pub by_plan: BTreeMap<String, u64>,
+    pub by_region: BTreeMap<String, u64>,
+    pub by_type: BTreeMap<String, u64>,
+    pub by_source: BTreeMap<String, u64>,
+}
+
+impl WindowView {
+    pub fn of(seconds: i64, read: WindowRead) -> Self {
+        let tally = read.tally;
+        Self {
+            window_sec: seconds,
+            events_per_sec: (tally.events as f64 / seconds as f64 * 1000.0).round() / 1000.0,
+            unique_users: read.users.count(),
+            unknown: tally.unknown,
+            by_plan: tally.by_plan,
+            by_region: tally.by_region,
+            by_type: tally.by_type,
+            by_source: tally.by_source,
+        }
+    }
+}
+
+const WINDOW_RULE: &str = "must be an integer from 1 to 1800 (seconds), or empty for 300";
+
+/// The `window` parameter: absent, empty (the default), or 1..=1800 seconds.
+pub fn window_seconds(value: Option<&str>) -> Result<Option<i64>, RequestError> {
+    let bad = || RequestError::BadParameter { field: "window", rule: WINDOW_RULE };
+    match value {
+        None => Ok(None),
+        Some("") => Ok(Some(DEFAULT_WINDOW_SECONDS)),
+        Some(text) => {
+            let seconds: i64 = text.parse().map_err(|_| bad())?;
+            if (1..=MAX_WINDOW_SECONDS).contains(&seconds) && text.bytes().all(|b| b.is_ascii_digit()) {
+                Ok(Some(seconds))
+            } else {
+                Err(bad())
+            }
+        }
+    }
 }
 
 impl Totals {
@@ -145,6 +198,7 @@ impl Totals {
                 .filter(|s| s.last_active_ms.is_some_and(|t| t >= active_since))
                 .count(),
             generated_at: format_rfc3339(now),
+            window: None,
         }
     }
 }
@@ -181,7 +235,10 @@ impl<R: MetricsReader> Metrics<R> {
         }
         match route {
             Route::Event { source, id } => self.event(source, id).await,
-            Route::Metrics => self.metrics().await,
+            Route::Metrics => {
+                let query = request.query_string_parameters_ref();
+                self.metrics(window_seconds(query.and_then(|q| q.first("window")))?).await
+            }
             Route::Health => Ok(self.health().await),
             Route::ReferenceUsers => {
                 let user = request.query_string_parameters_ref().and_then(|q| q.first("user_id")).map(str::to_owned);
@@ -223,12 +280,20 @@ impl<R: MetricsReader> Metrics<R> {
         }
     }
 
-    async fn metrics(&self) -> Result<Response<String>, RequestError> {
+    async fn metrics(&self, window: Option<i64>) -> Result<Response<String>, RequestError> {
         let now = OffsetDateTime::now_utc();
         let second = now.unix_timestamp();
         let (counters, recent) =
             tokio::join!(self.reader.counters(), self.reader.processed_between(second - RECENT_SECONDS, second));
-        Ok(json(StatusCode::OK, &Totals::compute(&counters?, recent?, now)))
+        let counters = counters?;
+        let mut totals = Totals::compute(&counters, recent?, now);
+        if let Some(seconds) = window {
+            let shards: Vec<String> = counters.shards.iter().map(|s| s.shard_id.clone()).collect();
+            let read = self.reader.window(&shards, &ReadPlan::new(second, seconds)).await?;
+            tracing::debug!(items = read.items_read, seconds, "window read");
+            totals.window = Some(WindowView::of(seconds, read));
+        }
+        Ok(json(StatusCode::OK, &totals))
     }
 
     async fn health(&self) -> Response<String> {
@@ -323,6 +388,15 @@ mod tests {
         }
         async fn check_stream(&self) -> Result<(), ReadError> {
             Ok(())
+        }
+        async fn window(&self, shards: &[String], plan: &ReadPlan) -> Result<WindowRead, ReadError> {
+            let mut read = WindowRead { items_read: plan.items() * shards.len(), ..Default::default() };
+            read.tally.events = 600;
+            read.tally.by_plan.insert("pro".into(), 600);
+            for i in 0..7 {
+                read.users.insert_hash(eventline_model::window::user_hash(&format!("u{i}")));
+            }
+            Ok(read)
         }
         async fn reference(&self) -> Result<Option<Generation>, ReadError> {
             Ok(self.reference.clone())
@@ -506,5 +580,37 @@ mod tests {
         assert_eq!((status, &body), (200, &json!({"user_id": "u-1", "plan": "pro", "region": "eu", "generation": 3})));
         assert_eq!(call(reader(), get("/reference/users?user_id=u-2")).await.0, 404);
         assert_eq!(call(FakeReader::default(), get("/reference/users")).await.0, 404);
+    }
+
+    #[test]
+    fn the_window_parameter_is_1_to_1800_or_empty_for_300() {
+        assert_eq!(window_seconds(None).unwrap(), None);
+        assert_eq!(window_seconds(Some("")).unwrap(), Some(300));
+        assert_eq!(window_seconds(Some("1")).unwrap(), Some(1));
+        assert_eq!(window_seconds(Some("1800")).unwrap(), Some(1800));
+        for bad in ["0", "1801", "-5", "+5", "1.5", "abc", " 60"] {
+            let error = window_seconds(Some(bad)).unwrap_err();
+            assert!(error.to_string().starts_with("window must be an integer"), "{bad}: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_with_a_window_add_its_view_and_without_stay_as_they_were() {
+        let request = |uri: &str, query: &[(&str, &str)]| {
+            let query: std::collections::HashMap<String, String> =
+                query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            http::Request::builder().uri(uri).body(Body::Empty).unwrap().with_query_string_parameters(query)
+        };
+        let (status, body) = call(FakeReader::default(), request("/metrics", &[("window", "60")])).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["window_sec"], 60);
+        assert_eq!(body["events_per_sec"], 10.0);
+        assert_eq!(body["unique_users"], 7);
+        assert_eq!(body["by_plan"]["pro"], 600);
+        let (_, plain) = call(FakeReader::default(), request("/metrics", &[])).await;
+        assert!(plain.get("window_sec").is_none());
+        let (status, body) = call(FakeReader::default(), request("/metrics", &[("window", "0")])).await;
+        assert_eq!(status, 400);
+        assert!(body["detail"].as_str().unwrap().contains("1 to 1800"));
     }
 }

@@ -10,6 +10,7 @@ use eventline_model::keys::attr;
 use eventline_model::latency::Histogram;
 use eventline_model::reference::{Generation, UserMeta};
 use eventline_model::retry::Backoff;
+use eventline_model::window::{Bucket, Distinct, ReadPlan, Tally};
 use eventline_model::{EventId, ProcessedEvent, Source, keys};
 
 /// The counters of one shard of the ingest stream.
@@ -61,6 +62,8 @@ pub trait MetricsReader: Send + Sync {
     /// Events processed in the whole seconds `from..to` (epoch seconds), over all shards.
     fn processed_between(&self, from: i64, to: i64) -> impl Future<Output = Result<u64, ReadError>> + Send;
     fn check_table(&self) -> impl Future<Output = Result<(), ReadError>> + Send;
+    /// The window buckets a plan names, summed over the given shards.
+    fn window(&self, shards: &[String], plan: &ReadPlan) -> impl Future<Output = Result<WindowRead, ReadError>> + Send;
     /// The current reference generation, `None` before the first table.
     fn reference(&self) -> impl Future<Output = Result<Option<Generation>, ReadError>> + Send;
     /// One user's entry in a generation.
@@ -70,6 +73,14 @@ pub trait MetricsReader: Send + Sync {
         user: &UserId,
     ) -> impl Future<Output = Result<Option<UserMeta>, ReadError>> + Send;
     fn check_stream(&self) -> impl Future<Output = Result<(), ReadError>> + Send;
+}
+
+/// What a window read found, and what it cost.
+#[derive(Debug, Clone, Default)]
+pub struct WindowRead {
+    pub tally: Tally,
+    pub users: Distinct,
+    pub items_read: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +137,36 @@ fn number<T: std::str::FromStr>(item: &Item, name: &str) -> Option<T> {
 /// A counter every write of its item sets: missing or malformed means the layout drifted.
 fn counter(item: &Item, name: &'static str) -> Result<u64, ReadError> {
     number(item, name).ok_or_else(|| ReadError::new("the counters", format!("counter item lacks a valid {name}")))
+}
+
+/// Adds one window bucket item to a read.
+fn add_bucket(read: &mut WindowRead, item: &Item) -> Result<(), ReadError> {
+    let tally = &mut read.tally;
+    tally.events += counter(item, attr::EVENTS)?;
+    tally.unknown += counter(item, attr::UNKNOWN)?;
+    for (name, value) in item {
+        let dimension = [
+            (attr::TYPE_PREFIX, &mut tally.by_type),
+            (attr::SOURCE_PREFIX, &mut tally.by_source),
+            (attr::PLAN_PREFIX, &mut tally.by_plan),
+            (attr::REGION_PREFIX, &mut tally.by_region),
+        ]
+        .into_iter()
+        .find_map(|(prefix, map)| name.strip_prefix(prefix).map(|key| (key, map)));
+        if let Some((key, map)) = dimension {
+            let count: u64 = value
+                .as_n()
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| ReadError::new("a window bucket", format!("{name} is not a count")))?;
+            *map.entry(key.to_owned()).or_default() += count;
+        }
+    }
+    if let Some(bytes) = item.get(attr::USERS_SKETCH).and_then(|v| v.as_b().ok()) {
+        let sketch = Distinct::decode(bytes.as_ref()).map_err(|e| ReadError::new("a window bucket", e))?;
+        read.users.merge(&sketch);
+    }
+    Ok(())
 }
 
 fn shard_counters(shard_id: &str, item: &Item) -> Result<ShardCounters, ReadError> {
@@ -202,6 +243,32 @@ impl MetricsReader for AwsMetricsReader {
             Some(status) if status.as_str() == "ACTIVE" || status.as_str() == "UPDATING" => Ok(()),
             other => Err(ReadError::new("the table's status", format!("table status {other:?}"))),
         }
+    }
+
+    #[tracing::instrument(skip(self, plan), fields(shards = shards.len()))]
+    async fn window(&self, shards: &[String], plan: &ReadPlan) -> Result<WindowRead, ReadError> {
+        let mut read = WindowRead::default();
+        for shard in shards {
+            let pk = keys::window_pk(shard);
+            let mut ranges: Vec<(String, String)> = plan
+                .seconds
+                .iter()
+                .map(|r| (keys::window_sk(Bucket::Second(*r.start())), keys::window_sk(Bucket::Second(*r.end()))))
+                .collect();
+            if let Some(minutes) = &plan.minutes {
+                ranges.push((
+                    keys::window_sk(Bucket::Minute(*minutes.start())),
+                    keys::window_sk(Bucket::Minute(*minutes.end())),
+                ));
+            }
+            for range in ranges {
+                for item in self.query_all(&pk, Some(range)).await? {
+                    read.items_read += 1;
+                    add_bucket(&mut read, &item)?;
+                }
+            }
+        }
+        Ok(read)
     }
 
     async fn reference(&self) -> Result<Option<Generation>, ReadError> {

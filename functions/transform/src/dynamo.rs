@@ -4,13 +4,18 @@
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
 };
 use eventline_model::aws::error_chain;
 use eventline_model::aws::item::{Item, n, s, to_item};
 use eventline_model::keys::{self, attr};
 use eventline_model::retry::Backoff;
+use eventline_model::window::{BUCKET_TTL_SECONDS, Bucket, Distinct, Tally};
 use time::OffsetDateTime;
 
 use crate::store::{CounterDelta, Entry, EventStore, Outcome, StoreError};
@@ -115,6 +120,10 @@ impl EventStore for DynamoEventStore {
             }
         }
         Ok(steps.into_iter().map(Step::outcome_if_written).collect())
+    }
+
+    async fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> Result<(), StoreError> {
+        DynamoEventStore::merge_users(self, shard_id, users).await
     }
 }
 
@@ -249,7 +258,162 @@ impl DynamoEventStore {
                 .map_err(|e| StoreError::Permanent(e.into()))?;
             actions.push(TransactWriteItem::builder().update(rate).build());
         }
+        for (bucket, tally) in &delta.windows {
+            actions.push(TransactWriteItem::builder().update(self.window_update(shard_id, *bucket, tally)?).build());
+        }
         Ok(actions)
+    }
+
+    /// Adds a tally to a window bucket: the counts, and one counter per dimension value
+    /// (`t#user_action`, `p#pro`, ...), top-level so `ADD` can create them.
+    fn window_update(&self, shard_id: &str, bucket: Bucket, tally: &Tally) -> Result<Update, StoreError> {
+        let mut update = Update::builder()
+            .table_name(&self.table_name)
+            .key(keys::PK, s(keys::window_pk(shard_id)))
+            .key(keys::SK, s(keys::window_sk(bucket)))
+            .expression_attribute_names("#events", attr::EVENTS)
+            .expression_attribute_names("#unknown", attr::UNKNOWN)
+            .expression_attribute_names("#ttl", keys::EXPIRES_AT)
+            .expression_attribute_values(":events", n(tally.events))
+            .expression_attribute_values(":unknown", n(tally.unknown))
+            .expression_attribute_values(":ttl", n(bucket.start() + BUCKET_TTL_SECONDS));
+        let mut adds = vec!["#events :events".to_owned(), "#unknown :unknown".to_owned()];
+        let dimensions = [
+            (attr::TYPE_PREFIX, &tally.by_type),
+            (attr::SOURCE_PREFIX, &tally.by_source),
+            (attr::PLAN_PREFIX, &tally.by_plan),
+            (attr::REGION_PREFIX, &tally.by_region),
+        ];
+        for (index, (prefix, key, count)) in
+            dimensions.iter().flat_map(|(prefix, map)| map.iter().map(move |(k, c)| (*prefix, k, c))).enumerate()
+        {
+            adds.push(format!("#d{index} :d{index}"));
+            update = update
+                .expression_attribute_names(format!("#d{index}"), format!("{prefix}{key}"))
+                .expression_attribute_values(format!(":d{index}"), n(count));
+        }
+        update
+            .update_expression(format!("ADD {} SET #ttl = :ttl", adds.join(", ")))
+            .build()
+            .map_err(|e| StoreError::Permanent(e.into()))
+    }
+
+    /// Merges users into the sketches of window buckets: read, merge, write back unless
+    /// another write came in between (then again). Merging is idempotent, so this runs after
+    /// the commit and again on redelivery without counting a user twice.
+    #[tracing::instrument(skip_all, fields(buckets = users.len()))]
+    pub async fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> Result<(), StoreError> {
+        let mut retries = self.backoff.start();
+        let mut pending: Vec<Bucket> = users.keys().copied().collect();
+        while !pending.is_empty() {
+            let stored = match self.read_sketches(shard_id, &pending).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    if !retries.wait().await {
+                        return Err(StoreError::Transient(error.into()));
+                    }
+                    continue;
+                }
+            };
+            let mut again = Vec::new();
+            for bucket in pending {
+                let (mut sketch, version) = stored.get(&bucket).cloned().unwrap_or_default();
+                let before = sketch.encode();
+                users[&bucket].iter().for_each(|hash| sketch.insert_hash(*hash));
+                if sketch.encode() == before && version > 0 {
+                    continue;
+                }
+                let mut write = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table_name)
+                    .key(keys::PK, s(keys::window_pk(shard_id)))
+                    .key(keys::SK, s(keys::window_sk(bucket)))
+                    .update_expression("SET #sketch = :sketch, #version = :next, #ttl = if_not_exists(#ttl, :ttl)")
+                    .expression_attribute_names("#sketch", attr::USERS_SKETCH)
+                    .expression_attribute_names("#version", attr::SKETCH_VERSION)
+                    .expression_attribute_names("#ttl", keys::EXPIRES_AT)
+                    .expression_attribute_values(":sketch", AttributeValue::B(Blob::new(sketch.encode())))
+                    .expression_attribute_values(":next", n(version + 1))
+                    .expression_attribute_values(":ttl", n(bucket.start() + BUCKET_TTL_SECONDS));
+                write = if version == 0 {
+                    write.condition_expression("attribute_not_exists(#version)")
+                } else {
+                    write
+                        .condition_expression("#version = :version")
+                        .expression_attribute_values(":version", n(version))
+                };
+                match write.send().await {
+                    Ok(_) => {}
+                    Err(error) if error.code() == Some("ConditionalCheckFailedException") => again.push(bucket),
+                    Err(error) => {
+                        tracing::warn!(error = %error_chain(&error), "users sketch not written; retrying");
+                        again.push(bucket);
+                    }
+                }
+            }
+            pending = again;
+            if !pending.is_empty() && !retries.wait().await {
+                return Err(StoreError::Transient("users sketches not written within the retry budget".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored sketch and its version (0 when none) of each bucket.
+    async fn read_sketches(
+        &self,
+        shard_id: &str,
+        buckets: &[Bucket],
+    ) -> Result<HashMap<Bucket, (Distinct, u64)>, String> {
+        let mut found = HashMap::new();
+        for chunk in buckets.chunks(100) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|b| {
+                    Item::from([
+                        (keys::PK.to_owned(), s(keys::window_pk(shard_id))),
+                        (keys::SK.to_owned(), s(keys::window_sk(*b))),
+                    ])
+                })
+                .collect();
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .projection_expression("#sk, #sketch, #version")
+                    .expression_attribute_names("#sk", keys::SK)
+                    .expression_attribute_names("#sketch", attr::USERS_SKETCH)
+                    .expression_attribute_names("#version", attr::SKETCH_VERSION)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            );
+            while let Some(keys_and_attributes) = request.take() {
+                let mut output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table_name, keys_and_attributes)
+                    .send()
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                for item in output.responses.as_mut().and_then(|r| r.remove(&self.table_name)).unwrap_or_default() {
+                    let bucket = chunk
+                        .iter()
+                        .find(|b| item.get(keys::SK).and_then(|v| v.as_s().ok()) == Some(&keys::window_sk(**b)))
+                        .copied();
+                    let Some(bucket) = bucket else { continue };
+                    let version =
+                        item.get(attr::SKETCH_VERSION).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
+                    let sketch = match item.get(attr::USERS_SKETCH).and_then(|v| v.as_b().ok()) {
+                        Some(bytes) => Distinct::decode(bytes.as_ref())?,
+                        None => Distinct::default(),
+                    };
+                    found.insert(bucket, (sketch, version.unwrap_or(0)));
+                }
+                request = output.unprocessed_keys.and_then(|mut m| m.remove(&self.table_name));
+            }
+        }
+        Ok(found)
     }
 }
 

@@ -15,7 +15,9 @@ use time::OffsetDateTime;
 
 use crate::dead_letter::{DeadLetters, PoisonMessage};
 use crate::enrich::Enricher;
-use crate::store::{Entry, EventStore, Outcome, commit_groups};
+use crate::store::{Entry, EventStore, Outcome, commit_groups, window_buckets};
+use eventline_model::window::{Bucket, user_hash};
+use std::collections::BTreeMap;
 
 pub struct Transform<St, Si, D, E> {
     pub store: St,
@@ -131,6 +133,27 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
                     break;
                 }
             }
+        }
+
+        // Users of the stored events join their buckets' sketches; on failure the batch is
+        // retried from the first of them, whose redelivery merges them again harmlessly.
+        let mut users: BTreeMap<Bucket, Vec<u64>> = BTreeMap::new();
+        let mut first_with_users = None;
+        for (index, (entry, outcome)) in entries.iter().zip(&outcomes).enumerate() {
+            if let (Entry::Event(event), Outcome::Stored | Outcome::Redelivered) = (entry, outcome)
+                && let Some(user) = &event.event.user_id
+            {
+                for bucket in window_buckets(event) {
+                    users.entry(bucket).or_default().push(user_hash(user.as_str()));
+                    first_with_users.get_or_insert(index);
+                }
+            }
+        }
+        if let Some(first) = first_with_users
+            && let Err(error) = self.store.merge_users(&shard_id, &users).await
+        {
+            tracing::error!(error = %eventline_model::aws::error_chain(&error), "users sketches not merged");
+            unfinished = unfinished.min(first);
         }
 
         // Events the table refused for what they hold: dead-lettered, never retried as a batch.
@@ -318,6 +341,7 @@ mod tests {
         counts: Mutex<HashMap<&'static str, u64>>,
         fail_commits: Mutex<u32>,
         refuse_ids: Vec<&'static str>,
+        sketch_users: Mutex<BTreeMap<Bucket, HashSet<u64>>>,
     }
 
     /// Shard, sequence number and ingest id of the record that stored an identity.
@@ -331,6 +355,14 @@ mod tests {
     }
 
     impl EventStore for FakeStore {
+        async fn merge_users(&self, _: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> Result<(), StoreError> {
+            let mut merged = self.sketch_users.lock().unwrap();
+            for (bucket, hashes) in users {
+                merged.entry(*bucket).or_default().extend(hashes);
+            }
+            Ok(())
+        }
+
         async fn commit(&self, _shard: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
             {
                 let mut fail = self.fail_commits.lock().unwrap();

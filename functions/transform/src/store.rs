@@ -2,8 +2,10 @@
 
 use std::future::Future;
 
-use eventline_model::batch;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use eventline_model::latency::Histogram;
+use eventline_model::window::{Bucket, Tally, is_bucketed};
 use eventline_model::{EventId, IngestId, ProcessedEvent, Source};
 
 /// One thing to commit for one stream record.
@@ -88,6 +90,14 @@ pub trait EventStore: Send + Sync {
         shard_id: &str,
         entries: &[Entry],
     ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
+
+    /// Adds user hashes to the distinct-users sketches of the shard's window buckets.
+    /// Idempotent: adding a user again changes nothing.
+    fn merge_users(
+        &self,
+        shard_id: &str,
+        users: &BTreeMap<Bucket, Vec<u64>>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// DynamoDB takes 100 actions per transaction; two are the counter items.
@@ -107,6 +117,8 @@ pub struct CounterDelta {
     pub failed: u64,
     pub latency_sum_ms: u64,
     pub latency: Histogram,
+    /// Window buckets of the events stored now, by event time.
+    pub windows: BTreeMap<Bucket, Tally>,
 }
 
 impl CounterDelta {
@@ -120,6 +132,10 @@ impl CounterDelta {
                 self.processed += 1;
                 self.latency_sum_ms += event.latency_ms;
                 self.latency.record(event.latency_ms);
+                for bucket in window_buckets(event) {
+                    let tally = self.windows.entry(bucket).or_default();
+                    tally.add(&tally_of(event));
+                }
             }
             (_, Outcome::Duplicate) => self.duplicate += 1,
             (_, Outcome::Failed | Outcome::Refused) => self.failed += 1,
@@ -132,6 +148,29 @@ impl CounterDelta {
     }
 }
 
+/// The window buckets an event counts in: none when it is too old for any window.
+pub fn window_buckets(event: &ProcessedEvent) -> Vec<Bucket> {
+    let second = event.event.timestamp.unix_timestamp();
+    if is_bucketed(second, event.processed_at.unix_timestamp()) { Bucket::of(second).to_vec() } else { Vec::new() }
+}
+
+/// One event as a bucket counts it.
+fn tally_of(event: &ProcessedEvent) -> Tally {
+    let one = |key: &str| BTreeMap::from([(key.to_owned(), 1)]);
+    let (plan, region, known) = match &event.enrichment {
+        Some(e) => (e.plan.as_str(), e.region.as_str(), e.is_known()),
+        None => (eventline_model::reference::UNKNOWN, eventline_model::reference::UNKNOWN, false),
+    };
+    Tally {
+        events: 1,
+        unknown: u64::from(!known),
+        by_type: one(event.event.event_type.as_str()),
+        by_source: one(event.event.source.as_str()),
+        by_plan: one(plan),
+        by_region: one(region),
+    }
+}
+
 /// Rough size of an entry in a transaction, for splitting batches.
 pub fn entry_weight(entry: &Entry) -> usize {
     match entry {
@@ -140,9 +179,62 @@ pub fn entry_weight(entry: &Entry) -> usize {
     }
 }
 
-/// Splits entries, in order, into groups that each fit one commit.
+/// DynamoDB's limit on the actions of one transaction.
+pub const MAX_ACTIONS_PER_COMMIT: usize = 100;
+/// Counter updates every commit may add: the shard's totals and its throughput second.
+const FIXED_COUNTER_ACTIONS: usize = 2;
+/// Most counters one bucket update adds (it must fit DynamoDB's 4 KB expression limit).
+pub const MAX_TERMS_PER_BUCKET: usize = 150;
+
+/// Splits entries, in order, into groups that each fit one commit: with their counter and
+/// window-bucket updates at most 100 actions, 3.5 MB, and bucket expressions that fit.
 pub fn commit_groups(entries: &[Entry]) -> Vec<std::ops::Range<usize>> {
-    batch::split(entries, MAX_ENTRIES_PER_COMMIT, MAX_BYTES_PER_COMMIT, entry_weight)
+    let mut groups = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    let mut terms: HashMap<Bucket, HashSet<(u8, String)>> = HashMap::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let weight = entry_weight(entry);
+        let adds = bucket_terms(entry);
+        let mut trial = terms.clone();
+        for (bucket, term) in &adds {
+            trial.entry(*bucket).or_default().insert(term.clone());
+        }
+        let actions = index + 1 - start + FIXED_COUNTER_ACTIONS + trial.len();
+        let widest = trial.values().map(|t| t.len() + 2).max().unwrap_or(0);
+        let fits = index - start < MAX_ENTRIES_PER_COMMIT
+            && bytes + weight <= MAX_BYTES_PER_COMMIT
+            && actions <= MAX_ACTIONS_PER_COMMIT
+            && widest <= MAX_TERMS_PER_BUCKET;
+        if index > start && !fits {
+            groups.push(start..index);
+            start = index;
+            bytes = 0;
+            terms = HashMap::new();
+            for (bucket, term) in adds {
+                terms.entry(bucket).or_default().insert(term);
+            }
+        } else {
+            terms = trial;
+        }
+        bytes += weight;
+    }
+    if start < entries.len() {
+        groups.push(start..entries.len());
+    }
+    groups
+}
+
+/// The counters an entry may add to each of its window buckets.
+fn bucket_terms(entry: &Entry) -> Vec<(Bucket, (u8, String))> {
+    let Entry::Event(event) = entry else { return Vec::new() };
+    let tally = tally_of(event);
+    let names: Vec<(u8, String)> =
+        [(b't', &tally.by_type), (b's', &tally.by_source), (b'p', &tally.by_plan), (b'r', &tally.by_region)]
+            .into_iter()
+            .flat_map(|(kind, map)| map.keys().map(move |k| (kind, k.clone())))
+            .collect();
+    window_buckets(event).into_iter().flat_map(|b| names.iter().map(move |n| (b, n.clone()))).collect()
 }
 
 #[cfg(test)]
@@ -158,6 +250,57 @@ mod tests {
         let entries: Vec<Entry> = (0..200).map(poison).collect();
         assert_eq!(commit_groups(&entries), vec![0..98, 98..196, 196..200]);
         assert!(commit_groups(&[]).is_empty());
+    }
+
+    fn event_at(id: usize, second: i64, event_type: &str) -> Entry {
+        event_from(id, second, event_type, "web")
+    }
+
+    fn event_from(id: usize, second: i64, event_type: &str, source: &str) -> Entry {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_795_435_200).unwrap();
+        let text = format!(r#"{{"id":"e{id}","type":"{event_type}","source":"{source}","timestamp":{second}}}"#);
+        let raw = serde_json::value::RawValue::from_string(text).unwrap();
+        let event = eventline_model::parse_event(&raw, &eventline_model::Rules::default(), now).unwrap();
+        let record = eventline_model::StreamRecord { event, received_at: now, ingest_id: None };
+        let position = eventline_model::Position { shard_id: "s".into(), sequence_number: id.to_string() };
+        Entry::Event(ProcessedEvent::from_record(record, position, now))
+    }
+
+    #[test]
+    fn events_in_distinct_seconds_make_smaller_groups_within_100_actions() {
+        // Each event in its own second, all in one minute: 48 events, 2 counters, 48 second
+        // buckets and 1 minute bucket make 99 actions; one more event would make 101.
+        let entries: Vec<Entry> = (0..100).map(|i| event_at(i, 1_795_435_199 - i as i64, "t")).collect();
+        let groups = commit_groups(&entries);
+        assert_eq!(groups[0], 0..48);
+        // Events of one second share their two buckets.
+        let same: Vec<Entry> = (0..100).map(|i| event_at(i, 1_795_435_100, "t")).collect();
+        assert_eq!(commit_groups(&same), vec![0..96, 96..100]);
+        // Events too old for any window add no bucket.
+        let old: Vec<Entry> = (0..100).map(|i| event_at(i, 1_000_000_000 + i as i64, "t")).collect();
+        assert_eq!(commit_groups(&old), vec![0..98, 98..100]);
+    }
+
+    #[test]
+    fn many_distinct_types_split_a_group_before_its_bucket_expression_grows_too_long() {
+        let entries: Vec<Entry> =
+            (0..98).map(|i| event_from(i, 1_795_435_100, &format!("type-{i}"), &format!("src-{i}"))).collect();
+        let groups = commit_groups(&entries);
+        // Per bucket: count, unknown, plan and region, and a type and a source per event.
+        assert_eq!(groups[0], 0..((MAX_TERMS_PER_BUCKET - 4) / 2));
+    }
+
+    #[test]
+    fn window_counts_come_from_events_stored_now() {
+        let mut delta = CounterDelta::default();
+        delta.count(&event_at(1, 1_795_435_100, "a"), Outcome::Stored);
+        delta.count(&event_at(2, 1_795_435_100, "b"), Outcome::Redelivered);
+        delta.count(&event_at(3, 1_795_435_101, "a"), Outcome::Duplicate);
+        let second = &delta.windows[&Bucket::Second(1_795_435_100)];
+        assert_eq!((second.events, second.unknown), (1, 1));
+        assert_eq!(second.by_type, BTreeMap::from([("a".to_owned(), 1)]));
+        assert_eq!(delta.windows[&Bucket::Minute(1_795_435_080)].events, 1);
+        assert_eq!(delta.windows.len(), 2);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The Eventline HTTP API as seen by a client: endpoints, requests, and what responses mean.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri, header};
@@ -10,6 +10,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
+
+use crate::signing::Signer;
 
 /// Largest response body read; API answers are small JSON documents.
 const MAX_RESPONSE_BYTES: usize = 4 << 20;
@@ -67,6 +69,11 @@ impl Endpoint {
     pub fn metrics(&self) -> Result<Uri, String> {
         format!("{}/metrics", self.base).parse().map_err(|e| format!("{e}"))
     }
+
+    /// `PUT` target for the reference table of users.
+    pub fn reference_users(&self) -> Result<Uri, String> {
+        format!("{}/reference/users", self.base).parse().map_err(|e| format!("{e}"))
+    }
 }
 
 /// Percent-encodes everything outside RFC 3986 unreserved characters and ':' and '@'.
@@ -114,9 +121,10 @@ pub struct Reply {
     pub body: Bytes,
 }
 
-/// Sends one request and reads the whole (bounded) response body.
+/// Sends one request, signed when there is a signer, and reads the whole (bounded) response body.
 pub async fn send(
     client: &HttpClient,
+    signer: Option<&Signer>,
     method: Method,
     uri: &Uri,
     body: Option<Bytes>,
@@ -130,7 +138,11 @@ pub async fn send(
     if body.is_some() {
         builder = builder.header(header::CONTENT_TYPE, "application/json");
     }
-    let request = builder.body(Full::new(body.unwrap_or_default())).map_err(|e| format!("building request: {e}"))?;
+    let body = body.unwrap_or_default();
+    let mut request = builder.body(Full::new(body.clone())).map_err(|e| format!("building request: {e}"))?;
+    if let Some(signer) = signer {
+        signer.sign(&mut request, &body, SystemTime::now())?;
+    }
     let exchange = async {
         let response = client.request(request).await.map_err(|e| describe_client_error(&e))?;
         let status = response.status().as_u16();
@@ -203,19 +215,29 @@ struct ItemResult {
 pub fn classify(reply: &Reply, ids: &[Option<&str>]) -> Outcome {
     let len = ids.len();
     let all = |s: ItemStatus| Outcome::Done(vec![s; len]);
-    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match reply.status {
         207 => parse_multi_status(&reply.body, ids),
         200..=299 => all(ItemStatus::Accepted(None)),
         400 | 413 | 422 => all(ItemStatus::Rejected(format!("HTTP {}{}", reply.status, error_detail(&reply.body)))),
         429 | 503 => Outcome::Retry(parse_retry_after(reply.retry_after.as_deref())),
-        _ => all(ItemStatus::Failed(format!(
-            "HTTP {} {}{}",
-            reply.status,
-            status.canonical_reason().unwrap_or(""),
-            error_detail(&reply.body)
-        ))),
+        _ => all(ItemStatus::Failed(describe_status(reply))),
     }
+}
+
+/// A status with its reason phrase and the error the body names, e.g.
+/// `HTTP 403 Forbidden: Missing Authentication Token`.
+pub fn describe_status(reply: &Reply) -> String {
+    describe_with(reply, error_detail(&reply.body))
+}
+
+/// [`describe_status`] that also reads the `detail` of an RFC 9457 problem body.
+pub fn describe_problem(reply: &Reply) -> String {
+    describe_with(reply, detail_of(&reply.body, &["error", "message", "detail"]))
+}
+
+fn describe_with(reply: &Reply, detail: String) -> String {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    format!("HTTP {} {}{detail}", reply.status, status.canonical_reason().unwrap_or(""))
 }
 
 fn parse_multi_status(body: &[u8], ids: &[Option<&str>]) -> Outcome {
@@ -246,9 +268,13 @@ fn parse_multi_status(body: &[u8], ids: &[Option<&str>]) -> Outcome {
 
 /// A short reason taken from a JSON error body (`error` or `message`), if there is one.
 fn error_detail(body: &[u8]) -> String {
+    detail_of(body, &["error", "message"])
+}
+
+/// `": <text>"` from the first of `keys` that holds a string in a JSON body, else nothing.
+fn detail_of(body: &[u8], keys: &[&str]) -> String {
     let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    ["error", "message"]
-        .iter()
+    keys.iter()
         .find_map(|k| value.get(k).and_then(|v| v.as_str()))
         .map(|m| format!(": {}", m.chars().take(200).collect::<String>()))
         .unwrap_or_default()
@@ -346,6 +372,15 @@ mod tests {
     }
 
     #[test]
+    fn problem_bodies_are_described_by_their_detail() {
+        let problem =
+            r#"{"type":"about:blank","title":"Conflict","status":409,"detail":"the table's ts is not newer"}"#;
+        assert_eq!(describe_problem(&reply(409, problem)), "HTTP 409 Conflict: the table's ts is not newer");
+        assert_eq!(describe_problem(&reply(403, r#"{"message":"Forbidden"}"#)), "HTTP 403 Forbidden: Forbidden");
+        assert_eq!(describe_problem(&reply(500, "")), "HTTP 500 Internal Server Error");
+    }
+
+    #[test]
     fn retry_after_parsing_is_bounded() {
         assert_eq!(parse_retry_after(Some(" 3 ")), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after(Some("0.25")), Some(Duration::from_millis(250)));
@@ -378,6 +413,10 @@ mod tests {
         assert_eq!(
             Endpoint::parse("http://127.0.0.1:3000").map(|e| e.metrics().map(|u| u.to_string())),
             Ok(Ok("http://127.0.0.1:3000/metrics".to_owned()))
+        );
+        assert_eq!(
+            endpoint.reference_users().map(|u| u.to_string()),
+            Ok("https://abc.execute-api.eu-west-1.amazonaws.com/prod/reference/users".to_owned())
         );
     }
 

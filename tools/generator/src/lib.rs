@@ -7,6 +7,8 @@
 //! - [`api`]: the HTTP client side of the API: endpoints and what responses mean;
 //! - [`source`]: generated or replayed events grouped into request batches;
 //! - [`summary`]: the results of a load run and their rendering;
+//! - [`reference`]: the reference table of the users a seed's events carry;
+//! - [`signing`]: SigV4 signing of API requests;
 //! - [`text`]: fixed-size text values and the byte cursor the writers use.
 
 pub mod api;
@@ -15,7 +17,9 @@ pub mod clock;
 pub mod format;
 pub mod generate;
 pub mod load;
+pub mod reference;
 pub mod rng;
+pub mod signing;
 pub mod source;
 pub mod summary;
 pub mod text;

@@ -3,15 +3,18 @@
 //! Batches go out as `POST {url}/events`, paced to a target event rate with at most
 //! `concurrency` requests in flight. Afterwards every accepted event is looked up with
 //! `GET {url}/events/{source}/{id}` until all are found or the verification timeout passes.
+//! A reference table, when given, goes out first as `PUT {url}/reference/users`. With a
+//! [`Signer`] every request is signed with SigV4.
 //!
 //! [`run`] owns a Tokio runtime; code that is already async must await [`run_async`].
 
 use std::io::{self, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Method, Uri};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -19,8 +22,9 @@ use tokio::time::Instant;
 
 use crate::api::{self, Endpoint, HttpClient, ItemStatus, Outcome};
 use crate::format::API_MAX_BATCH;
+use crate::signing::Signer;
 use crate::source::{Batch, Batches, EventKey, SourceError, check_file};
-use crate::summary::{ErrorCounts, Latency, Summary, live_line};
+use crate::summary::{ErrorCounts, Latency, ReferenceUpload, Summary, live_line};
 
 /// Where the events come from.
 #[derive(Clone, Debug)]
@@ -61,6 +65,10 @@ pub struct LoadOptions {
     pub progress_interval: Duration,
     /// Read `GET {url}/metrics` at the end.
     pub fetch_metrics: bool,
+    /// Signs every request when set; requests go unsigned otherwise.
+    pub signer: Option<Signer>,
+    /// A file to send as `PUT {url}/reference/users` before the first event.
+    pub reference: Option<PathBuf>,
 }
 
 impl LoadOptions {
@@ -81,6 +89,8 @@ impl LoadOptions {
             progress: false,
             progress_interval: Duration::from_secs(2),
             fetch_metrics: true,
+            signer: None,
+            reference: None,
         }
     }
 
@@ -120,6 +130,17 @@ pub enum LoadError {
     Runtime(#[source] io::Error),
     #[error("load::run was called inside a Tokio runtime; await load::run_async instead")]
     NestedRuntime,
+    #[error("reading the reference table {path}: {source}")]
+    ReferenceRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reference table {path}: {reason}")]
+    ReferenceInvalid { path: PathBuf, reason: String },
+    /// The API did not take the table (any answer but 200); no event was sent.
+    #[error("PUT /reference/users: {0}; no events were sent")]
+    ReferenceRefused(String),
 }
 
 /// Parses durations such as `500ms`, `30s`, `5m`, `1h`, or plain seconds (`90`, `1.5`).
@@ -197,8 +218,22 @@ pub async fn run_async(options: LoadOptions) -> Result<Summary, LoadError> {
             Batches::file(path)?
         }
     };
+    // Read and checked before anything is sent, like a replay file.
+    let reference = options.reference.as_deref().map(read_reference).transpose()?;
     let idle = options.concurrency.max(options.verify_concurrency);
     let client = api::client(&endpoint, idle).map_err(LoadError::Client)?;
+    let signer = options.signer.as_ref();
+    let uploaded = match reference {
+        Some(body) => {
+            let upload =
+                put_reference(&endpoint, &client, signer, body, options.retries, options.request_timeout).await?;
+            if options.progress {
+                say(&format!("reference table: generation {}, {} users", upload.generation_text(), upload.users));
+            }
+            Some(upload)
+        }
+        None => None,
+    };
     let tally = Arc::new(Mutex::new(Tally::default()));
 
     let started = Instant::now();
@@ -240,6 +275,7 @@ pub async fn run_async(options: LoadOptions) -> Result<Summary, LoadError> {
             send_seconds,
             latency_ms: Latency::from_samples(&mut t.latencies_ms),
             errors: t.errors.clone(),
+            reference: uploaded,
             ..Summary::default()
         };
         (keys, summary)
@@ -255,7 +291,7 @@ pub async fn run_async(options: LoadOptions) -> Result<Summary, LoadError> {
         summary.verify_seconds = verify_started.elapsed().as_secs_f64();
     }
     if options.fetch_metrics {
-        summary.metrics = fetch_metrics(&endpoint, &client, options.request_timeout).await;
+        summary.metrics = fetch_metrics(&endpoint, &client, signer, options.request_timeout).await;
     }
     summary.finish_rates();
     Ok(summary)
@@ -295,11 +331,12 @@ async fn send_all(
         events_before += batch.len() as u64;
         lock(tally).sent += batch.len() as u64;
         let client = client.clone();
+        let signer = options.signer.clone();
         let uri = endpoint.events().clone();
         let task_tally = Arc::clone(tally);
         let (retries, timeout) = (options.retries, options.request_timeout);
         tasks.spawn(async move {
-            send_batch(&client, &uri, batch, retries, timeout, &task_tally).await;
+            send_batch(&client, signer.as_ref(), &uri, batch, retries, timeout, &task_tally).await;
             drop(permit);
         });
         while let Some(done) = tasks.try_join_next() {
@@ -321,6 +358,7 @@ fn note_task_failure(done: Result<(), tokio::task::JoinError>, tally: &Mutex<Tal
 /// Sends one batch, retrying on 503/429, and records what happened to each event.
 async fn send_batch(
     client: &HttpClient,
+    signer: Option<&Signer>,
     uri: &Uri,
     batch: Batch,
     retries: u32,
@@ -332,7 +370,7 @@ async fn send_batch(
     let mut attempt = 0u32;
     let statuses = loop {
         let request_started = Instant::now();
-        let result = api::send(client, Method::POST, uri, Some(batch.body.clone()), timeout).await;
+        let result = api::send(client, signer, Method::POST, uri, Some(batch.body.clone()), timeout).await;
         lock(tally).latencies_ms.push(request_started.elapsed().as_secs_f64() * 1000.0);
         let reply = match result {
             Ok(reply) => reply,
@@ -400,6 +438,7 @@ async fn verify(options: &LoadOptions, endpoint: &Endpoint, client: &HttpClient,
             let (round, found, next) = (Arc::clone(&round), Arc::clone(&found), Arc::clone(&next));
             let found_total = Arc::clone(&found_total);
             let client = client.clone();
+            let signer = options.signer.clone();
             let endpoint = endpoint.clone();
             let request_timeout = options.request_timeout;
             workers.spawn(async move {
@@ -414,7 +453,7 @@ async fn verify(options: &LoadOptions, endpoint: &Endpoint, client: &HttpClient,
                         continue;
                     };
                     let timeout = request_timeout.min(deadline - now);
-                    if let Ok(reply) = api::send(&client, Method::GET, &uri, None, timeout).await
+                    if let Ok(reply) = api::send(&client, signer.as_ref(), Method::GET, &uri, None, timeout).await
                         && reply.status == 200
                     {
                         found[i].store(true, Ordering::Relaxed);
@@ -442,13 +481,61 @@ async fn verify(options: &LoadOptions, endpoint: &Endpoint, client: &HttpClient,
     total - pending.len() as u64
 }
 
-async fn fetch_metrics(endpoint: &Endpoint, client: &HttpClient, timeout: Duration) -> Option<serde_json::Value> {
+async fn fetch_metrics(
+    endpoint: &Endpoint,
+    client: &HttpClient,
+    signer: Option<&Signer>,
+    timeout: Duration,
+) -> Option<serde_json::Value> {
     let uri = endpoint.metrics().ok()?;
-    let reply = api::send(client, Method::GET, &uri, None, timeout).await.ok()?;
+    let reply = api::send(client, signer, Method::GET, &uri, None, timeout).await.ok()?;
     if reply.status != 200 {
         return None;
     }
     serde_json::from_slice(&reply.body).ok()
+}
+
+/// The reference table's bytes, sent exactly as they are in the file once they are known to
+/// be a JSON object with a `user_metadata` object: a wrong file stops the run before it starts.
+fn read_reference(path: &Path) -> Result<Bytes, LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::ReferenceRead { path: path.to_owned(), source })?;
+    let invalid = |reason: String| LoadError::ReferenceInvalid { path: path.to_owned(), reason };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    if !value.get("user_metadata").is_some_and(serde_json::Value::is_object) {
+        return Err(invalid(
+            "expected an object with a \"user_metadata\" object, as `eventline-gen reference` writes".into(),
+        ));
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// Sends the reference table, retrying 503 and 429 like event batches; anything but a final
+/// 200 with `generation` and `users` in its body is an error.
+async fn put_reference(
+    endpoint: &Endpoint,
+    client: &HttpClient,
+    signer: Option<&Signer>,
+    body: Bytes,
+    retries: u32,
+    timeout: Duration,
+) -> Result<ReferenceUpload, LoadError> {
+    let uri = endpoint.reference_users().map_err(LoadError::ReferenceRefused)?;
+    let mut attempt = 0u32;
+    loop {
+        let reply = api::send(client, signer, Method::PUT, &uri, Some(body.clone()), timeout)
+            .await
+            .map_err(LoadError::ReferenceRefused)?;
+        match reply.status {
+            200 => return ReferenceUpload::from_answer(&reply.body).map_err(LoadError::ReferenceRefused),
+            429 | 503 if attempt < retries => {
+                let wait =
+                    api::parse_retry_after(reply.retry_after.as_deref()).unwrap_or_else(|| api::backoff(attempt));
+                attempt += 1;
+                tokio::time::sleep(wait).await;
+            }
+            _ => return Err(LoadError::ReferenceRefused(api::describe_problem(&reply))),
+        }
+    }
 }
 
 #[cfg(test)]

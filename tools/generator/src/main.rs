@@ -11,7 +11,9 @@ use eventline_gen::clock;
 use eventline_gen::format::{API_MAX_BATCH, Format};
 use eventline_gen::generate::{self, GenerateOptions};
 use eventline_gen::load::{self, EventSource, LoadOptions};
+use eventline_gen::reference::{self, MAX_USERS};
 use eventline_gen::rng;
+use eventline_gen::signing::Signer;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,6 +34,8 @@ enum Command {
     Load(LoadArgs),
     /// Re-send events from an NDJSON or `api` file through the HTTP API and verify them.
     Replay(ReplayArgs),
+    /// Write the reference table of users (the body of `PUT /reference/users`) for a seed's events.
+    Reference(ReferenceArgs),
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +101,15 @@ struct SendArgs {
     /// No live progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Sign every request with SigV4 (service execute-api) using AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, for the region in AWS_REGION, else
+    /// AWS_DEFAULT_REGION, else us-east-1. Without --sign or --no-sign, requests are signed
+    /// whenever both keys are set.
+    #[arg(long, conflicts_with = "no_sign")]
+    sign: bool,
+    /// Send requests unsigned even when AWS credentials are set.
+    #[arg(long)]
+    no_sign: bool,
 }
 
 #[derive(Args, Debug)]
@@ -112,6 +125,32 @@ struct LoadArgs {
     /// Seed for the generated events; random when omitted.
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
+    /// Send this reference table (from `eventline-gen reference`) as `PUT {url}/reference/users`
+    /// before the first event; the run stops unless the API answers 200 (503 and 429 are retried).
+    #[arg(long, value_name = "FILE")]
+    reference: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "The table holds the first N distinct user_ids (calling numbers) of the seed's events, \
+in order. `load --seed S --count C` then sends only users in the table when C is N, or a multiple of 20 up \
+to N; another C below N may leave up to C mod 20 users of its last, shorter type block out. Beyond N \
+nearly every event brings a new user, so keep C at most N. Plans (free 60 %, pro 30 %, enterprise 10 %) \
+and regions (eu 40 %, us 35 %, apac 25 %) are fixed per seed and user.")]
+struct ReferenceArgs {
+    /// Users in the table, 1 to 100000: the users of the first N events of the seed (a few more
+    /// events when some of them share a user).
+    #[arg(long, value_name = "N", value_parser = parse_users)]
+    users: u64,
+    /// Seed of the events the table is for: the --seed given to load or generate.
+    #[arg(long, value_name = "S")]
+    seed: u64,
+    /// Output file; standard output when omitted.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// The table's `ts` (RFC 3339); now (UTC, to the millisecond) when omitted.
+    #[arg(long, value_name = "RFC3339", value_parser = reference::parse_ts)]
+    ts: Option<i64>,
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +170,15 @@ fn parse_count(text: &str) -> Result<u64, String> {
     match text.parse::<u64>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{text}' is not a whole number")),
+    }
+}
+
+fn parse_users(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n @ 1..) if n <= MAX_USERS as u64 => Ok(n),
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(_) => Err(format!("a reference table holds at most {MAX_USERS} users")),
         Err(_) => Err(format!("'{text}' is not a whole number")),
     }
 }
@@ -171,9 +219,10 @@ fn main() -> ExitCode {
         Command::Load(args) => {
             let seed = args.seed.unwrap_or_else(rng::random_seed);
             let source = EventSource::Generated { seed, count: args.count };
-            run_send(args.send, source, args.duration)
+            run_send(args.send, source, args.duration, args.reference)
         }
-        Command::Replay(args) => run_send(args.send, EventSource::File(args.file), None),
+        Command::Replay(args) => run_send(args.send, EventSource::File(args.file), None, None),
+        Command::Reference(args) => run_reference(args),
     }
 }
 
@@ -232,8 +281,57 @@ fn run_generate(args: GenerateArgs) -> ExitCode {
     }
 }
 
-fn run_send(args: SendArgs, source: EventSource, duration: Option<Duration>) -> ExitCode {
+fn run_reference(args: ReferenceArgs) -> ExitCode {
+    let users = reference::user_ids(args.seed, args.users as usize);
+    let ts = args.ts.map_or_else(reference::now_ts, reference::format_ts);
+    let result = match &args.out {
+        Some(path) => match File::create(path) {
+            Ok(file) => reference::write_table(args.seed, &users, &ts, &mut io::BufWriter::new(file)),
+            Err(e) => {
+                say(&format!("error: cannot create {}: {e}", path.display()));
+                return ExitCode::FAILURE;
+            }
+        },
+        None => reference::write_table(args.seed, &users, &ts, &mut io::BufWriter::new(io::stdout().lock())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let target = args.out.as_ref().map_or_else(|| "standard output".to_owned(), |p| p.display().to_string());
+            say(&format!("error: {e} ({target})"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The signer `--sign`/`--no-sign` and the AWS environment variables ask for.
+fn signer(args: &SendArgs) -> Result<Option<Signer>, String> {
+    if args.no_sign {
+        return Ok(None);
+    }
+    match Signer::from_env() {
+        Ok(None) if args.sign => {
+            Err("--sign needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN \
+                 for temporary ones)"
+                .into())
+        }
+        Ok(signer) => Ok(signer),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn run_send(args: SendArgs, source: EventSource, duration: Option<Duration>, reference: Option<PathBuf>) -> ExitCode {
+    let signer = match signer(&args) {
+        Ok(signer) => signer,
+        Err(e) => {
+            say(&format!("error: {e}"));
+            return ExitCode::from(2);
+        }
+    };
     let mut options = LoadOptions::new(&args.url, source);
+    options.signer = signer;
+    options.reference = reference;
     options.rate = args.rate;
     options.duration = duration;
     options.batch = args.batch as usize;

@@ -65,9 +65,44 @@ impl ErrorCounts {
     }
 }
 
+/// What the API answered to `PUT /reference/users`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReferenceUpload {
+    /// The table's generation as the API numbers it (kept as given: a number or a string).
+    pub generation: serde_json::Value,
+    /// Users the API says the table holds.
+    pub users: u64,
+}
+
+impl ReferenceUpload {
+    /// Reads `{"generation": …, "users": N}` from a 200 answer.
+    pub fn from_answer(body: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("the 200 answer is not JSON: {e}"))?;
+        let generation = match value.get("generation") {
+            Some(g @ (serde_json::Value::Number(_) | serde_json::Value::String(_))) => g.clone(),
+            _ => return Err("the 200 answer has no \"generation\" number or string".into()),
+        };
+        let users =
+            value.get("users").and_then(serde_json::Value::as_u64).ok_or("the 200 answer has no \"users\" count")?;
+        Ok(Self { generation, users })
+    }
+
+    /// The generation as plain text, without the quotes of a JSON string.
+    pub fn generation_text(&self) -> String {
+        match &self.generation {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// The outcome of a load run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Summary {
+    /// The API's answer to the reference table sent before the events, if one was sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceUpload>,
     /// Events put in a request at least once.
     pub sent: u64,
     /// Events the API accepted (202, or "accepted" in a 207).
@@ -128,6 +163,9 @@ impl Summary {
 
     pub fn to_text(&self) -> String {
         let mut s = String::new();
+        if let Some(reference) = &self.reference {
+            let _ = writeln!(s, "reference   generation {}, {} users", reference.generation_text(), reference.users);
+        }
         let _ = writeln!(
             s,
             "sent        {} events in {:.2} s ({:.1} events/s)",
@@ -264,6 +302,30 @@ mod tests {
         assert!(text.contains("not found   2"), "{text}");
         assert!(!summary.all_verified());
         assert!(!summary.nothing_delivered());
+    }
+
+    #[test]
+    fn reference_answer_needs_generation_and_users() {
+        let upload = ReferenceUpload::from_answer(br#"{"generation":7,"users":5000}"#);
+        assert_eq!(upload.as_ref().map(ReferenceUpload::generation_text), Ok("7".to_owned()));
+        assert_eq!(upload.map(|u| u.users), Ok(5000));
+        let text_generation = ReferenceUpload::from_answer(br#"{"generation":"g-2","users":1}"#);
+        assert_eq!(text_generation.map(|u| u.generation_text()), Ok("g-2".to_owned()));
+        assert!(ReferenceUpload::from_answer(br#"{"users":1}"#).is_err());
+        assert!(ReferenceUpload::from_answer(br#"{"generation":1}"#).is_err());
+        assert!(ReferenceUpload::from_answer(b"ok").is_err());
+    }
+
+    #[test]
+    fn reference_shows_in_both_summaries_only_when_sent() {
+        let plain = Summary::default();
+        assert!(!plain.to_json().contains("reference"));
+        assert!(!plain.to_text().contains("reference"));
+        let upload = ReferenceUpload { generation: serde_json::json!(3), users: 10 };
+        let sent = Summary { reference: Some(upload), ..Summary::default() };
+        assert!(sent.to_text().starts_with("reference   generation 3, 10 users\n"), "{}", sent.to_text());
+        let v: serde_json::Value = serde_json::from_str(&sent.to_json()).unwrap_or_default();
+        assert_eq!(v["reference"], serde_json::json!({"generation": 3, "users": 10}));
     }
 
     #[test]

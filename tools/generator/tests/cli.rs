@@ -6,11 +6,30 @@ use std::process::{Command, Output, Stdio};
 const BIN: &str = env!("CARGO_BIN_EXE_eventline-gen");
 
 fn run(args: &[&str]) -> Output {
-    let output = Command::new(BIN).args(args).output();
-    match output {
+    run_with_env(args, &[])
+}
+
+/// Runs the binary with no AWS variables but `env`.
+fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION"] {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied());
+    match command.output() {
         Ok(output) => output,
         Err(e) => panic!("could not start {BIN}: {e}"),
     }
+}
+
+/// Asserts exit code 2 with a single-line error on stderr that mentions `needle`.
+fn assert_argument_error(output: &Output, needle: &str) {
+    let stderr = stderr_of(output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(needle), "stderr {stderr:?} lacks {needle:?}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr:?}");
+    assert!(output.stdout.is_empty());
 }
 
 fn stderr_of(output: &Output) -> String {
@@ -97,6 +116,49 @@ fn load_against_a_closed_port_fails_with_a_summary() {
 }
 
 #[test]
+fn sign_without_credentials_is_an_argument_error() {
+    let args = ["load", "--url", "http://127.0.0.1:9", "--count", "1", "--sign"];
+    assert_argument_error(&run_with_env(&args, &[]), "--sign needs credentials");
+    let replay = ["replay", "--url", "http://127.0.0.1:9", "--file", "x.ndjson", "--sign"];
+    assert_argument_error(&run_with_env(&replay, &[("AWS_REGION", "eu-west-1")]), "AWS_ACCESS_KEY_ID");
+}
+
+#[test]
+fn half_of_a_key_pair_is_an_argument_error_unless_signing_is_off() {
+    let args = ["load", "--url", "http://127.0.0.1:9", "--count", "1", "--quiet", "--no-verify"];
+    let only_id = run_with_env(&args, &[("AWS_ACCESS_KEY_ID", "AKID")]);
+    assert_argument_error(&only_id, "AWS_SECRET_ACCESS_KEY is not");
+    // With --no-sign the variables are not looked at: the run goes ahead (and fails to connect).
+    let unsigned = run_with_env(&[&args[..], &["--no-sign"]].concat(), &[("AWS_ACCESS_KEY_ID", "AKID")]);
+    assert_eq!(unsigned.status.code(), Some(1), "{}", stderr_of(&unsigned));
+    assert!(stderr_of(&unsigned).contains("no event could be delivered"));
+}
+
+#[test]
+fn sign_and_no_sign_together_are_refused() {
+    let args = ["load", "--url", "http://127.0.0.1:9", "--count", "1", "--sign", "--no-sign"];
+    assert_argument_error(&run_with_env(&args, &[]), "--no-sign");
+}
+
+#[test]
+fn a_reference_file_that_is_not_a_table_stops_the_run_before_sending() {
+    let dir = std::env::temp_dir().join(format!("eventline-gen-cli-ref-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("events.json");
+    assert!(std::fs::write(&path, "[{\"id\":\"x\"}]").is_ok());
+    let path_text = path.to_string_lossy().into_owned();
+    assert_fails_with(
+        &["load", "--url", "http://127.0.0.1:9", "--count", "1", "--reference", &path_text],
+        "\"user_metadata\" object",
+    );
+    assert_fails_with(
+        &["load", "--url", "http://127.0.0.1:9", "--count", "1", "--reference", "/nonexistent/ref.json"],
+        "reading the reference table /nonexistent/ref.json",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn replay_of_a_missing_file_is_refused() {
     assert_fails_with(
         &["replay", "--url", "http://127.0.0.1:9", "--file", "/nonexistent/events.ndjson"],
@@ -176,7 +238,7 @@ fn help_lists_the_subcommands() {
     let output = run(&["--help"]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
-    for word in ["generate", "load", "replay"] {
+    for word in ["generate", "load", "replay", "reference"] {
         assert!(text.contains(word), "{text}");
     }
 }

@@ -2,18 +2,26 @@
 //!
 //! The stand-in answers the first batch with 503 + `Retry-After`, then 207 with every tenth
 //! event rejected, makes accepted events visible to `GET /events/{source}/{id}` only after a
-//! delay (as the real pipeline does), and can be told to lose some accepted events.
+//! delay (as the real pipeline does), and can be told to lose some accepted events. It takes
+//! `PUT /reference/users` (or refuses it with a chosen status), keeps a log of every request,
+//! and, given the test credentials, checks each request's SigV4 signature the way a server
+//! does: by signing what it received again with aws-sigv4 and comparing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use eventline_gen::clock::days_from_civil;
 use eventline_gen::format::Format;
 use eventline_gen::generate::{GenerateOptions, generate_to};
 use eventline_gen::load::{self, EventSource, LoadOptions};
+use eventline_gen::signing::Signer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,6 +36,165 @@ struct FakeApi {
     /// Accepted events whose position in the run is a multiple of this are never stored.
     lose_every: usize,
     accepted_so_far: AtomicUsize,
+    /// Credentials that signatures are checked against.
+    credentials: Option<TestCredentials>,
+    /// Answer to `PUT /reference/users`; 200 when left at 0.
+    reference_status: u16,
+    /// Every request, in the order it arrived.
+    log: Mutex<Vec<Seen>>,
+}
+
+/// What the stand-in's signature check found on a request.
+#[derive(Clone, Debug, PartialEq)]
+enum Signature {
+    Absent,
+    Valid,
+    Invalid(String),
+}
+
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    /// Signature headers present at all (`authorization`, `x-amz-date`).
+    signed: bool,
+    signature: Option<Signature>,
+    body: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct TestCredentials {
+    access_key_id: &'static str,
+    secret_access_key: &'static str,
+    session_token: Option<&'static str>,
+    region: &'static str,
+}
+
+const CREDENTIALS: TestCredentials = TestCredentials {
+    access_key_id: "testing",
+    secret_access_key: "testing",
+    session_token: None,
+    region: "eu-west-1",
+};
+
+const TEMPORARY_CREDENTIALS: TestCredentials = TestCredentials {
+    access_key_id: "ASIATEST",
+    secret_access_key: "temporary-secret",
+    session_token: Some("session-token/with+symbols="),
+    region: "ap-southeast-2",
+};
+
+struct Received {
+    method: String,
+    path: String,
+    /// Names lowercased.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// `20250101T000000Z` as a time.
+fn parse_amz_date(text: &str) -> Option<SystemTime> {
+    let b = text.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |from: usize, to: usize| text.get(from..to)?.parse::<i64>().ok();
+    let days = days_from_civil(num(0, 4)?, num(4, 6)? as u32, num(6, 8)? as u32);
+    let secs = days * 86_400 + num(9, 11)? * 3600 + num(11, 13)? * 60 + num(13, 15)?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+/// Checks a request's SigV4 signature as API Gateway would: recomputes it with the
+/// credentials the stand-in knows, over the method, path, signed headers and body received.
+fn check_signature(expected: &TestCredentials, request: &Received) -> Signature {
+    if request.header("authorization").is_none() {
+        return Signature::Absent;
+    }
+    match verify_signature(expected, request) {
+        Ok(()) => Signature::Valid,
+        Err(reason) => Signature::Invalid(reason),
+    }
+}
+
+fn verify_signature(expected: &TestCredentials, request: &Received) -> Result<(), String> {
+    let authorization = request.header("authorization").ok_or("no authorization header")?;
+    let fields = authorization.strip_prefix("AWS4-HMAC-SHA256 ").ok_or("not AWS4-HMAC-SHA256")?;
+    let mut parts = HashMap::new();
+    for part in fields.split(", ") {
+        let (name, value) = part.split_once('=').ok_or_else(|| format!("bad part '{part}'"))?;
+        parts.insert(name, value);
+    }
+    let field = |name: &str| parts.get(name).copied().ok_or_else(|| format!("no {name}"));
+    let scope: Vec<&str> = field("Credential")?.split('/').collect();
+    let [key, day, region, service, "aws4_request"] = scope[..] else {
+        return Err(format!("bad credential scope {scope:?}"));
+    };
+    if key != expected.access_key_id || region != expected.region || service != "execute-api" {
+        return Err(format!("scope {scope:?} is not for {expected:?}"));
+    }
+    let amz_date = request.header("x-amz-date").ok_or("no x-amz-date")?;
+    let time = parse_amz_date(amz_date).ok_or_else(|| format!("bad x-amz-date {amz_date}"))?;
+    if !amz_date.starts_with(day) {
+        return Err(format!("x-amz-date {amz_date} is not of the scope's day {day}"));
+    }
+    let skew = SystemTime::now().duration_since(time).unwrap_or_else(|e| e.duration());
+    if skew > Duration::from_secs(300) {
+        return Err(format!("signed {skew:?} away from now"));
+    }
+    if request.header("x-amz-security-token") != expected.session_token {
+        return Err("wrong or missing x-amz-security-token".into());
+    }
+    let names: Vec<&str> = field("SignedHeaders")?.split(';').collect();
+    let mut required = vec!["host", "x-amz-date"];
+    if !request.body.is_empty() {
+        required.push("content-type");
+    }
+    if expected.session_token.is_some() {
+        required.push("x-amz-security-token");
+    }
+    if let Some(name) = required.iter().find(|name| !names.contains(name)) {
+        return Err(format!("{name} is not signed ({names:?})"));
+    }
+    let mut headers = Vec::new();
+    for name in &names {
+        headers.push((*name, request.header(name).ok_or_else(|| format!("signed header {name} not sent"))?));
+    }
+    let host = request.header("host").ok_or("no host")?;
+    let credentials = Credentials::new(
+        expected.access_key_id,
+        expected.secret_access_key,
+        expected.session_token.map(str::to_owned),
+        None,
+        "stand-in",
+    );
+    let identity = credentials.into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("execute-api")
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let uri = format!("http://{host}{}", request.path);
+    let signable = SignableRequest::new(&request.method, uri, headers.into_iter(), SignableBody::Bytes(&request.body))
+        .map_err(|e| e.to_string())?;
+    let (_, signature) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();
+    if field("Signature")? != signature {
+        return Err("signature does not match".into());
+    }
+    Ok(())
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Response {
@@ -37,9 +204,32 @@ struct Response {
 }
 
 impl FakeApi {
-    fn handle(&self, method: &str, path: &str, body: &[u8]) -> Response {
+    fn handle(&self, request: &Received) -> Response {
+        let signature = self.credentials.as_ref().map(|c| check_signature(c, request));
+        let signed = request.header("authorization").is_some() || request.header("x-amz-date").is_some();
+        locked(&self.log).push(Seen {
+            method: request.method.clone(),
+            path: request.path.clone(),
+            signed,
+            signature,
+            body: request.body.clone(),
+        });
+        self.answer(&request.method, &request.path, &request.body)
+    }
+
+    fn answer(&self, method: &str, path: &str, body: &[u8]) -> Response {
         let json = |status: u16, body: Value| Response { status, headers: Vec::new(), body: body.to_string() };
         match (method, path) {
+            ("PUT", "/reference/users") => {
+                let table: Value = serde_json::from_slice(body).unwrap_or_default();
+                let Some(users) = table["user_metadata"].as_object() else {
+                    return json(400, json!({"error": "user_metadata is missing"}));
+                };
+                match self.reference_status {
+                    0 | 200 => json(200, json!({"generation": 4, "users": users.len()})),
+                    status => json(status, json!({"message": "Forbidden by the stand-in"})),
+                }
+            }
             ("POST", "/events") => {
                 if self.posts.fetch_add(1, Ordering::SeqCst) == 0 {
                     return Response {
@@ -96,6 +286,7 @@ async fn serve_connection(api: Arc<FakeApi>, stream: TcpStream) {
         let mut parts = request_line.split_whitespace();
         let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
         let mut length = 0usize;
+        let mut headers = Vec::new();
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).await.unwrap_or(0) == 0 {
@@ -105,17 +296,18 @@ async fn serve_connection(api: Arc<FakeApi>, stream: TcpStream) {
             if header.is_empty() {
                 break;
             }
-            if let Some((name, value)) = header.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap_or(0);
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
             }
         }
         let mut body = vec![0u8; length];
         if reader.read_exact(&mut body).await.is_err() {
             return;
         }
-        let response = api.handle(&method, &path, &body);
+        let response = api.handle(&Received { method, path, headers, body });
         let mut head = format!(
             "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
             response.status,
@@ -289,4 +481,258 @@ fn load_command_exits_non_zero_when_accepted_events_go_missing() {
     assert!(!output.status.success(), "{stdout}");
     assert!(stdout.contains("not found   3"), "{stdout}");
     assert!(stderr.contains("3 accepted events were not found"), "{stderr}");
+}
+
+fn signer(credentials: &TestCredentials) -> Signer {
+    let signer = Signer::new(
+        credentials.access_key_id,
+        credentials.secret_access_key,
+        credentials.session_token,
+        credentials.region,
+    );
+    match signer {
+        Ok(signer) => signer,
+        Err(e) => panic!("test credentials refused: {e}"),
+    }
+}
+
+fn seen(api: &FakeApi) -> Vec<Seen> {
+    locked(&api.log).clone()
+}
+
+fn assert_all_validly_signed(seen: &[Seen]) {
+    assert!(!seen.is_empty(), "no request reached the stand-in");
+    for request in seen {
+        assert_eq!(request.signature, Some(Signature::Valid), "{} {}", request.method, request.path);
+    }
+}
+
+fn count(seen: &[Seen], method: &str, path_prefix: &str) -> usize {
+    seen.iter().filter(|s| s.method == method && s.path.starts_with(path_prefix)).count()
+}
+
+/// `eventline-gen load` against the stand-in, with no AWS variables but those a test sets.
+fn load_command(addr: SocketAddr, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command.args(["load", "--url", &format!("http://{addr}"), "--batch", "50", "--verify-timeout", "20s"]).args(args);
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION"] {
+        command.env_remove(var);
+    }
+    command
+}
+
+fn with_credentials(command: &mut Command, credentials: &TestCredentials, region_var: &str) -> Output {
+    command
+        .env("AWS_ACCESS_KEY_ID", credentials.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", credentials.secret_access_key)
+        .env(region_var, credentials.region);
+    if let Some(token) = credentials.session_token {
+        command.env("AWS_SESSION_TOKEN", token);
+    }
+    output_of(command)
+}
+
+fn output_of(command: &mut Command) -> Output {
+    match command.output() {
+        Ok(output) => output,
+        Err(e) => panic!("could not run {BIN}: {e}"),
+    }
+}
+
+fn assert_succeeded(output: &Output) {
+    assert!(
+        output.status.success(),
+        "stdout {} stderr {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn with_a_signer_every_post_retry_lookup_and_metrics_read_is_validly_signed() {
+    let api = Arc::new(FakeApi { credentials: Some(TEMPORARY_CREDENTIALS), ..FakeApi::default() });
+    let addr = start(Arc::clone(&api));
+    let mut options = options(addr, EventSource::Generated { seed: 6, count: Some(200) });
+    options.signer = Some(signer(&TEMPORARY_CREDENTIALS));
+    let summary = load::run(options);
+    let Ok(summary) = summary else {
+        panic!("load failed: {summary:?}");
+    };
+    assert_eq!(summary.verified, 180, "{summary:?}");
+    let seen = seen(&api);
+    assert_all_validly_signed(&seen);
+    // Four batches, the first sent twice because of the 503: the retry is signed afresh.
+    assert_eq!(count(&seen, "POST", "/events"), 5);
+    assert!(count(&seen, "GET", "/events/") >= 180);
+    assert_eq!(count(&seen, "GET", "/metrics"), 1);
+}
+
+#[test]
+fn replayed_events_are_signed_too() {
+    let api = Arc::new(FakeApi { credentials: Some(CREDENTIALS), ..FakeApi::default() });
+    let addr = start(Arc::clone(&api));
+    let dir = std::env::temp_dir().join(format!("eventline-gen-signed-replay-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let mut generate = GenerateOptions::new(80, 21, Format::Ndjson);
+    generate.start_micros = eventline_gen::clock::now_micros() - 3_600_000_000;
+    let mut out = Vec::new();
+    assert!(generate_to(&generate, &mut out).is_ok());
+    let path = dir.join("calls.ndjson");
+    assert!(std::fs::write(&path, &out).is_ok());
+    let mut options = options(addr, EventSource::File(path));
+    options.signer = Some(signer(&CREDENTIALS));
+    let summary = load::run(options);
+    let _ = std::fs::remove_dir_all(&dir);
+    let Ok(summary) = summary else {
+        panic!("replay failed: {summary:?}");
+    };
+    assert_eq!(summary.sent, 80);
+    assert_eq!(summary.unverified, 0);
+    assert_all_validly_signed(&seen(&api));
+}
+
+#[test]
+fn the_stand_in_tells_a_signature_made_with_another_secret_from_a_valid_one() {
+    let api = Arc::new(FakeApi { credentials: Some(CREDENTIALS), ..FakeApi::default() });
+    let addr = start(Arc::clone(&api));
+    let mut options = options(addr, EventSource::Generated { seed: 2, count: Some(50) });
+    options.signer = Some(signer(&TestCredentials { secret_access_key: "not-the-secret", ..CREDENTIALS }));
+    options.verify = false;
+    options.fetch_metrics = false;
+    assert!(load::run(options).is_ok());
+    let seen = seen(&api);
+    assert_eq!(seen.len(), 2);
+    for request in &seen {
+        assert_eq!(request.signature, Some(Signature::Invalid("signature does not match".into())));
+    }
+}
+
+#[test]
+fn load_command_signs_with_credentials_from_the_environment_unless_told_not_to() {
+    let api = Arc::new(FakeApi { credentials: Some(CREDENTIALS), ..FakeApi::default() });
+    let addr = start(Arc::clone(&api));
+    let output = with_credentials(
+        &mut load_command(addr, &["--count", "100", "--seed", "2", "--quiet"]),
+        &CREDENTIALS,
+        "AWS_REGION",
+    );
+    assert_succeeded(&output);
+    let signed = seen(&api);
+    assert_all_validly_signed(&signed);
+    assert!(count(&signed, "GET", "/events/") >= 90);
+
+    let output = with_credentials(
+        &mut load_command(addr, &["--count", "100", "--seed", "3", "--quiet", "--no-sign"]),
+        &CREDENTIALS,
+        "AWS_REGION",
+    );
+    assert_succeeded(&output);
+    let unsigned = &seen(&api)[signed.len()..];
+    assert!(count(unsigned, "POST", "/events") >= 2 && count(unsigned, "GET", "/events/") >= 90);
+    for request in unsigned {
+        assert!(!request.signed, "{} {} carries a signature", request.method, request.path);
+    }
+}
+
+#[test]
+fn load_command_uses_a_session_token_and_aws_default_region() {
+    let api = Arc::new(FakeApi { credentials: Some(TEMPORARY_CREDENTIALS), ..FakeApi::default() });
+    let addr = start(Arc::clone(&api));
+    let output = with_credentials(
+        &mut load_command(addr, &["--count", "50", "--seed", "4", "--quiet", "--sign"]),
+        &TEMPORARY_CREDENTIALS,
+        "AWS_DEFAULT_REGION",
+    );
+    assert_succeeded(&output);
+    assert_all_validly_signed(&seen(&api));
+}
+
+/// Writes `eventline-gen reference` output to a file and returns its path and bytes.
+fn reference_file(dir: &std::path::Path, users: &str, seed: &str) -> (std::path::PathBuf, Vec<u8>) {
+    let _ = std::fs::create_dir_all(dir);
+    let path = dir.join("ref.json");
+    let path_text = path.to_string_lossy().into_owned();
+    let output =
+        output_of(Command::new(BIN).args(["reference", "--users", users, "--seed", seed, "--out", &path_text]));
+    assert_succeeded(&output);
+    let bytes = std::fs::read(&path).unwrap_or_default();
+    (path, bytes)
+}
+
+#[test]
+fn load_reference_puts_the_table_before_the_first_event_and_every_user_is_in_it() {
+    let api = Arc::new(FakeApi { credentials: Some(CREDENTIALS), ..FakeApi::default() });
+    let addr = start(Arc::clone(&api));
+    let dir = std::env::temp_dir().join(format!("eventline-gen-load-ref-{}", std::process::id()));
+    // 490 is not a multiple of 20: the run's last type block is a short one.
+    let (path, table) = reference_file(&dir, "490", "9");
+    let path_text = path.to_string_lossy().into_owned();
+    let args = ["--count", "490", "--seed", "9", "--reference", &path_text, "--json", "--quiet"];
+    let output = with_credentials(&mut load_command(addr, &args), &CREDENTIALS, "AWS_REGION");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_succeeded(&output);
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    assert_eq!(summary["reference"], json!({"generation": 4, "users": 490}));
+    assert_eq!(summary["sent"], 490);
+
+    let seen = seen(&api);
+    assert_all_validly_signed(&seen);
+    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("PUT", "/reference/users"));
+    assert!(seen[0].body == table, "the PUT body is not the file's bytes");
+    assert_eq!(count(&seen, "PUT", "/"), 1);
+
+    let table: Value = serde_json::from_slice(&table).unwrap_or_default();
+    let known: HashSet<&str> =
+        table["user_metadata"].as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+    assert_eq!(known.len(), 490);
+    let mut events = 0;
+    for post in seen.iter().filter(|s| s.method == "POST") {
+        let batch: Vec<Value> = serde_json::from_slice(&post.body).unwrap_or_default();
+        for event in batch {
+            let user = event["user_id"].as_str().unwrap_or_default();
+            assert!(known.contains(user), "user {user} is not in the table");
+            events += 1;
+        }
+    }
+    // 490 events, the first batch of 50 sent twice.
+    assert_eq!(events, 540);
+}
+
+#[test]
+fn a_refused_reference_table_stops_the_run_before_any_event() {
+    let api = Arc::new(FakeApi { reference_status: 403, ..FakeApi::default() });
+    let addr = start(Arc::clone(&api));
+    let dir = std::env::temp_dir().join(format!("eventline-gen-refused-ref-{}", std::process::id()));
+    let (path, _) = reference_file(&dir, "20", "1");
+    let path_text = path.to_string_lossy().into_owned();
+    let output = output_of(&mut load_command(addr, &["--count", "100", "--reference", &path_text]));
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("HTTP 403 Forbidden: Forbidden by the stand-in"), "{stderr}");
+    assert!(output.stdout.is_empty());
+    let seen = seen(&api);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, "PUT");
+}
+
+#[test]
+fn an_overloaded_reference_route_is_retried_then_stops_the_run() {
+    let api = Arc::new(FakeApi { reference_status: 503, ..FakeApi::default() });
+    let addr = start(Arc::clone(&api));
+    let dir = std::env::temp_dir().join(format!("eventline-gen-busy-ref-{}", std::process::id()));
+    let (path, _) = reference_file(&dir, "10", "1");
+    let mut options = options(addr, EventSource::Generated { seed: 1, count: Some(10) });
+    options.reference = Some(path);
+    options.retries = 1;
+    let result = load::run(options);
+    let _ = std::fs::remove_dir_all(&dir);
+    let Err(e) = result else {
+        panic!("a 503 to the reference table did not stop the run: {result:?}");
+    };
+    assert!(e.to_string().contains("HTTP 503"), "{e}");
+    let seen = seen(&api);
+    assert_eq!(count(&seen, "PUT", "/reference/users"), 2);
+    assert_eq!(seen.len(), 2);
 }

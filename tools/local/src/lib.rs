@@ -2,6 +2,7 @@
 //! `template.yaml`, the HTTP routes served by the functions' own handlers, and the
 //! transform driven from the ingest stream as the event source mapping would.
 
+pub mod auth;
 pub mod emulator;
 pub mod manifest;
 pub mod poller;

@@ -31,6 +31,13 @@ pub struct Function {
 pub struct Route {
     pub method: String,
     pub path: String,
+    /// `AWS_IAM` when the route takes only SigV4-signed requests, `NONE` when it is open.
+    #[serde(default = "no_authorizer")]
+    pub auth: String,
+}
+
+fn no_authorizer() -> String {
+    "NONE".to_owned()
 }
 
 /// A Kinesis event source mapping with the settings the template gives it.

@@ -1,8 +1,10 @@
 //! The template's HTTP routes on a local port, answered by the functions' own handlers
-//! with the request shaped as API Gateway hands it to Lambda.
+//! with the request shaped as API Gateway hands it to Lambda, after the route's
+//! authorization as API Gateway applies it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -14,6 +16,7 @@ use lambda_http::RequestExt;
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 
 use crate::Functions;
+use crate::auth::Verifier;
 use crate::manifest::Manifest;
 
 /// API Gateway's payload limit.
@@ -25,11 +28,28 @@ enum Target {
     Metrics,
 }
 
+/// What a route asks of a request before its handler sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Authorization {
+    None,
+    /// A valid SigV4 signature (`Auth.Authorizer: AWS_IAM`).
+    Iam,
+}
+
+impl Authorization {
+    /// Anything but `NONE` requires a signature, so a route the template protects is never
+    /// served unsigned.
+    fn of(auth: &str) -> Self {
+        if auth == "NONE" { Self::None } else { Self::Iam }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct RouteEntry {
     method: String,
     segments: Vec<String>,
     target: Target,
+    authorization: Authorization,
 }
 
 impl RouteEntry {
@@ -60,6 +80,7 @@ impl RouteEntry {
 pub struct App {
     functions: Arc<Functions>,
     routes: Vec<RouteEntry>,
+    verifier: Verifier,
 }
 
 impl App {
@@ -76,12 +97,13 @@ impl App {
                     method: route.method.clone(),
                     segments: route.path.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
                     target,
+                    authorization: Authorization::of(&route.auth),
                 });
             }
         }
         // Literal segments win over parameters, as in API Gateway.
         routes.sort_by_key(|r| std::cmp::Reverse(r.segments.iter().filter(|s| !s.starts_with('{')).count()));
-        Self { functions, routes }
+        Self { functions, routes, verifier: Verifier::from_env(&manifest.region) }
     }
 
     /// `METHOD /path` of every route served.
@@ -100,8 +122,7 @@ impl App {
 async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
-    let Some((target, params)) = app.routes.iter().find_map(|r| r.matches(&method, &path).map(|p| (r.target, p)))
-    else {
+    let Some((route, params)) = app.routes.iter().find_map(|r| r.matches(&method, &path).map(|p| (r, p))) else {
         return (StatusCode::NOT_FOUND, [("content-type", "application/json")], r#"{"message":"Not Found"}"#)
             .into_response();
     };
@@ -117,6 +138,12 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
                 .into_response();
         }
     };
+    if route.authorization == Authorization::Iam
+        && let Err(denied) = app.verifier.verify(&parts, &bytes, SystemTime::now())
+    {
+        tracing::info!(method = %method, path = %path, reason = %denied, "request refused by the IAM authorizer");
+        return denied.into_response();
+    }
     // API Gateway passes UTF-8 bodies as text and anything else base64-encoded, which
     // lambda_http turns into binary.
     let body = if bytes.is_empty() {
@@ -132,7 +159,7 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
         .with_path_parameters(QueryMap::from(params))
         .with_query_string_parameters(query);
 
-    let response = match target {
+    let response = match route.target {
         Target::Ingest => app.functions.ingest.handle(lambda_request).await,
         Target::Metrics => app.functions.metrics.handle(lambda_request).await,
     };
@@ -166,6 +193,7 @@ mod tests {
             method: method.into(),
             segments: path.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
             target: Target::Metrics,
+            authorization: Authorization::None,
         }
     }
 
@@ -177,6 +205,13 @@ mod tests {
         assert!(route("GET", "/events/{source}/{id}").matches("GET", "/events/web").is_none());
         assert!(route("GET", "/events/{source}/{id}").matches("POST", "/events/web/1").is_none());
         assert!(route("POST", "/events/batch").matches("POST", "/events/batch/").is_some());
+    }
+
+    #[test]
+    fn routes_require_a_signature_unless_the_template_says_none() {
+        assert_eq!(Authorization::of("NONE"), Authorization::None);
+        assert_eq!(Authorization::of("AWS_IAM"), Authorization::Iam);
+        assert_eq!(Authorization::of("SomeJwtAuthorizer"), Authorization::Iam);
     }
 
     #[test]

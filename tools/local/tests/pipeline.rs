@@ -202,6 +202,14 @@ struct FailingCommit<S> {
 }
 
 impl<S: EventStore> EventStore for FailingCommit<S> {
+    async fn merge_users(
+        &self,
+        shard_id: &str,
+        users: &std::collections::BTreeMap<eventline_model::window::Bucket, Vec<u64>>,
+    ) -> Result<(), StoreError> {
+        self.inner.merge_users(shard_id, users).await
+    }
+
     async fn commit(&self, shard_id: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
         if self.calls.fetch_add(1, Ordering::SeqCst) == self.fail_call {
             return Err(StoreError::Transient("injected failure".into()));

@@ -8,29 +8,8 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{read_stream, stack, until};
-use eventline_local::LocalStack;
+use common::{call, read_stream, stack, until};
 use serde_json::{Value, json};
-
-async fn call(stack: &LocalStack, method: &str, uri: &str, body: Option<String>) -> (u16, Value) {
-    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
-    let query: HashMap<String, String> =
-        query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
-    let request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(body.map_or(lambda_http::Body::Empty, lambda_http::Body::Text))
-        .unwrap();
-    let request = lambda_http::RequestExt::with_query_string_parameters(request, query);
-    let response = if method == "GET" {
-        stack.functions.metrics.handle(request).await
-    } else {
-        stack.functions.ingest.handle(request).await
-    };
-    let lambda_http::Body::Text(text) = response.body() else { panic!("a text answer") };
-    (response.status().as_u16(), serde_json::from_str(text).unwrap_or(Value::Null))
-}
 
 fn table(users: impl IntoIterator<Item = (String, &'static str, &'static str)>, ts: &str) -> String {
     let metadata: serde_json::Map<String, Value> =

@@ -120,3 +120,25 @@ pub async fn read_stream(stack: &LocalStack, stream: &str) -> Vec<Record> {
     }
     records
 }
+
+/// A request straight to the function that serves it (GET: metrics, else ingest), as the
+/// local gateway would pass it; the status and the JSON body.
+pub async fn call(stack: &LocalStack, method: &str, uri: &str, body: Option<String>) -> (u16, Value) {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let query: std::collections::HashMap<String, String> =
+        query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body.map_or(lambda_http::Body::Empty, lambda_http::Body::Text))
+        .unwrap();
+    let request = lambda_http::RequestExt::with_query_string_parameters(request, query);
+    let response = if method == "GET" {
+        stack.functions.metrics.handle(request).await
+    } else {
+        stack.functions.ingest.handle(request).await
+    };
+    let lambda_http::Body::Text(text) = response.body() else { panic!("a text answer") };
+    (response.status().as_u16(), serde_json::from_str(text).unwrap_or(Value::Null))
+}
