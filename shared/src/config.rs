@@ -70,4 +70,5 @@ pub mod names {
     pub const MAX_FUTURE_SKEW_SECONDS: &str = "MAX_FUTURE_SKEW_SECONDS";
     pub const ALLOWED_TYPES: &str = "ALLOWED_TYPES";
     pub const ALLOWED_SOURCES: &str = "ALLOWED_SOURCES";
+    pub const AGGREGATE_MEASURES: &str = "AGGREGATE_MEASURES";
 }

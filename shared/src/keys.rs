@@ -10,6 +10,8 @@
 //! | current reference generation | `REFERENCE` | `CURRENT` |
 //! | reference bucket | `REFERENCE#{generation key}` | `BUCKET#{index, 5 digits}` |
 //! | window bucket, per shard | `WINDOW#{shard}` | `S#{epoch second, 11 digits}` or `M#{minute's first second}` |
+//! | a user's day or month | `USERAGG#{user_id}` | `D#{yyyy-mm-dd}` or `M#{yyyy-mm}` |
+//! | everyone's day or month, per shard | `AGG#{shard}` | `D#{yyyy-mm-dd}` or `M#{yyyy-mm}` |
 //! | per-shard totals | `METRICS` | `SHARD#{shard}` |
 //! | ingest counter slot | `METRICS` | `INGEST#{slot}` |
 //! | per-second throughput | `RATE` | `{epoch second, 11 digits}#{shard}` |
@@ -22,6 +24,7 @@
 
 use time::OffsetDateTime;
 
+use crate::aggregate::Period;
 use crate::event::{EventId, IngestId, Source, UserId, sortable_timestamp};
 use crate::window::Bucket;
 
@@ -29,6 +32,8 @@ pub const PK: &str = "pk";
 pub const SK: &str = "sk";
 pub const USER_PK: &str = "user_pk";
 pub const USER_SK: &str = "user_sk";
+/// The global secondary index on `user_pk`/`user_sk` (template.yaml).
+pub const BY_USER_INDEX: &str = "ByUser";
 /// Attribute the table's TTL reads: epoch seconds.
 pub const EXPIRES_AT: &str = "expires_at";
 
@@ -106,6 +111,8 @@ pub mod attr {
     pub const SOURCE_PREFIX: &str = "s#";
     pub const PLAN_PREFIX: &str = "p#";
     pub const REGION_PREFIX: &str = "r#";
+    /// Aggregates: sums of a measure.
+    pub const MEASURE_PREFIX: &str = "m#";
     pub const USERS_SKETCH: &str = "users_sketch";
     /// Bumped by every sketch write, for the optimistic check of the next one.
     pub const SKETCH_VERSION: &str = "sketch_version";
@@ -147,6 +154,21 @@ pub fn window_sk(bucket: Bucket) -> String {
     match bucket {
         Bucket::Second(second) => format!("S#{second:011}"),
         Bucket::Minute(first) => format!("M#{first:011}"),
+    }
+}
+
+pub fn user_aggregate_pk(user: &UserId) -> String {
+    format!("USERAGG#{user}")
+}
+
+pub fn shard_aggregate_pk(shard_id: &str) -> String {
+    format!("AGG#{shard_id}")
+}
+
+pub fn period_sk(period: Period) -> String {
+    match period {
+        Period::Day(_) => format!("D#{}", period.label()),
+        Period::Month(..) => format!("M#{}", period.label()),
     }
 }
 

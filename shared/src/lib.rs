@@ -2,6 +2,7 @@
 //! transformation, the storage key layout, latency statistics and the stream port.
 //! Nothing here talks to AWS unless the `aws` feature brings in the shared adapters.
 
+pub mod aggregate;
 pub mod batch;
 pub mod config;
 pub mod event;

@@ -15,6 +15,8 @@ use eventline_model::validation::echo;
 use eventline_model::{EventId, Source, UserId, format_rfc3339};
 
 use crate::reader::{Counters, MetricsReader, ReadError, WindowRead};
+use crate::timeline;
+use eventline_model::aggregate::{Granularity, PeriodView};
 use eventline_model::window::{DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS, ReadPlan};
 use std::collections::BTreeMap;
 
@@ -84,6 +86,9 @@ enum Route {
     Metrics,
     Health,
     ReferenceUsers,
+    UserEvents(String),
+    UserAggregates(String),
+    Aggregates,
 }
 
 /// The totals `GET /metrics` answers.
@@ -240,11 +245,80 @@ impl<R: MetricsReader> Metrics<R> {
                 self.metrics(window_seconds(query.and_then(|q| q.first("window")))?).await
             }
             Route::Health => Ok(self.health().await),
+            Route::UserEvents(user) => self.user_events(user, request).await,
+            Route::UserAggregates(user) => {
+                let user = UserId::parse(user).map_err(|rule| RequestError::BadParameter { field: "user_id", rule })?;
+                let partitions = vec![eventline_model::keys::user_aggregate_pk(&user)];
+                self.aggregates(partitions, Some(user), request).await
+            }
+            Route::Aggregates => {
+                // Everyone's aggregates are kept per shard: add up the shards' items.
+                let shards = self.reader.counters().await?.shards;
+                let partitions =
+                    shards.iter().map(|s| eventline_model::keys::shard_aggregate_pk(&s.shard_id)).collect();
+                self.aggregates(partitions, None, request).await
+            }
             Route::ReferenceUsers => {
                 let user = request.query_string_parameters_ref().and_then(|q| q.first("user_id")).map(str::to_owned);
                 self.reference_users(user).await
             }
         }
+    }
+
+    /// A user's events by event time, a page at a time.
+    async fn user_events(&self, user: String, request: &Request) -> Result<Response<String>, RequestError> {
+        let user = UserId::parse(user).map_err(|rule| RequestError::BadParameter { field: "user_id", rule })?;
+        let query = request.query_string_parameters_ref();
+        let param = |name: &str| query.and_then(|q| q.first(name)).map(str::to_owned);
+        let bad = |e: timeline::BadParameter| RequestError::BadParameter { field: e.field, rule: e.rule };
+        let from = param("from").map(|t| timeline::time_param("from", &t)).transpose().map_err(bad)?;
+        let to = param("to").map(|t| timeline::time_param("to", &t)).transpose().map_err(bad)?;
+        let limit = timeline::limit_param(param("limit").as_deref()).map_err(bad)?;
+        let cursor = param("cursor").map(|c| timeline::Cursor::decode(&c)).transpose().map_err(bad)?;
+        let from = from.unwrap_or(time::macros::datetime!(0001-01-01 00:00 UTC));
+        let to = to.unwrap_or(time::macros::datetime!(9999-12-31 23:59:59.999999999 UTC));
+        let (events, next) = if from < to {
+            self.reader.user_events(&user, timeline::user_sk_range(from, to), limit, cursor).await?
+        } else {
+            (Vec::new(), None)
+        };
+        let mut body = serde_json::json!({"user_id": user, "events": events});
+        if let Some(next) = next {
+            body["next_cursor"] = next.encode().into();
+        }
+        Ok(json(StatusCode::OK, &body))
+    }
+
+    /// Day or month aggregates of the given partitions (a user's, or every shard's).
+    async fn aggregates(
+        &self,
+        partitions: Vec<String>,
+        user: Option<UserId>,
+        request: &Request,
+    ) -> Result<Response<String>, RequestError> {
+        let query = request.query_string_parameters_ref();
+        let param = |name: &str| query.and_then(|q| q.first(name)).map(str::to_owned);
+        let bad = |e: timeline::BadParameter| RequestError::BadParameter { field: e.field, rule: e.rule };
+        let granularity = timeline::granularity_param(param("granularity").as_deref()).map_err(bad)?;
+        let from = param("from").map(|t| timeline::time_param("from", &t)).transpose().map_err(bad)?;
+        let to = param("to").map(|t| timeline::time_param("to", &t)).transpose().map_err(bad)?;
+        let (first, last) = timeline::period_range(granularity, from, to, OffsetDateTime::now_utc());
+        let periods = if first <= last {
+            self.reader.aggregates(&partitions, timeline::period_sk_range(first, last)).await?
+        } else {
+            BTreeMap::new()
+        };
+        let periods: Vec<PeriodView> = periods.into_iter().map(|(label, tally)| PeriodView::of(label, tally)).collect();
+        let mut body = serde_json::json!({
+            "granularity": if granularity == Granularity::Day { "day" } else { "month" },
+            "from": first.label(),
+            "to": last.label(),
+            "periods": periods,
+        });
+        if let Some(user) = user {
+            body["user_id"] = user.as_str().into();
+        }
+        Ok(json(StatusCode::OK, &body))
     }
 
     /// The current reference generation, or one user's entry in it.
@@ -340,6 +414,9 @@ fn route(path: &str) -> Option<Route> {
         .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
         .collect();
     match segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [.., "users", user, "events"] => Some(Route::UserEvents((*user).to_owned())),
+        [.., "users", user, "aggregates"] => Some(Route::UserAggregates((*user).to_owned())),
+        [.., "aggregates"] => Some(Route::Aggregates),
         [.., "events", source, id] => Some(Route::Event { source: (*source).to_owned(), id: (*id).to_owned() }),
         [.., "metrics"] => Some(Route::Metrics),
         [.., "health" | "healthz"] => Some(Route::Health),
@@ -388,6 +465,24 @@ mod tests {
         }
         async fn check_stream(&self) -> Result<(), ReadError> {
             Ok(())
+        }
+        async fn user_events(
+            &self,
+            _: &UserId,
+            _: (String, String),
+            _: usize,
+            _: Option<timeline::Cursor>,
+        ) -> Result<(Vec<ProcessedEvent>, Option<timeline::Cursor>), ReadError> {
+            Ok((self.event.clone().into_iter().collect(), None))
+        }
+        async fn aggregates(
+            &self,
+            partitions: &[String],
+            _: (String, String),
+        ) -> Result<BTreeMap<String, eventline_model::aggregate::AggregateTally>, ReadError> {
+            let tally =
+                eventline_model::aggregate::AggregateTally { events: partitions.len() as u64, ..Default::default() };
+            Ok(BTreeMap::from([("2026-11-23".to_owned(), tally)]))
         }
         async fn window(&self, shards: &[String], plan: &ReadPlan) -> Result<WindowRead, ReadError> {
             let mut read = WindowRead { items_read: plan.items() * shards.len(), ..Default::default() };
@@ -612,5 +707,32 @@ mod tests {
         let (status, body) = call(FakeReader::default(), request("/metrics", &[("window", "0")])).await;
         assert_eq!(status, 400);
         assert!(body["detail"].as_str().unwrap().contains("1 to 1800"));
+    }
+
+    #[tokio::test]
+    async fn timeline_and_aggregate_parameters_are_checked() {
+        let get = |uri: &str| {
+            let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+            let query: std::collections::HashMap<String, String> =
+                query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
+            http::Request::builder().uri(path).body(Body::Empty).unwrap().with_query_string_parameters(query)
+        };
+        for (uri, field) in [
+            ("/users/u-1/events?limit=0", "limit"),
+            ("/users/u-1/events?from=soon", "from"),
+            ("/users/u-1/events?cursor=forged", "cursor"),
+            ("/users/u-1/aggregates?granularity=week", "granularity"),
+            ("/aggregates?to=x", "to"),
+        ] {
+            let (status, body) = call(FakeReader::default(), get(uri)).await;
+            assert_eq!(status, 400, "{uri}");
+            assert!(body["detail"].as_str().unwrap().starts_with(field), "{uri}: {body}");
+        }
+        let (status, body) = call(FakeReader::default(), get("/users/u-1/aggregates?granularity=month")).await;
+        assert_eq!((status, body["granularity"].as_str(), body["user_id"].as_str()), (200, Some("month"), Some("u-1")));
+        assert_eq!(body["periods"][0]["period"], "2026-11-23");
+        let (status, body) = call(FakeReader::default(), get("/users/u-1/events")).await;
+        assert_eq!((status, body["events"].as_array().map(Vec::len)), (200, Some(0)));
+        assert!(body.get("next_cursor").is_none());
     }
 }

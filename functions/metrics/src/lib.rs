@@ -3,6 +3,7 @@
 pub mod config;
 pub mod handler;
 pub mod reader;
+pub mod timeline;
 
 use crate::config::Config;
 use crate::handler::Metrics;

@@ -2,7 +2,9 @@
 
 use std::future::Future;
 
+use crate::timeline::Cursor;
 use eventline_model::UserId;
+use eventline_model::aggregate::{AggregateTally, Sum};
 use eventline_model::aws::error_chain;
 use eventline_model::aws::item::{Item, from_item, s};
 use eventline_model::aws::reference::ReferenceStore;
@@ -12,6 +14,7 @@ use eventline_model::reference::{Generation, UserMeta};
 use eventline_model::retry::Backoff;
 use eventline_model::window::{Bucket, Distinct, ReadPlan, Tally};
 use eventline_model::{EventId, ProcessedEvent, Source, keys};
+use std::collections::BTreeMap;
 
 /// The counters of one shard of the ingest stream.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -62,6 +65,22 @@ pub trait MetricsReader: Send + Sync {
     /// Events processed in the whole seconds `from..to` (epoch seconds), over all shards.
     fn processed_between(&self, from: i64, to: i64) -> impl Future<Output = Result<u64, ReadError>> + Send;
     fn check_table(&self) -> impl Future<Output = Result<(), ReadError>> + Send;
+    /// Up to `limit` of a user's events with `user_sk` in `range` (inclusive), in order,
+    /// after `after`; and where the next page starts when there are more.
+    fn user_events(
+        &self,
+        user: &UserId,
+        range: (String, String),
+        limit: usize,
+        after: Option<Cursor>,
+    ) -> impl Future<Output = Result<(Vec<ProcessedEvent>, Option<Cursor>), ReadError>> + Send;
+    /// The aggregate items of the given partitions with sort keys in `range`, summed by
+    /// period label (one item per period per partition).
+    fn aggregates(
+        &self,
+        partitions: &[String],
+        range: (String, String),
+    ) -> impl Future<Output = Result<BTreeMap<String, AggregateTally>, ReadError>> + Send;
     /// The window buckets a plan names, summed over the given shards.
     fn window(&self, shards: &[String], plan: &ReadPlan) -> impl Future<Output = Result<WindowRead, ReadError>> + Send;
     /// The current reference generation, `None` before the first table.
@@ -137,6 +156,24 @@ fn number<T: std::str::FromStr>(item: &Item, name: &str) -> Option<T> {
 /// A counter every write of its item sets: missing or malformed means the layout drifted.
 fn counter(item: &Item, name: &'static str) -> Result<u64, ReadError> {
     number(item, name).ok_or_else(|| ReadError::new("the counters", format!("counter item lacks a valid {name}")))
+}
+
+/// One aggregate item's counts and sums.
+fn aggregate_of(item: &Item) -> Result<AggregateTally, ReadError> {
+    let mut tally = AggregateTally { events: counter(item, attr::EVENTS)?, ..AggregateTally::default() };
+    for (name, value) in item {
+        let bad = || ReadError::new("an aggregate", format!("{name} is not a number"));
+        let number = value.as_n().map_err(|_| bad());
+        if let Some(key) = name.strip_prefix(attr::TYPE_PREFIX) {
+            tally.by_type.insert(key.to_owned(), number?.parse().map_err(|_| bad())?);
+        } else if let Some(key) = name.strip_prefix(attr::SOURCE_PREFIX) {
+            tally.by_source.insert(key.to_owned(), number?.parse().map_err(|_| bad())?);
+        } else if let Some(key) = name.strip_prefix(attr::MEASURE_PREFIX) {
+            let raw = serde_json::value::RawValue::from_string(number?.clone()).map_err(|_| bad())?;
+            tally.sums.insert(key.to_owned(), Sum::parse(&raw).ok_or_else(bad)?);
+        }
+    }
+    Ok(tally)
 }
 
 /// Adds one window bucket item to a read.
@@ -269,6 +306,76 @@ impl MetricsReader for AwsMetricsReader {
             }
         }
         Ok(read)
+    }
+
+    #[tracing::instrument(skip(self, range, after))]
+    async fn user_events(
+        &self,
+        user: &UserId,
+        range: (String, String),
+        limit: usize,
+        after: Option<Cursor>,
+    ) -> Result<(Vec<ProcessedEvent>, Option<Cursor>), ReadError> {
+        let user_pk = keys::user_pk(user);
+        let mut start: Option<Item> = after.map(|c| {
+            Item::from([
+                (keys::USER_PK.to_owned(), s(&user_pk)),
+                (keys::USER_SK.to_owned(), s(c.user_sk)),
+                (keys::PK.to_owned(), s(c.pk)),
+                (keys::SK.to_owned(), s(keys::EVENT_SK)),
+            ])
+        });
+        // One more than asked: its presence says whether there is a next page.
+        let mut items: Vec<Item> = Vec::new();
+        loop {
+            let output = self
+                .dynamodb
+                .query()
+                .table_name(&self.table_name)
+                .index_name(keys::BY_USER_INDEX)
+                .key_condition_expression("#upk = :upk AND #usk BETWEEN :from AND :to")
+                .expression_attribute_names("#upk", keys::USER_PK)
+                .expression_attribute_names("#usk", keys::USER_SK)
+                .expression_attribute_values(":upk", s(&user_pk))
+                .expression_attribute_values(":from", s(&range.0))
+                .expression_attribute_values(":to", s(&range.1))
+                .limit((limit + 1 - items.len()) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| ReadError::new("a user's events", error_chain(&e)))?;
+            items.extend(output.items.unwrap_or_default());
+            match output.last_evaluated_key {
+                Some(key) if items.len() <= limit => start = Some(key),
+                _ => break,
+            }
+        }
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            let last = &items[limit - 1];
+            let text = |name: &str| last.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            Cursor { user_sk: text(keys::USER_SK), pk: text(keys::PK) }
+        });
+        let events =
+            items.iter().map(from_item).collect::<Result<_, _>>().map_err(|e| ReadError::new("a user's events", e))?;
+        Ok((events, next))
+    }
+
+    #[tracing::instrument(skip(self, range))]
+    async fn aggregates(
+        &self,
+        partitions: &[String],
+        range: (String, String),
+    ) -> Result<BTreeMap<String, AggregateTally>, ReadError> {
+        let mut periods: BTreeMap<String, AggregateTally> = BTreeMap::new();
+        for pk in partitions {
+            for item in self.query_all(pk, Some(range.clone())).await? {
+                let sk = item.get(keys::SK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                let label = sk.get(2..).unwrap_or_default().to_owned();
+                periods.entry(label).or_default().add(&aggregate_of(&item)?);
+            }
+        }
+        Ok(periods)
     }
 
     async fn reference(&self) -> Result<Option<Generation>, ReadError> {

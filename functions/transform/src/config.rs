@@ -1,12 +1,21 @@
 //! Settings the transform function reads once, from the variables `template.yaml` sets.
 
-use eventline_model::config::{ConfigError, Lookup, names, required};
+use eventline_model::aggregate::DEFAULT_MEASURES;
+use eventline_model::config::{ConfigError, Lookup, list, names, required};
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub table_name: String,
     pub output_stream: String,
     pub dead_letter_queue_url: String,
+    /// Numeric `data` fields the day and month aggregates sum.
+    pub aggregate_measures: Vec<String>,
+}
+
+/// A measure names a top-level `data` field: 1-64 characters, no control characters.
+fn measure(name: String) -> Result<String, &'static str> {
+    let ok = (1..=64).contains(&name.chars().count()) && !name.chars().any(char::is_control);
+    if ok { Ok(name) } else { Err("must be 1-64 characters without control characters") }
 }
 
 impl Config {
@@ -15,6 +24,10 @@ impl Config {
             table_name: required(env, names::EVENTS_TABLE)?,
             output_stream: required(env, names::OUTPUT_STREAM)?,
             dead_letter_queue_url: required(env, names::DEAD_LETTER_QUEUE_URL)?,
+            aggregate_measures: match env.get(names::AGGREGATE_MEASURES) {
+                None => DEFAULT_MEASURES.split(',').map(str::to_owned).collect(),
+                Some(_) => list(env, names::AGGREGATE_MEASURES, measure)?,
+            },
         })
     }
 }

@@ -18,18 +18,26 @@ use eventline_model::retry::Backoff;
 use eventline_model::window::{BUCKET_TTL_SECONDS, Bucket, Distinct, Tally};
 use time::OffsetDateTime;
 
-use crate::store::{CounterDelta, Entry, EventStore, Outcome, StoreError};
+use crate::store::{AggregateItem, CounterDelta, Entry, EventStore, Outcome, StoreError};
+use eventline_model::aggregate::{AggregateTally, DEFAULT_MEASURES};
 
 #[derive(Debug, Clone)]
 pub struct DynamoEventStore {
     client: aws_sdk_dynamodb::Client,
     table_name: String,
     backoff: Backoff,
+    measures: Vec<String>,
 }
 
 impl DynamoEventStore {
+    /// A store that sums the default measures into the aggregates.
     pub fn new(client: aws_sdk_dynamodb::Client, table_name: impl Into<String>, backoff: Backoff) -> Self {
-        Self { client, table_name: table_name.into(), backoff }
+        let measures = DEFAULT_MEASURES.split(',').map(str::to_owned).collect();
+        Self { client, table_name: table_name.into(), backoff, measures }
+    }
+
+    pub fn with_measures(self, measures: Vec<String>) -> Self {
+        Self { measures, ..self }
     }
 }
 
@@ -125,6 +133,10 @@ impl EventStore for DynamoEventStore {
     async fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> Result<(), StoreError> {
         DynamoEventStore::merge_users(self, shard_id, users).await
     }
+
+    fn measures(&self) -> &[String] {
+        &self.measures
+    }
 }
 
 impl DynamoEventStore {
@@ -139,7 +151,7 @@ impl DynamoEventStore {
     ) -> Result<Option<Failure>, StoreError> {
         let mut delta = CounterDelta::default();
         for &i in pending {
-            delta.count(&entries[i], steps[i].outcome_if_written());
+            delta.count(&entries[i], steps[i].outcome_if_written(), &self.measures);
         }
         let mut actions: Vec<TransactWriteItem> =
             pending.iter().map(|&i| self.put_action(&entries[i], steps[i])).collect::<Result<_, _>>()?;
@@ -261,7 +273,46 @@ impl DynamoEventStore {
         for (bucket, tally) in &delta.windows {
             actions.push(TransactWriteItem::builder().update(self.window_update(shard_id, *bucket, tally)?).build());
         }
+        for (item, tally) in &delta.aggregates {
+            actions.push(TransactWriteItem::builder().update(self.aggregate_update(shard_id, item, tally)?).build());
+        }
         Ok(actions)
+    }
+
+    /// Adds to a day or month aggregate: the count, one counter per type and source, and one
+    /// sum per measure. Aggregates are kept (no TTL).
+    fn aggregate_update(
+        &self,
+        shard_id: &str,
+        item: &AggregateItem,
+        tally: &AggregateTally,
+    ) -> Result<Update, StoreError> {
+        let (pk, period) = match item {
+            AggregateItem::User(user, period) => (keys::user_aggregate_pk(user), *period),
+            AggregateItem::Shard(period) => (keys::shard_aggregate_pk(shard_id), *period),
+        };
+        let mut update = Update::builder()
+            .table_name(&self.table_name)
+            .key(keys::PK, s(pk))
+            .key(keys::SK, s(keys::period_sk(period)))
+            .expression_attribute_names("#events", attr::EVENTS)
+            .expression_attribute_values(":events", n(tally.events));
+        let mut adds = vec!["#events :events".to_owned()];
+        let counts = [(attr::TYPE_PREFIX, &tally.by_type), (attr::SOURCE_PREFIX, &tally.by_source)];
+        let terms = counts
+            .iter()
+            .flat_map(|(prefix, map)| map.iter().map(move |(k, c)| (format!("{prefix}{k}"), c.to_string())))
+            .chain(tally.sums.iter().map(|(k, sum)| (format!("{}{k}", attr::MEASURE_PREFIX), sum.to_number_text())));
+        for (index, (name, value)) in terms.enumerate() {
+            adds.push(format!("#a{index} :a{index}"));
+            update = update
+                .expression_attribute_names(format!("#a{index}"), name)
+                .expression_attribute_values(format!(":a{index}"), AttributeValue::N(value));
+        }
+        update
+            .update_expression(format!("ADD {}", adds.join(", ")))
+            .build()
+            .map_err(|e| StoreError::Permanent(e.into()))
     }
 
     /// Adds a tally to a window bucket: the counts, and one counter per dimension value

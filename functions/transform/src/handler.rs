@@ -124,7 +124,7 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
 
         let entries = entries_of(&decoded[..unfinished]);
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(entries.len());
-        for group in commit_groups(&entries) {
+        for group in commit_groups(&entries, self.store.measures()) {
             match self.store.commit(&shard_id, &entries[group.clone()]).await {
                 Ok(group_outcomes) => outcomes.extend(group_outcomes),
                 Err(error) => {

@@ -36,7 +36,8 @@ pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsTransform {
             aws_sdk_dynamodb::Client::new(sdk),
             config.table_name.clone(),
             Backoff::default().with_budget(COMMIT_BUDGET),
-        ),
+        )
+        .with_measures(config.aggregate_measures),
         reference: CachedReference::new(ReferenceStore::new(
             aws_sdk_dynamodb::Client::new(sdk),
             config.table_name,

@@ -4,9 +4,10 @@ use std::future::Future;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use eventline_model::aggregate::{AggregateTally, Granularity, Period, measures_of};
 use eventline_model::latency::Histogram;
 use eventline_model::window::{Bucket, Tally, is_bucketed};
-use eventline_model::{EventId, IngestId, ProcessedEvent, Source};
+use eventline_model::{EventId, IngestId, ProcessedEvent, Source, UserId};
 
 /// One thing to commit for one stream record.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +92,11 @@ pub trait EventStore: Send + Sync {
         entries: &[Entry],
     ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
 
+    /// The `data` fields the aggregates sum.
+    fn measures(&self) -> &[String] {
+        &[]
+    }
+
     /// Adds user hashes to the distinct-users sketches of the shard's window buckets.
     /// Idempotent: adding a user again changes nothing.
     fn merge_users(
@@ -119,10 +125,41 @@ pub struct CounterDelta {
     pub latency: Histogram,
     /// Window buckets of the events stored now, by event time.
     pub windows: BTreeMap<Bucket, Tally>,
+    /// Day and month aggregates of the events stored now, per user and for the shard.
+    pub aggregates: BTreeMap<AggregateItem, AggregateTally>,
+}
+
+/// An aggregate item a stored event adds to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AggregateItem {
+    User(UserId, Period),
+    Shard(Period),
+}
+
+/// The aggregate items of an event: its user's day and month (when it has a user) and the
+/// shard's day and month.
+pub fn aggregate_items(event: &ProcessedEvent) -> Vec<AggregateItem> {
+    let periods = [Granularity::Day, Granularity::Month].map(|g| Period::of(event.event.timestamp, g));
+    let mut items: Vec<AggregateItem> = periods.iter().map(|p| AggregateItem::Shard(*p)).collect();
+    if let Some(user) = &event.event.user_id {
+        items.extend(periods.iter().map(|p| AggregateItem::User(user.clone(), *p)));
+    }
+    items
+}
+
+/// One event as an aggregate counts it.
+pub fn aggregate_tally_of(event: &ProcessedEvent, measures: &[String]) -> AggregateTally {
+    let one = |key: &str| BTreeMap::from([(key.to_owned(), 1)]);
+    AggregateTally {
+        events: 1,
+        by_type: one(event.event.event_type.as_str()),
+        by_source: one(event.event.source.as_str()),
+        sums: measures_of(event.event.data.as_ref(), measures),
+    }
 }
 
 impl CounterDelta {
-    pub fn count(&mut self, entry: &Entry, outcome: Outcome) {
+    pub fn count(&mut self, entry: &Entry, outcome: Outcome, measures: &[String]) {
         let counted_now = matches!(outcome, Outcome::Stored | Outcome::Duplicate | Outcome::Failed | Outcome::Refused);
         if counted_now && !entry.came_through_ingest() {
             self.received_direct += 1;
@@ -135,6 +172,10 @@ impl CounterDelta {
                 for bucket in window_buckets(event) {
                     let tally = self.windows.entry(bucket).or_default();
                     tally.add(&tally_of(event));
+                }
+                let aggregate = aggregate_tally_of(event, measures);
+                for item in aggregate_items(event) {
+                    self.aggregates.entry(item).or_default().add(&aggregate);
                 }
             }
             (_, Outcome::Duplicate) => self.duplicate += 1,
@@ -188,17 +229,17 @@ pub const MAX_TERMS_PER_BUCKET: usize = 150;
 
 /// Splits entries, in order, into groups that each fit one commit: with their counter and
 /// window-bucket updates at most 100 actions, 3.5 MB, and bucket expressions that fit.
-pub fn commit_groups(entries: &[Entry]) -> Vec<std::ops::Range<usize>> {
+pub fn commit_groups(entries: &[Entry], measures: &[String]) -> Vec<std::ops::Range<usize>> {
     let mut groups = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
-    let mut terms: HashMap<Bucket, HashSet<(u8, String)>> = HashMap::new();
+    let mut terms: HashMap<CounterItem, HashSet<(u8, String)>> = HashMap::new();
     for (index, entry) in entries.iter().enumerate() {
         let weight = entry_weight(entry);
-        let adds = bucket_terms(entry);
+        let adds = counter_terms(entry, measures);
         let mut trial = terms.clone();
         for (bucket, term) in &adds {
-            trial.entry(*bucket).or_default().insert(term.clone());
+            trial.entry(bucket.clone()).or_default().insert(term.clone());
         }
         let actions = index + 1 - start + FIXED_COUNTER_ACTIONS + trial.len();
         let widest = trial.values().map(|t| t.len() + 2).max().unwrap_or(0);
@@ -225,8 +266,15 @@ pub fn commit_groups(entries: &[Entry]) -> Vec<std::ops::Range<usize>> {
     groups
 }
 
-/// The counters an entry may add to each of its window buckets.
-fn bucket_terms(entry: &Entry) -> Vec<(Bucket, (u8, String))> {
+/// An item a commit's counter updates write, besides the event items.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CounterItem {
+    Window(Bucket),
+    Aggregate(AggregateItem),
+}
+
+/// The counters an entry may add to each item it updates.
+fn counter_terms(entry: &Entry, measures: &[String]) -> Vec<(CounterItem, (u8, String))> {
     let Entry::Event(event) = entry else { return Vec::new() };
     let tally = tally_of(event);
     let names: Vec<(u8, String)> =
@@ -234,7 +282,20 @@ fn bucket_terms(entry: &Entry) -> Vec<(Bucket, (u8, String))> {
             .into_iter()
             .flat_map(|(kind, map)| map.keys().map(move |k| (kind, k.clone())))
             .collect();
-    window_buckets(event).into_iter().flat_map(|b| names.iter().map(move |n| (b, n.clone()))).collect()
+    let mut terms: Vec<(CounterItem, (u8, String))> = window_buckets(event)
+        .into_iter()
+        .flat_map(|b| names.iter().map(move |n| (CounterItem::Window(b), n.clone())))
+        .collect();
+    let aggregate = aggregate_tally_of(event, measures);
+    let aggregate_names: Vec<(u8, String)> = [(b't', &aggregate.by_type), (b's', &aggregate.by_source)]
+        .into_iter()
+        .flat_map(|(kind, map)| map.keys().map(move |k| (kind, k.clone())))
+        .chain(aggregate.sums.keys().map(|k| (b'm', k.clone())))
+        .collect();
+    for item in aggregate_items(event) {
+        terms.extend(aggregate_names.iter().map(|n| (CounterItem::Aggregate(item.clone()), n.clone())));
+    }
+    terms
 }
 
 #[cfg(test)]
@@ -248,8 +309,8 @@ mod tests {
     #[test]
     fn groups_hold_at_most_98_entries() {
         let entries: Vec<Entry> = (0..200).map(poison).collect();
-        assert_eq!(commit_groups(&entries), vec![0..98, 98..196, 196..200]);
-        assert!(commit_groups(&[]).is_empty());
+        assert_eq!(commit_groups(&entries, &[]), vec![0..98, 98..196, 196..200]);
+        assert!(commit_groups(&[], &[]).is_empty());
     }
 
     fn event_at(id: usize, second: i64, event_type: &str) -> Entry {
@@ -271,21 +332,21 @@ mod tests {
         // Each event in its own second, all in one minute: 48 events, 2 counters, 48 second
         // buckets and 1 minute bucket make 99 actions; one more event would make 101.
         let entries: Vec<Entry> = (0..100).map(|i| event_at(i, 1_795_435_199 - i as i64, "t")).collect();
-        let groups = commit_groups(&entries);
+        let groups = commit_groups(&entries, &[]);
         assert_eq!(groups[0], 0..48);
         // Events of one second share their two buckets.
         let same: Vec<Entry> = (0..100).map(|i| event_at(i, 1_795_435_100, "t")).collect();
-        assert_eq!(commit_groups(&same), vec![0..96, 96..100]);
+        assert_eq!(commit_groups(&same, &[]), vec![0..96, 96..100]);
         // Events too old for any window add no bucket.
         let old: Vec<Entry> = (0..100).map(|i| event_at(i, 1_000_000_000 + i as i64, "t")).collect();
-        assert_eq!(commit_groups(&old), vec![0..98, 98..100]);
+        assert_eq!(commit_groups(&old, &[]), vec![0..98, 98..100]);
     }
 
     #[test]
     fn many_distinct_types_split_a_group_before_its_bucket_expression_grows_too_long() {
         let entries: Vec<Entry> =
             (0..98).map(|i| event_from(i, 1_795_435_100, &format!("type-{i}"), &format!("src-{i}"))).collect();
-        let groups = commit_groups(&entries);
+        let groups = commit_groups(&entries, &[]);
         // Per bucket: count, unknown, plan and region, and a type and a source per event.
         assert_eq!(groups[0], 0..((MAX_TERMS_PER_BUCKET - 4) / 2));
     }
@@ -293,9 +354,9 @@ mod tests {
     #[test]
     fn window_counts_come_from_events_stored_now() {
         let mut delta = CounterDelta::default();
-        delta.count(&event_at(1, 1_795_435_100, "a"), Outcome::Stored);
-        delta.count(&event_at(2, 1_795_435_100, "b"), Outcome::Redelivered);
-        delta.count(&event_at(3, 1_795_435_101, "a"), Outcome::Duplicate);
+        delta.count(&event_at(1, 1_795_435_100, "a"), Outcome::Stored, &[]);
+        delta.count(&event_at(2, 1_795_435_100, "b"), Outcome::Redelivered, &[]);
+        delta.count(&event_at(3, 1_795_435_101, "a"), Outcome::Duplicate, &[]);
         let second = &delta.windows[&Bucket::Second(1_795_435_100)];
         assert_eq!((second.events, second.unknown), (1, 1));
         assert_eq!(second.by_type, BTreeMap::from([("a".to_owned(), 1)]));
@@ -306,9 +367,9 @@ mod tests {
     #[test]
     fn counts_only_what_was_committed_now() {
         let mut delta = CounterDelta::default();
-        delta.count(&poison(1), Outcome::Failed);
-        delta.count(&poison(2), Outcome::AlreadyCounted);
-        delta.count(&poison(3), Outcome::Duplicate);
+        delta.count(&poison(1), Outcome::Failed, &[]);
+        delta.count(&poison(2), Outcome::AlreadyCounted, &[]);
+        delta.count(&poison(3), Outcome::Duplicate, &[]);
         assert_eq!((delta.processed, delta.duplicate, delta.failed), (0, 1, 1));
         assert_eq!(delta.received_direct, 2, "records no ingest counted are counted received once, here");
     }

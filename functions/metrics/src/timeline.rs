@@ -1,0 +1,160 @@
+//! `GET /users/{user_id}/events`, `GET /users/{user_id}/aggregates` and `GET /aggregates`:
+//! the parameters, the opaque page cursor, and the ranges they turn into.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use time::{Duration, OffsetDateTime};
+
+use eventline_model::aggregate::{Granularity, Period};
+use eventline_model::event::{checked_utc, sortable_timestamp};
+use eventline_model::keys;
+
+/// Events per page: default and most.
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+
+/// Why a parameter was refused: its name and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadParameter {
+    pub field: &'static str,
+    pub rule: &'static str,
+}
+
+const TIME_RULE: &str = "must be an RFC 3339 timestamp or Unix epoch seconds or milliseconds";
+
+/// A time parameter: RFC 3339, or epoch seconds or milliseconds as for events.
+pub fn time_param(field: &'static str, text: &str) -> Result<OffsetDateTime, BadParameter> {
+    let bad = BadParameter { field, rule: TIME_RULE };
+    let raw = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.to_owned()
+    } else {
+        serde_json::to_string(text).map_err(|_| bad.clone())?
+    };
+    let raw = serde_json::value::RawValue::from_string(raw).map_err(|_| bad.clone())?;
+    eventline_model::validation::parse_timestamp(&raw).map_err(|_| bad)
+}
+
+pub fn limit_param(text: Option<&str>) -> Result<usize, BadParameter> {
+    let Some(text) = text else { return Ok(DEFAULT_LIMIT) };
+    text.parse()
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n) && text.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or(BadParameter { field: "limit", rule: "must be an integer from 1 to 1000" })
+}
+
+pub fn granularity_param(text: Option<&str>) -> Result<Granularity, BadParameter> {
+    match text {
+        None => Ok(Granularity::Day),
+        Some(text) => {
+            Granularity::parse(text).ok_or(BadParameter { field: "granularity", rule: "must be day or month" })
+        }
+    }
+}
+
+/// A user's events from `from` (inclusive) to `to` (exclusive) as a range of `user_sk`.
+pub fn user_sk_range(from: OffsetDateTime, to: OffsetDateTime) -> (String, String) {
+    // `~` sorts after every character a source or id may hold.
+    let last = to - Duration::nanoseconds(1);
+    (sortable_timestamp(from), format!("{}#~", sortable_timestamp(last)))
+}
+
+/// Where the next page starts: the last event returned, by its index key and table key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub user_sk: String,
+    pub pk: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}\n{}", self.user_sk, self.pk))
+    }
+
+    /// Reads a cursor back; anything this service did not write is refused.
+    pub fn decode(text: &str) -> Result<Self, BadParameter> {
+        let bad = BadParameter { field: "cursor", rule: "is not a cursor this service gave" };
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad.clone())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad.clone())?;
+        let (user_sk, pk) = text.split_once('\n').ok_or(bad.clone())?;
+        let well_formed = user_sk.len() > 31
+            && user_sk.as_bytes().get(30) == Some(&b'#')
+            && time::OffsetDateTime::parse(&user_sk[..30], &time::format_description::well_known::Rfc3339)
+                .ok()
+                .and_then(checked_utc)
+                .is_some()
+            && pk.starts_with("EVENT#")
+            && pk.matches('#').count() == 2;
+        if well_formed { Ok(Self { user_sk: user_sk.to_owned(), pk: pk.to_owned() }) } else { Err(bad) }
+    }
+}
+
+/// The aggregate periods asked for: defaults are the last 31 days or 12 months.
+pub fn period_range(
+    granularity: Granularity,
+    from: Option<OffsetDateTime>,
+    to: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> (Period, Period) {
+    let to = to.unwrap_or(now + Duration::nanoseconds(1));
+    let from = from.unwrap_or_else(|| match granularity {
+        Granularity::Day => to - Duration::days(31),
+        Granularity::Month => to - Duration::days(365),
+    });
+    let last = to - Duration::nanoseconds(1);
+    (Period::of(from, granularity), Period::of(last, granularity))
+}
+
+pub fn period_sk_range(first: Period, last: Period) -> (String, String) {
+    (keys::period_sk(first), keys::period_sk(last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn cursors_round_trip_and_forgeries_are_refused() {
+        let cursor = Cursor { user_sk: "2026-11-30T12:00:00.000000000Z#web#e1".into(), pk: "EVENT#web#e1".into() };
+        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        for forged in [
+            "",
+            "!!!",
+            &URL_SAFE_NO_PAD.encode("x\nEVENT#a#b"),
+            &URL_SAFE_NO_PAD.encode("2026-11-30T12:00:00.000000000Z#web#e1\nUSER#x"),
+        ] {
+            assert_eq!(Cursor::decode(forged).unwrap_err().field, "cursor", "{forged}");
+        }
+    }
+
+    #[test]
+    fn parameters_follow_their_rules() {
+        assert_eq!(limit_param(None), Ok(100));
+        assert_eq!(limit_param(Some("1000")), Ok(1000));
+        for bad in ["0", "1001", "-1", "x", "1e2"] {
+            assert_eq!(limit_param(Some(bad)).unwrap_err().field, "limit");
+        }
+        assert_eq!(time_param("from", "1700000000").unwrap().unix_timestamp(), 1_700_000_000);
+        assert_eq!(time_param("from", "2026-11-30T12:00:00+01:00").unwrap(), datetime!(2026-11-30 11:00 UTC));
+        assert_eq!(time_param("to", "yesterday").unwrap_err().field, "to");
+        assert_eq!(granularity_param(Some("week")).unwrap_err().field, "granularity");
+    }
+
+    #[test]
+    fn the_to_bound_is_exclusive() {
+        let (from, to) = user_sk_range(datetime!(2026-11-30 12:00 UTC), datetime!(2026-11-30 13:00 UTC));
+        let at = |t: OffsetDateTime| format!("{}#web#e1", sortable_timestamp(t));
+        assert!(from <= at(datetime!(2026-11-30 12:00 UTC)));
+        assert!(at(datetime!(2026-11-30 12:59:59.999999999 UTC)) <= to);
+        assert!(at(datetime!(2026-11-30 13:00 UTC)) > to);
+    }
+
+    #[test]
+    fn default_periods_are_the_last_31_days_or_12_months() {
+        let now = datetime!(2026-11-30 12:00 UTC);
+        let (first, last) = period_range(Granularity::Day, None, None, now);
+        assert_eq!((first.label(), last.label()), ("2026-10-30".into(), "2026-11-30".into()));
+        let (first, last) = period_range(Granularity::Month, None, None, now);
+        assert_eq!((first.label(), last.label()), ("2025-11".into(), "2026-11".into()));
+    }
+}
