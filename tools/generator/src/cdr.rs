@@ -119,6 +119,40 @@ pub struct CallEvent {
     pub attrs: Attrs,
 }
 
+/// Bytes a data session moved, as pipeline events carry them in `data`.
+///
+/// They are not a column of the call-detail record, so they are derived from columns it has:
+/// the session's duration and the last four digits of its called number, which are random.
+/// That way the database forms (CSV, NDJSON) need no column for them, generation draws no
+/// extra random number, and integer SQL over a loaded CSV yields the same figures (see the
+/// crate README).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataVolume {
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+impl DataVolume {
+    /// The downstream rate is this many bytes per second times (1 + d0)(1 + d1)(1 + d2): from
+    /// 128 B/s (a mostly idle session) to 128 kB/s (about 1 Mbit/s sustained), 21 kB/s on
+    /// average.
+    pub const DOWN_RATE_UNIT: u64 = 128;
+
+    /// Upstream is (1 + d3) of this many parts of downstream: 2 % to 20 %, 11 % on average.
+    pub const UP_PARTS: u64 = 50;
+
+    /// The volume of a session of `duration_seconds` whose called number's units, tens,
+    /// hundreds and thousands digits are d0, d1, d2 and d3. Integer arithmetic only, so SQL
+    /// over a loaded CSV gets exactly the same numbers.
+    pub fn of_session(duration_seconds: u32, called_number: u64) -> Self {
+        let factor = |place: u64| 1 + called_number / place % 10;
+        let bytes_down = u64::from(duration_seconds) * Self::DOWN_RATE_UNIT * factor(1) * factor(10) * factor(100);
+        // Even for the longest u32 duration, bytes_down × 10 stays below 2^53: exact as a SQLite
+        // or PostgreSQL integer and as a JSON number read into a double.
+        Self { bytes_up: bytes_down * factor(1000) / Self::UP_PARTS, bytes_down }
+    }
+}
+
 /// The optional attributes `attr_1` … `attr_8`.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Attrs {
@@ -677,6 +711,25 @@ impl CallEvent {
         self.called.value()
     }
 
+    /// The home subscriber the event belongs to: the callee of an incoming call, the calling
+    /// party otherwise. Pipeline events carry it as `user_id`.
+    pub fn subscriber(&self) -> &PhoneNumber {
+        match self.event_type {
+            EventType::CallIn => &self.called,
+            _ => &self.calling,
+        }
+    }
+
+    pub fn subscriber_number(&self) -> u64 {
+        self.subscriber().value()
+    }
+
+    /// The bytes a data session moved; `None` for calls and SMS.
+    pub fn data_volume(&self) -> Option<DataVolume> {
+        (self.event_type == EventType::DataSession)
+            .then(|| DataVolume::of_session(self.duration_seconds, self.called_number()))
+    }
+
     /// Whole seconds of the event time.
     pub fn time_secs(&self) -> i64 {
         self.time_micros.div_euclid(MICROS_PER_SEC)
@@ -760,7 +813,7 @@ impl CallEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
 
     fn config(seed: u64, count: u64) -> GenConfig {
         GenConfig::new(seed, count)
@@ -952,6 +1005,55 @@ mod tests {
                 values.iter().map(|v| v.as_ref().map_or(0, String::len)).collect();
             assert!(lengths.len() > 1, "attr_{n} lengths never vary");
         }
+    }
+
+    #[test]
+    fn subscriber_is_the_callee_of_incoming_calls_and_the_caller_otherwise() {
+        let mut seen = HashSet::new();
+        for e in config(14, 2_000).events() {
+            let expected = if e.event_type == EventType::CallIn { e.called_number() } else { e.calling_number() };
+            assert_eq!(e.subscriber_number(), expected, "{e:?}");
+            // Always a home subscriber: a German mobile number.
+            assert!(
+                HOME_PLANS.iter().any(|p| p.prefix.digits_value() == e.subscriber_number() / 10u64.pow(p.width.into()))
+            );
+            seen.insert(e.event_type);
+        }
+        assert_eq!(seen.len(), 4);
+    }
+
+    #[test]
+    fn data_volume_follows_the_documented_formula() {
+        // Digits 8, 7, 6 make 128 × 9 × 8 × 7 = 64 512 B/s; digit 5 makes upstream 6/50 of it.
+        let volume = DataVolume::of_session(100, 4930_1234_5678);
+        assert_eq!(volume, DataVolume { bytes_up: 774_144, bytes_down: 6_451_200 });
+        // The slowest rate, and upstream rounded down: 128 × 1 / 50 = 2.56.
+        assert_eq!(DataVolume::of_session(1, 4930_1234_0000), DataVolume { bytes_up: 2, bytes_down: 128 });
+        assert_eq!(DataVolume::of_session(0, 4930_1234_9999), DataVolume { bytes_up: 0, bytes_down: 0 });
+        let longest = DataVolume::of_session(24 * 3600, 4930_1234_9999);
+        assert_eq!(longest.bytes_down, 24 * 3600 * 128_000);
+        assert_eq!(longest.bytes_up, longest.bytes_down / 5);
+    }
+
+    #[test]
+    fn only_data_sessions_have_a_volume_at_realistic_rates() {
+        let (mut bytes_down, mut bytes_up, mut seconds) = (0u64, 0u64, 0u64);
+        for e in config(15, 20_000).events() {
+            let volume = e.data_volume();
+            assert_eq!(volume.is_some(), e.event_type == EventType::DataSession, "{e:?}");
+            let Some(volume) = volume else { continue };
+            let duration = u64::from(e.duration_seconds);
+            assert!((128 * duration..=128_000 * duration).contains(&volume.bytes_down), "{e:?}: {volume:?}");
+            assert!((volume.bytes_down / 50..=volume.bytes_down / 5).contains(&volume.bytes_up), "{volume:?}");
+            bytes_down += volume.bytes_down;
+            bytes_up += volume.bytes_up;
+            seconds += duration;
+        }
+        // About 21 kB/s downstream and 11 % of that upstream over all sessions.
+        let rate = bytes_down / seconds;
+        assert!((17_000..=26_000).contains(&rate), "{rate} B/s");
+        let up_percent = bytes_up * 100 / bytes_down;
+        assert!((9..=13).contains(&up_percent), "{up_percent} %");
     }
 
     #[test]

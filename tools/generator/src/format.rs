@@ -113,8 +113,8 @@ impl EventWriter {
         match self.format {
             Format::Csv => 190,
             Format::Ndjson => 390,
-            Format::Api => 540,
-            Format::KinesisEvent => 1400,
+            Format::Api => 620,
+            Format::KinesisEvent => 1440,
         }
     }
 
@@ -270,11 +270,20 @@ impl EventWriter {
         out.array(b"\",\"timestamp\":\"");
         out.array(self.dates.get(e.time_secs()));
         out.array(b"\",\"user_id\":\"");
-        e.calling.write(out);
+        e.subscriber().write(out);
         out.array(b"\",\"payload\":\"");
         e.write_location(out);
         out.array(b"\",\"data\":");
         self.write_call_json(e, out);
+        if let Some(volume) = e.data_volume() {
+            // Reopens the call-detail object, which NDJSON writes unchanged, to add the volume.
+            out.unwrite(1);
+            out.array(b",\"bytes_up\":");
+            out.u64(volume.bytes_up);
+            out.array(b",\"bytes_down\":");
+            out.u64(volume.bytes_down);
+            out.byte(b'}');
+        }
     }
 
     /// When the service received the event, for the `kinesis-event` format.
@@ -297,7 +306,7 @@ impl EventWriter {
             out.byte(b',');
         }
         out.array(b"{\"kinesis\":{\"kinesisSchemaVersion\":\"1.0\",\"partitionKey\":\"");
-        e.calling.write(out);
+        e.subscriber().write(out);
         out.array(b"\",\"sequenceNumber\":\"");
         push_sequence_number(out, index);
         out.array(b"\",\"data\":\"");
@@ -325,7 +334,7 @@ pub fn push_sequence_number(out: &mut Cursor<'_>, index: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cdr::{ATTR_COUNT, GenConfig};
+    use crate::cdr::{ATTR_COUNT, EventType, GenConfig};
 
     #[test]
     fn sequence_numbers_have_56_digits_and_increase() {
@@ -359,6 +368,52 @@ mod tests {
             }
         }
         assert!(nulls > 0);
+    }
+
+    #[test]
+    fn api_events_carry_the_subscriber_and_data_sessions_their_volume() {
+        let events: Vec<_> = GenConfig::new(19, 2_000).events().collect();
+        let mut writer = EventWriter::new(Format::Api, 2_000, 100);
+        let mut incoming = 0;
+        for e in &events {
+            let mut out = Vec::new();
+            writer.write_api_event(e, &mut out);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+            let user = v["user_id"].as_str().and_then(|u| u.parse::<u64>().ok());
+            if e.event_type == EventType::CallIn {
+                assert_eq!(user, Some(e.called_number()), "{v}");
+                incoming += 1;
+            } else {
+                assert_eq!(user, Some(e.calling_number()), "{v}");
+            }
+            assert_eq!(v["type"].as_str(), Some(e.event_type.api_name()));
+            assert_eq!(v["timestamp"].as_str(), Some(e.event_date().as_str()));
+            let data = &v["data"];
+            assert_eq!(data["duration_seconds"].as_u64(), Some(u64::from(e.duration_seconds)));
+            let volume = (data.get("bytes_up").map(|b| b.as_u64()), data.get("bytes_down").map(|b| b.as_u64()));
+            match e.data_volume() {
+                Some(expected) => {
+                    // JSON integers, so `as_u64` only reads non-negative whole numbers.
+                    assert_eq!(volume, (Some(Some(expected.bytes_up)), Some(Some(expected.bytes_down))), "{v}");
+                    assert!(expected.bytes_down > 0 || e.duration_seconds == 0, "{v}");
+                }
+                None => assert_eq!(volume, (None, None), "{v}"),
+            }
+        }
+        assert!(incoming > 0);
+    }
+
+    #[test]
+    fn kinesis_records_are_partitioned_by_the_subscriber() {
+        let events: Vec<_> = GenConfig::new(19, 100).events().collect();
+        let Some(call_in) = events.iter().find(|e| e.event_type == EventType::CallIn) else {
+            panic!("no incoming call in 100 events");
+        };
+        let mut writer = EventWriter::new(Format::KinesisEvent, 100, 100);
+        let mut out = Vec::new();
+        writer.write(1, call_in, &mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains(&format!("\"partitionKey\":\"{}\"", call_in.called_number())), "{text}");
     }
 
     #[test]

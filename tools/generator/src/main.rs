@@ -132,7 +132,7 @@ struct LoadArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "The table holds the first N distinct user_ids (calling numbers) of the seed's events, \
+#[command(after_help = "The table holds the first N distinct user_ids (subscribers) of the seed's events, \
 in order. `load --seed S --count C` then sends only users in the table when C is N, or a multiple of 20 up \
 to N; another C below N may leave up to C mod 20 users of its last, shorter type block out. Beyond N \
 nearly every event brings a new user, so keep C at most N. Plans (free 60 %, pro 30 %, enterprise 10 %) \

@@ -1,6 +1,6 @@
 //! The reference table of users sent as `PUT /reference/users`, matched to a seed's events.
 //!
-//! The table holds the first N distinct `user_id`s (calling numbers) of the events a seed
+//! The table holds the first N distinct `user_id`s (subscribers) of the events a seed
 //! generates, in order, each with a plan and a region. Those events are the ones
 //! `generate --seed S --count N` writes, followed, only when they repeat a user, by the events
 //! that come after them. So `load --seed S --count N` sends no user the table lacks, nor does
@@ -51,7 +51,7 @@ pub fn user_ids(seed: u64, n: usize) -> Vec<u64> {
         if users.len() == n {
             break;
         }
-        let user = event.calling_number();
+        let user = event.subscriber_number();
         if seen.insert(user) {
             users.push(user);
         }
@@ -138,6 +138,7 @@ pub fn write_table(seed: u64, users: &[u64], ts: &str, out: &mut impl Write) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cdr::{CallEvent, EventType};
 
     fn valid_value(text: &str) -> bool {
         (1..=64).contains(&text.len())
@@ -171,12 +172,20 @@ mod tests {
     }
 
     #[test]
-    fn users_are_distinct_calling_numbers_in_event_order() {
+    fn users_are_distinct_subscribers_in_event_order() {
         let users = user_ids(3, 500);
         assert_eq!(users.len(), 500);
         assert_eq!(users.iter().collect::<HashSet<_>>().len(), 500);
-        let first: Vec<u64> = GenConfig::new(3, 500).events().map(|e| e.calling_number()).take(3).collect();
-        assert_eq!(users[..3], first[..]);
+        let events: Vec<CallEvent> = GenConfig::new(3, 500).events().collect();
+        let first: Vec<u64> = events.iter().map(CallEvent::subscriber_number).take(20).collect();
+        assert_eq!(users[..20], first[..]);
+        // Incoming calls are there with their callee, the subscriber, not the caller.
+        let call_in = events.iter().find(|e| e.event_type == EventType::CallIn);
+        let Some(call_in) = call_in else {
+            panic!("no incoming call in 500 events");
+        };
+        assert!(users.contains(&call_in.called_number()));
+        assert!(!users.contains(&call_in.calling_number()));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::cdr::{CallEvent, EventType, Events, GenConfig};
+use crate::cdr::{CallEvent, DataVolume, EventType, Events, GenConfig};
 use crate::clock::{self, MICROS_PER_SEC};
 use crate::format::{EventWriter, Format};
 
@@ -65,20 +65,41 @@ pub fn to_pipeline_event(item: Value) -> Result<Value, String> {
             _ => Err(format!("call-detail event without a text or number '{key}'")),
         }
     };
-    let code = fields
-        .get("event_type")
-        .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
-        .ok_or("call-detail event without a numeric 'event_type'")?;
+    let number = |key: &str| -> Result<u64, String> {
+        fields
+            .get(key)
+            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .ok_or_else(|| format!("call-detail event without a numeric '{key}'"))
+    };
+    let code = number("event_type")?;
     let event_type =
         EventType::from_code(code).ok_or_else(|| format!("unknown event_type {code} (expected 1, 2, 3 or 5)"))?;
+    let subscriber = match event_type {
+        EventType::CallIn => "called_number",
+        _ => "calling_number",
+    };
+    // Data sessions carry their volume, derived like the generator does unless already there.
+    let has_volume = fields.contains_key("bytes_up") || fields.contains_key("bytes_down");
+    let volume = if event_type == EventType::DataSession && !has_volume {
+        let duration = u32::try_from(number("duration_seconds")?)
+            .map_err(|_| "call-detail event with a 'duration_seconds' above 4294967295".to_owned())?;
+        Some(DataVolume::of_session(duration, number("called_number")?))
+    } else {
+        None
+    };
     let mut event = Map::new();
     event.insert("id".into(), Value::String(text("event_ref")?));
     event.insert("source".into(), Value::String(text("event_source")?));
     event.insert("type".into(), Value::String(event_type.api_name().into()));
     event.insert("timestamp".into(), Value::String(text("event_date")?));
-    event.insert("user_id".into(), Value::String(text("calling_number")?));
+    event.insert("user_id".into(), Value::String(text(subscriber)?));
     event.insert("payload".into(), Value::String(text("location")?));
-    event.insert("data".into(), Value::Object(fields));
+    let mut data = fields;
+    if let Some(volume) = volume {
+        data.insert("bytes_up".into(), volume.bytes_up.into());
+        data.insert("bytes_down".into(), volume.bytes_down.into());
+    }
+    event.insert("data".into(), Value::Object(data));
     Ok(Value::Object(event))
 }
 
@@ -253,6 +274,35 @@ mod tests {
         let direct: Vec<Value> = api.iter().flat_map(|l| line_events(l).unwrap_or_default()).collect();
         assert_eq!(converted.len(), 250);
         assert_eq!(converted, direct);
+    }
+
+    #[test]
+    fn converted_call_details_follow_the_subscriber_and_volume_mapping() {
+        let call_in = r#"{"event_ref":"r","event_source":"s","event_type":2,"event_date":"d","calling_number":1,"called_number":2,"location":"l"}"#;
+        let events = line_events(call_in).unwrap_or_default();
+        assert_eq!(events.first().map(|e| e["user_id"].clone()), Some("2".into()));
+        assert!(events.first().is_some_and(|e| e["data"].get("bytes_up").is_none()));
+
+        let session = |extra: &str| {
+            format!(
+                r#"{{"event_ref":"r","event_source":"s","event_type":5,"event_date":"d","calling_number":1,"location":"l","duration_seconds":100{extra}}}"#
+            )
+        };
+        let volume_of = |line: &str| {
+            let events = line_events(line).unwrap_or_default();
+            let data = events.first().map(|e| e["data"].clone()).unwrap_or_default();
+            (data["bytes_up"].as_u64(), data["bytes_down"].as_u64())
+        };
+        let derived = session(r#","called_number":493012345678"#);
+        assert_eq!(volume_of(&derived), (Some(774_144), Some(6_451_200)));
+        let events = line_events(&derived).unwrap_or_default();
+        assert_eq!(events.first().map(|e| e["user_id"].clone()), Some("1".into()));
+        // A volume the record already has is kept.
+        assert_eq!(
+            volume_of(&session(r#","called_number":493012345678,"bytes_up":1,"bytes_down":2"#)),
+            (Some(1), Some(2))
+        );
+        assert_eq!(line_events(&session("")), Err("call-detail event without a numeric 'called_number'".into()));
     }
 
     #[test]
