@@ -23,8 +23,8 @@ run's fault pattern can be repeated.
 
 Transactions. moto backs up the whole table before each action of a TransactWriteItems call,
 so a transaction of N actions copies the table N times and the local stack slows down as the
-table grows. Here the backup is taken once per table per call; a cancelled transaction still
-rolls back to it, so what callers observe is unchanged.
+table grows. Here only the items the call writes are backed up, and a cancelled transaction
+puts exactly those back, so what callers observe is unchanged.
 """
 
 import copy
@@ -44,33 +44,66 @@ from urllib.parse import parse_qs
 import moto.server
 from moto.dynamodb import models
 
-# --- DynamoDB transactions: one table backup per call -------------------------------------
+# --- DynamoDB transactions: back up the items a call writes, not whole tables -----------
 
 _backups = threading.local()
 
 
 def _deepcopy(value, memo=None):
-    taken = getattr(_backups, "taken", None)
-    if taken is None:
-        return copy.deepcopy(value, memo)
-    if id(value) not in taken:
-        taken[id(value)] = copy.deepcopy(value, memo)
-    return taken[id(value)]
+    # Inside a transaction the items it writes are already backed up (below): moto's own
+    # whole-table copy is skipped, so a rollback by moto leaves the table as it is and the
+    # item backups restore it.
+    if getattr(_backups, "items", None) is not None:
+        return value
+    return copy.deepcopy(value, memo)
 
 
 _transact_write_items = models.DynamoDBBackend.transact_write_items
 
 
-def _transact_write_items_with_one_backup(self, transact_items):
-    _backups.taken = {}
+def _key_of(backend, table_name, operation):
+    if "Key" in operation:
+        return operation["Key"]
+    table = backend.get_table(table_name)
+    names = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+    return {name: operation["Item"][name] for name in names}
+
+
+def _item_backups(backend, transact_items):
+    """(table, key, attributes or None) of every item the call may write, as it is now."""
+    backups = []
+    for transact_item in transact_items:
+        for operation in transact_item.values():
+            table_name = operation["TableName"]
+            key = _key_of(backend, table_name, operation)
+            current = backend.get_item(table_name, key)
+            attributes = copy.deepcopy(current.to_json()["Attributes"]) if current else None
+            backups.append((table_name, key, attributes))
+    return backups
+
+
+def _transact_write_items_with_item_backups(self, transact_items):
+    try:
+        backups = _item_backups(self, transact_items)
+    except Exception:
+        # A malformed call (no such table, a missing key): moto reports it as it would.
+        return _transact_write_items(self, transact_items)
+    _backups.items = backups
     try:
         return _transact_write_items(self, transact_items)
+    except Exception:
+        for table_name, key, attributes in reversed(backups):
+            if attributes is None:
+                self.delete_item(table_name, key)
+            else:
+                self.put_item(table_name, attributes)
+        raise
     finally:
-        _backups.taken = None
+        _backups.items = None
 
 
 models.copy = types.SimpleNamespace(deepcopy=_deepcopy)
-models.DynamoDBBackend.transact_write_items = _transact_write_items_with_one_backup
+models.DynamoDBBackend.transact_write_items = _transact_write_items_with_item_backups
 
 # --- Faults -------------------------------------------------------------------------------
 

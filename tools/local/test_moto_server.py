@@ -381,6 +381,28 @@ class MotoLauncherTest(unittest.TestCase):
         again, _ = run("again")
         self.assertEqual(again, outcomes)
 
+    def test_9_a_cancelled_transaction_leaves_every_item_as_it_was(self):
+        self.dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "tx-kept"}, "n": {"N": "1"}})
+        self.dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "tx-taken"}})
+        transaction = [
+            {"Put": {"TableName": TABLE, "Item": {"pk": {"S": "tx-new"}}}},
+            {"Update": {"TableName": TABLE, "Key": {"pk": {"S": "tx-kept"}}, "UpdateExpression": "ADD n :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+            {"Put": {"TableName": TABLE, "Item": {"pk": {"S": "tx-taken"}, "x": {"S": "y"}},
+                     "ConditionExpression": "attribute_not_exists(pk)"}},
+        ]
+        with self.assertRaises(ClientError) as raised:
+            self.dynamodb.transact_write_items(TransactItems=transaction)
+        self.assertEqual(raised.exception.response["Error"]["Code"], "TransactionCanceledException")
+        get = lambda pk: self.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": pk}}).get("Item")
+        self.assertIsNone(get("tx-new"), "a put of the cancelled transaction was undone")
+        self.assertEqual(get("tx-kept")["n"], {"N": "1"}, "an update of the cancelled transaction was undone")
+        self.assertEqual(get("tx-taken"), {"pk": {"S": "tx-taken"}})
+        # And a transaction that goes through writes everything.
+        self.dynamodb.transact_write_items(TransactItems=transaction[:2])
+        self.assertIsNotNone(get("tx-new"))
+        self.assertEqual(get("tx-kept")["n"], {"N": "2"})
+
     def test_8_bad_settings_are_refused(self):
         for settings in ({"rate": 2}, {"rate": 0.1, "kinds": ["flood"]}, {"rate": 0.1, "extra": 1}, {}):
             with self.subTest(settings=settings):
