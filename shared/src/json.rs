@@ -2,11 +2,10 @@
 //! them (raw values, byte for byte), and a check that no object anywhere repeats a key.
 //! `serde_json::Value` would let the last duplicate win silently and rewrite numbers.
 
-use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// Why a JSON text was refused.
@@ -72,74 +71,42 @@ pub fn array_elements(raw: &RawValue) -> Result<Vec<&RawValue>, JsonError> {
     serde_json::from_str(raw.get()).map_err(|e| JsonError::Syntax(e.to_string()))
 }
 
+/// Deepest nesting checked; deeper `data` is refused rather than walked.
+pub const MAX_DEPTH: usize = 128;
+
 /// Fails with the path of the first key that an object inside `raw` repeats.
-/// `prefix` names `raw` itself, e.g. `data`.
+/// `prefix` names `raw` itself, e.g. `data`. Values are walked as raw text, so numbers of
+/// any size and strings with any escapes pass through unconverted.
 pub fn check_unique_keys(raw: &RawValue, prefix: &str) -> Result<(), JsonError> {
-    let found = RefCell::new(None);
-    let seed = Unique { path: prefix.to_owned(), found: &found };
-    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
-    match seed.deserialize(&mut deserializer) {
-        Ok(()) => Ok(()),
-        Err(error) => {
-            Err(found.into_inner().map_or_else(|| JsonError::Syntax(error.to_string()), JsonError::DuplicateKey))
+    check_value(raw, prefix, 0)
+}
+
+fn check_value(raw: &RawValue, path: &str, depth: usize) -> Result<(), JsonError> {
+    let syntax = |e: serde_json::Error| JsonError::Syntax(e.to_string());
+    match raw.get().as_bytes().first() {
+        Some(b'{') | Some(b'[') if depth >= MAX_DEPTH => {
+            Err(JsonError::Syntax(format!("{path} nests deeper than {MAX_DEPTH} levels")))
         }
-    }
-}
-
-/// Walks a value, remembering the path of the first repeated key in `found`.
-struct Unique<'f> {
-    path: String,
-    found: &'f RefCell<Option<String>>,
-}
-
-impl<'de> DeserializeSeed<'de> for Unique<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Unique<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut index = 0;
-        while seq.next_element_seed(Unique { path: format!("{}[{index}]", self.path), found: self.found })?.is_some() {
-            index += 1;
-        }
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut keys = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let path = format!("{}.{key}", self.path);
-            if !keys.insert(key) {
-                *self.found.borrow_mut() = Some(path);
-                return Err(de::Error::custom("duplicate key"));
+        Some(b'{') => {
+            let members: Members<'_> = serde_json::from_str(raw.get()).map_err(syntax)?;
+            let mut seen = HashSet::with_capacity(members.0.len());
+            for (key, value) in &members.0 {
+                let child = format!("{path}.{key}");
+                if !seen.insert(key.as_str()) {
+                    return Err(JsonError::DuplicateKey(child));
+                }
+                check_value(value, &child, depth + 1)?;
             }
-            map.next_value_seed(Unique { path, found: self.found })?;
+            Ok(())
         }
-        Ok(())
+        Some(b'[') => {
+            let elements: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(syntax)?;
+            for (index, element) in elements.iter().enumerate() {
+                check_value(element, &format!("{path}[{index}]"), depth + 1)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -170,6 +137,21 @@ mod tests {
         let err = check_unique_keys(&raw(r#"{"a":[{"b":1},{"c":1,"c":2}]}"#), "data").unwrap_err();
         assert_eq!(err, JsonError::DuplicateKey("data.a[1].c".into()));
         assert!(check_unique_keys(&raw(r#"{"a":{"a":{"a":1}},"b":[1,"x",null,true]}"#), "data").is_ok());
+    }
+
+    #[test]
+    fn numbers_beyond_f64_and_lone_surrogates_in_values_are_carried() {
+        assert!(
+            check_unique_keys(&raw(r#"{"a":1e400,"b":"\ud800","c":[123456789012345678901234567890]}"#), "data").is_ok()
+        );
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused_not_walked() {
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(MAX_DEPTH + 5), "]".repeat(MAX_DEPTH + 5));
+        assert!(matches!(check_unique_keys(&raw(&deep), "data"), Err(JsonError::Syntax(_))));
+        let fine = format!("{{\"a\":{}{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(check_unique_keys(&raw(&fine), "data").is_ok());
     }
 
     #[test]

@@ -132,8 +132,8 @@ pub fn parse_event(raw: &RawValue, rules: &Rules, now: OffsetDateTime) -> Parsed
                 errors.push(FieldError::new(&path, Rule::DuplicateKey, "appears more than once"));
                 None
             }
-            Err(_) => {
-                errors.push(FieldError::new("data", Rule::Type, "must be a JSON object"));
+            Err(error) => {
+                errors.push(FieldError::new("data", Rule::Format, echo(&error.to_string(), 200)));
                 None
             }
         },
