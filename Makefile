@@ -6,7 +6,7 @@ ADDR        ?= 127.0.0.1:3000
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test lint check-template build deploy bench-generate clean tools
+.PHONY: run test lint check-template build deploy bench-generate clean tools fuzz fuzz-smoke fuzz-tool
 
 ## run: the whole pipeline locally on $(ADDR) (override: make run ADDR=127.0.0.1:8080)
 run: $(VENV)/.run
@@ -16,6 +16,7 @@ run: $(VENV)/.run
 test: $(VENV)/.dev tools check-template
 	$(VENV)/bin/python -m unittest tools/local/test_moto_server.py
 	cargo nextest run --workspace --no-fail-fast
+	$(MAKE) fuzz-smoke
 
 ## lint: formatting and clippy, as CI checks them
 lint:
@@ -37,6 +38,36 @@ deploy: build
 ## bench-generate: generator throughput for 1M and 10M events, beside a plain baseline
 bench-generate:
 	cargo run --release -p eventline-gen --bin bench-generate
+
+# Fuzz targets in fuzz/ (a crate of their own, built in fuzz/target). cargo-fuzz passes
+# nightly-only rustc flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+# FUZZ_BUILD_FLAGS=--no-default-features leaves out the DynamoDB item checks and the AWS SDK
+# they need, for a much shorter cold build.
+FUZZ_TARGETS       := event stream_record
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 15
+FUZZ_BUILD_FLAGS   ?=
+CARGO_FUZZ_VERSION := 0.13.2
+# The smoke run in make test skips the AWS item checks (they pull the AWS SDK into a cold
+# instrumented build of several minutes) and writes what it finds under fuzz/target, leaving
+# the kept corpus as it is; make fuzz runs everything and grows the kept corpus.
+FUZZ_SMOKE_FLAGS   ?= --no-default-features
+FUZZ_RUN = for target in $(FUZZ_TARGETS); do \
+	mkdir -p $(3)/$$target && \
+	RUSTC_BOOTSTRAP=1 cargo fuzz run $(2) $$target $(3)/$$target $(CURDIR)/fuzz/corpus/$$target -- \
+		-max_total_time=$(1) -timeout=30 -dict=$(CURDIR)/fuzz/json.dict -print_final_stats=1 || exit 1; \
+	done
+
+## fuzz: each fuzz target for $(FUZZ_SECONDS) s on its corpus in fuzz/corpus (override: make fuzz FUZZ_SECONDS=600)
+fuzz: fuzz-tool
+	$(call FUZZ_RUN,$(FUZZ_SECONDS),$(FUZZ_BUILD_FLAGS),$(CURDIR)/fuzz/corpus)
+
+# The short run `make test` does: $(FUZZ_SMOKE_SECONDS) s per target.
+fuzz-smoke: fuzz-tool
+	$(call FUZZ_RUN,$(FUZZ_SMOKE_SECONDS),$(FUZZ_SMOKE_FLAGS),$(CURDIR)/fuzz/target/smoke-corpus)
+
+fuzz-tool:
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
 
 $(VENV)/bin/pip:
 	$(PYTHON) -m venv $(VENV)
