@@ -414,10 +414,11 @@ fn route(path: &str) -> Option<Route> {
         .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
         .collect();
     match segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        // The event route first: an event may be called `aggregates` or `events`.
+        [.., "events", source, id] => Some(Route::Event { source: (*source).to_owned(), id: (*id).to_owned() }),
         [.., "users", user, "events"] => Some(Route::UserEvents((*user).to_owned())),
         [.., "users", user, "aggregates"] => Some(Route::UserAggregates((*user).to_owned())),
         [.., "aggregates"] => Some(Route::Aggregates),
-        [.., "events", source, id] => Some(Route::Event { source: (*source).to_owned(), id: (*id).to_owned() }),
         [.., "metrics"] => Some(Route::Metrics),
         [.., "health" | "healthz"] => Some(Route::Health),
         [.., "reference", "users"] => Some(Route::ReferenceUsers),
@@ -734,5 +735,15 @@ mod tests {
         let (status, body) = call(FakeReader::default(), get("/users/u-1/events")).await;
         assert_eq!((status, body["events"].as_array().map(Vec::len)), (200, Some(0)));
         assert!(body.get("next_cursor").is_none());
+    }
+
+    #[test]
+    fn an_event_named_like_a_route_is_still_an_event() {
+        assert_eq!(
+            route("/events/web/aggregates"),
+            Some(Route::Event { source: "web".into(), id: "aggregates".into() })
+        );
+        assert_eq!(route("/users/u-1/events"), Some(Route::UserEvents("u-1".into())));
+        assert_eq!(route("/aggregates"), Some(Route::Aggregates));
     }
 }

@@ -57,6 +57,12 @@ include-operation-id = ["putReferenceUsers"]
 generation.with-security-parameters = false
 checks.positive_data_acceptance.expected-statuses = ["403"]
 checks.negative_data_rejection.expected-statuses = ["403"]
+
+# Times are strings in RFC 3339 or epoch digits, and a cursor is one this service gave:
+# the schema cannot say which strings those are, so a schema-valid one may get a 400.
+[[operations]]
+include-operation-id = ["getUserEvents", "getUserAggregates", "getAggregates"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]
 "#;
 
 fn document() -> PathBuf {
