@@ -9,6 +9,10 @@ use time::{Date, Month, OffsetDateTime};
 
 use crate::event::RawObject;
 
+/// Measures are numbers of magnitude below 10^18: larger ones (and other values) add
+/// nothing to the sums.
+pub const MAX_MEASURE: u64 = 1_000_000_000_000_000_000;
+
 /// The measures summed when the deployment names none.
 pub const DEFAULT_MEASURES: &str = "duration_seconds,bytes_up,bytes_down";
 
@@ -69,25 +73,33 @@ pub struct Sum {
 }
 
 impl Sum {
-    pub fn add(&mut self, other: &Sum) {
-        self.integer += other.integer;
-        self.fraction += other.fraction;
-        self.has_fraction |= other.has_fraction;
-    }
-
     /// The text of a DynamoDB number: digits only when exact.
     pub fn to_number_text(self) -> String {
         if self.has_fraction { format!("{}", self.integer as f64 + self.fraction) } else { self.integer.to_string() }
     }
 
-    /// A JSON number as the client wrote it; `None` for anything else (which adds nothing).
+    /// A JSON number as the client wrote it, if it is a measure: its magnitude below
+    /// [`MAX_MEASURE`], so that sums of any number of events stay within DynamoDB's 38
+    /// digits and i128. `None` for anything else, which adds nothing.
     pub fn parse(raw: &RawValue) -> Option<Self> {
         let text = raw.get();
         if let Ok(integer) = text.parse::<i128>() {
-            return Some(Sum { integer, ..Sum::default() });
+            return (integer.unsigned_abs() < MAX_MEASURE as u128).then_some(Sum { integer, ..Sum::default() });
         }
         let value: f64 = serde_json::from_str::<serde_json::Number>(text).ok()?.as_f64()?;
-        value.is_finite().then_some(Sum { integer: 0, fraction: value, has_fraction: true })
+        (value.is_finite() && value.abs() < MAX_MEASURE as f64).then_some(Sum {
+            integer: 0,
+            fraction: value,
+            has_fraction: true,
+        })
+    }
+
+    /// Adds, saturating: only a sum beyond what the measures' bound allows for 10^19
+    /// events could reach the limit.
+    pub fn saturating_add(&mut self, other: &Sum) {
+        self.integer = self.integer.saturating_add(other.integer);
+        self.fraction += other.fraction;
+        self.has_fraction |= other.has_fraction;
     }
 }
 
@@ -109,7 +121,7 @@ impl AggregateTally {
             }
         }
         for (name, sum) in &other.sums {
-            self.sums.entry(name.clone()).or_default().add(sum);
+            self.sums.entry(name.clone()).or_default().saturating_add(sum);
         }
     }
 }
@@ -171,17 +183,27 @@ mod tests {
     }
 
     #[test]
+    fn numbers_too_large_to_sum_safely_add_nothing() {
+        let data = RawObject::from_text(
+            r#"{"duration_seconds": 1000000000000000000, "bytes_up": 9e125, "bytes_down": 150000000000000000000000000000000000000}"#.into(),
+        )
+        .unwrap();
+        let names: Vec<String> = DEFAULT_MEASURES.split(',').map(str::to_owned).collect();
+        assert!(measures_of(Some(&data), &names).is_empty());
+    }
+
+    #[test]
     fn only_named_numeric_fields_are_summed_exactly() {
         let data = RawObject::from_text(
-            r#"{"duration_seconds": 12345678901234567890, "bytes_up": "12", "bytes_down": 1.5, "other": 3}"#.into(),
+            r#"{"duration_seconds": 123456789012345678, "bytes_up": "12", "bytes_down": 1.5, "other": 3}"#.into(),
         )
         .unwrap();
         let names: Vec<String> = DEFAULT_MEASURES.split(',').map(str::to_owned).collect();
         let sums = measures_of(Some(&data), &names);
         assert_eq!(sums.len(), 2, "a string is not numeric, an unnamed field is not a measure");
         let mut total = sums["duration_seconds"];
-        total.add(&sums["duration_seconds"]);
-        assert_eq!(total.to_number_text(), "24691357802469135780");
+        total.saturating_add(&sums["duration_seconds"]);
+        assert_eq!(total.to_number_text(), "246913578024691356");
         assert_eq!(sums["bytes_down"].to_number_text(), "1.5");
     }
 }

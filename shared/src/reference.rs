@@ -27,6 +27,9 @@ pub const UNKNOWN: &str = "unknown";
 pub const BUCKET_TARGET_BYTES: usize = 32 * 1024;
 /// No bucket may exceed this; packing uses more buckets until none does.
 pub const BUCKET_MAX_BYTES: usize = 128 * 1024;
+/// Most buckets a generation is packed into (a bucket still stays under DynamoDB's item
+/// limit, which is three times `BUCKET_MAX_BYTES`).
+pub const MAX_BUCKETS: u32 = 1 << 16;
 
 /// A plan or region: 1-64 characters of `[a-z0-9_.-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -270,7 +273,9 @@ pub fn pack(table: &ReferenceTable) -> (u32, Vec<String>) {
             grouped[bucket_of(user.as_str(), buckets) as usize].push((user, meta));
         }
         let texts: Vec<String> = grouped.iter().map(|entries| bucket_text(entries)).collect();
-        if texts.iter().all(|t| t.len() <= BUCKET_MAX_BYTES) {
+        // A table within MAX_USERS and the id and label limits fits long before the cap;
+        // ids that hash alike could otherwise double the count without end.
+        if texts.iter().all(|t| t.len() <= BUCKET_MAX_BYTES) || buckets >= MAX_BUCKETS {
             return (buckets, texts);
         }
         buckets *= 2;

@@ -277,11 +277,14 @@ impl<R: MetricsReader> Metrics<R> {
         let cursor = param("cursor").map(|c| timeline::Cursor::decode(&c)).transpose().map_err(bad)?;
         let from = from.unwrap_or(time::macros::datetime!(0001-01-01 00:00 UTC));
         let to = to.unwrap_or(time::macros::datetime!(9999-12-31 23:59:59.999999999 UTC));
-        let (events, next) = if from < to {
-            self.reader.user_events(&user, timeline::user_sk_range(from, to), limit, cursor).await?
-        } else {
-            (Vec::new(), None)
-        };
+        let range = timeline::user_sk_range(from, to);
+        if let Some(cursor) = &cursor
+            && !(range.0 <= cursor.user_sk && cursor.user_sk <= range.1)
+        {
+            return Err(RequestError::BadParameter { field: "cursor", rule: "belongs to another from/to" });
+        }
+        let (events, next) =
+            if from < to { self.reader.user_events(&user, range, limit, cursor).await? } else { (Vec::new(), None) };
         let mut body = serde_json::json!({"user_id": user, "events": events});
         if let Some(next) = next {
             body["next_cursor"] = next.encode().into();

@@ -94,6 +94,9 @@ pub trait MetricsReader: Send + Sync {
     fn check_stream(&self) -> impl Future<Output = Result<(), ReadError>> + Send;
 }
 
+/// Bytes of events one timeline page may hold, well inside Lambda's 6 MB response.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// What a window read found, and what it cost.
 #[derive(Debug, Clone, Default)]
 pub struct WindowRead {
@@ -350,14 +353,26 @@ impl MetricsReader for AwsMetricsReader {
                 _ => break,
             }
         }
-        let next = (items.len() > limit).then(|| {
-            items.truncate(limit);
-            let last = &items[limit - 1];
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let mut events: Vec<ProcessedEvent> =
+            items.iter().map(from_item).collect::<Result<_, _>>().map_err(|e| ReadError::new("a user's events", e))?;
+        // A page also stops before its answer would outgrow Lambda's 6 MB response (events
+        // can be hundreds of KB each); it always holds at least one event.
+        let mut bytes = 0;
+        let keep = events
+            .iter()
+            .position(|e| {
+                bytes += e.to_json().len() + 1;
+                bytes > MAX_PAGE_BYTES
+            })
+            .map_or(events.len(), |i| i.max(1));
+        let next = (more || keep < events.len()).then(|| {
+            let last = &items[keep - 1];
             let text = |name: &str| last.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
             Cursor { user_sk: text(keys::USER_SK), pk: text(keys::PK) }
         });
-        let events =
-            items.iter().map(from_item).collect::<Result<_, _>>().map_err(|e| ReadError::new("a user's events", e))?;
+        events.truncate(keep);
         Ok((events, next))
     }
 

@@ -166,10 +166,17 @@ impl DynamoEventStore {
             }
             Err(error) => error,
         };
-        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error()
-            && resolve(cancelled.cancellation_reasons(), entries, pending, steps)
-        {
-            return Ok(Some(Failure::Resolved));
+        if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error() {
+            let reasons = cancelled.cancellation_reasons();
+            if resolve(reasons, entries, pending, steps) {
+                return Ok(Some(Failure::Resolved));
+            }
+            // A counter item the table refuses (grown past its limits by what these events
+            // add): split the group until the event that does it stands alone and is refused,
+            // rather than retry a commit that can never succeed.
+            if reasons.iter().skip(pending.len()).any(|r| r.code() == Some("ValidationError")) {
+                return Ok(Some(Failure::Invalid(error)));
+            }
         }
         Ok(Some(classify(error)))
     }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use eventline_model::UserId;
 use eventline_model::aws::reference::{ReferenceError, ReferenceStore};
@@ -29,10 +29,13 @@ pub struct CachedReference {
     cache: Mutex<Cache>,
 }
 
+/// Buckets by index, shared between the cache and the batches using them.
+type Buckets = HashMap<u32, Arc<HashMap<UserId, UserMeta>>>;
+
 #[derive(Default)]
 struct Cache {
     generation_key: Option<String>,
-    buckets: HashMap<u32, HashMap<UserId, UserMeta>>,
+    buckets: Buckets,
 }
 
 impl CachedReference {
@@ -45,17 +48,26 @@ impl CachedReference {
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Bucket indexes of `users` not cached for `generation` (the cache is reset when the
-    /// generation changed).
-    fn missing(&self, generation: &Generation, users: &[&UserId]) -> Vec<u32> {
+    /// The buckets of `users` already cached for `generation` (the cache is reset when the
+    /// generation changed), and the indexes of those that are not.
+    fn cached(&self, generation: &Generation, users: &[&UserId]) -> (Buckets, Vec<u32>) {
         let mut cache = self.cache();
         if cache.generation_key.as_deref() != Some(&generation.key) {
             *cache = Cache { generation_key: Some(generation.key.clone()), buckets: HashMap::new() };
         }
         let needed: HashSet<u32> = users.iter().map(|u| bucket_of(u.as_str(), generation.buckets)).collect();
-        let mut missing: Vec<u32> = needed.into_iter().filter(|b| !cache.buckets.contains_key(b)).collect();
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        for index in needed {
+            match cache.buckets.get(&index) {
+                Some(bucket) => {
+                    found.insert(index, bucket.clone());
+                }
+                None => missing.push(index),
+            }
+        }
         missing.sort_unstable();
-        missing
+        (found, missing)
     }
 }
 
@@ -65,20 +77,26 @@ impl Enricher for CachedReference {
         let Some(generation) = self.store.current().await? else {
             return Ok(Lookup::default());
         };
-        let missing = self.missing(&generation, users);
+        // Everything this batch uses is gathered here, for this generation only: another
+        // batch (another shard, locally) may reset the shared cache to another generation.
+        let (mut buckets, missing) = self.cached(&generation, users);
         if !missing.is_empty() {
-            let read = self.store.buckets(&generation, &missing).await?;
+            let read: Buckets = self
+                .store
+                .buckets(&generation, &missing)
+                .await?
+                .into_iter()
+                .map(|(i, e)| (i, Arc::new(e.into_iter().collect())))
+                .collect();
             let mut cache = self.cache();
             if cache.generation_key.as_deref() == Some(&generation.key) {
-                for (index, entries) in read {
-                    cache.buckets.insert(index, entries.into_iter().collect());
-                }
+                cache.buckets.extend(read.iter().map(|(i, b)| (*i, Arc::clone(b))));
             }
+            buckets.extend(read);
         }
-        let cache = self.cache();
         let mut found = HashMap::new();
         for user in users {
-            let bucket = cache.buckets.get(&bucket_of(user.as_str(), generation.buckets));
+            let bucket = buckets.get(&bucket_of(user.as_str(), generation.buckets));
             if let Some(meta) = bucket.and_then(|b| b.get(*user)) {
                 found.insert((*user).clone(), meta.clone());
             }

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
-use eventline_model::aws::item::{ITEM_HEADROOM_BYTES, MAX_ITEM_BYTES, item_size, to_item};
+use eventline_model::aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
 use eventline_model::reference::Enrichment;
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, RecordSink, put_all};
@@ -310,15 +310,16 @@ fn decode(record: &KinesisEventRecord, batch_shard: &str, processed_at: OffsetDa
         Ok(stream_record) => stream_record,
         Err(error) => return Decoded::Poison(poison_message(error.to_string(), record, batch_shard), None),
     };
+    // Another producer's record can hold what ingest would refuse: an item DynamoDB cannot
+    // store would fail its whole commit group, every time. Sized with the longest metadata
+    // (as ingest sizes it), so a record cannot be stored on one delivery and refused on the
+    // next.
+    if let Err(size) = fits_in_an_item(&stream_record) {
+        let reason = format!("the stored item could be {size} bytes; DynamoDB's item limit is {MAX_ITEM_BYTES}");
+        return Decoded::Poison(poison_message(reason, record, batch_shard), stream_record.ingest_id);
+    }
     let position = Position { shard_id, sequence_number: kinesis.sequence_number.clone() };
     let event = ProcessedEvent::from_record(stream_record, position, processed_at);
-    // Another producer's record can hold what ingest would refuse: an item DynamoDB cannot
-    // store would fail its whole commit group, every time.
-    let size = item_size(&to_item(&event));
-    if size + ITEM_HEADROOM_BYTES > MAX_ITEM_BYTES {
-        let reason = format!("the stored item would be {size} bytes; DynamoDB's item limit is {MAX_ITEM_BYTES}");
-        return Decoded::Poison(poison_message(reason, record, batch_shard), event.ingest_id);
-    }
     Decoded::Event(event)
 }
 

@@ -81,6 +81,7 @@ impl ReferenceStore {
                 users: table.users.len() as u64,
                 buckets,
             };
+            let previous = current.clone();
             match self.switch(current.as_ref(), &next).await {
                 Ok(()) => {
                     if let Some(old) = current {
@@ -89,9 +90,17 @@ impl ReferenceStore {
                     return Ok(next);
                 }
                 Err(SwitchError::Moved) => {
+                    current = self.current().await?;
+                    // The switch went through but its answer was lost: a retry found the
+                    // pointer already on this generation.
+                    if let Some(mine) = current.as_ref().filter(|c| c.key == key) {
+                        if let Some(old) = previous.as_ref() {
+                            self.expire(&old.key, old.buckets).await;
+                        }
+                        return Ok(mine.clone());
+                    }
                     // Another replacement won in between: go again against it, unless it
                     // is as new as this one.
-                    current = self.current().await?;
                     if let Some(winner) = current.as_ref().filter(|c| c.ts >= table.ts) {
                         self.expire(&key, buckets).await;
                         return Err(ReferenceError::Stale(winner.clone()));

@@ -200,3 +200,42 @@ async fn timelines_page_in_order_and_aggregates_count_each_event_once() {
     }
     running.stop(Duration::from_secs(60)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_large_events_stops_before_the_response_limit() {
+    let stack = stack(&[]).await;
+    let running = stack.spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
+    // 24 events of about 250 KB: all of them would make a 6 MB answer.
+    let payload = "p".repeat(250_000);
+    let events: Vec<Value> = (0..24)
+        .map(|i| json!({"id": format!("big-{i:02}"), "user_id": "heavy", "timestamp": 1_795_000_000 + i, "payload": payload}))
+        .collect();
+    for event in &events {
+        post(&stack, std::slice::from_ref(event)).await;
+    }
+    drained(&stack, 24, 0).await;
+
+    let mut seen = Vec::new();
+    let mut uri = "/users/heavy/events?limit=1000".to_owned();
+    loop {
+        let (status, body) = call(&stack, "GET", &uri, None).await;
+        assert_eq!(status, 200);
+        let page = body["events"].as_array().unwrap();
+        assert!(body.to_string().len() < 5 * 1024 * 1024, "a page of {} bytes", body.to_string().len());
+        seen.extend(page.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        match body["next_cursor"].as_str() {
+            Some(next) => uri = format!("/users/heavy/events?limit=1000&cursor={next}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..24).map(|i| format!("big-{i:02}")).collect();
+    assert_eq!(seen, expected, "every event once, in order, over several pages");
+
+    // A cursor used with other bounds than the page it came from is refused.
+    let (_, first) = call(&stack, "GET", "/users/heavy/events?limit=2", None).await;
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (status, body) =
+        call(&stack, "GET", &format!("/users/heavy/events?cursor={cursor}&from=2030-01-01T00:00:00Z"), None).await;
+    assert_eq!(status, 400, "{body}");
+    running.stop(Duration::from_secs(60)).await.unwrap();
+}
