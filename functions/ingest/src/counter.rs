@@ -13,10 +13,11 @@ use eventline_model::keys::{self, attr};
 use eventline_model::retry::{Backoff, MIN_ATTEMPT_TIME};
 use rand::Rng;
 
-/// The received total could not be updated within the retry budget.
+/// The received total could not be updated within the retry budget; the last error is the
+/// source.
 #[derive(Debug, thiserror::Error)]
-#[error("the received counter was not updated: {0}")]
-pub struct CounterError(String);
+#[error("the received counter was not updated")]
+pub struct CounterError(#[source] Box<dyn std::error::Error + Send + Sync>);
 
 /// Adds accepted events to the running total of events received.
 pub trait ReceivedCounter: Send + Sync {
@@ -51,7 +52,7 @@ impl DynamoReceivedCounter {
             ])))
             .condition_expression("attribute_not_exists(pk)")
             .build()
-            .map_err(|e| CounterError(e.to_string()))?;
+            .map_err(|e| CounterError(e.into()))?;
         let slot = rand::rng().random_range(0..keys::INGEST_COUNTER_SLOTS);
         let increment = Update::builder()
             .table_name(&self.table_name)
@@ -64,7 +65,7 @@ impl DynamoReceivedCounter {
             .expression_attribute_values(":n", n(accepted))
             .expression_attribute_values(":now", n(now_ms))
             .build()
-            .map_err(|e| CounterError(e.to_string()))?;
+            .map_err(|e| CounterError(e.into()))?;
         Ok(vec![
             TransactWriteItem::builder().put(marker).build(),
             TransactWriteItem::builder().update(increment).build(),
@@ -91,7 +92,7 @@ impl ReceivedCounter for DynamoReceivedCounter {
             let Ok(result) = tokio::time::timeout(time, call).await else {
                 // No answer in time: it may have gone through; a retry would find the marker.
                 if !retries.wait().await {
-                    return Err(CounterError(format!("no answer within {time:?}")));
+                    return Err(CounterError(format!("no answer within {time:?}").into()));
                 }
                 continue;
             };
@@ -102,7 +103,7 @@ impl ReceivedCounter for DynamoReceivedCounter {
                     let chain = error_chain(&error);
                     tracing::warn!(error = %chain, retries = retries.count(), "received counter not updated");
                     if !retries.wait().await {
-                        return Err(CounterError(chain));
+                        return Err(CounterError(error.into()));
                     }
                 }
             }

@@ -177,7 +177,7 @@ impl<S: RecordSink, C: ReceivedCounter, R: ReferenceWriter> Ingest<S, C, R> {
             // The events are on the stream and will be processed; answering an error now would
             // make the client send them again. The received total is short by `accepted`,
             // which the metrics show as a negative queue depth rather than hide.
-            tracing::error!(%error, accepted, "could not count received events");
+            tracing::error!(error = %eventline_model::aws::error_chain(&error), accepted, "could not count received events");
         }
         tracing::info!(items = items.len(), accepted, "request handled");
 

@@ -2,6 +2,7 @@
 //! and the shard moves on.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use base64::Engine;
@@ -73,10 +74,28 @@ fn sqs_text(text: &str) -> String {
         .collect()
 }
 
+/// Why a poison message did not reach the queue. Either way the record is retried (its
+/// batch checkpoints there), so nothing is dropped.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeadLetterError {
+    /// The queue refused this message (a failed entry of SendMessageBatch).
+    #[error("the queue refused the message: {code}: {message}")]
+    Refused { code: String, message: String },
+    /// The call as a whole failed, or could not be built.
+    #[error("the queue did not take the messages")]
+    Unavailable(#[source] Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl DeadLetterError {
+    pub fn unavailable(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Unavailable(Arc::from(error.into()))
+    }
+}
+
 /// Where poison records go.
 pub trait DeadLetters: Send + Sync {
     /// Sends every message; the result says, per message and in order, whether it went.
-    fn send(&self, messages: &[PoisonMessage]) -> impl Future<Output = Vec<Result<(), String>>> + Send;
+    fn send(&self, messages: &[PoisonMessage]) -> impl Future<Output = Vec<Result<(), DeadLetterError>>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -92,7 +111,12 @@ impl SqsDeadLetters {
     }
 
     /// One SendMessageBatch call; the ids are message indexes.
-    async fn send_batch(&self, messages: &[PoisonMessage], indexes: &[usize], outcome: &mut [Result<(), String>]) {
+    async fn send_batch(
+        &self,
+        messages: &[PoisonMessage],
+        indexes: &[usize],
+        outcome: &mut [Result<(), DeadLetterError>],
+    ) {
         let entries: Result<Vec<_>, _> = indexes
             .iter()
             .map(|&i| {
@@ -102,14 +126,16 @@ impl SqsDeadLetters {
         let entries = match entries {
             Ok(entries) => entries,
             Err(error) => {
-                indexes.iter().for_each(|&i| outcome[i] = Err(error.to_string()));
+                let error = DeadLetterError::unavailable(error);
+                indexes.iter().for_each(|&i| outcome[i] = Err(error.clone()));
                 return;
             }
         };
         match self.client.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries)).send().await {
             Err(error) => {
-                let chain = error_chain(&error);
-                indexes.iter().for_each(|&i| outcome[i] = Err(chain.clone()));
+                tracing::warn!(error = %error_chain(&error), "SendMessageBatch failed");
+                let error = DeadLetterError::unavailable(error);
+                indexes.iter().for_each(|&i| outcome[i] = Err(error.clone()));
             }
             Ok(output) => {
                 indexes.iter().for_each(|&i| outcome[i] = Ok(()));
@@ -117,7 +143,10 @@ impl SqsDeadLetters {
                     if let Ok(i) = failed.id().parse::<usize>()
                         && i < outcome.len()
                     {
-                        outcome[i] = Err(format!("{}: {}", failed.code(), failed.message().unwrap_or_default()));
+                        outcome[i] = Err(DeadLetterError::Refused {
+                            code: failed.code().to_owned(),
+                            message: failed.message().unwrap_or_default().to_owned(),
+                        });
                     }
                 }
             }
@@ -127,8 +156,9 @@ impl SqsDeadLetters {
 
 impl DeadLetters for SqsDeadLetters {
     #[tracing::instrument(skip_all, fields(messages = messages.len()))]
-    async fn send(&self, messages: &[PoisonMessage]) -> Vec<Result<(), String>> {
-        let mut outcome: Vec<Result<(), String>> = vec![Err("not sent".to_owned()); messages.len()];
+    async fn send(&self, messages: &[PoisonMessage]) -> Vec<Result<(), DeadLetterError>> {
+        let mut outcome: Vec<Result<(), DeadLetterError>> =
+            vec![Err(DeadLetterError::unavailable("not sent")); messages.len()];
         let mut pending: Vec<usize> = (0..messages.len()).collect();
         let mut retries = self.backoff.start();
         loop {

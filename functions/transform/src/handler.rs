@@ -116,7 +116,7 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
             for ((index, message), sent) in poison.iter().zip(self.dead_letters.send(&messages).await) {
                 tracing::warn!(sequence_number = %message.sequence_number, reason = %message.reason, "poison record");
                 if let Err(error) = sent {
-                    tracing::error!(%error, sequence_number = %message.sequence_number, "dead-letter queue refused a record");
+                    tracing::error!(error = %eventline_model::aws::error_chain(&error), sequence_number = %message.sequence_number, "dead-letter queue refused a record");
                     unfinished = unfinished.min(*index);
                 }
             }
@@ -177,7 +177,7 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
             for ((index, message), sent) in refused.iter().zip(self.dead_letters.send(&messages).await) {
                 tracing::warn!(sequence_number = %message.sequence_number, reason = %message.reason, "refused record");
                 if let Err(error) = sent {
-                    tracing::error!(%error, sequence_number = %message.sequence_number, "dead-letter queue refused a record");
+                    tracing::error!(error = %eventline_model::aws::error_chain(&error), sequence_number = %message.sequence_number, "dead-letter queue refused a record");
                     unfinished = unfinished.min(*index);
                 }
             }
@@ -462,9 +462,12 @@ mod tests {
     }
 
     impl DeadLetters for FakeDeadLetters {
-        async fn send(&self, messages: &[PoisonMessage]) -> Vec<Result<(), String>> {
+        async fn send(&self, messages: &[PoisonMessage]) -> Vec<Result<(), crate::dead_letter::DeadLetterError>> {
             if self.refuse {
-                return messages.iter().map(|_| Err("queue unavailable".to_owned())).collect();
+                return messages
+                    .iter()
+                    .map(|_| Err(crate::dead_letter::DeadLetterError::unavailable("queue unavailable")))
+                    .collect();
             }
             self.sent.lock().unwrap().extend_from_slice(messages);
             messages.iter().map(|_| Ok(())).collect()
