@@ -34,3 +34,53 @@ async fn function_timeouts_leave_room_for_every_retry_budget() {
         + 2 * (transform::DEAD_LETTER_BUDGET + SDK_OPERATION_TIMEOUT);
     assert!(transform_worst < timeout("transform"), "{transform_worst:?} in a {:?} function", timeout("transform"));
 }
+
+/// The template as CloudFormation, as the SAM translator makes it for the emulator.
+async fn translated() -> serde_json::Value {
+    let script = "import json, sys\nsys.path.insert(0, 'tools/local')\nimport deploy_template\n\
+        from samtranslator.yaml_helper import yaml_parse\n\
+        print(json.dumps(deploy_template.translate(yaml_parse(open('template.yaml').read()), {})))";
+    let output = tokio::process::Command::new(common::checkout().join(".venv/bin/python"))
+        .args(["-c", script])
+        .current_dir(common::checkout())
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .await
+        .expect("the venv's python");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn throttling_log_retention_and_retained_state_are_in_the_translated_template() {
+    let template = translated().await;
+    let resources = template["Resources"].as_object().unwrap();
+    let of_type = |kind: &'static str| resources.iter().filter(move |(_, r)| r["Type"] == kind);
+    let reference = |name: &str| serde_json::json!({"Ref": name});
+
+    let (_, stage) = of_type("AWS::ApiGatewayV2::Stage").next().expect("the HTTP API's stage");
+    let settings = &stage["Properties"];
+    assert_eq!(settings["DefaultRouteSettings"]["ThrottlingRateLimit"], reference("ApiThrottlingRateLimit"));
+    assert_eq!(settings["DefaultRouteSettings"]["ThrottlingBurstLimit"], reference("ApiThrottlingBurstLimit"));
+    for route in ["GET /health", "GET /healthz"] {
+        assert_eq!(settings["RouteSettings"][route]["ThrottlingRateLimit"], reference("HealthThrottlingRateLimit"));
+    }
+
+    let functions: Vec<_> = of_type("AWS::Lambda::Function").collect();
+    assert_eq!(functions.len(), 3);
+    for (name, function) in functions {
+        let logging = &function["Properties"]["LoggingConfig"];
+        assert_eq!(logging["SystemLogLevel"], "INFO", "{name} keeps the REPORT lines");
+        let group = logging["LogGroup"]["Ref"].as_str().unwrap_or_else(|| panic!("{name} has its own log group"));
+        assert_eq!(resources[group]["Type"], "AWS::Logs::LogGroup");
+        assert_eq!(resources[group]["Properties"]["RetentionInDays"], reference("LogRetentionDays"));
+        assert_eq!(resources[group]["DeletionPolicy"], "Retain");
+    }
+
+    for kind in ["AWS::Kinesis::Stream", "AWS::SQS::Queue", "AWS::DynamoDB::Table"] {
+        for (name, resource) in of_type(kind) {
+            assert_eq!(resource["DeletionPolicy"], "Retain", "{name}");
+            assert_eq!(resource["UpdateReplacePolicy"], "Retain", "{name}");
+        }
+    }
+}
