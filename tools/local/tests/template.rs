@@ -77,10 +77,37 @@ async fn throttling_log_retention_and_retained_state_are_in_the_translated_templ
         assert_eq!(resources[group]["DeletionPolicy"], "Retain");
     }
 
+    let (_, table) = of_type("AWS::DynamoDB::Table").next().unwrap();
+    let protection = &table["Properties"]["DeletionProtectionEnabled"];
+    assert_eq!(*protection, serde_json::json!({"Fn::If": ["ProtectTable", true, false]}));
+    assert_eq!(
+        template["Conditions"]["ProtectTable"],
+        serde_json::json!({"Fn::Equals": [{"Ref": "TableDeletionProtection"}, "Enabled"]})
+    );
+
+    for (function, parameter) in
+        [("IngestFunction", "IngestReservedConcurrency"), ("MetricsFunction", "MetricsReservedConcurrency")]
+    {
+        let reserved = &resources[function]["Properties"]["ReservedConcurrentExecutions"];
+        assert_eq!(reserved["Fn::If"][1], reference(parameter), "{function}");
+    }
+
     for kind in ["AWS::Kinesis::Stream", "AWS::SQS::Queue", "AWS::DynamoDB::Table"] {
         for (name, resource) in of_type(kind) {
             assert_eq!(resource["DeletionPolicy"], "Retain", "{name}");
             assert_eq!(resource["UpdateReplacePolicy"], "Retain", "{name}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_deploys_with_reserved_concurrency_and_without_deletion_protection() {
+    let stack = stack(&[
+        ("IngestReservedConcurrency", "5"),
+        ("MetricsReservedConcurrency", "3"),
+        ("TableDeletionProtection", "Disabled"),
+    ])
+    .await;
+    let (status, body) = common::call(&stack, "GET", "/health", None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")), "{body}");
 }
