@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-    Update,
+    AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
+use eventline_model::aws::batch_get::{BoxError, batch_get};
 use eventline_model::aws::error_chain;
 use eventline_model::aws::item::{Item, n, s, to_item};
 use eventline_model::keys::{self, attr};
@@ -298,60 +298,50 @@ impl DynamoEventStore {
             AggregateItem::User(user, period) => (keys::user_aggregate_pk(user), *period),
             AggregateItem::Shard(period) => (keys::shard_aggregate_pk(shard_id), *period),
         };
-        let mut update = Update::builder()
+        let update = Update::builder()
             .table_name(&self.table_name)
             .key(keys::PK, s(pk))
-            .key(keys::SK, s(keys::period_sk(period)))
-            .expression_attribute_names("#events", attr::EVENTS)
-            .expression_attribute_values(":events", n(tally.events));
-        let mut adds = vec!["#events :events".to_owned()];
+            .key(keys::SK, s(keys::period_sk(period)));
         let counts = [(attr::TYPE_PREFIX, &tally.by_type), (attr::SOURCE_PREFIX, &tally.by_source)];
-        let terms = counts
-            .iter()
-            .flat_map(|(prefix, map)| map.iter().map(move |(k, c)| (format!("{prefix}{k}"), c.to_string())))
+        let terms = std::iter::once((attr::EVENTS.to_owned(), tally.events.to_string()))
+            .chain(
+                counts
+                    .iter()
+                    .flat_map(|(prefix, map)| map.iter().map(move |(k, c)| (format!("{prefix}{k}"), c.to_string()))),
+            )
             .chain(tally.sums.iter().map(|(k, sum)| (format!("{}{k}", attr::MEASURE_PREFIX), sum.to_number_text())));
-        for (index, (name, value)) in terms.enumerate() {
-            adds.push(format!("#a{index} :a{index}"));
-            update = update
-                .expression_attribute_names(format!("#a{index}"), name)
-                .expression_attribute_values(format!(":a{index}"), AttributeValue::N(value));
-        }
-        update
-            .update_expression(format!("ADD {}", adds.join(", ")))
-            .build()
-            .map_err(|e| StoreError::Permanent(e.into()))
+        let (update, adds) = with_adds(update, terms);
+        update.update_expression(format!("ADD {adds}")).build().map_err(|e| StoreError::Permanent(e.into()))
     }
 
     /// Adds a tally to a window bucket: the counts, and one counter per dimension value
     /// (`t#user_action`, `p#pro`, ...), top-level so `ADD` can create them.
     fn window_update(&self, shard_id: &str, bucket: Bucket, tally: &Tally) -> Result<Update, StoreError> {
-        let mut update = Update::builder()
+        let update = Update::builder()
             .table_name(&self.table_name)
             .key(keys::PK, s(keys::window_pk(shard_id)))
             .key(keys::SK, s(keys::window_sk(bucket)))
-            .expression_attribute_names("#events", attr::EVENTS)
-            .expression_attribute_names("#unknown", attr::UNKNOWN)
             .expression_attribute_names("#ttl", keys::EXPIRES_AT)
-            .expression_attribute_values(":events", n(tally.events))
-            .expression_attribute_values(":unknown", n(tally.unknown))
             .expression_attribute_values(":ttl", n(bucket.start() + BUCKET_TTL_SECONDS));
-        let mut adds = vec!["#events :events".to_owned(), "#unknown :unknown".to_owned()];
         let dimensions = [
             (attr::TYPE_PREFIX, &tally.by_type),
             (attr::SOURCE_PREFIX, &tally.by_source),
             (attr::PLAN_PREFIX, &tally.by_plan),
             (attr::REGION_PREFIX, &tally.by_region),
         ];
-        for (index, (prefix, key, count)) in
-            dimensions.iter().flat_map(|(prefix, map)| map.iter().map(move |(k, c)| (*prefix, k, c))).enumerate()
-        {
-            adds.push(format!("#d{index} :d{index}"));
-            update = update
-                .expression_attribute_names(format!("#d{index}"), format!("{prefix}{key}"))
-                .expression_attribute_values(format!(":d{index}"), n(count));
-        }
+        let terms = [
+            (attr::EVENTS.to_owned(), tally.events.to_string()),
+            (attr::UNKNOWN.to_owned(), tally.unknown.to_string()),
+        ]
+        .into_iter()
+        .chain(
+            dimensions
+                .iter()
+                .flat_map(|(prefix, map)| map.iter().map(move |(k, c)| (format!("{prefix}{k}"), c.to_string()))),
+        );
+        let (update, adds) = with_adds(update, terms);
         update
-            .update_expression(format!("ADD {} SET #ttl = :ttl", adds.join(", ")))
+            .update_expression(format!("ADD {adds} SET #ttl = :ttl"))
             .build()
             .map_err(|e| StoreError::Permanent(e.into()))
     }
@@ -368,7 +358,7 @@ impl DynamoEventStore {
                 Ok(stored) => stored,
                 Err(error) => {
                     if !retries.wait().await {
-                        return Err(StoreError::Transient(error.into()));
+                        return Err(StoreError::Transient(error));
                     }
                     continue;
                 }
@@ -423,53 +413,22 @@ impl DynamoEventStore {
         &self,
         shard_id: &str,
         buckets: &[Bucket],
-    ) -> Result<HashMap<Bucket, (Distinct, u64)>, String> {
+    ) -> Result<HashMap<Bucket, (Distinct, u64)>, BoxError> {
+        let by_sort_key: HashMap<String, Bucket> = buckets.iter().map(|b| (keys::window_sk(*b), *b)).collect();
+        let keys: Vec<Item> = by_sort_key
+            .keys()
+            .map(|sk| Item::from([(keys::PK.to_owned(), s(keys::window_pk(shard_id))), (keys::SK.to_owned(), s(sk))]))
+            .collect();
         let mut found = HashMap::new();
-        for chunk in buckets.chunks(100) {
-            let keys: Vec<Item> = chunk
-                .iter()
-                .map(|b| {
-                    Item::from([
-                        (keys::PK.to_owned(), s(keys::window_pk(shard_id))),
-                        (keys::SK.to_owned(), s(keys::window_sk(*b))),
-                    ])
-                })
-                .collect();
-            let mut request = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .projection_expression("#sk, #sketch, #version")
-                    .expression_attribute_names("#sk", keys::SK)
-                    .expression_attribute_names("#sketch", attr::USERS_SKETCH)
-                    .expression_attribute_names("#version", attr::SKETCH_VERSION)
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            );
-            while let Some(keys_and_attributes) = request.take() {
-                let mut output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table_name, keys_and_attributes)
-                    .send()
-                    .await
-                    .map_err(|e| error_chain(&e))?;
-                for item in output.responses.as_mut().and_then(|r| r.remove(&self.table_name)).unwrap_or_default() {
-                    let bucket = chunk
-                        .iter()
-                        .find(|b| item.get(keys::SK).and_then(|v| v.as_s().ok()) == Some(&keys::window_sk(**b)))
-                        .copied();
-                    let Some(bucket) = bucket else { continue };
-                    let version =
-                        item.get(attr::SKETCH_VERSION).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
-                    let sketch = match item.get(attr::USERS_SKETCH).and_then(|v| v.as_b().ok()) {
-                        Some(bytes) => Distinct::decode(bytes.as_ref())?,
-                        None => Distinct::default(),
-                    };
-                    found.insert(bucket, (sketch, version.unwrap_or(0)));
-                }
-                request = output.unprocessed_keys.and_then(|mut m| m.remove(&self.table_name));
-            }
+        for item in batch_get(&self.client, &self.table_name, keys, true, self.backoff).await? {
+            let sort_key = item.get(keys::SK).and_then(|v| v.as_s().ok());
+            let Some(bucket) = sort_key.and_then(|sk| by_sort_key.get(sk)) else { continue };
+            let version = item.get(attr::SKETCH_VERSION).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
+            let sketch = match item.get(attr::USERS_SKETCH).and_then(|v| v.as_b().ok()) {
+                Some(bytes) => Distinct::decode(bytes.as_ref())?,
+                None => Distinct::default(),
+            };
+            found.insert(*bucket, (sketch, version.unwrap_or(0)));
         }
         Ok(found)
     }
@@ -510,6 +469,22 @@ fn resolve(reasons: &[CancellationReason], entries: &[Entry], pending: &[usize],
         }
     }
     resolved
+}
+
+/// Adds each `(attribute, number)` through numbered placeholders (the names may be reserved
+/// words or hold any character); returns the builder and the terms of the `ADD` clause.
+fn with_adds(
+    mut update: aws_sdk_dynamodb::types::builders::UpdateBuilder,
+    terms: impl IntoIterator<Item = (String, String)>,
+) -> (aws_sdk_dynamodb::types::builders::UpdateBuilder, String) {
+    let mut adds = Vec::new();
+    for (index, (name, number)) in terms.into_iter().enumerate() {
+        adds.push(format!("#a{index} :a{index}"));
+        update = update
+            .expression_attribute_names(format!("#a{index}"), name)
+            .expression_attribute_values(format!(":a{index}"), AttributeValue::N(number));
+    }
+    (update, adds.join(", "))
 }
 
 fn marker(pk: String, sk: String) -> Item {

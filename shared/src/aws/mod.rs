@@ -1,5 +1,6 @@
 //! AWS adapters and start-up helpers used by more than one function.
 
+pub mod batch_get;
 pub mod item;
 pub mod reference;
 

@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{KeysAndAttributes, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::aws::batch_get::{batch_get, is_transient};
 use crate::aws::error_chain;
 use crate::aws::item::{Item, n, s};
 use crate::event::UserId;
@@ -15,9 +16,8 @@ use crate::keys::{self, attr};
 use crate::reference::{Generation, ReferenceTable, UserMeta, bucket_of, pack, parse_bucket};
 use crate::retry::Backoff;
 
-/// BatchWriteItem and BatchGetItem limits.
+/// BatchWriteItem's limit.
 const WRITE_BATCH: usize = 25;
-const READ_BATCH: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
@@ -136,7 +136,7 @@ impl ReferenceStore {
                         pending =
                             output.unprocessed_items.and_then(|mut m| m.remove(&self.table_name)).unwrap_or_default();
                     }
-                    Err(error) if !retries_transient(&error) => return Err(unavailable(error)),
+                    Err(error) if !is_transient(&error) => return Err(unavailable(error)),
                     Err(error) => tracing::warn!(error = %error_chain(&error), "BatchWriteItem failed; retrying"),
                 }
                 if !pending.is_empty() && !retries.wait().await {
@@ -178,7 +178,7 @@ impl ReferenceStore {
                 Err(error) if error.code() == Some("ConditionalCheckFailedException") => {
                     return Err(SwitchError::Moved);
                 }
-                Err(error) if retries_transient(&error) && retries.wait().await => {
+                Err(error) if is_transient(&error) && retries.wait().await => {
                     tracing::warn!(error = %error_chain(&error), "switching the reference generation failed; retrying");
                 }
                 Err(error) => return Err(SwitchError::Failed(unavailable(error))),
@@ -216,41 +216,20 @@ impl ReferenceStore {
         generation: &Generation,
         indexes: &[u32],
     ) -> Result<HashMap<u32, Vec<(UserId, UserMeta)>>, ReferenceError> {
-        let mut found = HashMap::new();
-        for chunk in indexes.chunks(READ_BATCH) {
-            let keys: Vec<Item> = chunk
-                .iter()
-                .map(|&index| {
-                    Item::from([
-                        (keys::PK.to_owned(), s(keys::reference_bucket_pk(&generation.key))),
-                        (keys::SK.to_owned(), s(keys::reference_bucket_sk(index))),
-                    ])
-                })
-                .collect();
-            let mut pending = Some(KeysAndAttributes::builder().set_keys(Some(keys)).build().map_err(unavailable)?);
-            let mut retries = self.backoff.start();
-            while let Some(request) = pending.take() {
-                match self.client.batch_get_item().request_items(&self.table_name, request.clone()).send().await {
-                    Ok(mut output) => {
-                        for item in
-                            output.responses.as_mut().and_then(|r| r.remove(&self.table_name)).unwrap_or_default()
-                        {
-                            let (index, users) = bucket_of_item(&item)?;
-                            found.insert(index, users);
-                        }
-                        pending = output.unprocessed_keys.and_then(|mut m| m.remove(&self.table_name));
-                    }
-                    Err(error) if retries_transient(&error) => {
-                        tracing::warn!(error = %error_chain(&error), "BatchGetItem failed; retrying");
-                        pending = Some(request);
-                    }
-                    Err(error) => return Err(unavailable(error)),
-                }
-                if pending.is_some() && !retries.wait().await {
-                    return Err(ReferenceError::Unavailable("buckets not read within the retry budget".into()));
-                }
-            }
-        }
+        let keys: Vec<Item> = indexes
+            .iter()
+            .map(|&index| {
+                Item::from([
+                    (keys::PK.to_owned(), s(keys::reference_bucket_pk(&generation.key))),
+                    (keys::SK.to_owned(), s(keys::reference_bucket_sk(index))),
+                ])
+            })
+            .collect();
+        let items = batch_get(&self.client, &self.table_name, keys, false, self.backoff)
+            .await
+            .map_err(ReferenceError::Unavailable)?;
+        let found: HashMap<u32, Vec<(UserId, UserMeta)>> =
+            items.iter().map(bucket_of_item).collect::<Result<_, _>>()?;
         // A bucket of an existing generation is never missing; an empty one is written too.
         if let Some(missing) = indexes.iter().find(|i| !found.contains_key(i)) {
             return Err(ReferenceError::Malformed(format!(
@@ -272,22 +251,6 @@ impl ReferenceStore {
 enum SwitchError {
     Moved,
     Failed(ReferenceError),
-}
-
-/// Throttling, timeouts and server errors; anything the service refuses for cause is not.
-fn retries_transient<E: ProvideErrorMetadata, R: std::fmt::Debug>(error: &SdkError<E, R>) -> bool {
-    match error {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or_default();
-            code.contains("Throttl")
-                || code == "ProvisionedThroughputExceededException"
-                || code == "RequestLimitExceeded"
-                || code.starts_with("InternalServer")
-                || code == "ServiceUnavailable"
-        }
-        SdkError::ConstructionFailure(_) => false,
-        _ => true,
-    }
 }
 
 fn generation_of(item: &Item) -> Result<Generation, ReferenceError> {
