@@ -3,11 +3,11 @@
 
 The SAM template is translated to plain CloudFormation offline and created as a stack in the
 emulator, so the streams, table, queues and event source mapping are exactly the template's.
-The emulator skips HTTP API resources, so the routes are read from the functions' HttpApi
-events. Prints one JSON document describing what the functions need to run:
+The emulator skips HTTP API resources, so the routes and their authorization are read
+from the OpenAPI document the translator makes for the HTTP API. Prints one JSON document describing what the functions need to run:
 
   {"stack": ..., "outputs": {...},
-   "functions": {binary: {"logical_id", "environment", "routes": [{"method", "path", "auth"}]}},
+   "functions": {binary: {"logical_id", "environment", "routes": [{"method", "path", "auth", "jwt"?}]}},
    "event_sources": [{"function": binary, "stream_arn", "batch_size", ...}]}
 """
 
@@ -15,6 +15,7 @@ import argparse
 import io
 import json
 import os
+import re
 import sys
 import time
 import zipfile
@@ -72,40 +73,131 @@ def binary_of(logical_id, resource):
     return binary
 
 
-def api_auth_of(sam, api_id):
-    """The `Auth` of the HttpApi an event names (the implicit API when it names none), with Globals."""
-    auth = dict(sam.get("Globals", {}).get("HttpApi", {}).get("Auth", {}))
-    if isinstance(api_id, dict) and set(api_id) == {"Ref"}:
-        api = sam.get("Resources", {}).get(api_id["Ref"], {})
-        auth.update(api.get("Properties", {}).get("Auth", {}))
-    return auth
+PSEUDO_PARAMETERS = {"AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com", "AWS::AccountId": "123456789012"}
 
 
-def route_auth(sam, logical_id, props):
-    """`AWS_IAM` or `NONE`: the event's authorizer, else the API's default, as API Gateway applies them."""
-    authorizer = props.get("Auth", {}).get("Authorizer")
-    if authorizer is None:
-        authorizer = api_auth_of(sam, props.get("ApiId")).get("DefaultAuthorizer", "NONE")
-    if authorizer not in ("AWS_IAM", "NONE"):
-        fail(
-            f"route {props.get('Method')} {props.get('Path')} of {logical_id} uses authorizer {authorizer!r}; "
-            "the local stack enforces only AWS_IAM"
-        )
-    return authorizer
+def evaluate(value, context):
+    """Resolves the intrinsic functions a route's authorization uses: Ref to a parameter or a
+    pseudo parameter, Fn::If on a condition, and the condition functions, with the parameter
+    values the stack is created with. `AWS::NoValue` resolves to None."""
+    if isinstance(value, list):
+        return [evaluate(item, context) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        (name, argument), = value.items()
+        if name == "Ref":
+            if argument == "AWS::NoValue":
+                return None
+            if argument in context["parameters"]:
+                return context["parameters"][argument]
+            if argument in PSEUDO_PARAMETERS:
+                return PSEUDO_PARAMETERS[argument]
+            if argument == "AWS::Region":
+                return context["region"]
+            if argument == "AWS::StackName":
+                return context["stack"]
+            fail(f"cannot resolve Ref {argument!r} in a route's authorization")
+        if name == "Fn::If":
+            condition, when_true, when_false = argument
+            return evaluate(when_true if condition_holds(condition, context) else when_false, context)
+        if name == "Fn::Equals":
+            left, right = evaluate(argument, context)
+            return str(left) == str(right)
+        if name == "Fn::Not":
+            return not evaluate(argument[0], context)
+        if name == "Fn::And":
+            return all(evaluate(argument, context))
+        if name == "Fn::Or":
+            return any(evaluate(argument, context))
+        if name == "Condition":
+            return condition_holds(argument, context)
+        if name == "Fn::Split":
+            separator, text = evaluate(argument, context)
+            return text.split(separator)
+    resolved = {key: evaluate(item, context) for key, item in value.items()}
+    return {key: item for key, item in resolved.items() if item is not None}
 
 
-def routes_of(sam, logical_id, resource):
-    routes = []
-    for event in resource.get("Properties", {}).get("Events", {}).values():
-        if event.get("Type") == "HttpApi":
-            props = event.get("Properties", {})
-            routes.append(
-                {
-                    "method": props.get("Method", "ANY").upper(),
-                    "path": props.get("Path", "/"),
-                    "auth": route_auth(sam, logical_id, props),
-                }
-            )
+def condition_holds(name, context):
+    declared = context["conditions"].get(name)
+    if declared is None:
+        fail(f"the template has no condition {name!r}")
+    return bool(evaluate(declared, context))
+
+
+FUNCTION_ARN = re.compile(r"\$\{(\w+)\.Arn\}")
+
+
+def route_auth(operation, schemes, context, where):
+    """`AWS_IAM`, `JWT` (with the authorizer's issuer and audience) or `NONE`, as API Gateway
+    reads the operation's `security` from the imported OpenAPI document."""
+    security = evaluate(operation.get("security", []), context) or []
+    names = [name for requirement in security for name in requirement]
+    if not names or names == ["NONE"]:
+        return {"auth": "NONE"}
+    if names == ["AWS_IAM"]:
+        return {"auth": "AWS_IAM"}
+    if len(names) == 1:
+        scheme = evaluate(schemes.get(names[0]), context) or {}
+        authorizer = scheme.get("x-amazon-apigateway-authorizer", {})
+        if authorizer.get("type") == "jwt":
+            jwt = authorizer.get("jwtConfiguration", {})
+            audience = jwt.get("audience", [])
+            return {
+                "auth": "JWT",
+                "jwt": {
+                    "issuer": jwt.get("issuer", ""),
+                    "audience": [audience] if isinstance(audience, str) else audience,
+                },
+            }
+    fail(f"{where} requires {names}; the local stack enforces AWS_IAM, JWT authorizers and NONE")
+
+
+def check_rules(cfn_template, parameters, region, stack):
+    """Refuses parameter values the template's `Rules` refuse, as CloudFormation does before
+    creating anything."""
+    context = parameter_context(cfn_template, parameters, region, stack)
+    for name, rule in cfn_template.get("Rules", {}).items():
+        if "RuleCondition" in rule and not evaluate(rule["RuleCondition"], context):
+            continue
+        for assertion in rule.get("Assertions", []):
+            if not evaluate(assertion["Assert"], context):
+                fail(f"rule {name}: {assertion.get('AssertDescription', 'assertion failed')}")
+
+
+def parameter_context(cfn_template, parameters, region, stack):
+    return {
+        "parameters": {
+            name: parameters.get(name, declared.get("Default", ""))
+            for name, declared in cfn_template.get("Parameters", {}).items()
+        },
+        "conditions": cfn_template.get("Conditions", {}),
+        "region": region,
+        "stack": stack,
+    }
+
+
+def routes_of(cfn_template, parameters, region, stack, binaries):
+    """Every route of the template's HTTP APIs, read from the OpenAPI document the translator
+    made (the emulator does not create HTTP APIs), keyed by the binary that answers it."""
+    context = parameter_context(cfn_template, parameters, region, stack)
+    routes = {binary: [] for binary in binaries.values()}
+    for resource in cfn_template["Resources"].values():
+        if resource.get("Type") != "AWS::ApiGatewayV2::Api" or "Body" not in resource.get("Properties", {}):
+            continue
+        body = resource["Properties"]["Body"]
+        schemes = body.get("components", {}).get("securitySchemes", {})
+        for path, methods in body.get("paths", {}).items():
+            for method, operation in methods.items():
+                integration = operation.get("x-amazon-apigateway-integration", {}).get("uri", {})
+                target = FUNCTION_ARN.search(json.dumps(integration))
+                if not target or target.group(1) not in binaries:
+                    continue
+                where = f"route {method.upper()} {path}"
+                route = {"method": "ANY" if method == "x-amazon-apigateway-any-method" else method.upper(), "path": path}
+                route.update(route_auth(operation, schemes, context, where))
+                routes[binaries[target.group(1)]].append(route)
     return routes
 
 
@@ -176,6 +268,8 @@ def event_sources(lam, cfn_template, parameters, physical_ids, binaries):
                     "maximum_retry_attempts": int(props.get("MaximumRetryAttempts", -1)),
                     "maximum_record_age_seconds": int(props.get("MaximumRecordAgeInSeconds", -1)),
                     "on_failure_destination": on_failure,
+                    "uuid": mapping["UUID"],
+                    "function_arn": mapping["FunctionArn"],
                 }
             )
     return sources
@@ -204,10 +298,11 @@ def main():
         parameters[key] = value
 
     binaries = {logical_id: binary_of(logical_id, r) for logical_id, r in functions_of(sam).items()}
-    routes = {logical_id: routes_of(sam, logical_id, r) for logical_id, r in functions_of(sam).items()}
     # The translator reads the region for pseudo parameters from the environment.
     os.environ["AWS_DEFAULT_REGION"] = args.region
     cfn_template = translate(sam, parameters)
+    check_rules(cfn_template, parameters, args.region, args.stack_name)
+    routes = routes_of(cfn_template, parameters, args.region, args.stack_name, binaries)
 
     upload_placeholder_code(client("s3", args.endpoint, args.region))
     cfn = client("cloudformation", args.endpoint, args.region)
@@ -233,7 +328,7 @@ def main():
             "logical_id": logical_id,
             # Lambda hands every variable to the process as text.
             "environment": {k: str(v) for k, v in config.get("Environment", {}).get("Variables", {}).items()},
-            "routes": routes[logical_id],
+            "routes": routes[binary],
             "timeout_seconds": config.get("Timeout", 3),
         }
 

@@ -4,7 +4,9 @@
 
 pub mod auth;
 pub mod emulator;
+pub mod jwt;
 pub mod manifest;
+pub mod on_failure;
 pub mod poller;
 pub mod server;
 
@@ -51,6 +53,8 @@ pub struct Options {
     pub emulator_launcher: PathBuf,
     pub stack_name: String,
     pub parameters: Vec<(String, String)>,
+    /// The JSON Web Key Set that tokens for JWT routes are checked against.
+    pub jwks: Option<PathBuf>,
 }
 
 impl Options {
@@ -63,6 +67,7 @@ impl Options {
             emulator_launcher: root.join("tools/local/moto_server.py"),
             stack_name: "eventline-local".to_owned(),
             parameters: Vec::new(),
+            jwks: None,
         }
     }
 }
@@ -72,6 +77,7 @@ pub struct LocalStack {
     pub manifest: Manifest,
     pub sdk: aws_config::SdkConfig,
     pub functions: Arc<Functions>,
+    app: Arc<App>,
 }
 
 impl LocalStack {
@@ -89,7 +95,9 @@ impl LocalStack {
         .await?;
         let sdk = emulator_sdk_config(&emulator.endpoint, &manifest.region).await;
         let functions = Arc::new(build_functions(&manifest, &sdk)?);
-        Ok(Self { emulator, manifest, sdk, functions })
+        let jwt = options.jwks.as_deref().map(jwt::JwtVerifier::from_file).transpose()?;
+        let app = Arc::new(App::new(Arc::clone(&functions), &manifest, jwt)?);
+        Ok(Self { emulator, manifest, sdk, functions, app })
     }
 
     /// The event source mapping of the transform function.
@@ -105,7 +113,7 @@ impl LocalStack {
     }
 
     pub fn app(&self) -> Arc<App> {
-        Arc::new(App::new(Arc::clone(&self.functions), &self.manifest))
+        Arc::clone(&self.app)
     }
 
     /// Serves HTTP on `addr` and polls the stream until [`Running::stop`].

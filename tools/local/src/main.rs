@@ -8,17 +8,19 @@ use std::time::Duration;
 use eventline_local::{LocalStack, Options, shutdown_signal};
 
 const USAGE: &str = "\
-usage: eventline-local [--addr HOST:PORT] [--root DIR] [--parameter KEY=VALUE]...
+usage: eventline-local [--addr HOST:PORT] [--root DIR] [--parameter KEY=VALUE]... [--jwks FILE]
 
   --addr        where to serve the HTTP API (default 127.0.0.1:3000, or $EVENTLINE_ADDR)
   --root        the checkout holding template.yaml and .venv (default: current directory)
   --parameter   a template parameter override, e.g. TransformBatchSize=10
+  --jwks        the token issuer's JSON Web Key Set, for IngestAuthorization=JWT
 ";
 
 struct Args {
     addr: SocketAddr,
     root: PathBuf,
     parameters: Vec<(String, String)>,
+    jwks: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -26,6 +28,7 @@ fn parse_args() -> Result<Args, String> {
     let mut addr = default_addr;
     let mut root = PathBuf::from(".");
     let mut parameters = Vec::new();
+    let mut jwks = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -38,12 +41,13 @@ fn parse_args() -> Result<Args, String> {
                     pair.split_once('=').ok_or_else(|| format!("--parameter {pair:?} is not KEY=VALUE"))?;
                 parameters.push((key.to_owned(), val.to_owned()));
             }
+            "--jwks" => jwks = Some(PathBuf::from(value("--jwks")?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     let addr = addr.parse().map_err(|_| format!("--addr {addr:?} is not HOST:PORT (e.g. 127.0.0.1:3000)"))?;
-    Ok(Args { addr, root, parameters })
+    Ok(Args { addr, root, parameters, jwks })
 }
 
 #[tokio::main]
@@ -71,6 +75,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), eventline_local::Error> {
     let mut options = Options::for_checkout(&args.root);
     options.parameters = args.parameters;
+    options.jwks = args.jwks;
     eprintln!("eventline-local: starting the emulator and creating {} ...", options.template.display());
     let stack = LocalStack::start(&options).await?;
     let running = stack.spawn(args.addr).await?;
@@ -86,12 +91,14 @@ async fn run(args: Args) -> Result<(), eventline_local::Error> {
     for route in stack.app().route_list() {
         println!("  route         {route}");
     }
-    println!("try:");
+    // Routes take SigV4 like the deployed API; the local stack accepts the emulator's keys.
+    let sign = format!("--aws-sigv4 aws:amz:{}:execute-api --user testing:testing", stack.manifest.region);
+    println!("try (signed with the local credentials):");
     println!(
-        "  curl -s -X POST {url}/events -H 'content-type: application/json' -d '{{\"id\":\"e1\",\"source\":\"web\",\"payload\":\"hello\"}}'"
+        "  curl -s {sign} -X POST {url}/events -H 'content-type: application/json' -d '{{\"id\":\"e1\",\"source\":\"web\",\"payload\":\"hello\"}}'"
     );
-    println!("  curl -s {url}/events/web/e1");
-    println!("  curl -s {url}/metrics");
+    println!("  curl -s {sign} {url}/events/web/e1");
+    println!("  curl -s {sign} {url}/metrics");
     println!("Ctrl-C stops (the emulator keeps its data in memory only).");
 
     shutdown_signal().await;

@@ -31,9 +31,21 @@ pub struct Function {
 pub struct Route {
     pub method: String,
     pub path: String,
-    /// `AWS_IAM` when the route takes only SigV4-signed requests, `NONE` when it is open.
+    /// `AWS_IAM` when the route takes only SigV4-signed requests, `JWT` when it takes bearer
+    /// tokens (see `jwt`), `NONE` when it is open.
     #[serde(default = "no_authorizer")]
     pub auth: String,
+    /// The JWT authorizer's settings when `auth` is `JWT`.
+    #[serde(default)]
+    pub jwt: Option<JwtAuthorizer>,
+}
+
+/// What an API Gateway JWT authorizer checks besides the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct JwtAuthorizer {
+    pub issuer: String,
+    /// A token must name one of these in `aud`, or in `client_id` when it has no `aud`.
+    pub audience: Vec<String>,
 }
 
 fn no_authorizer() -> String {
@@ -55,6 +67,9 @@ pub struct EventSource {
     /// -1 means no limit.
     pub maximum_record_age_seconds: i64,
     pub on_failure_destination: Option<String>,
+    /// The mapping's id, which names its failure records in an S3 destination.
+    pub uuid: String,
+    pub function_arn: String,
 }
 
 impl Manifest {

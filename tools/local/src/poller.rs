@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::manifest::EventSource;
+use crate::on_failure::{Destination, FailedBatch};
 use crate::{Error, Functions};
 
 /// Pause between polls of an idle shard.
@@ -57,6 +58,7 @@ pub struct Poller<F = Arc<Functions>> {
     function: F,
     kinesis: aws_sdk_kinesis::Client,
     sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
     source: EventSource,
     region: String,
     stats: tokio::sync::Mutex<PollStats>,
@@ -74,6 +76,8 @@ impl<F: StreamFunction> Poller<F> {
             function,
             kinesis: aws_sdk_kinesis::Client::new(sdk),
             sqs: aws_sdk_sqs::Client::new(sdk),
+            // Path-style: bucket names as host names do not resolve to a local emulator.
+            s3: aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build()),
             source,
             region,
             stats: tokio::sync::Mutex::new(PollStats::default()),
@@ -286,7 +290,8 @@ impl<F: StreamFunction> Poller<F> {
         }
     }
 
-    /// Reports a batch given up on, with the shape Lambda sends to an on-failure destination.
+    /// Reports a batch given up on as Lambda does to the mapping's on-failure destination: the
+    /// invocation record to a queue, the record with the whole invocation to a bucket.
     async fn on_failure(&self, shard_id: &str, pending: &Pending, condition: &str) {
         self.stats.lock().await.sent_to_on_failure += pending.records.len() as u64;
         let (Some(first), Some(last)) = (pending.records.first(), pending.records.last()) else { return };
@@ -297,37 +302,89 @@ impl<F: StreamFunction> Poller<F> {
             "batch sent to the on-failure destination"
         );
         let Some(arn) = &self.source.on_failure_destination else { return };
-        let arrival = |r: &Record| r.approximate_arrival_timestamp().map(|t| t.to_string());
-        let body = json!({
-            "requestContext": {"condition": condition, "approximateInvokeCount": pending.attempts + 1},
-            "version": "1.0",
-            "timestamp": eventline_model::format_rfc3339(time::OffsetDateTime::now_utc()),
-            "KinesisBatchInfo": {
-                "shardId": shard_id,
-                "startSequenceNumber": first.sequence_number(),
-                "endSequenceNumber": last.sequence_number(),
-                "approximateArrivalOfFirstRecord": arrival(first),
-                "approximateArrivalOfLastRecord": arrival(last),
-                "batchSize": pending.records.len(),
-                "streamArn": self.source.stream_arn,
+        let destination = match Destination::from_arn(arn) {
+            Ok(destination) => destination,
+            Err(error) => {
+                tracing::error!(%error, "cannot report to the on-failure destination");
+                return;
             }
-        });
-        let queue_name = arn.rsplit(':').next().unwrap_or(arn);
-        let send = || async {
-            let url = self.sqs.get_queue_url().queue_name(queue_name).send().await.map_err(|e| error_chain(&e))?;
-            self.sqs
-                .send_message()
-                .queue_url(url.queue_url().unwrap_or_default())
-                .message_body(body.to_string())
-                .send()
-                .await
-                .map_err(|e| error_chain(&e))
         };
+        let arrival = |r: &Record| {
+            r.approximate_arrival_timestamp()
+                .and_then(|t| time::OffsetDateTime::from_unix_timestamp_nanos(t.as_nanos()).ok())
+        };
+        let batch = FailedBatch {
+            condition,
+            attempts: pending.attempts,
+            function_arn: &self.source.function_arn,
+            stream_arn: &self.source.stream_arn,
+            shard_id,
+            first_sequence_number: first.sequence_number(),
+            last_sequence_number: last.sequence_number(),
+            first_arrival: arrival(first),
+            last_arrival: arrival(last),
+            size: pending.records.len(),
+            at: time::OffsetDateTime::now_utc(),
+        };
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let result = match destination {
+            Destination::Queue { name } => {
+                let body = batch.record(&request_id, None).to_string();
+                self.send_with_retries(|| async {
+                    let url = self.sqs.get_queue_url().queue_name(&name).send().await.map_err(|e| error_chain(&e))?;
+                    self.sqs
+                        .send_message()
+                        .queue_url(url.queue_url().unwrap_or_default())
+                        .message_body(body.clone())
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| error_chain(&e))
+                })
+                .await
+            }
+            Destination::Bucket { name } => {
+                let event = match kinesis_event(&pending.records, shard_id, &self.source.stream_arn, &self.region)
+                    .and_then(|event| serde_json::to_string(&event).map_err(|e| e.to_string()))
+                {
+                    Ok(event) => event,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot build the failure record");
+                        return;
+                    }
+                };
+                let body = batch.record(&request_id, Some(&event)).to_string();
+                let key = batch.object_key(&self.source.uuid, &request_id);
+                self.send_with_retries(|| async {
+                    self.s3
+                        .put_object()
+                        .bucket(&name)
+                        .key(&key)
+                        .content_type("application/json")
+                        .body(body.clone().into_bytes().into())
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| error_chain(&e))
+                })
+                .await
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "could not report to the on-failure destination");
+        }
+    }
+
+    async fn send_with_retries<Fut>(&self, send: impl Fn() -> Fut) -> Result<(), String>
+    where
+        Fut: Future<Output = Result<(), String>>,
+    {
         let mut retries = eventline_model::retry::Backoff::default().start();
-        while let Err(error) = send().await {
-            if !retries.wait().await {
-                tracing::error!(%error, "could not report to the on-failure destination");
-                break;
+        loop {
+            match send().await {
+                Ok(()) => return Ok(()),
+                Err(error) if !retries.wait().await => return Err(error),
+                Err(_) => {}
             }
         }
     }

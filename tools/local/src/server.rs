@@ -15,9 +15,10 @@ use http_body_util::BodyExt;
 use lambda_http::RequestExt;
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 
-use crate::Functions;
 use crate::auth::Verifier;
-use crate::manifest::Manifest;
+use crate::jwt::JwtVerifier;
+use crate::manifest::{JwtAuthorizer, Manifest};
+use crate::{Error, Functions};
 
 /// API Gateway's payload limit.
 const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
@@ -29,18 +30,24 @@ enum Target {
 }
 
 /// What a route asks of a request before its handler sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Authorization {
     None,
-    /// A valid SigV4 signature (`Auth.Authorizer: AWS_IAM`).
+    /// A valid SigV4 signature (`AWS_IAM`).
     Iam,
+    /// A valid bearer token for this JWT authorizer.
+    Jwt(JwtAuthorizer),
 }
 
 impl Authorization {
-    /// Anything but `NONE` requires a signature, so a route the template protects is never
-    /// served unsigned.
-    fn of(auth: &str) -> Self {
-        if auth == "NONE" { Self::None } else { Self::Iam }
+    /// `JWT` with its settings, `NONE`, and anything else requires a signature, so a route the
+    /// template protects is never served unchecked.
+    fn of(auth: &str, jwt: Option<&JwtAuthorizer>) -> Self {
+        match (auth, jwt) {
+            ("NONE", _) => Self::None,
+            ("JWT", Some(jwt)) => Self::Jwt(jwt.clone()),
+            _ => Self::Iam,
+        }
     }
 }
 
@@ -81,10 +88,13 @@ pub struct App {
     functions: Arc<Functions>,
     routes: Vec<RouteEntry>,
     verifier: Verifier,
+    jwt: Option<JwtVerifier>,
 }
 
 impl App {
-    pub fn new(functions: Arc<Functions>, manifest: &Manifest) -> Self {
+    /// Serves the manifest's routes; `jwt` holds the issuer's keys, which routes behind a JWT
+    /// authorizer need.
+    pub fn new(functions: Arc<Functions>, manifest: &Manifest, jwt: Option<JwtVerifier>) -> Result<Self, Error> {
         let mut routes = Vec::new();
         for (name, function) in &manifest.functions {
             let target = match name.as_str() {
@@ -97,13 +107,23 @@ impl App {
                     method: route.method.clone(),
                     segments: route.path.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
                     target,
-                    authorization: Authorization::of(&route.auth),
+                    authorization: Authorization::of(&route.auth, route.jwt.as_ref()),
                 });
             }
         }
         // Literal segments win over parameters, as in API Gateway.
         routes.sort_by_key(|r| std::cmp::Reverse(r.segments.iter().filter(|s| !s.starts_with('{')).count()));
-        Self { functions, routes, verifier: Verifier::from_env(&manifest.region) }
+        if jwt.is_none()
+            && let Some(route) = routes.iter().find(|r| matches!(r.authorization, Authorization::Jwt(_)))
+        {
+            return Err(Error::Setup(format!(
+                "{} /{} takes JWTs (IngestAuthorization=JWT): give the local stack the issuer's signing keys \
+                 with --jwks FILE (a JSON Web Key Set)",
+                route.method,
+                route.segments.join("/")
+            )));
+        }
+        Ok(Self { functions, routes, verifier: Verifier::from_env(&manifest.region), jwt })
     }
 
     /// `METHOD /path` of every route served.
@@ -138,11 +158,21 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
                 .into_response();
         }
     };
-    if route.authorization == Authorization::Iam
-        && let Err(denied) = app.verifier.verify(&parts, &bytes, SystemTime::now())
-    {
-        tracing::info!(method = %method, path = %path, reason = %denied, "request refused by the IAM authorizer");
-        return denied.into_response();
+    match &route.authorization {
+        Authorization::None => {}
+        Authorization::Iam => {
+            if let Err(denied) = app.verifier.verify(&parts, &bytes, SystemTime::now()) {
+                tracing::info!(method = %method, path = %path, reason = %denied, "request refused by the IAM authorizer");
+                return denied.into_response();
+            }
+        }
+        Authorization::Jwt(authorizer) => {
+            let checked = app.jwt.as_ref().map(|jwt| jwt.verify(&parts, authorizer));
+            if let Some(Err(rejected)) = checked {
+                tracing::info!(method = %method, path = %path, reason = %rejected, "request refused by the JWT authorizer");
+                return rejected.into_response();
+            }
+        }
     }
     // API Gateway passes UTF-8 bodies as text and anything else base64-encoded, which
     // lambda_http turns into binary.
@@ -208,10 +238,14 @@ mod tests {
     }
 
     #[test]
-    fn routes_require_a_signature_unless_the_template_says_none() {
-        assert_eq!(Authorization::of("NONE"), Authorization::None);
-        assert_eq!(Authorization::of("AWS_IAM"), Authorization::Iam);
-        assert_eq!(Authorization::of("SomeJwtAuthorizer"), Authorization::Iam);
+    fn routes_require_a_signature_unless_the_template_says_none_or_jwt() {
+        let jwt = JwtAuthorizer { issuer: "https://issuer.example".into(), audience: vec!["app".into()] };
+        assert_eq!(Authorization::of("NONE", None), Authorization::None);
+        assert_eq!(Authorization::of("AWS_IAM", None), Authorization::Iam);
+        assert_eq!(Authorization::of("JWT", Some(&jwt)), Authorization::Jwt(jwt.clone()));
+        // A JWT route whose settings went missing is not served open.
+        assert_eq!(Authorization::of("JWT", None), Authorization::Iam);
+        assert_eq!(Authorization::of("SomeLambdaAuthorizer", None), Authorization::Iam);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use common::{http, read_stream, stack, until};
-use eventline_gen::load::{EventSource, LoadOptions, run_async};
+use common::{http_unsigned, load_options, read_stream, stack, until};
+use eventline_gen::load::{EventSource, run_async};
 use eventline_local::LocalStack;
 use serde_json::{Value, json};
 
@@ -26,7 +26,7 @@ fn emulator_addr(stack: &LocalStack) -> SocketAddr {
 }
 
 async fn faults(stack: &LocalStack, settings: Value) -> Value {
-    let response = http(emulator_addr(stack), "POST", "/_eventline/faults", Some(&settings)).await;
+    let response = http_unsigned(emulator_addr(stack), "POST", "/_eventline/faults", Some(&settings)).await;
     assert_eq!(response.status, 200, "{}", response.body);
     response.body
 }
@@ -88,7 +88,7 @@ async fn every_accepted_event_is_stored_and_counted_once_under_ten_percent_fault
     let poison = put_poison(&stack).await;
     faults(&stack, json!({"rate": FAULT_RATE, "seed": 6, "reset_counts": true})).await;
 
-    let mut load = LoadOptions::new(&running.url(), EventSource::Generated { seed: 42, count: Some(EVENTS) });
+    let mut load = load_options(&running.url(), EventSource::Generated { seed: 42, count: Some(EVENTS) });
     load.concurrency = 4;
     load.retries = 10;
     load.verify_timeout = Duration::from_secs(300);
@@ -99,8 +99,7 @@ async fn every_accepted_event_is_stored_and_counted_once_under_ten_percent_fault
     assert!(first.accepted >= EVENTS - 5, "ingest's retries ride out the faults: {first:?}");
 
     // A client sending the start of the same run again: the same identities.
-    let mut again =
-        LoadOptions::new(&running.url(), EventSource::Generated { seed: 42, count: Some(CLIENT_DUPLICATES) });
+    let mut again = load_options(&running.url(), EventSource::Generated { seed: 42, count: Some(CLIENT_DUPLICATES) });
     again.concurrency = 2;
     again.retries = 10;
     again.verify = false;

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
-use common::stack;
+use common::{load_options, stack};
 use eventline_gen::format::Format;
 use eventline_gen::generate::{GenerateOptions, generate_to};
 use eventline_gen::load::{EventSource, LoadOptions, run_async};
@@ -23,7 +23,7 @@ async fn load_against_the_local_stack_verifies_every_event_it_sent() {
     let stack = stack(&[]).await;
     let running = stack.spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
 
-    let mut options = LoadOptions::new(&running.url(), EventSource::Generated { seed: 7, count: Some(500) });
+    let mut options = load_options(&running.url(), EventSource::Generated { seed: 7, count: Some(500) });
     options.rate = Some(1000.0);
     options.concurrency = 4;
     options.verify_timeout = Duration::from_secs(120);
@@ -67,9 +67,7 @@ async fn a_signed_load_with_its_reference_table_fills_every_plan_and_region() {
     let users = eventline_gen::reference::user_ids(seed, count);
     eventline_gen::reference::write_table(seed, &users, &eventline_gen::reference::now_ts(), &mut file).unwrap();
 
-    let signer = eventline_gen::signing::Signer::new("testing", "testing", None, "us-east-1").unwrap();
-    let mut options = LoadOptions::new(&running.url(), EventSource::Generated { seed, count: Some(count as u64) });
-    options.signer = Some(signer);
+    let mut options = load_options(&running.url(), EventSource::Generated { seed, count: Some(count as u64) });
     options.reference = Some(table.clone());
     options.verify_timeout = Duration::from_secs(120);
     let summary = run_async(options).await.unwrap();

@@ -78,12 +78,29 @@ fn poller(stack: &LocalStack, function: &'static StandIn) -> Poller<&'static Sta
     Poller::new(function, &stack.sdk, source, stack.manifest.region.clone())
 }
 
-/// What the mapping reported to the on-failure destination.
+/// What the mapping wrote to the on-failure destination (the template's bucket), after
+/// checking each object's key and that its payload is the invocation with every record.
 async fn failure_reports(stack: &LocalStack) -> Vec<Value> {
-    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
-    let url = &stack.manifest.outputs["StreamFailureQueueUrl"];
-    let output = sqs.receive_message().queue_url(url).max_number_of_messages(10).send().await.unwrap();
-    output.messages().iter().map(|m| serde_json::from_str(m.body().unwrap()).unwrap()).collect()
+    let s3 =
+        aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&stack.sdk).force_path_style(true).build());
+    let bucket = &stack.manifest.outputs["StreamFailureBucketName"];
+    let listed = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+    let mut reports = Vec::new();
+    for object in listed.contents() {
+        let key = object.key().unwrap();
+        let prefix = format!("aws/lambda/{}/{SHARD}/", stack.manifest.event_sources[0].uuid);
+        assert!(key.starts_with(&prefix), "{key} is not under {prefix}");
+        let body = s3.get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await.unwrap();
+        let report: Value = serde_json::from_slice(&body.into_bytes()).unwrap();
+        let event: KinesisEvent = serde_json::from_str(report["payload"].as_str().unwrap()).unwrap();
+        assert_eq!(event.records.len() as u64, report["KinesisBatchInfo"]["batchSize"].as_u64().unwrap());
+        assert_eq!(
+            event.records.first().map(|r| r.kinesis.sequence_number.as_str()),
+            report["KinesisBatchInfo"]["startSequenceNumber"].as_str()
+        );
+        reports.push(report);
+    }
+    reports
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,3 +111,105 @@ async fn the_stack_deploys_with_reserved_concurrency_and_without_deletion_protec
     let (status, body) = common::call(&stack, "GET", "/health", None).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")), "{body}");
 }
+
+#[tokio::test]
+async fn access_logs_scoped_roles_ceilings_failure_bucket_and_alarms_are_in_the_translated_template() {
+    let template = translated().await;
+    let resources = template["Resources"].as_object().unwrap();
+    let of_type = |kind: &'static str| resources.iter().filter(move |(_, r)| r["Type"] == kind);
+    let reference = |name: &str| serde_json::json!({"Ref": name});
+
+    // Access logs as JSON with the fields an on-call engineer looks for first.
+    let (_, stage) = of_type("AWS::ApiGatewayV2::Stage").next().unwrap();
+    let access = &stage["Properties"]["AccessLogSettings"];
+    assert_eq!(access["DestinationArn"], serde_json::json!({"Fn::GetAtt": ["ApiAccessLogs", "Arn"]}));
+    let format: serde_json::Value =
+        serde_json::from_str(access["Format"].as_str().unwrap()).expect("the access log format is JSON");
+    for field in ["requestId", "ip", "routeKey", "status", "latencyMs", "integrationError"] {
+        assert!(format.get(field).is_some(), "access logs carry {field}");
+    }
+    assert_eq!(resources["ApiAccessLogs"]["Properties"]["RetentionInDays"], reference("LogRetentionDays"));
+
+    // Each function runs as its own role, which writes only to the function's log group.
+    for (function, logs) in [
+        ("IngestFunction", "IngestFunctionLogs"),
+        ("TransformFunction", "TransformFunctionLogs"),
+        ("MetricsFunction", "MetricsFunctionLogs"),
+    ] {
+        let role = resources[function]["Properties"]["Role"]["Fn::GetAtt"][0].as_str().unwrap();
+        let role = &resources[role]["Properties"];
+        assert!(role.get("ManagedPolicyArns").is_none(), "{function}: no managed policy writing every log group");
+        let statements: Vec<&serde_json::Value> = role["Policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().unwrap())
+            .collect();
+        let logging: Vec<_> = statements.iter().filter(|s| s["Action"].to_string().contains("logs:")).collect();
+        assert_eq!(logging.len(), 1, "{function}");
+        assert_eq!(logging[0]["Resource"], serde_json::json!({"Fn::GetAtt": [logs, "Arn"]}), "{function}");
+        for statement in &statements {
+            if statement["Resource"] == "*" {
+                let actions = statement["Action"].to_string();
+                assert!(
+                    actions.contains("xray:") || actions.contains("kinesis:ListStreams"),
+                    "{function}: only tracing and ListStreams take every resource: {statement}"
+                );
+            }
+        }
+    }
+
+    // The on-demand table and its index have a ceiling.
+    let table = &resources["EventsTable"]["Properties"];
+    for ceiling in [&table["OnDemandThroughput"], &table["GlobalSecondaryIndexes"][0]["OnDemandThroughput"]] {
+        assert_eq!(ceiling["MaxReadRequestUnits"], reference("TableMaxReadUnits"));
+        assert_eq!(ceiling["MaxWriteRequestUnits"], reference("TableMaxWriteUnits"));
+    }
+
+    // Failed batches go to an encrypted, private bucket whose records expire.
+    let (_, mapping) = of_type("AWS::Lambda::EventSourceMapping").next().unwrap();
+    assert_eq!(
+        mapping["Properties"]["DestinationConfig"]["OnFailure"]["Destination"],
+        serde_json::json!({"Fn::GetAtt": ["StreamFailureBucket", "Arn"]})
+    );
+    let bucket = &resources["StreamFailureBucket"];
+    assert_eq!(bucket["DeletionPolicy"], "Retain");
+    let bucket = &bucket["Properties"];
+    assert_eq!(
+        bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"],
+        "AES256"
+    );
+    for setting in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"] {
+        assert_eq!(bucket["PublicAccessBlockConfiguration"][setting], true, "{setting}");
+    }
+    assert_eq!(bucket["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"], reference("FailureRetentionDays"));
+
+    // An alarm on every signal the on-call engineer needs, each notifying the topic.
+    let alarms: Vec<_> = of_type("AWS::CloudWatch::Alarm").map(|(_, a)| &a["Properties"]).collect();
+    let watched: std::collections::BTreeSet<String> = alarms
+        .iter()
+        .map(|a| format!("{}/{}", a["Namespace"].as_str().unwrap(), a["MetricName"].as_str().unwrap()))
+        .collect();
+    for signal in [
+        "AWS/Lambda/IteratorAge",
+        "AWS/SQS/ApproximateNumberOfMessagesVisible",
+        "AWS/S3/PutRequests",
+        "AWS/Lambda/Errors",
+        "AWS/Lambda/Throttles",
+        "AWS/ApiGateway/5xx",
+        "AWS/Kinesis/WriteProvisionedThroughputExceeded",
+        "AWS/DynamoDB/WriteThrottleEvents",
+        "AWS/DynamoDB/ReadThrottleEvents",
+    ] {
+        assert!(watched.contains(signal), "no alarm on {signal}: {watched:?}");
+    }
+    let topic = serde_json::json!({"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]});
+    for alarm in &alarms {
+        assert_eq!(alarm["AlarmActions"], serde_json::json!([topic]), "{}", alarm["AlarmDescription"]);
+    }
+    let errors = alarms.iter().filter(|a| a["MetricName"] == "Errors").count();
+    assert_eq!(errors, 3, "one error alarm per function");
+    let (_, dashboard) = of_type("AWS::CloudWatch::Dashboard").next().expect("a dashboard");
+    let body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"].as_str().unwrap();
+    assert!(body.contains("IteratorAge") && body.contains("EventsStored"), "the dashboard shows the same signals");
+}

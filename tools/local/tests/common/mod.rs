@@ -4,11 +4,21 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use aws_credential_types::Credentials;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use eventline_gen::load::{EventSource, LoadOptions};
+use eventline_gen::signing::Signer;
 use eventline_local::{LocalStack, Options};
 use serde_json::Value;
+
+/// The credentials the local gateway verifies SigV4 signatures with, and its region.
+pub const ACCESS_KEY_ID: &str = "testing";
+pub const SECRET_ACCESS_KEY: &str = "testing";
+pub const REGION: &str = "us-east-1";
 
 pub fn checkout() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -34,21 +44,75 @@ impl HttpResponse {
     }
 }
 
-/// One HTTP/1.1 request over a fresh connection: enough for tests, no client library.
+/// The generator's signer with the local credentials.
+pub fn signer() -> Signer {
+    Signer::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, REGION).unwrap()
+}
+
+/// `eventline-gen load` options for a local stack, signing like every client of it.
+pub fn load_options(url: &str, source: EventSource) -> LoadOptions {
+    let mut options = LoadOptions::new(url, source);
+    options.signer = Some(signer());
+    options
+}
+
+/// The headers a client adds to sign `method path` (with its query) and `body` for
+/// execute-api with `testing` and `secret`, over `host` and `content-type`.
+pub fn sigv4_headers(addr: SocketAddr, method: &str, path: &str, body: &str, secret: &str) -> Vec<(String, String)> {
+    let identity = Credentials::new(ACCESS_KEY_ID, secret, None, None, "test").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(REGION)
+        .name("execute-api")
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let host = addr.to_string();
+    let headers = [("host", host.as_str()), ("content-type", "application/json")];
+    let uri = format!("http://{addr}{path}");
+    let request =
+        SignableRequest::new(method, uri.as_str(), headers.into_iter(), SignableBody::Bytes(body.as_bytes())).unwrap();
+    let (instructions, _) = sign(request, &params).unwrap().into_parts();
+    instructions.headers().map(|(name, value)| (name.to_owned(), value.to_owned())).collect()
+}
+
+/// One HTTP/1.1 request signed with the local credentials, as every route but the health
+/// checks requires.
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> HttpResponse {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let headers = sigv4_headers(addr, method, path, &body, SECRET_ACCESS_KEY);
+    http_raw(addr, method, path, body, headers).await
+}
+
+/// One HTTP/1.1 request without a signature.
+pub async fn http_unsigned(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> HttpResponse {
+    http_raw(addr, method, path, body.map(Value::to_string).unwrap_or_default(), Vec::new()).await
+}
+
+/// One HTTP/1.1 request with `extra` headers over a fresh connection: enough for tests, no
+/// client library.
+pub async fn http_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: String,
+    extra: Vec<(String, String)>,
+) -> HttpResponse {
     let method = method.to_owned();
     let path = path.to_owned();
-    let body = body.map(Value::to_string);
     tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let body = body.unwrap_or_default();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
             body.len()
-        )
-        .unwrap();
+        );
+        for (name, value) in extra {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        write!(stream, "{head}\r\n{body}").unwrap();
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).unwrap();
         let text = String::from_utf8(raw).unwrap();
