@@ -105,7 +105,7 @@ async fn run(args: Args) -> Result<(), eventline_local::Error> {
     eprintln!("eventline-local: stopping: finishing requests and draining the stream ...");
     let stats = running.stop(Duration::from_secs(60)).await?;
     eprintln!(
-        "eventline-local: stopped after {} batches ({} records, {} retries, {} sent to the on-failure queue)",
+        "eventline-local: stopped after {} batches ({} records, {} retries, {} sent to the on-failure destination)",
         stats.batches, stats.records, stats.retries, stats.sent_to_on_failure
     );
     stack.emulator.stop().await;
