@@ -1,6 +1,7 @@
 # Eventline developer commands. `make run` and `make test` install what they need.
 
 VENV        := .venv
+LINT_VENV   := .venv-lint
 PYTHON      ?= python3
 ADDR        ?= 127.0.0.1:3000
 export SAM_CLI_TELEMETRY := 0
@@ -16,12 +17,16 @@ run: $(VENV)/.run
 test: $(VENV)/.dev tools check-template
 	$(VENV)/bin/python -m unittest tools/local/test_moto_server.py
 	cargo nextest run --workspace --no-fail-fast
+	$(MAKE) sam-local-if-available
 	$(MAKE) fuzz-smoke
 
-## lint: formatting and clippy, as CI checks them
-lint:
+## lint: formatting, clippy, and the template's checks (cfn-lint with informational rules, checkov), as CI runs them
+# checkov findings left in place are skipped in the template itself, each with its reason.
+lint: $(VENV)/.dev $(LINT_VENV)/.installed
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/cfn-lint --include-checks I -- template.yaml
+	$(LINT_VENV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
 check-template: $(VENV)/.dev
 	sam validate --lint
@@ -80,6 +85,11 @@ $(VENV)/.dev: requirements-dev.txt tools/local/requirements.txt | $(VENV)/bin/pi
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@ $(VENV)/.run
 
+$(LINT_VENV)/.installed: requirements-lint.txt
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-lint.txt
+	touch $@
+
 # System tools the tests use: cargo-nextest and the sqlite3 shell.
 tools:
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
@@ -87,4 +97,47 @@ tools:
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .aws-sam
+	rm -rf $(VENV) $(LINT_VENV) .aws-sam
+
+# sam local: `sam local invoke` and `sam local start-api` over template.yaml, with podman
+# serving the Docker API they need. podman's configuration, storage and socket are private to
+# each run (under .local/sam-local), so nothing else on the machine is touched or seen.
+SAM_LOCAL_PACKAGES := podman runc slirp4netns busybox-static
+
+.PHONY: sam-local sam-local-if-available sam-local-packages
+
+## sam-local: every events/ file through `sam local invoke`, then HTTP checks through `sam local start-api`, against the emulator
+sam-local: $(VENV)/.dev sam-local-packages
+	cargo build -p ingest -p transform -p metrics --bins
+	$(VENV)/bin/python tools/sam-local/sam_local.py
+
+# Installs the Debian packages that are missing (apt-get, as root). Elsewhere the run itself
+# names what it cannot find.
+sam-local-packages:
+	@command -v dpkg-query >/dev/null || exit 0; \
+	missing=$$(for p in $(SAM_LOCAL_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" != 0 ]; then echo "sam-local: missing packages:" $$missing "(apt-get install them as root)"; exit 1; fi; \
+	echo "sam-local: installing" $$missing; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing
+
+# What `make test` runs: the pass-through's unit tests, then sam-local where podman is
+# installed or can be (apt-get as root); elsewhere it says what is missing and passes.
+sam-local-if-available: $(VENV)/.dev
+	$(VENV)/bin/python -m unittest discover -s tools/sam-local -p 'test_*.py'
+	@if command -v podman >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; }; then \
+		$(MAKE) sam-local; \
+	else \
+		echo "sam-local: SKIPPED: podman is not installed and cannot be installed here (needs apt-get as root)."; \
+		echo "sam-local: install $(SAM_LOCAL_PACKAGES), then run make sam-local."; \
+	fi
+
+## bench-local: the emulator's ceiling for the pipeline's calls, then the whole local stack under `eventline-gen load` (override: make bench-local BENCH_RATE=500 BENCH_SECONDS=30)
+BENCH_RATE    ?= 1000
+BENCH_SECONDS ?= 60
+.PHONY: bench-local
+bench-local: $(VENV)/.run
+	cargo build -p eventline-local
+	cargo build --release -p eventline-gen
+	$(VENV)/bin/python tools/local/benches/bench_local.py --rate $(BENCH_RATE) --seconds $(BENCH_SECONDS)
