@@ -28,10 +28,22 @@ pub fn sdk_timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// Loads the SDK configuration once per cold start. `AWS_ENDPOINT_URL` points every client
-/// at another endpoint (the local emulator) without code changes.
+/// Loads the SDK configuration once per cold start. `ENDPOINT_URL` (declared empty in the
+/// template, so `sam local --env-vars` can set it) or the SDK's own `AWS_ENDPOINT_URL` points
+/// every client at another endpoint, such as a local emulator.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(sdk_timeouts()).load().await
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(sdk_timeouts());
+    // The SDK takes an empty AWS_ENDPOINT_URL as an endpoint and fails on first use, so the
+    // template's variable has its own name and empty means unset.
+    let loader = match endpoint_override(|name| std::env::var(name).ok()) {
+        Some(url) => loader.endpoint_url(url),
+        None => loader,
+    };
+    loader.load().await
+}
+
+fn endpoint_override(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
+    lookup(crate::config::names::ENDPOINT_URL).filter(|url| !url.trim().is_empty())
 }
 
 /// Structured logs: JSON when the Lambda logging configuration asks for it, text otherwise.
@@ -101,3 +113,18 @@ impl RecordSink for KinesisSink {
 }
 
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_endpoint_url_means_aws_itself() {
+        assert_eq!(endpoint_override(|_| Some(String::new())), None);
+        assert_eq!(endpoint_override(|_| None), None);
+        assert_eq!(
+            endpoint_override(|_| Some("http://127.0.0.1:4566".into())),
+            Some("http://127.0.0.1:4566".to_owned())
+        );
+    }
+}
