@@ -90,10 +90,11 @@ $(LINT_VENV)/.installed: requirements-lint.txt
 	$(LINT_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-lint.txt
 	touch $@
 
-# System tools the tests use: cargo-nextest and the sqlite3 shell.
+# System tools the tests use: cargo-nextest, the sqlite3 shell and chromium (the dashboard page test).
 tools:
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 	@command -v sqlite3 >/dev/null || { apt-get update -qq && apt-get install -y -qq sqlite3; }
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 clean:
 	cargo clean

@@ -7,6 +7,7 @@ pub mod emulator;
 pub mod jwt;
 pub mod manifest;
 pub mod on_failure;
+pub mod page;
 pub mod poller;
 pub mod server;
 
@@ -124,8 +125,12 @@ impl LocalStack {
         let local_addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
 
+        let poller = self.poller()?;
+        let dashboard =
+            page::Dashboard::new(Arc::clone(&self.functions), Arc::clone(&poller), &self.sdk, &self.manifest)?;
+        // The local dashboard answers its own two paths; the template's routes answer the rest.
+        let router = page::router(Arc::new(dashboard), self.app().router());
         let mut http_stop = stop_rx.clone();
-        let router = self.app().router();
         let http = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
@@ -134,7 +139,6 @@ impl LocalStack {
                 .await
         });
 
-        let poller = self.poller()?;
         let (poll_stop_tx, poll_stop_rx) = watch::channel(false);
         let polling = tokio::spawn(Arc::clone(&poller).run(poll_stop_rx));
         Ok(Running { addr: local_addr, stop_tx, _stop_rx: stop_rx, http, poll_stop_tx, polling, poller })

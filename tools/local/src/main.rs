@@ -83,6 +83,7 @@ async fn run(args: Args) -> Result<(), eventline_local::Error> {
     let outputs = &stack.manifest.outputs;
     let get = |key: &str| outputs.get(key).map_or("?", String::as_str);
     println!("eventline-local: serving on {url}");
+    println!("  dashboard     {url}/ (live figures, local only)");
     println!("  emulator      {} (log: {})", stack.emulator.endpoint, stack.emulator.log_path.display());
     println!("  ingest stream {}", get("IngestStreamName"));
     println!("  output stream {}", get("OutputStreamName"));
