@@ -14,6 +14,7 @@ pub mod reference;
 pub mod response;
 pub mod retry;
 pub mod sink;
+pub mod telemetry;
 pub mod validation;
 pub mod window;
 

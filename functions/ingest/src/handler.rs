@@ -171,6 +171,8 @@ impl<S: RecordSink, C: ReceivedCounter, R: ReferenceWriter> Ingest<S, C, R> {
         let outcomes = self.put_valid(parsed).await;
 
         let accepted = outcomes.iter().filter(|o| matches!(o, Outcome::Accepted(_))).count();
+        let rejected = outcomes.iter().filter(|o| matches!(o, Outcome::Rejected(_))).count();
+        eventline_model::telemetry::ingested(accepted as u64, rejected as u64);
         if accepted > 0
             && let Err(error) = self.counter.add(&request_token, accepted as u64).await
         {

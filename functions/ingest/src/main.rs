@@ -1,4 +1,4 @@
-use eventline_model::aws::{init_tracing, sdk_config};
+use eventline_model::aws::{flush_metrics, init_tracing, metrics_recorder, sdk_config};
 use eventline_model::config::ProcessEnv;
 use ingest::config::Config;
 use lambda_http::{Error, Request, run, service_fn};
@@ -8,7 +8,13 @@ async fn main() -> Result<(), Error> {
     init_tracing();
     let config =
         Config::from_lookup(&ProcessEnv).inspect_err(|error| tracing::error!(%error, "invalid configuration"))?;
+    let metrics = metrics_recorder()?;
     let ingest = ingest::with_aws(config, &sdk_config().await);
     let ingest = &ingest;
-    run(service_fn(move |request: Request| async move { Ok::<_, Error>(ingest.handle(request).await) })).await
+    run(service_fn(move |request: Request| async move {
+        let response = ingest.handle(request).await;
+        flush_metrics(metrics);
+        Ok::<_, Error>(response)
+    }))
+    .await
 }

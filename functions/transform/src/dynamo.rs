@@ -119,6 +119,7 @@ impl EventStore for DynamoEventStore {
                     }
                     Some(Failure::Transient(error)) => {
                         tracing::warn!(error = %error_chain(&error), retries = retries.count(), "transaction failed; retrying");
+                        eventline_model::telemetry::commit_retried();
                         if !retries.wait().await {
                             return Err(StoreError::Transient(error.into()));
                         }

@@ -47,6 +47,8 @@ pub struct BatchReport {
     /// Index of the first record not finished, when the batch must be retried from there.
     pub retry_from: Option<usize>,
 }
+    /// Milliseconds from received to processed of each event stored by this batch.
+    pub latencies_ms: Vec<u64>,
 
 impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, Si, D, E> {
     #[tracing::instrument(skip_all, fields(records = event.records.len()))]
@@ -61,6 +63,8 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
             "batch processed"
         );
         response
+        eventline_model::telemetry::transformed(report.stored as u64, report.duplicates as u64, report.poison as u64);
+        eventline_model::telemetry::processing_latency(&report.latencies_ms);
     }
 
     pub async fn process(&self, records: &[KinesisEventRecord]) -> (KinesisEventResponse, BatchReport) {
@@ -211,6 +215,10 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
                 _ => {}
             }
         }
+                (Entry::Event(event), Outcome::Stored) => {
+                    report.stored += 1;
+                    report.latencies_ms.push(event.latency_ms);
+                }
         if unfinished < records.len() {
             report.retry_from = Some(unfinished);
         }

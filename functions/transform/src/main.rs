@@ -2,7 +2,7 @@
 #![recursion_limit = "256"]
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
-use eventline_model::aws::{init_tracing, sdk_config};
+use eventline_model::aws::{flush_metrics, init_tracing, metrics_recorder, sdk_config};
 use eventline_model::config::ProcessEnv;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use transform::config::Config;
@@ -12,10 +12,13 @@ async fn main() -> Result<(), Error> {
     init_tracing();
     let config =
         Config::from_lookup(&ProcessEnv).inspect_err(|error| tracing::error!(%error, "invalid configuration"))?;
+    let metrics = metrics_recorder()?;
     let transform = transform::with_aws(config, &sdk_config().await);
     let transform = &transform;
     run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
-        Ok::<_, Error>(transform.handle(event.payload).await)
+        let response = transform.handle(event.payload).await;
+        flush_metrics(metrics);
+        Ok::<_, Error>(response)
     }))
     .await
 }

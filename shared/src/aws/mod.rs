@@ -46,6 +46,26 @@ fn endpoint_override(lookup: impl Fn(&str) -> Option<String>) -> Option<String> 
     lookup(crate::config::names::ENDPOINT_URL).filter(|url| !url.trim().is_empty())
 }
 
+/// Installs the recorder of the pipeline's own metrics (namespace `Eventline`, dimension
+/// `Stack` from `STACK_NAME`), once per cold start; [`flush_metrics`] writes what an
+/// invocation recorded as one CloudWatch embedded-metric-format log line.
+pub fn metrics_recorder() -> Result<&'static metrics_cloudwatch_embedded::Collector, metrics_cloudwatch_embedded::Error>
+{
+    let stack = std::env::var(crate::config::names::STACK_NAME).unwrap_or_else(|_| "unknown".to_owned());
+    metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace(crate::telemetry::NAMESPACE)
+        .with_dimension(crate::telemetry::STACK_DIMENSION, stack)
+        .init()
+}
+
+/// Writes the metrics recorded since the last flush to stdout, where Lambda's log capture
+/// turns them into CloudWatch metrics. A failed write loses metrics, never the invocation.
+pub fn flush_metrics(collector: &metrics_cloudwatch_embedded::Collector) {
+    if let Err(error) = collector.flush(std::io::stdout().lock()) {
+        tracing::warn!(%error, "could not write the invocation's metrics");
+    }
+}
+
 /// Structured logs: JSON when the Lambda logging configuration asks for it, text otherwise.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AWS_LAMBDA_LOG_LEVEL")
@@ -117,6 +137,23 @@ use aws_sdk_kinesis::error::ProvideErrorMetadata;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_are_written_as_one_embedded_metric_format_document() {
+        let collector = metrics_recorder().expect("the first recorder in this process");
+        crate::telemetry::ingested(7, 2);
+        crate::telemetry::processing_latency(&[120, 80]);
+        let mut line = Vec::new();
+        collector.flush(&mut line).unwrap();
+        let document: serde_json::Value = serde_json::from_slice(&line).expect("one JSON document");
+        let directive = &document["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], crate::telemetry::NAMESPACE);
+        assert_eq!(directive["Dimensions"], serde_json::json!([[crate::telemetry::STACK_DIMENSION]]));
+        assert_eq!(document[crate::telemetry::EVENTS_ACCEPTED], 7);
+        assert_eq!(document[crate::telemetry::EVENTS_REJECTED], 2);
+        assert_eq!(document[crate::telemetry::PROCESSING_LATENCY], serde_json::json!([120.0, 80.0]));
+        assert!(document["_aws"]["Timestamp"].is_u64());
+    }
 
     #[test]
     fn an_empty_endpoint_url_means_aws_itself() {

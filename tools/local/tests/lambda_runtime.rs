@@ -29,11 +29,15 @@ fn cargo_lambda() -> String {
 struct Watch {
     _child: Child,
     port: u16,
+    /// What the functions wrote to stdout and stderr, through `cargo lambda watch`.
+    output: std::path::PathBuf,
 }
 
 impl Watch {
     async fn start(stack: &LocalStack) -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let output = std::env::temp_dir().join(format!("eventline-watch-{port}.log"));
+        let log = std::fs::File::create(&output).unwrap();
         let mut env: HashMap<String, String> = HashMap::new();
         for function in stack.manifest.functions.values() {
             env.extend(function.environment.clone());
@@ -47,8 +51,8 @@ impl Watch {
             .env("AWS_ACCESS_KEY_ID", "local")
             .env("AWS_SECRET_ACCESS_KEY", "local")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
@@ -57,7 +61,18 @@ impl Watch {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
         })
         .await;
-        Self { _child: child, port }
+        Self { _child: child, port, output }
+    }
+
+    /// The sum of `metric` over the embedded-metric-format documents the functions logged.
+    fn emitted(&self, metric: &str) -> u64 {
+        let log = std::fs::read_to_string(&self.output).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| line.find("{\"").map(|start| &line[start..]))
+            .filter_map(|json| serde_json::from_str::<Value>(json).ok())
+            .filter(|document| document.get("_aws").is_some())
+            .filter_map(|document| document.get(metric).and_then(Value::as_u64))
+            .sum()
     }
 
     /// The function's JSON answer to the event in `file`.
@@ -149,6 +164,13 @@ async fn function_binaries_answer_every_sample_event_through_the_runtime_api() {
     assert_eq!(totals["current_queue_depth"], 0);
     assert_eq!(watch.http("metrics", "metrics-get-health.json").await, (200, health_ok()));
     assert_eq!(watch.http("metrics", "metrics-get-healthz.json").await.0, 200);
+
+    // The same figures, as the functions' embedded-metric-format log lines report them.
+    assert_eq!(watch.emitted("EventsAccepted"), 7);
+    assert_eq!(watch.emitted("EventsStored"), 7 + 3 + 2 + 2);
+    assert_eq!(watch.emitted("EventsPoison"), 2);
+    assert_eq!(watch.emitted("EventsDuplicate"), 1);
+    let _ = std::fs::remove_file(&watch.output);
 }
 
 fn health_ok() -> Value {
