@@ -89,6 +89,7 @@ async fn run(args: Args) -> Result<(), eventline_local::Error> {
     println!("  output stream {}", get("OutputStreamName"));
     println!("  table         {}", get("EventsTableName"));
     println!("  dead letters  {}", get("DeadLetterQueueUrl"));
+    println!("  failed batches s3://{}", get("StreamFailureBucketName"));
     for route in stack.app().route_list() {
         println!("  route         {route}");
     }
