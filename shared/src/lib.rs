@@ -22,5 +22,5 @@ pub mod window;
 pub mod aws;
 
 pub use event::{Event, EventId, EventType, IngestId, RawObject, Source, UserId, format_rfc3339};
-pub use record::{DecodeError, Position, ProcessedEvent, StreamRecord};
+pub use record::{Arrival, DecodeError, Position, ProcessedEvent, StreamRecord};
 pub use validation::{FieldError, Rule, Rules, parse_event};

@@ -9,8 +9,9 @@ use time::format_description::well_known::Rfc3339;
 use crate::event::{
     Event, EventId, EventType, IngestId, RawObject, Source, TIMESTAMP_RANGE_RULE, UserId, checked_utc, format_rfc3339,
 };
-use crate::json::check_unique_keys;
+use crate::json::{Members, check_unique_keys};
 use crate::reference::Enrichment;
+use crate::validation::{FieldError, Rules, parse_event_with_id};
 
 /// One ingest-stream record: the validated event, when the service received it, and the
 /// id ingest gave this record (absent in records other producers write).
@@ -28,6 +29,36 @@ pub enum DecodeError {
     NotUtf8 { valid_up_to: usize },
     #[error("record data is not a valid event: {0}")]
     Invalid(String),
+    /// An event in the API's shape that breaks the API's rules.
+    #[error("record data is not a valid event: {}", join(.0))]
+    Rejected(Vec<FieldError>),
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// How to read a record without `received_at`: an event in the API's shape that another
+/// producer (a script, `sam local generate-event kinesis`) put on the stream directly.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    /// When the stream took the record (its approximate arrival timestamp); `None` when that
+    /// lies outside the years the pipeline stores. It stands in for the time ingest would have
+    /// received the event, and is the "now" the clock-skew rule measures from, so every
+    /// delivery of a record gets the same verdict.
+    pub at: Option<OffsetDateTime>,
+    /// Where the record sits in the stream.
+    pub position: &'a Position,
+    /// The rules ingest validates events with.
+    pub rules: &'a Rules,
+}
+
+impl Arrival<'_> {
+    /// The id of an event that names none. The API draws a random UUID; a stream record gets
+    /// one derived from its position, so a redelivery is the same event, stored and counted once.
+    fn default_id(&self) -> EventId {
+        EventId::derived_from(&format!("{}:{}", self.position.shard_id, self.position.sequence_number))
+    }
 }
 
 impl Serialize for StreamRecord {
@@ -102,6 +133,29 @@ impl StreamRecord {
             ingest_id: wire.ingest_id,
         })
     }
+
+    /// Decodes a record whoever wrote it: ingest's shape as [`StreamRecord::decode`] does, or,
+    /// when the data has no `received_at`, an event in the API's shape, validated as ingest
+    /// validates it (with its defaults) and received when it arrived on the stream.
+    pub fn decode_arrived(data: &[u8], arrival: &Arrival<'_>) -> Result<Self, DecodeError> {
+        let not_ingest_shape = match Self::decode(data) {
+            Ok(record) => return Ok(record),
+            Err(error) => error,
+        };
+        // Only records that are not in ingest's shape are read a second time.
+        let Ok(raw) = serde_json::from_slice::<&RawValue>(data) else {
+            return Err(not_ingest_shape);
+        };
+        if Members::parse(raw).is_ok_and(|members| members.get("received_at").is_some()) {
+            return Err(not_ingest_shape);
+        }
+        let Some(at) = arrival.at else {
+            return Err(DecodeError::Invalid(format!("approximateArrivalTimestamp {TIMESTAMP_RANGE_RULE}")));
+        };
+        let event =
+            parse_event_with_id(raw, arrival.rules, at, || arrival.default_id()).map_err(DecodeError::Rejected)?;
+        Ok(Self { event, received_at: at, ingest_id: None })
+    }
 }
 
 /// Where a record sat in the stream.
@@ -172,7 +226,7 @@ impl ProcessedEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validation::{Rules, parse_value};
+    use crate::validation::{Rule, Rules, parse_value};
     use serde_json::json;
     use time::macros::datetime;
 
@@ -227,6 +281,122 @@ mod tests {
         let out = ProcessedEvent::from_record(decoded, position(), datetime!(2026-01-01 00:00:01 UTC));
         let json = String::from_utf8(out.to_json()).unwrap();
         assert!(json.contains(&format!(r#""data":{data}"#)), "{json}");
+    }
+
+    const ARRIVED: OffsetDateTime = datetime!(2015-04-09 00:00:00.25 UTC);
+
+    fn arrived(data: &str, rules: &Rules) -> Result<StreamRecord, DecodeError> {
+        let position = position();
+        StreamRecord::decode_arrived(data.as_bytes(), &Arrival { at: Some(ARRIVED), position: &position, rules })
+    }
+
+    fn rejected_fields(data: &str, rules: &Rules) -> Vec<(String, Rule)> {
+        match arrived(data, rules) {
+            Err(DecodeError::Rejected(errors)) => errors.into_iter().map(|e| (e.field, e.rule)).collect(),
+            other => panic!("{data}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_api_shaped_record_is_received_when_it_arrived_with_the_apis_defaults() {
+        let record = arrived(r#"{"id":"k-1","source":"sam","payload":"hi"}"#, &Rules::default()).unwrap();
+        assert_eq!(record.received_at, ARRIVED);
+        assert_eq!(record.ingest_id, None);
+        assert_eq!(record.event.id.as_str(), "k-1");
+        assert_eq!(record.event.source.as_str(), "sam");
+        assert_eq!(record.event.event_type.as_str(), "event");
+        assert_eq!(record.event.timestamp, ARRIVED);
+        assert_eq!(record.event.payload.as_deref(), Some("hi"));
+        let without_source = arrived(r#"{"id":"k-2","timestamp":1428537000}"#, &Rules::default()).unwrap();
+        assert_eq!(without_source.event.source.as_str(), "api");
+        assert_eq!(without_source.event.timestamp, datetime!(2015-04-08 23:50:00 UTC));
+    }
+
+    #[test]
+    fn an_api_shaped_record_without_id_gets_the_same_id_on_every_delivery() {
+        let first = arrived(r#"{"source":"sam"}"#, &Rules::default()).unwrap();
+        let again = arrived(r#"{"source":"sam"}"#, &Rules::default()).unwrap();
+        assert_eq!(first.event.id, again.event.id);
+        assert!(uuid::Uuid::parse_str(first.event.id.as_str()).is_ok());
+        let elsewhere = Position { sequence_number: "43".into(), ..position() };
+        let rules = Rules::default();
+        let other = StreamRecord::decode_arrived(
+            br#"{"source":"sam"}"#,
+            &Arrival { at: Some(ARRIVED), position: &elsewhere, rules: &rules },
+        )
+        .unwrap();
+        assert_ne!(other.event.id, first.event.id);
+    }
+
+    #[test]
+    fn an_api_shaped_record_that_breaks_the_apis_rules_is_rejected_with_every_error() {
+        let rules = Rules::default();
+        let fields = rejected_fields(r#"{"id":"a b","timestamp":"yesterday","colour":"red"}"#, &rules);
+        assert_eq!(
+            fields,
+            [("colour".into(), Rule::UnknownField), ("id".into(), Rule::Format), ("timestamp".into(), Rule::Format)]
+        );
+        let error = arrived(r#"{"timestamp":"yesterday"}"#, &rules).unwrap_err();
+        assert!(error.to_string().contains("timestamp must be an RFC 3339 string"), "{error}");
+        // Checked against the arrival, not the clock: the verdict is the same on every delivery.
+        assert_eq!(
+            rejected_fields(r#"{"timestamp":"2015-04-09T00:05:01Z"}"#, &rules),
+            [("timestamp".into(), Rule::Future)]
+        );
+        assert!(arrived(r#"{"timestamp":"2015-04-09T00:05:00Z"}"#, &rules).is_ok());
+        assert_eq!(rejected_fields(r#"{"id":"a","id":"b"}"#, &rules), [("id".into(), Rule::DuplicateKey)]);
+        assert_eq!(rejected_fields("[1]", &rules), [("".into(), Rule::Type)]);
+        assert_eq!(rejected_fields(r#"{"ingest_id":"abc"}"#, &rules), [("ingest_id".into(), Rule::UnknownField)]);
+    }
+
+    #[test]
+    fn an_api_shaped_record_meets_the_allow_lists() {
+        let rules = Rules {
+            allowed_types: vec![EventType::parse("click").unwrap()],
+            allowed_sources: vec![Source::parse("web").unwrap()],
+            ..Rules::default()
+        };
+        assert!(arrived(r#"{"type":"click","source":"web"}"#, &rules).is_ok());
+        assert_eq!(
+            rejected_fields(r#"{"type":"view","source":"sam"}"#, &rules),
+            [("type".into(), Rule::NotAllowed), ("source".into(), Rule::NotAllowed)]
+        );
+    }
+
+    #[test]
+    fn a_record_with_received_at_is_read_as_ingest_wrote_it() {
+        let original = record("hello");
+        assert_eq!(arrived(&String::from_utf8(original.encode()).unwrap(), &Rules::default()), Ok(original));
+        // Broken ingest-shaped records keep their own error; the API's rules are not applied.
+        let missing_source =
+            r#"{"id":"a","type":"t","timestamp":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;
+        let error = arrived(missing_source, &Rules::default()).unwrap_err();
+        assert!(matches!(&error, DecodeError::Invalid(m) if m.contains("missing field `source`")), "{error:?}");
+        let null = r#"{"id":"a","received_at":null}"#;
+        assert!(matches!(arrived(null, &Rules::default()), Err(DecodeError::Invalid(_))));
+    }
+
+    #[test]
+    fn an_arrival_time_out_of_range_fails_only_records_that_need_it() {
+        let position = position();
+        let rules = Rules::default();
+        let unknown = Arrival { at: None, position: &position, rules: &rules };
+        let error = StreamRecord::decode_arrived(br#"{"id":"k-1"}"#, &unknown).unwrap_err();
+        assert!(error.to_string().contains("approximateArrivalTimestamp"), "{error}");
+        let original = record("x");
+        assert_eq!(StreamRecord::decode_arrived(&original.encode(), &unknown), Ok(original));
+    }
+
+    #[test]
+    fn undecodable_data_keeps_its_error() {
+        let rules = Rules::default();
+        assert!(matches!(arrived("not json", &rules), Err(DecodeError::Invalid(_))));
+        let position = position();
+        let arrival = Arrival { at: Some(ARRIVED), position: &position, rules: &rules };
+        assert_eq!(
+            StreamRecord::decode_arrived(b"{\"id\":\"\xff\"}", &arrival),
+            Err(DecodeError::NotUtf8 { valid_up_to: 7 })
+        );
     }
 
     #[test]

@@ -100,6 +100,17 @@ const FIELDS: [&str; 7] = ["id", "source", "type", "timestamp", "user_id", "payl
 /// Validates one JSON value as an event: unknown fields and repeated keys anywhere are
 /// errors, `null` counts as absent, `data` is kept byte for byte.
 pub fn parse_event(raw: &RawValue, rules: &Rules, now: OffsetDateTime) -> ParsedItem {
+    parse_event_with_id(raw, rules, now, EventId::generate)
+}
+
+/// [`parse_event`] with `default_id` naming an event that names none, for callers that must
+/// give the same event the same id every time they read it.
+pub fn parse_event_with_id(
+    raw: &RawValue,
+    rules: &Rules,
+    now: OffsetDateTime,
+    default_id: impl FnOnce() -> EventId,
+) -> ParsedItem {
     let members = match Members::parse(raw) {
         Ok(members) => members,
         Err(JsonError::DuplicateKey(key)) => {
@@ -173,7 +184,7 @@ pub fn parse_event(raw: &RawValue, rules: &Rules, now: OffsetDateTime) -> Parsed
     }
 
     let event = Event {
-        id: id.flatten().unwrap_or_else(EventId::generate),
+        id: id.flatten().unwrap_or_else(default_id),
         source: source.flatten().unwrap_or_else(Source::default_source),
         event_type: event_type.flatten().unwrap_or_else(EventType::default_type),
         timestamp: timestamp.unwrap_or(now),

@@ -7,10 +7,11 @@ use std::collections::{HashMap, HashSet};
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use eventline_model::aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
+use eventline_model::event::checked_utc;
 use eventline_model::reference::Enrichment;
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, RecordSink, put_all};
-use eventline_model::{EventId, IngestId, Position, ProcessedEvent, Source, StreamRecord, UserId};
+use eventline_model::{Arrival, EventId, IngestId, Position, ProcessedEvent, Rules, Source, StreamRecord, UserId};
 use time::OffsetDateTime;
 
 use crate::dead_letter::{DeadLetters, PoisonMessage};
@@ -46,9 +47,9 @@ pub struct BatchReport {
     pub poison: usize,
     /// Index of the first record not finished, when the batch must be retried from there.
     pub retry_from: Option<usize>,
-}
     /// Milliseconds from received to processed of each event stored by this batch.
     pub latencies_ms: Vec<u64>,
+}
 
 impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, Si, D, E> {
     #[tracing::instrument(skip_all, fields(records = event.records.len()))]
@@ -62,16 +63,21 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
             retry_from = ?report.retry_from,
             "batch processed"
         );
-        response
         eventline_model::telemetry::transformed(report.stored as u64, report.duplicates as u64, report.poison as u64);
         eventline_model::telemetry::processing_latency(&report.latencies_ms);
+        response
     }
 
     pub async fn process(&self, records: &[KinesisEventRecord]) -> (KinesisEventResponse, BatchReport) {
         let mut report = BatchReport { records: records.len(), ..BatchReport::default() };
         let processed_at = OffsetDateTime::now_utc();
         let shard_id = batch_shard(records);
-        let mut decoded: Vec<Decoded> = records.iter().map(|record| decode(record, &shard_id, processed_at)).collect();
+        // For records other producers write in the API's shape. This function is not given
+        // ingest's settings (template.yaml sets them for ingest only), so the model's defaults
+        // apply: 5 minutes of clock skew, any type and source.
+        let rules = Rules::default();
+        let mut decoded: Vec<Decoded> =
+            records.iter().map(|record| decode(record, &shard_id, processed_at, &rules)).collect();
         // One generation for the whole batch: read before anything is written, so a failure
         // here retries the batch with nothing done.
         let users: Vec<&UserId> = decoded
@@ -209,16 +215,16 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
         for (entry, outcome) in entries.iter().zip(&outcomes).take(unfinished) {
             match (entry, outcome) {
                 (Entry::Poison { .. }, _) | (_, Outcome::Refused | Outcome::RefusedBefore) => report.poison += 1,
+                (Entry::Event(event), Outcome::Stored) => {
+                    report.stored += 1;
+                    report.latencies_ms.push(event.latency_ms);
+                }
                 (_, Outcome::Stored) => report.stored += 1,
                 (_, Outcome::Redelivered) => report.redelivered += 1,
                 (_, Outcome::Duplicate) => report.duplicates += 1,
                 _ => {}
             }
         }
-                (Entry::Event(event), Outcome::Stored) => {
-                    report.stored += 1;
-                    report.latencies_ms.push(event.latency_ms);
-                }
         if unfinished < records.len() {
             report.retry_from = Some(unfinished);
         }
@@ -306,7 +312,14 @@ fn poison_message(reason: String, record: &KinesisEventRecord, batch_shard: &str
     )
 }
 
-fn decode(record: &KinesisEventRecord, batch_shard: &str, processed_at: OffsetDateTime) -> Decoded {
+/// When Kinesis took the record, if it lies in the years the pipeline stores.
+fn arrival_time(record: &KinesisEventRecord) -> Option<OffsetDateTime> {
+    let arrived = record.kinesis.approximate_arrival_timestamp.0;
+    let nanos = i128::from(arrived.timestamp()) * 1_000_000_000 + i128::from(arrived.timestamp_subsec_nanos());
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok().and_then(checked_utc)
+}
+
+fn decode(record: &KinesisEventRecord, batch_shard: &str, processed_at: OffsetDateTime, rules: &Rules) -> Decoded {
     let kinesis = &record.kinesis;
     // Without its shard a record's stream position, and so its identity as a delivery, is
     // unknown: storing it could count a redelivery as a duplicate.
@@ -314,7 +327,9 @@ fn decode(record: &KinesisEventRecord, batch_shard: &str, processed_at: OffsetDa
         let reason = "the record has no eventID naming its shard".to_owned();
         return Decoded::Poison(poison_message(reason, record, batch_shard), None);
     };
-    let stream_record = match StreamRecord::decode(&kinesis.data) {
+    let position = Position { shard_id, sequence_number: kinesis.sequence_number.clone() };
+    let arrival = Arrival { at: arrival_time(record), position: &position, rules };
+    let stream_record = match StreamRecord::decode_arrived(&kinesis.data, &arrival) {
         Ok(stream_record) => stream_record,
         Err(error) => return Decoded::Poison(poison_message(error.to_string(), record, batch_shard), None),
     };
@@ -326,7 +341,6 @@ fn decode(record: &KinesisEventRecord, batch_shard: &str, processed_at: OffsetDa
         let reason = format!("the stored item could be {size} bytes; DynamoDB's item limit is {MAX_ITEM_BYTES}");
         return Decoded::Poison(poison_message(reason, record, batch_shard), stream_record.ingest_id);
     }
-    let position = Position { shard_id, sequence_number: kinesis.sequence_number.clone() };
     let event = ProcessedEvent::from_record(stream_record, position, processed_at);
     Decoded::Event(event)
 }
@@ -622,6 +636,70 @@ mod tests {
         let response = t.handle(event.clone()).await;
         assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()]);
         assert_eq!(counts(&t), (1, 0, 0), "records before the poison record are finished");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sam_generated_record_is_stored_as_an_api_event_received_when_it_arrived() {
+        let t = transform();
+        let event = fixture("transform-kinesis-sam-generated.json");
+        assert!(t.handle(event.clone()).await.batch_item_failures.is_empty());
+        assert_eq!(counts(&t), (1, 0, 0));
+        {
+            let published = t.output.records.lock().unwrap();
+            assert_eq!(published.len(), 1);
+            let stored = &published[0];
+            assert_eq!((stored["id"].as_str(), stored["source"].as_str()), (Some("k-1"), Some("sam")));
+            assert_eq!(stored["received_at"], "2015-04-09T00:00:00Z", "the approximate arrival timestamp");
+            assert_eq!(stored["timestamp"], "2015-04-09T00:00:00Z", "the API's default: when it was received");
+            assert_eq!(stored["type"], "event");
+            assert_eq!(stored["payload"], "HI");
+        }
+        assert!(t.dead_letters.sent.lock().unwrap().is_empty());
+        t.handle(event).await;
+        assert_eq!(counts(&t), (1, 0, 0), "a redelivery is not counted again");
+        let stored = t.store.events.lock().unwrap();
+        assert_eq!(stored.get("sam#k-1").map(|(_, _, ingest_id)| ingest_id.clone()), Some(None), "{stored:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_without_id_keeps_one_identity_across_deliveries() {
+        let t = transform();
+        let mut event = fixture("transform-kinesis-sam-generated.json");
+        *event.records[0].kinesis.data = br#"{"source":"sam","payload":"no id"}"#.to_vec();
+        t.handle(event.clone()).await;
+        t.handle(event).await;
+        assert_eq!(counts(&t), (1, 0, 0));
+        assert_eq!(t.store.events.lock().unwrap().len(), 1);
+        let published = t.output.records.lock().unwrap();
+        assert_eq!(published.len(), 2, "published on each delivery");
+        assert_eq!(published[0]["id"], published[1]["id"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sam_generated_record_that_breaks_the_apis_rules_is_poison() {
+        let t = transform();
+        let event = fixture("transform-kinesis-sam-invalid.json");
+        let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &event.records[0].kinesis.data.0);
+        let response = t.handle(event).await;
+        assert!(response.batch_item_failures.is_empty(), "poison must not block the shard");
+        assert_eq!(counts(&t), (0, 0, 1));
+        assert!(t.output.records.lock().unwrap().is_empty());
+        let sent = t.dead_letters.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].reason.contains("timestamp must be an RFC 3339 string"), "{}", sent[0].reason);
+        assert_eq!(sent[0].data_base64, data);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_api_shaped_record_is_checked_against_its_arrival_not_the_clock() {
+        let t = transform();
+        let mut event = fixture("transform-kinesis-sam-generated.json");
+        // Long past now, but more than 5 minutes after the record arrived.
+        *event.records[0].kinesis.data = br#"{"id":"k-3","timestamp":"2015-04-09T00:05:01Z"}"#.to_vec();
+        t.handle(event).await;
+        assert_eq!(counts(&t), (0, 0, 1));
+        let sent = t.dead_letters.sent.lock().unwrap();
+        assert!(sent[0].reason.contains("in the future"), "{}", sent[0].reason);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,17 +1,21 @@
-//! Output formats, written straight into byte buffers.
+//! Output formats. The line formats are written straight into byte buffers; the Kinesis test
+//! event, small by construction, is built with serde.
 //!
-//! Writers fill a byte buffer owned by a worker thread through a [`Cursor`]: integers are split
-//! into digits eight at a time with word-wide arithmetic, UUIDs come from a hex table, dates
-//! from a [`DateCache`], and every text value is a [`crate::text::Text`], which is checked at
-//! compile time to need no CSV quoting or JSON escaping. Formatting an event allocates nothing.
+//! Line writers fill a byte buffer owned by a worker thread through a [`Cursor`]: integers are
+//! split into digits eight at a time with word-wide arithmetic, UUIDs come from a hex table,
+//! dates from a [`DateCache`], and every text value is a [`crate::text::Text`], which is checked
+//! at compile time to need no CSV quoting or JSON escaping. Formatting an event allocates
+//! nothing.
 
 use std::fmt;
 use std::str::FromStr;
 
 use base64::Engine as _;
+use serde::Serialize;
 
-use crate::cdr::CallEvent;
+use crate::cdr::{CallEvent, GenConfig};
 use crate::clock::{self, DateCache};
+use crate::plain::PipelineEvent;
 use crate::text::Cursor;
 
 /// Most records a `kinesis-event` document may hold. About 1.4 KB per record keeps 1000 well
@@ -46,6 +50,25 @@ impl Format {
             Format::KinesisEvent => "kinesis-event",
         }
     }
+
+    /// The line format an [`EventWriter`] writes; `None` for the Kinesis test event, which is
+    /// one document (see [`kinesis_event`]).
+    pub fn line_format(self) -> Option<LineFormat> {
+        match self {
+            Format::Csv => Some(LineFormat::Csv),
+            Format::Ndjson => Some(LineFormat::Ndjson),
+            Format::Api => Some(LineFormat::Api),
+            Format::KinesisEvent => None,
+        }
+    }
+}
+
+/// The formats written event after event, in chunks on many threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineFormat {
+    Csv,
+    Ndjson,
+    Api,
 }
 
 impl fmt::Display for Format {
@@ -65,56 +88,36 @@ impl FromStr for Format {
     }
 }
 
-/// Per-thread formatting state: the date cache and scratch space for nested encodings.
+/// Per-thread formatting state: the date cache.
 #[derive(Debug, Clone)]
 pub struct EventWriter {
-    format: Format,
+    format: LineFormat,
     total: u64,
     batch: u64,
     dates: DateCache,
-    scratch: Vec<u8>,
 }
 
-/// Room one ingest-stream record needs before base64 encoding.
-const RECORD_MAX_LEN: usize = 4096;
-
 impl EventWriter {
-    /// `total` is the number of events in the run (it decides where arrays and documents close);
+    /// `total` is the number of events in the run (it decides where the last array closes);
     /// `batch` is the `api` array length, 1 to [`API_MAX_BATCH`].
-    pub fn new(format: Format, total: u64, batch: usize) -> Self {
-        Self {
-            format,
-            total,
-            batch: batch.clamp(1, API_MAX_BATCH) as u64,
-            dates: DateCache::default(),
-            scratch: Vec::new(),
-        }
+    pub fn new(format: LineFormat, total: u64, batch: usize) -> Self {
+        Self { format, total, batch: batch.clamp(1, API_MAX_BATCH) as u64, dates: DateCache::default() }
     }
 
     /// Bytes that go before the first event.
     pub fn header(&self) -> &'static [u8] {
         match self.format {
-            Format::Csv => CSV_HEADER.as_bytes(),
-            Format::KinesisEvent => b"{\"Records\":[",
-            Format::Ndjson | Format::Api => b"",
-        }
-    }
-
-    /// Bytes that go after the last event.
-    pub fn footer(&self) -> &'static [u8] {
-        match self.format {
-            Format::KinesisEvent => b"]}\n",
-            _ => b"",
+            LineFormat::Csv => CSV_HEADER.as_bytes(),
+            LineFormat::Ndjson | LineFormat::Api => b"",
         }
     }
 
     /// About how many bytes an event takes, for sizing buffers.
     pub fn typical_event_len(&self) -> usize {
         match self.format {
-            Format::Csv => 190,
-            Format::Ndjson => 390,
-            Format::Api => 620,
-            Format::KinesisEvent => 1440,
+            LineFormat::Csv => 190,
+            LineFormat::Ndjson => 390,
+            LineFormat::Api => 620,
         }
     }
 
@@ -122,10 +125,9 @@ impl EventWriter {
     /// size, so this is a true bound (checked by tests with generous margin).
     pub fn max_event_len(&self) -> usize {
         match self.format {
-            Format::Csv => 1024,
-            Format::Ndjson => 2048,
-            Format::Api => 3072,
-            Format::KinesisEvent => 8192,
+            LineFormat::Csv => 1024,
+            LineFormat::Ndjson => 2048,
+            LineFormat::Api => 3072,
         }
     }
 
@@ -142,14 +144,9 @@ impl EventWriter {
     #[inline]
     pub fn write_into(&mut self, index: u64, event: &CallEvent, out: &mut [u8]) -> usize {
         match self.format {
-            Format::Csv => self.write_csv(event, out),
-            Format::Ndjson => self.write_ndjson(event, out),
-            Format::Api => self.write_api_line_item(index, event, out),
-            Format::KinesisEvent => {
-                let mut cursor = Cursor::new(out);
-                self.write_kinesis_record(index, event, &mut cursor);
-                cursor.written()
-            }
+            LineFormat::Csv => self.write_csv(event, out),
+            LineFormat::Ndjson => self.write_ndjson(event, out),
+            LineFormat::Api => self.write_api_line_item(index, event, out),
         }
     }
 
@@ -258,7 +255,7 @@ impl EventWriter {
         out.truncate(start + written);
     }
 
-    /// The pipeline event without its closing brace, so ingest-stream records can extend it.
+    /// The pipeline event without its closing brace.
     #[inline(always)]
     fn write_api_fields(&mut self, e: &CallEvent, out: &mut Cursor<'_>) {
         out.array(b"{\"id\":\"");
@@ -285,50 +282,101 @@ impl EventWriter {
             out.byte(b'}');
         }
     }
+}
 
-    /// When the service received the event, for the `kinesis-event` format.
-    pub fn received_at_micros(e: &CallEvent) -> i64 {
-        // Derived from the event itself so output stays reproducible for a seed.
-        e.time_micros + RECEIVE_DELAY_MICROS + (e.event_ref as u64 % 500_000) as i64
-    }
+/// A Lambda `KinesisEvent` document, as `sam local invoke -e` takes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KinesisEvent {
+    #[serde(rename = "Records")]
+    pub records: Vec<KinesisEventRecord>,
+}
 
-    fn write_kinesis_record(&mut self, index: u64, e: &CallEvent, out: &mut Cursor<'_>) {
-        let received = Self::received_at_micros(e);
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.resize(RECORD_MAX_LEN, 0);
-        let mut record = Cursor::new(&mut scratch);
-        self.write_api_fields(e, &mut record);
-        record.array(b",\"received_at\":\"");
-        record.array(&clock::format_millis(received));
-        record.array(b"\"}");
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KinesisEventRecord {
+    pub kinesis: KinesisRecord,
+    pub event_source: &'static str,
+    pub event_version: &'static str,
+    #[serde(rename = "eventID")]
+    pub event_id: String,
+    pub event_name: &'static str,
+    pub invoke_identity_arn: &'static str,
+    pub aws_region: &'static str,
+    #[serde(rename = "eventSourceARN")]
+    pub event_source_arn: &'static str,
+}
 
-        if index > 0 {
-            out.byte(b',');
-        }
-        out.array(b"{\"kinesis\":{\"kinesisSchemaVersion\":\"1.0\",\"partitionKey\":\"");
-        e.subscriber().write(out);
-        out.array(b"\",\"sequenceNumber\":\"");
-        push_sequence_number(out, index);
-        out.array(b"\",\"data\":\"");
-        let written =
-            base64::engine::general_purpose::STANDARD.encode_slice(record.as_written(), out.rest()).unwrap_or(0);
-        out.advance(written);
-        out.array(b"\",\"approximateArrivalTimestamp\":");
-        out.u64(received.div_euclid(1_000_000).max(0) as u64);
-        out.byte(b'.');
-        out.u64_padded((received.rem_euclid(1_000_000) / 1000) as u64, 3);
-        out.bytes(b"},\"eventSource\":\"aws:kinesis\",\"eventVersion\":\"1.0\",\"eventID\":\"shardId-000000000000:");
-        push_sequence_number(out, index);
-        out.bytes(b"\",\"eventName\":\"aws:kinesis:record\",\"invokeIdentityArn\":\"arn:aws:iam::123456789012:role/lambda-role\",\"awsRegion\":\"us-east-1\",\"eventSourceARN\":\"arn:aws:kinesis:us-east-1:123456789012:stream/eventline-ingest\"}");
-        self.scratch = scratch;
-    }
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KinesisRecord {
+    pub kinesis_schema_version: &'static str,
+    pub partition_key: String,
+    pub sequence_number: String,
+    /// Base64 of an [`IngestRecord`] in JSON.
+    pub data: String,
+    /// Epoch seconds, with milliseconds.
+    pub approximate_arrival_timestamp: f64,
+}
+
+/// What ingest puts on the stream: the pipeline event and when the service received it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IngestRecord {
+    #[serde(flatten)]
+    pub event: PipelineEvent,
+    /// RFC 3339, UTC, milliseconds.
+    pub received_at: String,
+}
+
+const SHARD_ID: &str = "shardId-000000000000";
+
+/// When the service received the event, for the `kinesis-event` format.
+pub fn received_at_micros(e: &CallEvent) -> i64 {
+    // Derived from the event itself so output stays reproducible for a seed.
+    e.time_micros + RECEIVE_DELAY_MICROS + (e.event_ref as u64 % 500_000) as i64
+}
+
+/// The `kinesis-event` document of a run: one record per event, as Lambda delivers records
+/// that ingest wrote to one shard.
+pub fn kinesis_event(config: &GenConfig) -> Result<KinesisEvent, serde_json::Error> {
+    let records = config
+        .events()
+        .enumerate()
+        .map(|(index, e)| {
+            let received = received_at_micros(&e);
+            let millis = received.div_euclid(1000);
+            let event = PipelineEvent::from(&e);
+            let partition_key = event.user_id.clone();
+            let record = IngestRecord {
+                event,
+                received_at: String::from_utf8_lossy(&clock::format_millis(received)).into_owned(),
+            };
+            let data = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&record)?);
+            let sequence_number = sequence_number(index as u64);
+            Ok(KinesisEventRecord {
+                kinesis: KinesisRecord {
+                    kinesis_schema_version: "1.0",
+                    partition_key,
+                    sequence_number: sequence_number.clone(),
+                    data,
+                    approximate_arrival_timestamp: millis as f64 / 1000.0,
+                },
+                event_source: "aws:kinesis",
+                event_version: "1.0",
+                event_id: format!("{SHARD_ID}:{sequence_number}"),
+                event_name: "aws:kinesis:record",
+                invoke_identity_arn: "arn:aws:iam::123456789012:role/lambda-role",
+                aws_region: "us-east-1",
+                event_source_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/eventline-ingest",
+            })
+        })
+        .collect::<Result<_, serde_json::Error>>()?;
+    Ok(KinesisEvent { records })
 }
 
 /// Kinesis-style sequence numbers: 56 digits, a fixed prefix then the zero-padded record
 /// number, so they increase strictly both as numbers and as strings.
-pub fn push_sequence_number(out: &mut Cursor<'_>, index: u64) {
-    out.bytes(b"495903382714902566085596925383615710");
-    out.u64_padded(index + 1, 20);
+pub fn sequence_number(index: u64) -> String {
+    format!("495903382714902566085596925383615710{:020}", index + 1)
 }
 
 #[cfg(test)]
@@ -340,7 +388,7 @@ mod tests {
     fn sequence_numbers_have_56_digits_and_increase() {
         let mut previous = String::new();
         for index in [0u64, 1, 9, 10, 99, 12_345, 999_999] {
-            let text = crate::text::render(|c| push_sequence_number(c, index));
+            let text = sequence_number(index);
             assert_eq!(text.len(), 56);
             assert!(text.bytes().all(|b| b.is_ascii_digit()));
             assert!(text > previous, "{text} after {previous}");
@@ -351,7 +399,7 @@ mod tests {
     #[test]
     fn ndjson_line_parses_with_numbers_as_numbers_and_empty_attrs_as_null() {
         let events: Vec<_> = GenConfig::new(8, 200).events().collect();
-        let mut writer = EventWriter::new(Format::Ndjson, 200, 100);
+        let mut writer = EventWriter::new(LineFormat::Ndjson, 200, 100);
         let mut nulls = 0;
         for (i, e) in events.iter().enumerate() {
             let mut out = Vec::new();
@@ -373,7 +421,7 @@ mod tests {
     #[test]
     fn api_events_carry_the_subscriber_and_data_sessions_their_volume() {
         let events: Vec<_> = GenConfig::new(19, 2_000).events().collect();
-        let mut writer = EventWriter::new(Format::Api, 2_000, 100);
+        let mut writer = EventWriter::new(LineFormat::Api, 2_000, 100);
         let mut incoming = 0;
         for e in &events {
             let mut out = Vec::new();
@@ -409,16 +457,41 @@ mod tests {
         let Some(call_in) = events.iter().find(|e| e.event_type == EventType::CallIn) else {
             panic!("no incoming call in 100 events");
         };
-        let mut writer = EventWriter::new(Format::KinesisEvent, 100, 100);
-        let mut out = Vec::new();
-        writer.write(1, call_in, &mut out);
-        let text = String::from_utf8_lossy(&out);
-        assert!(text.contains(&format!("\"partitionKey\":\"{}\"", call_in.called_number())), "{text}");
+        let document = kinesis_event(&GenConfig::new(19, 100));
+        let Ok(document) = document else {
+            panic!("{document:?}");
+        };
+        let Some(record) = document.records.iter().find(|r| r.kinesis.data == ingest_data(call_in)) else {
+            panic!("the incoming call has no record");
+        };
+        assert_eq!(record.kinesis.partition_key, call_in.called_number().to_string());
+    }
+
+    fn ingest_data(e: &CallEvent) -> String {
+        let received_at = String::from_utf8_lossy(&clock::format_millis(received_at_micros(e))).into_owned();
+        let record = IngestRecord { event: PipelineEvent::from(e), received_at };
+        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&record).unwrap_or_default())
+    }
+
+    #[test]
+    fn kinesis_records_arrive_when_the_service_received_them() {
+        let Ok(document) = kinesis_event(&GenConfig::new(23, 300)) else {
+            panic!("no document");
+        };
+        for (e, record) in GenConfig::new(23, 300).events().zip(&document.records) {
+            let received_millis = received_at_micros(&e).div_euclid(1000);
+            let arrival = record.kinesis.approximate_arrival_timestamp;
+            assert_eq!((arrival * 1000.0).round() as i64, received_millis, "{arrival}");
+            // The text JSON carries is the exact decimal with at most three places.
+            let text = serde_json::to_string(&arrival).unwrap_or_default();
+            let places = text.split_once('.').map_or(0, |(_, fraction)| fraction.len());
+            assert!((1..=3).contains(&places), "{text}");
+        }
     }
 
     #[test]
     fn events_stay_well_inside_the_room_reserved_for_them() {
-        for format in Format::ALL {
+        for format in [LineFormat::Csv, LineFormat::Ndjson, LineFormat::Api] {
             let mut writer = EventWriter::new(format, 5_000, 100);
             let mut longest = 0;
             let mut out = Vec::new();
@@ -427,7 +500,7 @@ mod tests {
                 writer.write(i as u64, &e, &mut out);
                 longest = longest.max(out.len());
             }
-            assert!(longest * 2 <= writer.max_event_len(), "{format}: {longest} of {}", writer.max_event_len());
+            assert!(longest * 2 <= writer.max_event_len(), "{format:?}: {longest} of {}", writer.max_event_len());
         }
     }
 

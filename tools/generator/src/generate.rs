@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::cdr::{CallEvent, ChunkGen, GenConfig};
 use crate::clock::{self, MICROS_PER_SEC};
-use crate::format::{API_MAX_BATCH, EventWriter, Format, KINESIS_MAX_RECORDS};
+use crate::format::{API_MAX_BATCH, EventWriter, Format, KINESIS_MAX_RECORDS, kinesis_event};
 
 /// A chunk's buffer and how much of it holds output. Buffers keep their full length between
 /// uses so they never need zeroing again.
@@ -100,6 +100,8 @@ pub enum GenerateError {
     InvalidOptions(String),
     #[error("writing output: {0}")]
     Write(#[source] io::Error),
+    #[error("encoding the Kinesis event: {0}")]
+    Encode(#[source] serde_json::Error),
 }
 
 impl GenerateError {
@@ -120,9 +122,12 @@ pub struct GenerateStats {
 pub fn generate_to(options: &GenerateOptions, out: &mut dyn Write) -> Result<GenerateStats, GenerateError> {
     options.validate()?;
     let config = options.config();
+    let Some(format) = options.format.line_format() else {
+        return write_kinesis_event(&config, out);
+    };
     let chunks = config.chunk_count();
     let threads = (options.threads as u64).clamp(1, chunks.max(1)) as usize;
-    let prototype = EventWriter::new(options.format, options.count, options.batch);
+    let prototype = EventWriter::new(format, options.count, options.batch);
     let mut progress = Progress::new(options.progress && io::stderr().is_terminal(), options.count);
 
     std::thread::scope(|scope| {
@@ -142,6 +147,16 @@ pub fn generate_to(options: &GenerateOptions, out: &mut dyn Write) -> Result<Gen
         progress.finish();
         result.map(|bytes| GenerateStats { events: options.count, bytes })
     })
+}
+
+/// The Kinesis test event as one line of JSON.
+fn write_kinesis_event(config: &GenConfig, out: &mut dyn Write) -> Result<GenerateStats, GenerateError> {
+    let document = kinesis_event(config).map_err(GenerateError::Encode)?;
+    let mut bytes = serde_json::to_vec(&document).map_err(GenerateError::Encode)?;
+    bytes.push(b'\n');
+    out.write_all(&bytes).map_err(GenerateError::Write)?;
+    out.flush().map_err(GenerateError::Write)?;
+    Ok(GenerateStats { events: config.count, bytes: bytes.len() as u64 })
 }
 
 /// A worker: formats chunks `first, first + step, …` and hands them to the writer.
@@ -204,9 +219,6 @@ fn drain(
         let _ = returns[worker].send(buf);
         progress.update(((chunk + 1) * crate::cdr::CHUNK_EVENTS).min(progress.total));
     }
-    let footer = prototype.footer();
-    out.write_all(footer).map_err(GenerateError::Write)?;
-    bytes += footer.len() as u64;
     out.flush().map_err(GenerateError::Write)?;
     Ok(bytes)
 }
@@ -304,10 +316,12 @@ mod tests {
 
     #[test]
     fn stats_count_every_byte() {
-        let options = GenerateOptions::new(2500, 1, Format::Ndjson);
-        let mut out = Vec::new();
-        let stats = generate_to(&options, &mut out).ok();
-        assert_eq!(stats, Some(GenerateStats { events: 2500, bytes: out.len() as u64 }));
+        for format in Format::ALL {
+            let options = GenerateOptions::new(250, 1, format);
+            let mut out = Vec::new();
+            let stats = generate_to(&options, &mut out).ok();
+            assert_eq!(stats, Some(GenerateStats { events: 250, bytes: out.len() as u64 }), "{format}");
+        }
     }
 
     #[test]

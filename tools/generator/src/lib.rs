@@ -2,6 +2,7 @@
 //!
 //! - [`cdr`]: the call-detail event model and its seeded generator;
 //! - [`format`]: CSV, NDJSON, API and Kinesis-event writers;
+//! - [`plain`]: the events as plain serde values, the reference the fast writers are held to;
 //! - [`generate`]: the multi-threaded, memory-bounded generation pipeline;
 //! - [`load`]: sends events through the HTTP API and verifies they were stored;
 //! - [`api`]: the HTTP client side of the API: endpoints and what responses mean;
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod format;
 pub mod generate;
 pub mod load;
+pub mod plain;
 pub mod reference;
 pub mod rng;
 pub mod signing;

@@ -140,9 +140,9 @@ mod tests {
     use super::*;
     use crate::cdr::{CallEvent, EventType};
 
+    /// A plan or region the service takes.
     fn valid_value(text: &str) -> bool {
-        (1..=64).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+        eventline_model::reference::Label::parse(text).is_ok()
     }
 
     #[test]

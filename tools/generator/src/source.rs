@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::cdr::{CallEvent, DataVolume, EventType, Events, GenConfig};
 use crate::clock::{self, MICROS_PER_SEC};
-use crate::format::{EventWriter, Format};
+use crate::format::{EventWriter, LineFormat};
 
 /// The lookup key of an event: `GET /events/{source}/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -191,7 +191,7 @@ impl Batches {
         let total = count.unwrap_or(u64::MAX);
         Batches(Inner::Generated {
             events: GenConfig::new(seed, total).events(),
-            writer: EventWriter::new(Format::Api, total, crate::format::API_MAX_BATCH),
+            writer: EventWriter::new(LineFormat::Api, total, crate::format::API_MAX_BATCH),
             remaining: count,
         })
     }
@@ -255,6 +255,7 @@ fn restamp(event: &mut CallEvent, now: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::Format;
     use crate::generate::{GenerateOptions, generate_to};
 
     fn generated_lines(format: Format, count: u64) -> Vec<String> {

@@ -90,9 +90,9 @@ fn generated_users(seed: u64, count: u64) -> Vec<String> {
     users
 }
 
+/// A plan or region the service takes.
 fn valid_value(text: &str) -> bool {
-    (1..=64).contains(&text.len())
-        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+    eventline_model::reference::Label::parse(text).is_ok()
 }
 
 #[test]
@@ -111,6 +111,8 @@ fn table_has_the_documented_shape_and_is_the_same_for_a_seed() {
         assert!(["free", "pro", "enterprise"].contains(&metadata.plan.as_str()), "{metadata:?}");
         assert!(["eu", "us", "apac"].contains(&metadata.region.as_str()), "{metadata:?}");
     }
+    let accepted = eventline_model::reference::ReferenceTable::parse(&String::from_utf8_lossy(&first_bytes));
+    assert!(accepted.as_ref().is_ok_and(|t| t.users.len() == 3000), "the service refuses it: {:?}", accepted.err());
     let (other_seed, _) = table(&["--users", "3000", "--seed", "8", "--ts", "2025-03-01T12:00:00Z"]);
     assert!(other_seed != first_bytes);
 }

@@ -1,4 +1,5 @@
-//! Generation benchmark: events/s and MB/s for CSV and NDJSON, against a naive baseline.
+//! Generation benchmark: events/s and MB/s for CSV and NDJSON, beside the plain serde writers
+//! (the `csv` crate and `serde_json` behind a `BufWriter`) writing the same bytes.
 //!
 //! Run with `cargo run --release -p eventline-gen --bin bench-generate`. Options:
 //! `--quick` (fewer and smaller runs), `--dir DIR` (where the temporary files go; default the
@@ -11,97 +12,57 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use eventline_gen::cdr::{CallEvent, ChunkGen, GenConfig};
-use eventline_gen::format::{EventWriter, Format};
+use eventline_gen::format::{EventWriter, Format, LineFormat};
 use eventline_gen::generate::{GenerateOptions, generate_to};
-use serde::Serialize;
+use eventline_gen::plain;
 
 const SEED: u64 = 20_250_101;
 
-/// The naive way: an owned struct per event, serialised straight into an unbuffered file.
-#[derive(Serialize)]
-struct PlainEvent {
-    event_source: String,
-    event_ref: String,
-    event_type: u8,
-    event_date: String,
-    calling_number: u64,
-    called_number: u64,
-    location: String,
-    duration_seconds: u32,
-    attr_1: Option<String>,
-    attr_2: Option<String>,
-    attr_3: Option<String>,
-    attr_4: Option<String>,
-    attr_5: Option<String>,
-    attr_6: Option<String>,
-    attr_7: Option<String>,
-    attr_8: Option<String>,
+/// Counts the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
 }
 
-impl PlainEvent {
-    fn from(e: &eventline_gen::cdr::CallEvent) -> Self {
-        Self {
-            event_source: e.source.as_str().to_owned(),
-            event_ref: e.event_ref_text(),
-            event_type: e.event_type.code(),
-            event_date: e.event_date(),
-            calling_number: e.calling_number(),
-            called_number: e.called_number(),
-            location: e.location(),
-            duration_seconds: e.duration_seconds,
-            attr_1: e.attr(1),
-            attr_2: e.attr(2),
-            attr_3: e.attr(3),
-            attr_4: e.attr(4),
-            attr_5: e.attr(5),
-            attr_6: e.attr(6),
-            attr_7: e.attr(7),
-            attr_8: e.attr(8),
-        }
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.bytes += written as u64;
+        Ok(written)
     }
 
-    fn csv_line(&self) -> String {
-        let o = |v: &Option<String>| v.clone().unwrap_or_default();
-        format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            self.event_source,
-            self.event_ref,
-            self.event_type,
-            self.event_date,
-            self.calling_number,
-            self.called_number,
-            self.location,
-            self.duration_seconds,
-            o(&self.attr_1),
-            o(&self.attr_2),
-            o(&self.attr_3),
-            o(&self.attr_4),
-            o(&self.attr_5),
-            o(&self.attr_6),
-            o(&self.attr_7),
-            o(&self.attr_8)
-        )
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
-fn baseline(format: Format, count: u64, path: &Path) -> io::Result<(Duration, u64)> {
+/// Writes `count` events as `format` (CSV or NDJSON) the plain way.
+fn write_plain(format: Format, count: u64, out: impl Write) -> io::Result<()> {
+    let events = GenConfig::new(SEED, count).events();
+    match format {
+        Format::Csv => plain::write_csv(events, out).map(drop).map_err(io::Error::other),
+        _ => plain::write_ndjson(events, out).map(drop),
+    }
+}
+
+/// Times the plain writer for `format` writing to `path`, opened inside the timed region.
+fn plain(format: Format, count: u64, path: &Path) -> io::Result<(Duration, u64)> {
     let started = Instant::now();
-    let mut file = File::create(path)?;
-    let mut bytes = 0u64;
-    for e in GenConfig::new(SEED, count).events() {
-        let plain = PlainEvent::from(&e);
-        let line = match format {
-            Format::Csv => plain.csv_line().into_bytes(),
-            _ => {
-                let mut json = serde_json::to_vec(&plain).map_err(io::Error::other)?;
-                json.push(b'\n');
-                json
-            }
-        };
-        file.write_all(&line)?;
-        bytes += line.len() as u64;
+    let mut out = Counting { inner: File::create(path)?, bytes: 0 };
+    write_plain(format, count, &mut out)?;
+    Ok((started.elapsed(), out.bytes))
+}
+
+/// Fails unless the fast and the plain writer give the same bytes for `format`.
+fn check_same_output(format: Format, count: u64) -> io::Result<()> {
+    let mut fast = Vec::new();
+    generate_to(&GenerateOptions::new(count, SEED, format), &mut fast).map_err(io::Error::other)?;
+    let mut plain = Vec::new();
+    write_plain(format, count, &mut plain)?;
+    if fast != plain {
+        return Err(io::Error::other(format!("{format}: the fast and the plain writer differ for {count} events")));
     }
-    Ok((started.elapsed(), bytes))
+    Ok(())
 }
 
 /// Times the real pipeline writing to `path`, opened (and truncated) inside the timed region.
@@ -145,12 +106,58 @@ fn reset_peak_rss() -> bool {
     fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-fn repeat(runs: usize, mut f: impl FnMut() -> io::Result<(Duration, u64)>) -> io::Result<(Duration, u64)> {
-    let mut results = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        results.push(f()?);
+/// Where the timed runs write.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    DevNull,
+    /// A new file, deleted right after each run: deleting drops its dirty pages, so no
+    /// background writeback from one run eats into the next.
+    File(&'a Path),
+}
+
+impl Target<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Target::DevNull => Path::new("/dev/null"),
+            Target::File(path) => path,
+        }
     }
-    Ok(median(results))
+
+    fn done(&self) {
+        if let Target::File(path) = self {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// Medians of the fast writer on `threads` threads, on one thread, and the plain writer, over
+/// `runs` rounds in which they take turns in a rotating order, so load from other users of the
+/// machine falls on each alike. Prints them and how many times faster the fast writer is.
+fn compare(format: Format, count: u64, runs: usize, threads: usize, target: Target<'_>) -> io::Result<()> {
+    let mut results: [Vec<(Duration, u64)>; 3] = Default::default();
+    for round in 0..runs {
+        for turn in 0..3 {
+            let writer = (round + turn) % 3;
+            let timed = match writer {
+                0 => fast(format, count, threads, target.path()),
+                1 => fast(format, count, 1, target.path()),
+                _ => plain(format, count, target.path()),
+            };
+            target.done();
+            results[writer].push(timed?);
+        }
+    }
+    let [many, one, base] = results.map(median);
+    let place = match target {
+        Target::DevNull => "/dev/null",
+        Target::File(_) => "a file",
+    };
+    let label = |who: &str| format!("{format} {count} to {place}, {who}, {runs} runs");
+    emit(&rate_line(&label(&format!("fast {threads} threads")), count, many))?;
+    emit(&rate_line(&label("fast 1 thread"), count, one))?;
+    emit(&rate_line(&label("plain serde"), count, base))?;
+    let ratio = |fast: (Duration, u64)| base.0.as_secs_f64() / fast.0.as_secs_f64().max(1e-9);
+    emit(&format!("  fast is {:.1}x plain on 1 thread, {:.1}x on {threads} threads", ratio(one), ratio(many)))
 }
 
 /// Generation alone versus generation plus formatting, single-threaded, no output.
@@ -166,7 +173,7 @@ fn split(count: u64) -> io::Result<()> {
         }
     }
     let generate_only = started.elapsed();
-    for format in [Format::Csv, Format::Ndjson] {
+    for format in [LineFormat::Csv, LineFormat::Ndjson] {
         let mut writer = EventWriter::new(format, count, 100);
         let mut buf = vec![0u8; writer.max_event_len()];
         let started = Instant::now();
@@ -180,7 +187,7 @@ fn split(count: u64) -> io::Result<()> {
                 index += 1;
             }
         }
-        let label = format!("generate + format {format}, 1 thread");
+        let label = format!("generate + format {format:?}, 1 thread");
         emit(&rate_line(&label, count, (started.elapsed(), bytes)))?;
     }
     emit(&rate_line("generate only, 1 thread", count, (generate_only, 0)))?;
@@ -200,56 +207,37 @@ fn run() -> io::Result<()> {
     }
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let path = dir.join(format!("eventline-gen-bench-{}.out", std::process::id()));
-    let baseline_count: u64 = if quick { 50_000 } else { 200_000 };
     let sizes: &[(u64, usize)] = if quick { &[(1_000_000, 3)] } else { &[(1_000_000, 5), (10_000_000, 3)] };
 
     emit(&format!("machine: {threads} cores; output file {}", path.display()))?;
-    emit(&format!("fast writer: {threads} threads unless stated; median of the runs shown"))?;
-    // Each timed file is deleted right after its run: deleting drops its dirty pages, so no
-    // background writeback from one run eats into the next. That is also why the /dev/null runs
-    // come first and the slow baselines last.
-    let remove = |p: &Path| {
-        let _ = fs::remove_file(p);
-    };
-    let null_count = if quick { 2_000_000 } else { 10_000_000 };
-    for t in [1, 2] {
-        let result = repeat(3, || fast(Format::Csv, null_count, t, Path::new("/dev/null")))?;
-        let label = format!("csv {null_count} events to /dev/null, {t} thread(s)");
-        emit(&rate_line(&label, null_count, result))?;
-    }
-    for &(count, runs) in sizes {
-        for format in [Format::Csv, Format::Ndjson] {
-            let result = repeat(runs, || {
-                let timed = fast(format, count, threads, &path);
-                remove(&path);
-                timed
-            })?;
-            let label = format!("{format} {count} events to a file ({runs} runs)");
-            emit(&rate_line(&label, count, result))?;
-        }
-    }
-    for format in [Format::Csv, Format::Ndjson] {
-        let base = repeat(1, || {
-            let timed = baseline(format, baseline_count, &path);
-            remove(&path);
-            timed
-        })?;
-        let label = format!("baseline {format}: struct + serde/format!, unbuffered, {baseline_count} events");
-        emit(&rate_line(&label, baseline_count, base))?;
-    }
-
+    // First, while no earlier run has left memory with the allocator.
     for count in [1_000_000u64, 10_000_000] {
         if quick && count > 1_000_000 {
             break;
         }
         let reset = reset_peak_rss();
-        fast(Format::Csv, count, threads, &path)?;
-        remove(&path);
+        let written = fast(Format::Csv, count, threads, &path);
+        Target::File(&path).done();
+        written?;
         match (reset, peak_rss_kib()) {
             (true, Some(kib)) => {
                 emit(&format!("peak RSS while writing {count} CSV events: {:.1} MiB", kib as f64 / 1024.0))?
             }
             _ => emit(&format!("peak RSS for {count} events: not available on this system"))?,
+        }
+    }
+
+    // A comparison is only fair if both sides write the same thing.
+    for format in [Format::Csv, Format::Ndjson] {
+        check_same_output(format, 25_013)?;
+    }
+    emit("fast and plain writers checked to write the same bytes; medians of the runs shown")?;
+    // Formatting alone first, then with a disk that other users of the machine share.
+    let null_count = if quick { 2_000_000 } else { 10_000_000 };
+    compare(Format::Csv, null_count, 3, threads, Target::DevNull)?;
+    for &(count, runs) in sizes {
+        for format in [Format::Csv, Format::Ndjson] {
+            compare(format, count, runs, threads, Target::File(&path))?;
         }
     }
     Ok(())
