@@ -133,6 +133,10 @@ EXPECTED = {
     "transform-kinesis-good.json": Transform(Counts(received=3, processed=3)),
     "transform-kinesis-poison.json": Transform(Counts(received=4, processed=2, failed=2)),
     "transform-kinesis-duplicate.json": Transform(Counts(received=3, processed=2, duplicate=1)),
+    # Made by `sam local generate-event kinesis get-records`: the API's shape without
+    # received_at, taken from the record's arrival; the invalid one breaks a rule.
+    "transform-kinesis-sam-generated.json": Transform(Counts(received=1, processed=1)),
+    "transform-kinesis-sam-invalid.json": Transform(Counts(received=1, failed=1)),
 }
 
 
