@@ -109,7 +109,7 @@ SAM_LOCAL_PACKAGES := podman runc slirp4netns busybox-static
 
 ## sam-local: every events/ file through `sam local invoke`, then HTTP checks through `sam local start-api`, against the emulator
 sam-local: $(VENV)/.dev sam-local-packages
-	cargo build -p ingest -p transform -p metrics --bins
+	cargo build --bin ingest --bin transform --bin metrics
 	$(VENV)/bin/python tools/sam-local/sam_local.py
 
 # Installs the Debian packages that are missing (apt-get, as root). Elsewhere the run itself

@@ -168,7 +168,7 @@ def find_missing(binaries_dir, events):
         missing.append(f"the SAM CLI in {VENV_BIN} (`make .venv/.dev`)")
     for binary in ("ingest", "transform", "metrics"):
         if not (binaries_dir / binary).exists():
-            missing.append(f"{binaries_dir / binary} (cargo build -p ingest -p transform -p metrics --bins)")
+            missing.append(f"{binaries_dir / binary} (cargo build --bin ingest --bin transform --bin metrics)")
     if not events:
         missing.append(f"event files in {REPO / 'events'}")
     unprefixed = [e.name for e in events if function_of(e.name) is None]
