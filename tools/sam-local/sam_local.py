@@ -632,7 +632,9 @@ class InvokePhase:
             self.totals = got
         else:
             self.totals += expected.adds
-            self.processed |= {i for i in map(identity_of, records) if i is not None}
+            # A file whose every record is refused (a rule broken) publishes nothing.
+            if expected.adds.processed or expected.adds.duplicate:
+                self.processed |= {i for i in map(identity_of, records) if i is not None}
         step(f"ok  {name}: batchItemFailures {failures} ({seconds:.1f} s){generic_note(expected)}")
         self.expect_dead_letters(name)
 
