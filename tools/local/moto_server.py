@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run moto's server for the local stack, with three changes. Arguments are moto_server's.
+"""Run moto's server for the local stack, with these changes. Arguments are moto_server's.
 
 One request at a time. moto's server is threaded, but its models are not safe under
 concurrent requests: two Kinesis puts can take the same sequence number, so one record
@@ -25,13 +25,25 @@ Transactions. moto backs up the whole table before each action of a TransactWrit
 so a transaction of N actions copies the table N times and the local stack slows down as the
 table grows. Here only the items the call writes are backed up, and a cancelled transaction
 puts exactly those back, so what callers observe is unchanged.
+
+Cost per call. moto walks or copies a whole Kinesis shard on every put and read, hands every
+record put to Docker for the stream's event source mapping (which the local stack plays
+itself), and runs its full expression machinery on every counter update. Each patch below
+says what it fixes; each leaves moto's answers as they were (tests in test_moto_server.py
+compare them with moto's own code) and checks at start, by a digest of the source it
+replaces or mirrors, that the installed moto is the one it was written against.
 """
 
+import collections
 import copy
+import functools
+import hashlib
 import http
+import inspect
 import io
 import json
 import random
+import re
 import socket
 import struct
 import sys
@@ -41,8 +53,31 @@ import uuid
 import zlib
 from urllib.parse import parse_qs
 
+import moto
 import moto.server
-from moto.dynamodb import models
+from moto.dynamodb import comparisons, models
+from moto.dynamodb.models import table as table_models
+from moto.dynamodb.exceptions import ItemSizeTooLarge, ItemSizeToUpdateTooLarge
+from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+from moto.dynamodb.models.utilities import bytesize
+from moto.dynamodb.parsing.executors import AddExecutor, SetExecutor
+from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+from moto.dynamodb.parsing.validators import UpdateExpressionFunctionEvaluator, UpdateExpressionValidator
+from moto.kinesis import models as kinesis_models
+
+# --- Guards: each patch below replaces or relies on moto internals of the pinned version ----
+
+
+def _expect_source(function, digest):
+    """Fail at start unless `function` is the moto code a patch here was written against."""
+    actual = hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
+    if actual != digest:
+        raise RuntimeError(
+            f"moto {moto.__version__}: {function.__module__}.{function.__qualname__} is not the code "
+            f"the patch in {__file__} was written for (source digest {actual}, expected {digest}); "
+            "check the patch against the new code, then update the digest"
+        )
+
 
 # --- DynamoDB transactions: back up the items a call writes, not whole tables -----------
 
@@ -102,8 +137,332 @@ def _transact_write_items_with_item_backups(self, transact_items):
         _backups.items = None
 
 
+_expect_source(_transact_write_items, "81db2cb7d94e39c9")
 models.copy = types.SimpleNamespace(deepcopy=_deepcopy)
 models.DynamoDBBackend.transact_write_items = _transact_write_items_with_item_backups
+
+# --- DynamoDB updates: counters without the expression machinery -------------------------
+#
+# Each transform commit holds dozens of counter updates (`ADD #a :a, ... SET #t = :t`). moto
+# parses every update expression twice (request check and update), then copies the parsed
+# tree and walks it with ten validators, twice for an item it creates, and checks the item
+# size by re-measuring every attribute for each one it sets: about 3 ms per update here.
+
+_parse_update_expression = UpdateExpressionParser.make
+
+
+def _parsed_update_expression(expression):
+    # Fixes parsing the same expression text on every call. Safe to share: moto's callers only
+    # read the tree (`find_clauses`) or hand it to a validator, which works on a deep copy.
+    if isinstance(expression, str):
+        return _parsed_update_expression_text(expression)
+    return _parse_update_expression(expression)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_update_expression_text(expression):
+    return _parse_update_expression(expression)
+
+
+_PLACEHOLDER = r"[A-Za-z0-9_]+"
+_ADD_TERM = re.compile(rf" *#({_PLACEHOLDER}) +:({_PLACEHOLDER}) *")
+_SET_TERM = re.compile(
+    rf" *#({_PLACEHOLDER}) *= *(?::({_PLACEHOLDER})|if_not_exists\( *#({_PLACEHOLDER}) *, *:({_PLACEHOLDER}) *\)) *"
+)
+_CLAUSES = (
+    re.compile(r" *ADD +(?P<add>[^=()]+?) +SET +(?P<set>.+?) *"),
+    re.compile(r" *ADD +(?P<add>[^=()]+?) *"),
+    re.compile(r" *SET +(?P<set>.+?) *"),
+)
+_NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+
+
+def _terms(term, text):
+    """The matches of `term` in comma-separated `text`, a None where one does not match."""
+    position = 0
+    while position < len(text):
+        found = term.match(text, position)
+        if found is None or found.end() < len(text) and text[found.end()] != ",":
+            yield None
+            return
+        yield found
+        position = found.end() + 1
+        if position == len(text):
+            yield None  # a trailing comma
+            return
+
+
+@functools.lru_cache(maxsize=4096)
+def _counter_actions(expression):
+    """The actions of `ADD #a :a, ... SET #b = :b, #c = if_not_exists(#c, :c), ...` (each
+    clause optional, in that order) as (kind, name placeholder, value placeholder), or None for
+    any other expression."""
+    match = next(filter(None, (clauses.fullmatch(expression) for clauses in _CLAUSES)), None)
+    if match is None:
+        return None
+    groups = match.groupdict()
+    actions = []
+    for add in _terms(_ADD_TERM, groups.get("add") or ""):
+        if add is None:
+            return None
+        actions.append(("ADD", "#" + add[1], ":" + add[2]))
+    for assign in _terms(_SET_TERM, groups.get("set") or ""):
+        if assign is None:
+            return None
+        if assign[2] is not None:
+            actions.append(("SET", "#" + assign[1], ":" + assign[2]))
+        elif assign[3] == assign[1]:
+            actions.append(("IF_NOT_EXISTS", "#" + assign[1], ":" + assign[4]))
+        else:
+            return None
+    return tuple(actions)
+
+
+def _counter_update_plan(table, update_expression, names, values):
+    """(attribute name, kind, value) per action when moto's validators would let the update
+    through, else None. Whether each ADD meets a number is for the caller to check in the item."""
+    if not isinstance(update_expression, str):
+        return None
+    actions = _counter_actions(update_expression)
+    if actions is None or not names or not values:
+        return None
+    protected = set(table.table_key_attrs) | set(table.attribute_keys) | {a["AttributeName"] for a in table.attr}
+    plan = []
+    for kind, name_placeholder, value_placeholder in actions:
+        name = names.get(name_placeholder)
+        value = values.get(value_placeholder)
+        if not isinstance(name, str) or not name or name in protected or name_placeholder in protected:
+            return None
+        # Numbers only, written plainly: moto's own arithmetic then never fails on them.
+        if not isinstance(value, dict) or list(value) != ["N"] or not isinstance(value["N"], str):
+            return None
+        if not _NUMBER.match(value["N"]):
+            return None
+        plan.append((name, kind, value))
+    if len({name for name, _, _ in plan}) != len(plan):
+        return None  # an attribute twice: moto's overlapping-paths error
+    return plan
+
+
+def _stored_size(key, value):
+    # What LimitedSizeDict.__setitem__ counts for one attribute.
+    value_size = value.size() if type(value) is DynamoType else bytesize(str(value))
+    return bytesize(key) + value_size
+
+
+def _apply_counter_update(item, plan):
+    """moto's executors for these actions, in order, with its item size check done
+    incrementally: the same result and the same error at the same action."""
+    attrs = item.attrs
+    checked = type(attrs) is LimitedSizeDict
+    size = sum(_stored_size(key, value) for key, value in attrs.items()) if checked else 0
+    for name, kind, value in plan:
+        existing = attrs.get(name)
+        if kind == "ADD":
+            new = (existing if existing is not None else DynamoType({"N": "0"})) + DynamoType(value)
+        elif kind == "IF_NOT_EXISTS" and existing is not None:
+            new = existing
+        else:
+            new = DynamoType(value)
+        if checked:
+            if size + _stored_size(name, new) > 405000:
+                raise ItemSizeToUpdateTooLarge()
+            if existing is not None:
+                size -= _stored_size(name, existing)
+            size += _stored_size(name, new)
+            dict.__setitem__(attrs, name, new)
+        else:
+            attrs[name] = new
+
+
+_update_item = models.DynamoDBBackend.update_item
+
+
+def _update_item_with_counter_path(
+    self,
+    table_name,
+    key,
+    update_expression,
+    expression_attribute_names,
+    expression_attribute_values,
+    attribute_updates=None,
+    expected=None,
+    condition_expression=None,
+    return_values_on_condition_check_failure=None,
+):
+    """moto's update_item, with counter updates (see `_counter_actions`) applied directly."""
+    table = self.tables.get(table_name)
+    plan = None
+    if table is not None and table.stream_shard is None and not attribute_updates and not expected:
+        if condition_expression is None and update_expression:
+            plan = _counter_update_plan(
+                table, update_expression, expression_attribute_names, expression_attribute_values
+            )
+    if plan is not None:
+        # As moto: the expression must parse (a syntax error is moto's to report) before the key is read.
+        _parsed_update_expression(update_expression)
+        hash_value, range_value = _key_values(table, key)
+        item = table.get_item(hash_value, range_value)
+        # ADD needs a number where the attribute exists; anything else is moto's to report.
+        if item is not None and any(
+            kind == "ADD" and name in item.attrs and item.attrs[name].type != "N" for name, kind, _ in plan
+        ):
+            plan = None
+    if plan is None:
+        return _update_item(
+            self,
+            table_name,
+            key,
+            update_expression,
+            expression_attribute_names,
+            expression_attribute_values,
+            attribute_updates=attribute_updates,
+            expected=expected,
+            condition_expression=condition_expression,
+            return_values_on_condition_check_failure=return_values_on_condition_check_failure,
+        )
+    if item is None:
+        data = {table.hash_key_attr: {hash_value.type: hash_value.value}}
+        if range_value:
+            data[table.range_key_attr] = {range_value.type: range_value.value}
+        table.put_item(data)
+        item = table.get_item(hash_value, range_value)
+    _apply_counter_update(item, plan)
+    return item
+
+
+def _key_values(table, key):
+    # As moto's update_item reads the key.
+    if table.hash_key_attr in key and table.range_key_attr in key:
+        return DynamoType(key[table.hash_key_attr]), DynamoType(key[table.range_key_attr])
+    if table.hash_key_attr in key:
+        return DynamoType(key[table.hash_key_attr]), None
+    return DynamoType(key), None
+
+
+# What the counter path mirrors: the update itself, its validators, ADD, SET and the size check.
+_expect_source(_parse_update_expression, "2c00ed96d6e191f2")
+_expect_source(_update_item, "218984588dd689a5")
+_expect_source(UpdateExpressionValidator.get_ast_processors, "918400bbecd67e83")
+_expect_source(UpdateExpressionFunctionEvaluator, "dfee5d859b7d6a32")
+_expect_source(AddExecutor.execute, "dadbc08d83f73bdb")
+_expect_source(SetExecutor.set, "a8b5f69f92794b46")
+_expect_source(DynamoType.__add__, "c2852d8ddde02bb3")
+_expect_source(LimitedSizeDict.__setitem__, "d979580fdbe14f79")
+UpdateExpressionParser.make = staticmethod(_parsed_update_expression)
+models.DynamoDBBackend.update_item = _update_item_with_counter_path
+
+# --- DynamoDB items and conditions --------------------------------------------------------
+
+_item_init = Item.__init__
+
+
+def _item_init_measured_once(self, hash_key, range_key, attrs):
+    # Fixes the item size check re-measuring every attribute set so far for each attribute of
+    # a new item (LimitedSizeDict.__setitem__): the same check on a running total.
+    self.hash_key = hash_key
+    self.range_key = range_key
+    self.attrs = LimitedSizeDict()
+    size = 0
+    for key, value in attrs.items():
+        value = DynamoType(value)
+        added = _stored_size(key, value)
+        if size + added > 405000:
+            raise ItemSizeTooLarge
+        dict.__setitem__(self.attrs, key, value)
+        size += added
+
+
+_get_filter_expression = comparisons.get_filter_expression
+
+
+@functools.lru_cache(maxsize=1024)
+def _condition_without_placeholders(expression):
+    return _get_filter_expression(expression, None, None)
+
+
+def _get_filter_expression_cached(expression, names, values):
+    # Fixes parsing `attribute_not_exists(pk)` again for every conditional put. Only
+    # conditions without names or values are kept: their parse depends on the text alone, and
+    # the parsed condition is only evaluated, never changed.
+    if not names and not values and (expression is None or isinstance(expression, str)):
+        return _condition_without_placeholders(expression)
+    return _get_filter_expression(expression, names, values)
+
+
+_expect_source(_item_init, "d9c12b62cb921831")
+_expect_source(_get_filter_expression, "0bb9e2d345c7f17f")
+Item.__init__ = _item_init_measured_once
+models.get_filter_expression = _get_filter_expression_cached
+table_models.get_filter_expression = _get_filter_expression_cached
+
+# --- Kinesis: the cost of a call does not grow with the shard ----------------------------
+#
+# A shard's records are an OrderedDict keyed by sequence number, and `Shard.put_record` is
+# the only writer: it inserts the last key + 1, so the keys rise one by one in insertion
+# order. moto scans or copies the whole dict where that order answers at once.
+
+Shard = kinesis_models.Shard
+Stream = kinesis_models.Stream
+_get_records = Shard.get_records
+
+
+def _last_sequence_number(self):
+    # Fixes `list(self.records.keys())[-1]`: a copy of every key, for every record put.
+    return next(reversed(self.records)) if self.records else 0
+
+
+def _first_sequence_number(self):
+    # Fixes `list(self.records.keys())[0]` (ListShards, DescribeStream).
+    return next(iter(self.records)) if self.records else 0
+
+
+def _get_records_from_position(self, last_sequence_id, limit):
+    """moto's answer, found by position: records with a sequence number above
+    `last_sequence_id`, oldest first, at most `limit` of them, and how far the last one
+    returned is behind the newest record. moto walks the shard from its first record on every
+    call instead."""
+    last_sequence_int = int(last_sequence_id)
+    records = self.records
+    if limit is not None and (type(limit) is not int or limit < 1):
+        # moto's own reading of odd limits: it checks the count after every record it passes,
+        # so 0 reads nothing or everything, and a negative limit everything.
+        return _get_records(self, last_sequence_id, limit)
+    if not records:
+        return [], last_sequence_int, 0
+    first = next(iter(records))
+    last = next(reversed(records))
+    if last - first + 1 != len(records):
+        return _get_records(self, last_sequence_id, limit)  # not one consecutive run of keys
+    start = max(last_sequence_int + 1, first)
+    if start > last:
+        return [], last_sequence_int, 0
+    end = last if limit is None else min(last, start + limit - 1)
+    results = [records[sequence_number] for sequence_number in range(start, end + 1)]
+    millis_behind_latest = int((records[last].created_at - results[-1].created_at) * 1000)
+    return results, end, millis_behind_latest
+
+
+def _put_record_without_lambda(self, partition_key, explicit_hash_key, data):
+    # moto's `Stream.put_record` also hands every record to each event source mapping on the
+    # stream by running the function in Docker: here that fails on every record (no Docker),
+    # logs the failure and adds a CloudWatch log stream per record, and it would start a
+    # container per record where a Docker API answered. The local stack's poller plays the
+    # mapping (tools/local/src/poller.rs); the mapping stays defined in moto.
+    shard = self.get_shard_for_key(partition_key, explicit_hash_key)
+    sequence_number = shard.put_record(partition_key, data, explicit_hash_key)
+    return sequence_number, shard.shard_id
+
+
+_expect_source(Shard.get_max_sequence_number, "eff48df162f5a63d")
+_expect_source(Shard.get_min_sequence_number, "acae970512147e4e")
+_expect_source(Shard.put_record, "e2d15174261bc63e")
+_expect_source(Shard.get_records, "1188a73a6b3db1f9")
+_expect_source(Stream.put_record, "cafda0597b231b64")
+Shard.get_max_sequence_number = _last_sequence_number
+Shard.get_min_sequence_number = _first_sequence_number
+Shard.get_records = _get_records_from_position
+Stream.put_record = _put_record_without_lambda
 
 # --- Faults -------------------------------------------------------------------------------
 
@@ -396,12 +755,42 @@ def _consumed(result):
             close()
 
 
+class FifoLock:
+    """A lock taken in the order it was asked for. `threading.Lock` wakes an arbitrary waiter,
+    so under a stream of cheap requests (a client reading back thousands of items) one caller
+    can wait many seconds, long enough for its SDK to time out; here a request waits only for
+    those that arrived before it."""
+
+    def __init__(self):
+        self._guard = threading.Lock()
+        self._waiting = collections.deque()
+        self._held = False
+
+    def __enter__(self):
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return self
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiting.append(turn)
+        turn.acquire()  # released by the holder before us, who hands the lock over
+        return self
+
+    def __exit__(self, *exc_info):
+        with self._guard:
+            if self._waiting:
+                self._waiting.popleft().release()
+            else:
+                self._held = False
+
+
 class EventlineApplication:
     """moto's application, one request at a time, behind the fault layer."""
 
     def __init__(self, moto_app):
         self.moto_app = moto_app
-        self.lock = threading.Lock()
+        self.lock = FifoLock()
         self.faults = Faults()
 
     def __call__(self, environ, start_response):

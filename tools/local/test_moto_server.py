@@ -1,7 +1,10 @@
-"""Tests for the moto launcher (moto_server.py): one request at a time, and the fault layer.
+"""Tests for the moto launcher (moto_server.py): one request at a time, the fault layer, and
+the patches that keep moto's cost per call flat.
 
-Starts the launcher on a free loopback port and talks to it with boto3, retries off, so
-every injected fault reaches the test as the SDK parses it.
+`MotoLauncherTest` starts the launcher on a free loopback port and talks to it with boto3,
+retries off, so every injected fault reaches the test as the SDK parses it. The patch tests
+import the launcher (which patches moto in this process) and compare each patched method with
+moto's own code, kept by the launcher, on the same inputs.
 Run: .venv/bin/python -m unittest tools/local/test_moto_server.py
 """
 
@@ -15,6 +18,8 @@ import tempfile
 import threading
 import time
 import unittest
+from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import boto3
@@ -409,6 +414,283 @@ class MotoLauncherTest(unittest.TestCase):
                 status, answer = self.control("POST", settings)
                 self.assertEqual(status, 400, answer)
         self.assertEqual(self.faults()["rate"], 0)
+
+    def test_9_b_get_records_reads_a_long_shard_from_any_position(self):
+        stream, total = "long-shard", 6000
+        self.kinesis.create_stream(StreamName=stream, ShardCount=1)
+        for start in range(0, total, 500):
+            records = [{"Data": f"r{i}".encode(), "PartitionKey": f"p{i}"} for i in range(start, start + 500)]
+            answer = self.kinesis.put_records(StreamName=stream, Records=records)
+            self.assertEqual(answer["FailedRecordCount"], 0)
+        shard = "shardId-000000000000"
+
+        def iterator(kind, sequence_number=None):
+            extra = {"StartingSequenceNumber": sequence_number} if sequence_number else {}
+            return self.kinesis.get_shard_iterator(
+                StreamName=stream, ShardId=shard, ShardIteratorType=kind, **extra
+            )["ShardIterator"]
+
+        records = self.read_shard(stream)
+        self.assertEqual([r["Data"] for r in records], [f"r{i}".encode() for i in range(total)])
+        numbers = [int(r["SequenceNumber"]) for r in records]
+        self.assertEqual(numbers, sorted(set(numbers)))
+
+        # A page at a time with a limit, from the middle.
+        middle = records[4321]["SequenceNumber"]
+        page = self.kinesis.get_records(ShardIterator=iterator("AT_SEQUENCE_NUMBER", middle), Limit=7)
+        self.assertEqual([r["Data"] for r in page["Records"]], [f"r{i}".encode() for i in range(4321, 4328)])
+        self.assertGreaterEqual(page["MillisBehindLatest"], 0)
+        page = self.kinesis.get_records(ShardIterator=page["NextShardIterator"], Limit=3)
+        self.assertEqual([r["Data"] for r in page["Records"]], [b"r4328", b"r4329", b"r4330"])
+        page = self.kinesis.get_records(ShardIterator=iterator("AFTER_SEQUENCE_NUMBER", middle), Limit=2)
+        self.assertEqual([r["Data"] for r in page["Records"]], [b"r4322", b"r4323"])
+
+        # The tip: nothing after the last record, nothing behind.
+        tip = self.kinesis.get_records(ShardIterator=iterator("AFTER_SEQUENCE_NUMBER", records[-1]["SequenceNumber"]))
+        self.assertEqual((tip["Records"], tip["MillisBehindLatest"]), ([], 0))
+        last = self.kinesis.get_records(ShardIterator=iterator("AT_SEQUENCE_NUMBER", records[-1]["SequenceNumber"]))
+        self.assertEqual([r["Data"] for r in last["Records"]], [f"r{total - 1}".encode()])
+        self.assertEqual(last["MillisBehindLatest"], 0)
+
+        # LATEST sees only what comes after it, and reading on from an empty page still works.
+        latest = iterator("LATEST")
+        empty = self.kinesis.get_records(ShardIterator=latest)
+        self.assertEqual(empty["Records"], [])
+        time.sleep(0.3)
+        self.kinesis.put_records(StreamName=stream, Records=[{"Data": b"new", "PartitionKey": "p"}])
+        fresh = self.kinesis.get_records(ShardIterator=empty["NextShardIterator"])
+        self.assertEqual([r["Data"] for r in fresh["Records"]], [b"new"])
+
+        # Records put 0.3 s before the newest one are that far behind it.
+        behind = self.kinesis.get_records(ShardIterator=iterator("TRIM_HORIZON"), Limit=1)
+        self.assertGreaterEqual(behind["MillisBehindLatest"], 250)
+        described = self.kinesis.list_shards(StreamName=stream)["Shards"][0]
+        self.assertEqual(described["SequenceNumberRange"]["StartingSequenceNumber"], records[0]["SequenceNumber"])
+
+
+class ShardPatchTest(unittest.TestCase):
+    """The patched Shard methods against moto's own, on the same shards."""
+
+    @classmethod
+    def setUpClass(cls):
+        sys.path.insert(0, str(LAUNCHER.parent))
+        import moto_server  # patches moto in this process
+
+        cls.launcher = moto_server
+        from moto.kinesis.models import Shard
+
+        cls.Shard = Shard
+
+    def shard(self, count):
+        shard = self.Shard(0, 0, 2**128)
+        for i in range(count):
+            shard.put_record(f"p{i}", "ZGF0YQ==", None)
+        # Arrival times a millisecond apart (backwards from now), so that lag is visible.
+        start = datetime.now(timezone.utc) - timedelta(seconds=count / 1000)
+        for i, record in enumerate(shard.records.values()):
+            record.created_at_datetime = start + timedelta(milliseconds=i)
+            record.created_at = record.created_at_datetime.timestamp()
+        return shard
+
+    def assert_same_reads(self, shard, positions, limits):
+        for position in positions:
+            for limit in limits:
+                with self.subTest(position=position, limit=limit):
+                    expected = self.launcher._get_records(shard, str(position), limit)
+                    self.assertEqual(shard.get_records(str(position), limit), expected)
+
+    def test_reads_match_moto_from_every_kind_of_position(self):
+        count = 300
+        shard = self.shard(count)
+        positions = [-5, -1, 0, 1, 2, 150, count - 1, count, count + 10]
+        self.assert_same_reads(shard, positions, [None, 0, -1, 1, 7, 100, count, count + 1, True])
+        self.assert_same_reads(self.shard(0), [-1, 0, 3], [None, 1, 10])
+
+    def test_odd_limits_and_gaps_take_moto_s_own_path(self):
+        shard = self.shard(50)
+        self.assert_same_reads(shard, [0, 10], [2.0, 2.5, "3"])
+        gapped = self.Shard(0, 0, 2**128)
+        gapped.records = OrderedDict((n, record) for n, record in self.shard(40).records.items() if n % 3)
+        self.assert_same_reads(gapped, [0, 5, 38, 40], [None, 1, 4])
+
+    def test_first_and_last_sequence_numbers(self):
+        empty = self.Shard(0, 0, 1)
+        self.assertEqual((empty.get_min_sequence_number(), empty.get_max_sequence_number()), (0, 0))
+        shard = self.shard(25)
+        self.assertEqual((shard.get_min_sequence_number(), shard.get_max_sequence_number()), (1, 25))
+        self.assertEqual(shard.put_record("p", "ZGF0YQ==", None), "26")
+
+    def test_a_mapping_on_the_stream_is_left_to_the_local_poller(self):
+        from moto.kinesis.models import Stream
+
+        stream = Stream("s", 1, None, None, "123456789012", "us-east-1")
+        # moto would hand the record to this mapping's function (and fail to find it).
+        stream.lambda_event_source_mappings["arn:aws:kinesis:us-east-1:123456789012:stream/s"] = object()
+        sequence_number, shard_id = stream.put_record("p", None, "ZGF0YQ==")
+        self.assertEqual((sequence_number, shard_id), ("1", "shardId-000000000000"))
+        self.assertEqual(len(stream.shards[shard_id].records), 1)
+
+    def test_a_patch_refuses_code_it_was_not_written_for(self):
+        with self.assertRaisesRegex(RuntimeError, "not the code the patch"):
+            self.launcher._expect_source(self.Shard.get_records, "0000000000000000")
+
+
+class UpdatePatchTest(unittest.TestCase):
+    """The counter path of update_item against moto's own update_item, on two equal tables."""
+
+    @classmethod
+    def setUpClass(cls):
+        sys.path.insert(0, str(LAUNCHER.parent))
+        import moto_server
+
+        cls.launcher = moto_server
+        from moto.dynamodb.models import DynamoDBBackend
+
+        cls.Backend = DynamoDBBackend
+
+    def backend(self):
+        backend = self.Backend("us-east-1", "123456789012")
+        backend.create_table(
+            "t",
+            schema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            throughput=None,
+            attr=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "user_pk")],
+            global_indexes=[
+                {
+                    "IndexName": "ByUser",
+                    "KeySchema": [{"AttributeName": "user_pk", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+            indexes=[],
+            streams=None,
+            billing_mode="PAY_PER_REQUEST",
+            sse_specification=None,
+            tags=[],
+            deletion_protection_enabled=False,
+            warm_throughput=None,
+        )
+        return backend
+
+    def outcome(self, update, backend, item_key, expression, names, values):
+        try:
+            update(backend, "t", item_key, expression, names, values)
+        except Exception as error:  # compared below: type and message
+            result = (type(error).__name__, str(error))
+        else:
+            result = None
+        items = [item.to_json() for item in backend.get_table("t").all_items()]
+        return result, items
+
+    def assert_same(self, steps, setup=()):
+        """Runs `steps` (key, expression, names, values) through both update_items in turn."""
+        patched, moto_own = self.backend(), self.backend()
+        for item in setup:
+            patched.put_item("t", item)
+            moto_own.put_item("t", item)
+        for step in steps:
+            with self.subTest(step=step):
+                ours = self.outcome(self.Backend.update_item, patched, *step)
+                theirs = self.outcome(self.launcher._update_item, moto_own, *step)
+                self.assertEqual(ours, theirs)
+
+    def test_counter_updates_match_moto(self):
+        key = {"pk": {"S": "a"}, "sk": {"S": "1"}}
+        other = {"pk": {"S": "b"}, "sk": {"S": "2"}}
+        add = "ADD #e :e, #t :t SET #ttl = :ttl, #first = if_not_exists(#first, :now)"
+        names = {"#e": "events", "#t": "t#call", "#ttl": "expires_at", "#first": "first_ms"}
+
+        def values(e, t, ttl, now):
+            return {":e": {"N": e}, ":t": {"N": t}, ":ttl": {"N": ttl}, ":now": {"N": now}}
+
+        self.assert_same(
+            [
+                (key, add, names, values("1", "2", "100", "5")),
+                (key, add, names, values("3", "-2", "200", "6")),
+                (key, add, names, values("0.5", "007", "300", "7")),
+                (key, add, names, values("1.25", "1", "300", "8")),
+                (other, "ADD #e :e", {"#e": "events"}, {":e": {"N": "10"}}),
+                (other, "SET #e = :e", {"#e": "events"}, {":e": {"N": "-1"}}),
+                (other, "ADD  #e   :e ,#x :x   SET #y=:y", {"#e": "events", "#x": "x", "#y": "y"},
+                 {":e": {"N": "1"}, ":x": {"N": "2"}, ":y": {"N": "3"}}),
+            ]
+        )
+
+    def test_updates_moto_refuses_are_refused_alike(self):
+        key = {"pk": {"S": "a"}, "sk": {"S": "1"}}
+        self.assert_same(
+            [
+                (key, "ADD #s :one", {"#s": "name"}, {":one": {"N": "1"}}),  # a string
+                (key, "ADD #k :one", {"#k": "sk"}, {":one": {"N": "1"}}),  # the sort key
+                (key, "SET #u = :one", {"#u": "user_pk"}, {":one": {"N": "1"}}),  # an index key
+                (key, "ADD #a :one, #b :one", {"#a": "c", "#b": "c"}, {":one": {"N": "1"}}),  # twice
+                (key, "ADD #a :missing", {"#a": "c"}, {":one": {"N": "1"}}),
+                (key, "ADD #missing :one", {"#a": "c"}, {":one": {"N": "1"}}),
+                (key, "ADD #a :one,", {"#a": "c"}, {":one": {"N": "1"}}),  # a syntax error
+                (key, "ADD #a :oneSET #b = :one", {"#a": "c", "#b": "d"}, {":one": {"N": "1"}}),
+                (key, "ADD #a :x", {"#a": "c"}, {":x": {"N": "1e3"}}),
+                (key, "ADD #a :x", {"#a": "c"}, {":x": {"S": "1"}}),
+                (key, "SET #a = if_not_exists(#b, :x)", {"#a": "c", "#b": "d"}, {":x": {"N": "1"}}),
+                ({"pk": {"S": "a"}}, "ADD #a :x", {"#a": "c"}, {":x": {"N": "1"}}),  # no sort key
+            ],
+            setup=[{"pk": {"S": "a"}, "sk": {"S": "1"}, "name": {"S": "x"}}],
+        )
+
+    def test_the_item_size_limit_stops_an_update_at_the_same_action(self):
+        big = {"pk": {"S": "a"}, "sk": {"S": "1"}, "blob": {"S": "x" * 404_900}}
+        key = {"pk": {"S": "a"}, "sk": {"S": "1"}}
+        names = {f"#n{i}": f"counter_{i}" for i in range(12)}
+        expression = "ADD " + ", ".join(f"#n{i} :v" for i in range(12))
+        self.assert_same([(key, expression, names, {":v": {"N": "123456789"}})], setup=[big])
+
+    def test_new_items_are_measured_as_moto_measures_them(self):
+        from moto.dynamodb.exceptions import ItemSizeTooLarge
+
+        backend = self.backend()
+        fits = {"pk": {"S": "a"}, "sk": {"S": "1"}, "blob": {"S": "x" * 404_990}}
+        backend.put_item("t", fits)
+        self.assertEqual(backend.get_item("t", {"pk": {"S": "a"}, "sk": {"S": "1"}}).to_json()["Attributes"], fits)
+        with self.assertRaises(ItemSizeTooLarge):
+            backend.put_item("t", {**fits, "sk": {"S": "2"}, "more": {"S": "y" * 20}})
+
+    def test_conditions_without_placeholders_are_parsed_once_and_still_hold(self):
+        from moto.dynamodb.exceptions import ConditionalCheckFailed
+
+        backend = self.backend()
+        item = {"pk": {"S": "c"}, "sk": {"S": "1"}}
+        backend.put_item("t", item, condition_expression="attribute_not_exists(pk)")
+        with self.assertRaises(ConditionalCheckFailed):
+            backend.put_item("t", item, condition_expression="attribute_not_exists(pk)")
+        backend.put_item("t", {**item, "sk": {"S": "2"}}, condition_expression="attribute_not_exists(pk)")
+
+
+class FifoLockTest(unittest.TestCase):
+    def test_waiters_get_the_lock_in_the_order_they_asked(self):
+        sys.path.insert(0, str(LAUNCHER.parent))
+        import moto_server
+
+        lock = moto_server.FifoLock()
+        order = []
+
+        def take(name):
+            with lock:
+                order.append(name)
+
+        threads = []
+        with lock:
+            for name in range(8):
+                thread = threading.Thread(target=take, args=(name,))
+                thread.start()
+                threads.append(thread)
+                deadline = time.monotonic() + 5
+                while len(lock._waiting) < name + 1 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+        for thread in threads:
+            thread.join(timeout=5)
+        self.assertEqual(order, list(range(8)))
+        with lock:  # free again, and taken at once
+            order.append("again")
+        self.assertEqual(order[-1], "again")
 
 
 if __name__ == "__main__":
