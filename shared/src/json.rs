@@ -2,6 +2,7 @@
 //! them (raw values, byte for byte), and a check that no object anywhere repeats a key.
 //! `serde_json::Value` would let the last duplicate win silently and rewrite numbers.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -20,9 +21,29 @@ pub enum JsonError {
     DuplicateKey(String),
 }
 
-/// The members of one JSON object, in the order written, each value untouched.
+/// The members of one JSON object, in the order written, each value untouched; a key is
+/// borrowed from the text unless it had escapes to decode.
 #[derive(Debug)]
-pub struct Members<'a>(pub Vec<(String, &'a RawValue)>);
+pub struct Members<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// A key as serde reads it with borrowing allowed.
+#[derive(serde::Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The first key of `keys` that an earlier one repeats. Events have a handful of members,
+/// where comparing each with those before it is quicker than hashing; large objects hash.
+fn first_repeated<'k>(keys: impl ExactSizeIterator<Item = &'k str> + Clone) -> Option<&'k str> {
+    const LINEAR_UP_TO: usize = 16;
+    if keys.len() <= LINEAR_UP_TO {
+        return keys
+            .clone()
+            .enumerate()
+            .find(|&(i, key)| keys.clone().take(i).any(|earlier| earlier == key))
+            .map(|(_, k)| k);
+    }
+    let mut seen = HashSet::with_capacity(keys.len());
+    keys.into_iter().find(|key| !seen.insert(*key))
+}
 
 impl<'a> Members<'a> {
     /// Reads `raw` as an object; a key that appears twice is an error naming it.
@@ -31,13 +52,10 @@ impl<'a> Members<'a> {
             return Err(JsonError::NotAnObject);
         }
         let members: Members<'a> = serde_json::from_str(raw.get()).map_err(|e| JsonError::Syntax(e.to_string()))?;
-        let mut seen = HashSet::with_capacity(members.0.len());
-        for (key, _) in &members.0 {
-            if !seen.insert(key.as_str()) {
-                return Err(JsonError::DuplicateKey(key.clone()));
-            }
+        match first_repeated(members.0.iter().map(|(key, _)| key.as_ref())) {
+            Some(key) => Err(JsonError::DuplicateKey(key.to_owned())),
+            None => Ok(members),
         }
-        Ok(members)
     }
 
     pub fn get(&self, name: &str) -> Option<&'a RawValue> {
@@ -55,7 +73,7 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut members = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     let value: &'de RawValue = map.next_value()?;
                     members.push((key, value));
                 }
@@ -81,6 +99,10 @@ pub fn check_unique_keys(raw: &RawValue, prefix: &str) -> Result<(), JsonError> 
     check_value(raw, prefix, 0)
 }
 
+fn is_container(raw: &RawValue) -> bool {
+    matches!(raw.get().as_bytes().first(), Some(b'{' | b'['))
+}
+
 fn check_value(raw: &RawValue, path: &str, depth: usize) -> Result<(), JsonError> {
     let syntax = |e: serde_json::Error| JsonError::Syntax(e.to_string());
     match raw.get().as_bytes().first() {
@@ -89,19 +111,18 @@ fn check_value(raw: &RawValue, path: &str, depth: usize) -> Result<(), JsonError
         }
         Some(b'{') => {
             let members: Members<'_> = serde_json::from_str(raw.get()).map_err(syntax)?;
-            let mut seen = HashSet::with_capacity(members.0.len());
-            for (key, value) in &members.0 {
-                let child = format!("{path}.{key}");
-                if !seen.insert(key.as_str()) {
-                    return Err(JsonError::DuplicateKey(child));
-                }
-                check_value(value, &child, depth + 1)?;
+            if let Some(key) = first_repeated(members.0.iter().map(|(key, _)| key.as_ref())) {
+                return Err(JsonError::DuplicateKey(format!("{path}.{key}")));
+            }
+            // Only an object or an array inside has keys to check, and a path to give them.
+            for (key, value) in members.0.iter().filter(|(_, value)| is_container(value)) {
+                check_value(value, &format!("{path}.{key}"), depth + 1)?;
             }
             Ok(())
         }
         Some(b'[') => {
             let elements: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(syntax)?;
-            for (index, element) in elements.iter().enumerate() {
+            for (index, element) in elements.iter().enumerate().filter(|(_, element)| is_container(element)) {
                 check_value(element, &format!("{path}[{index}]"), depth + 1)?;
             }
             Ok(())
@@ -122,7 +143,7 @@ mod tests {
     fn members_keep_order_and_exact_bytes() {
         let value = raw(r#"{"b": 1e15, "a": {"x":-0}}"#);
         let members = Members::parse(&value).unwrap();
-        let got: Vec<(&str, &str)> = members.0.iter().map(|(k, v)| (k.as_str(), v.get())).collect();
+        let got: Vec<(&str, &str)> = members.0.iter().map(|(k, v)| (k.as_ref(), v.get())).collect();
         assert_eq!(got, [("b", "1e15"), ("a", r#"{"x":-0}"#)]);
     }
 

@@ -162,7 +162,7 @@ fn parse_users(raw: &RawValue, errors: &mut Vec<FieldError>) -> BTreeMap<UserId,
             errors.push(FieldError::new("user_metadata", Rule::Format, "more problems not listed"));
             break;
         }
-        let user = UserId::parse(key.as_str());
+        let user = UserId::parse(key.as_ref());
         if let Err(rule) = &user {
             errors.push(FieldError::new(&path, Rule::Format, format!("is not a valid user id: {rule}")));
         }

@@ -120,7 +120,7 @@ pub fn parse_event_with_id(
     };
     let mut errors = Vec::new();
     for (name, _) in &members.0 {
-        if !FIELDS.contains(&name.as_str()) {
+        if !FIELDS.contains(&name.as_ref()) {
             errors.push(FieldError::new(name, Rule::UnknownField, "is not a known field"));
         }
     }

@@ -103,10 +103,33 @@ pub fn largest_stored_size(record: &StreamRecord) -> usize {
     item_size(&to_item(&processed))
 }
 
-/// Whether the transform could store this record within DynamoDB's item limit.
+/// Whether the transform could store this record within DynamoDB's item limit. Nearly every
+/// event is far below it, which [`stored_size_bound`] shows without building the item.
 pub fn fits_in_an_item(record: &StreamRecord) -> Result<(), usize> {
+    if stored_size_bound(record) + ITEM_HEADROOM_BYTES <= MAX_ITEM_BYTES {
+        return Ok(());
+    }
     let size = largest_stored_size(record);
     if size + ITEM_HEADROOM_BYTES <= MAX_ITEM_BYTES { Ok(()) } else { Err(size) }
+}
+
+/// What an item holds besides the event's own texts, at its longest: the attribute names,
+/// the three timestamps and the user sort key's, the key prefixes, the stream position, the
+/// ingest id, the latency and the enrichment (a test checks it against the longest item).
+const FIXED_PART_BOUND: usize = 1024;
+
+/// An upper bound of [`largest_stored_size`] from the texts' lengths alone: the id and the
+/// source appear in the key, their own attributes and the user sort key, the user id in its
+/// attribute and the user key, and an uppercased payload is at most three times as long.
+fn stored_size_bound(record: &StreamRecord) -> usize {
+    let e = &record.event;
+    let user = e.user_id.as_ref().map_or(0, |u| u.as_str().len());
+    FIXED_PART_BOUND
+        + 3 * (e.id.as_str().len() + e.source.as_str().len())
+        + e.event_type.as_str().len()
+        + 2 * user
+        + 3 * e.payload.as_ref().map_or(0, String::len)
+        + e.data.as_ref().map_or(0, |data| data.get().len())
 }
 
 /// Why a stored item could not be read back as an event.
@@ -203,6 +226,25 @@ mod tests {
     fn item_size_counts_names_and_values() {
         let item = Item::from([("ab".to_owned(), s("xyz")), ("n".to_owned(), n(12345))]);
         assert_eq!(item_size(&item), 2 + 3 + 1 + 4);
+    }
+
+    #[test]
+    fn the_cheap_bound_is_never_below_the_largest_item() {
+        let longest_label = "x".repeat(64);
+        let records = [
+            record(json!({"id": "e", "source": "s"})),
+            record(json!({
+                "id": "i".repeat(128), "source": "s".repeat(64), "type": "t".repeat(64),
+                "user_id": longest_label.repeat(2), "payload": "ΐ".repeat(1000), "data": {"k": "v".repeat(500)},
+            })),
+            StreamRecord { ingest_id: None, ..record(json!({"id": "e", "source": "s", "payload": "ß"})) },
+        ];
+        for record in &records {
+            assert!(stored_size_bound(record) >= largest_stored_size(record), "{record:?}");
+        }
+        // The fixed part alone: an event of one-character texts and every optional part.
+        let small = record(json!({"id": "e", "source": "s", "type": "t", "user_id": "u", "payload": "p", "data": {}}));
+        assert!(largest_stored_size(&small) <= FIXED_PART_BOUND, "{}", largest_stored_size(&small));
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub fn prepare(
 /// value as it was written.
 fn rebuild(members: &Members<'_>, added: &[(&str, String)], dropped: Option<&str>) -> Vec<u8> {
     let new = added.iter().map(|(key, value)| (*key, value.as_str()));
-    let kept = members.0.iter().filter(|(key, _)| Some(key.as_str()) != dropped).map(|(k, v)| (k.as_str(), v.get()));
+    let kept = members.0.iter().filter(|(key, _)| Some(key.as_ref()) != dropped).map(|(k, v)| (k.as_ref(), v.get()));
     let mut out = String::from("{");
     for (index, (key, value)) in new.chain(kept).enumerate() {
         if index > 0 {
