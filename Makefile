@@ -142,3 +142,27 @@ bench-local: $(VENV)/.run
 	cargo build -p eventline-local
 	cargo build --release -p eventline-gen
 	$(VENV)/bin/python tools/local/benches/bench_local.py --rate $(BENCH_RATE) --seconds $(BENCH_SECONDS)
+
+# bench: the figures in the README's "Figures" section, each beside a baseline measured in
+# the same run (tools/bench/src/bin/figures.rs prints them as one table), then bench-local.
+# The functions are measured as `sam build` makes them: arm64 (the template's default) for
+# the package sizes, x86_64 (this machine's architecture) for the cold starts; the
+# hello-world baseline goes through cargo-lambda's release build like them.
+BENCH_SAM_DIR := .aws-sam/bench
+.PHONY: bench bench-build
+
+## bench: cold start, package size, CPU per request, AWS requests and write units, read cost; then bench-local
+bench: $(VENV)/.dev bench-build
+	cargo bench -p ingest --bench ingest_request
+	cargo run -p eventline-bench --bin figures
+	$(MAKE) bench-local
+
+bench-build: $(VENV)/.dev
+	@if rustup target add aarch64-unknown-linux-gnu; then \
+		sam build --no-cached --build-dir $(BENCH_SAM_DIR)/arm64 && \
+		cargo lambda build --release --arm64 -p eventline-hello-world --lambda-dir target/lambda/arm64; \
+	else \
+		echo "bench: no aarch64-unknown-linux-gnu target here; package sizes are measured for x86_64"; \
+	fi
+	sam build --no-cached --build-dir $(BENCH_SAM_DIR)/x86_64 --parameter-overrides Architecture=x86_64
+	cargo lambda build --release --x86-64 -p eventline-hello-world --lambda-dir target/lambda/x86_64

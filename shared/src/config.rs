@@ -75,4 +75,6 @@ pub mod names {
     pub const STACK_NAME: &str = "STACK_NAME";
     /// Another endpoint for every AWS client (a local emulator); empty means AWS itself.
     pub const ENDPOINT_URL: &str = "ENDPOINT_URL";
+    /// The certificates the AWS clients trust: `amazon` (default) or `system`.
+    pub const TLS_ROOTS: &str = "TLS_ROOTS";
 }

@@ -3,6 +3,7 @@
 //! transform driven from the ingest stream as the event source mapping would.
 
 pub mod auth;
+pub mod cost;
 pub mod emulator;
 pub mod jwt;
 pub mod manifest;

@@ -1,0 +1,101 @@
+//! CPU per request: the ingest handler on one `POST /events` of 100 events, through its
+//! ports with in-memory fakes as the unit tests use them, beside the least any handler must
+//! do with the same bytes: `serde_json` parsing them into `Vec<serde_json::Value>`.
+//!
+//! `cargo bench -p ingest --bench ingest_request`; `make bench` reads the two medians from
+//! `target/criterion/ingest_request/{handler,serde_json_values}/new/estimates.json`.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use eventline_model::IngestId;
+use eventline_model::Rules;
+use eventline_model::aws::reference::ReferenceError;
+use eventline_model::reference::{Generation, ReferenceTable};
+use eventline_model::retry::Backoff;
+use eventline_model::sink::{OutRecord, PutFailure, RecordSink};
+use ingest::counter::{CounterError, ReceivedCounter};
+use ingest::handler::Ingest;
+use ingest::reference::ReferenceWriter;
+use lambda_http::{Body, Request};
+use serde_json::{Value, json};
+
+const EVENTS: usize = 100;
+
+/// A stream that takes every record.
+struct AcceptingStream;
+
+impl RecordSink for AcceptingStream {
+    async fn put_once(&self, records: &[OutRecord]) -> Result<Vec<Result<(), PutFailure>>, PutFailure> {
+        Ok(vec![Ok(()); records.len()])
+    }
+}
+
+struct AcceptingCounter;
+
+impl ReceivedCounter for AcceptingCounter {
+    async fn add(&self, _: &IngestId, _: u64) -> Result<(), CounterError> {
+        Ok(())
+    }
+}
+
+/// Not reached by `POST /events`.
+struct NoReference;
+
+impl ReferenceWriter for NoReference {
+    async fn replace(&self, _: &ReferenceTable) -> Result<Generation, ReferenceError> {
+        Err(ReferenceError::Malformed("not part of this benchmark".into()))
+    }
+}
+
+/// 100 call-detail events as a switch sends them: a user, an event time, a payload and
+/// three numeric measures each.
+fn body() -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let events: Vec<Value> = (0..EVENTS)
+        .map(|i| {
+            let kind = ["call_out", "call_in", "sms", "data_session"][i % 4];
+            json!({
+                "id": format!("c-{i}"), "source": "switch-a", "type": kind,
+                "user_id": format!("sub-{}", i % 200), "timestamp": now - 60 + i as i64 / 17, "payload": "cell 4711",
+                "data": {"duration_seconds": i % 300, "bytes_up": i * 10, "bytes_down": i * 40},
+            })
+        })
+        .collect();
+    Value::Array(events).to_string()
+}
+
+fn request(body: &str) -> Request {
+    http::Request::builder()
+        .method("POST")
+        .uri("https://api.example.com/events")
+        .header("content-type", "application/json")
+        .body(Body::Text(body.to_owned()))
+        .expect("a valid request")
+}
+
+fn ingest_request(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime");
+    let ingest = Ingest {
+        sink: AcceptingStream,
+        counter: AcceptingCounter,
+        reference: NoReference,
+        rules: Rules::default(),
+        backoff: Backoff::default(),
+    };
+    let body = body();
+    let answer = runtime.block_on(ingest.handle(request(&body)));
+    assert_eq!(answer.status(), 202, "every event of the benchmark's request is valid");
+
+    let mut group = c.benchmark_group("ingest_request");
+    group.bench_function("handler", |b| {
+        b.iter_batched(|| request(&body), |request| runtime.block_on(ingest.handle(request)), BatchSize::SmallInput)
+    });
+    group.bench_function("serde_json_values", |b| {
+        b.iter(|| serde_json::from_slice::<Vec<Value>>(black_box(body.as_bytes())).expect("a JSON array"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, ingest_request);
+criterion_main!(benches);

@@ -1,0 +1,606 @@
+//! `make bench`: each figure beside a baseline measured in the same run, as one table.
+//!
+//! - cold start: process start to the first `/next` on a Runtime API stub, for each
+//!   function's `sam build` bootstrap and a hello-world `lambda_runtime` function built with
+//!   the same profile (median of [`RUNS`] runs each, interleaved);
+//! - package size: each bootstrap zipped, beside the hello-world's;
+//! - CPU per request: the two medians `cargo bench -p ingest --bench ingest_request` left;
+//! - AWS requests and DynamoDB write units per 1,000 events, through ingest and the
+//!   transform against the emulator, beside the naive design;
+//! - items `GET /metrics` reads, with 1,000 and with 100,000 events stored.
+//!
+//! `make bench` builds what this reads first (see the Makefile). A figure whose inputs are
+//! missing is reported as not measured; the run fails only when a measurement breaks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::primitives::{Blob, DateTime};
+use aws_sdk_kinesis::types::{Record, ShardIteratorType};
+use eventline_bench::package::{architecture, zipped_size};
+use eventline_bench::report::{Figure, Verdict, table};
+use eventline_bench::runtime_api::{ColdStart, RuntimeApiStub, lambda_environment, median};
+use eventline_local::cost::{self, AGGREGATE_KINDS, Recorder};
+use eventline_local::poller::kinesis_event;
+use eventline_local::{LocalStack, Options};
+use eventline_model::aws::KinesisSink;
+use eventline_model::aws::reference::ReferenceStore;
+use eventline_model::retry::Backoff;
+use eventline_model::{IngestId, Rules, StreamRecord, parse_event};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Starts of each binary for the cold-start medians.
+const RUNS: usize = 20;
+/// The functions, by their binary names (`BuildProperties.Binary` in template.yaml).
+const FUNCTIONS: [&str; 3] = ["ingest", "transform", "metrics"];
+/// Events per ingest request and per transform batch in the cost run (the template's
+/// `TransformBatchSize`).
+const REQUEST_EVENTS: usize = 100;
+const COST_EVENTS: usize = 1_000;
+/// Stored events of the two read-cost tables, and the batch the larger one is seeded with.
+const FEW_EVENTS: usize = 1_000;
+const MANY_EVENTS: usize = 100_000;
+const SEED_BATCH: usize = 1_000;
+/// The read-cost tables' events lie in the 14 minutes before the last minute of the run's
+/// start: inside a 30-minute window when they are read, away from its edges (which read
+/// single seconds), so that both tables have the same buckets to read.
+const SEED_FIRST_SECONDS_AGO: i64 = 900;
+const SEED_SECONDS: i64 = 840;
+/// Items an event changes: its own, the shard totals, the throughput second, the second and
+/// minute window buckets, and the user's and everyone's day and month aggregates. The naive
+/// design writes each once per event, plainly (1 unit for an item of up to 1 KB).
+const NAIVE_WRITES_PER_EVENT: usize = 9;
+const NAIVE_WRITES_WITHOUT_AGGREGATES: usize = 5;
+/// `GET /metrics` counts the processed events of the last minute from throughput items:
+/// the read-cost tables are read once their seeding is longer ago than that, so both read
+/// the same (empty) minute.
+const RECENT_SECONDS: u64 = 61;
+/// The package-size target, in bytes (5 MB).
+const MAX_PACKAGE_BYTES: u64 = 5_000_000;
+
+struct Paths {
+    root: PathBuf,
+}
+
+impl Paths {
+    /// A function's bootstrap from `sam build --build-dir .aws-sam/bench/ARCH`.
+    fn bootstrap(&self, arch: &str, logical_id: &str) -> PathBuf {
+        self.root.join(".aws-sam/bench").join(arch).join(logical_id).join("bootstrap")
+    }
+
+    /// The hello-world from `cargo lambda build --release --lambda-dir target/lambda/ARCH`.
+    fn hello_world(&self, arch: &str) -> PathBuf {
+        self.root.join("target/lambda").join(arch).join("hello-world/bootstrap")
+    }
+
+    fn criterion_median_ns(&self, group: &str, function: &str) -> Result<f64, BoxError> {
+        let path = self.root.join("target/criterion").join(group).join(function).join("new/estimates.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let estimates: Value = serde_json::from_str(&text)?;
+        estimates["median"]["point_estimate"].as_f64().ok_or_else(|| format!("{}: no median", path.display()).into())
+    }
+}
+
+fn main() -> ExitCode {
+    let paths = Paths { root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..") };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bench: no Tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--cold-start") {
+        return match runtime.block_on(compare_cold_starts(&paths, &args[at + 1..])) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bench: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut figures = Vec::new();
+    let result = runtime.block_on(measure(&paths, &mut figures));
+    figures.extend(cpu_per_request(&paths));
+    println!("\n{}", table(&figures));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn measure(paths: &Paths, figures: &mut Vec<Figure>) -> Result<(), BoxError> {
+    eprintln!("bench: starting the emulator stacks");
+    let few = stack("bench-few").await?;
+    let many = stack("bench-many").await?;
+    let logical_ids: HashMap<&str, String> = FUNCTIONS
+        .iter()
+        .map(|f| Ok((*f, few.manifest.function(f)?.logical_id.clone())))
+        .collect::<Result<_, BoxError>>()?;
+
+    figures.extend(package_sizes(paths, &logical_ids));
+
+    // The read-cost tables first, so that the minute they must age is spent measuring.
+    let anchor = time::OffsetDateTime::now_utc().unix_timestamp();
+    eprintln!("bench: storing {MANY_EVENTS} events through the transform");
+    let started = Instant::now();
+    let first = anchor - SEED_FIRST_SECONDS_AGO;
+    seed(&many, &cost::spread_events(MANY_EVENTS, first, SEED_SECONDS)).await?;
+    eprintln!("bench: stored {MANY_EVENTS} events in {:.0} s", started.elapsed().as_secs_f64());
+    seed(&few, &cost::spread_events(FEW_EVENTS, first, SEED_SECONDS)).await?;
+    let seeded = Instant::now();
+
+    figures.extend(cold_starts(paths, &few, &logical_ids)?);
+
+    let cost_stack = stack("bench-cost").await?;
+    figures.extend(request_and_write_costs(&cost_stack).await?);
+    drop(cost_stack);
+
+    let age = Duration::from_secs(RECENT_SECONDS).saturating_sub(seeded.elapsed());
+    eprintln!("bench: waiting {} s until the seeding has left the last minute", age.as_secs());
+    tokio::time::sleep(age).await;
+    figures.extend(read_costs(&few, &many).await?);
+    Ok(())
+}
+
+async fn stack(name: &str) -> Result<LocalStack, BoxError> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut options = Options::for_checkout(&root);
+    options.stack_name = format!("{name}-{}", std::process::id());
+    Ok(LocalStack::start(&options).await?)
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.2} MB", bytes as f64 / 1e6)
+}
+
+fn package_sizes(paths: &Paths, logical_ids: &HashMap<&str, String>) -> Vec<Figure> {
+    // arm64 is what the template deploys by default; x86_64 only when arm64 was not built.
+    let arch =
+        if FUNCTIONS.iter().all(|f| paths.bootstrap("arm64", &logical_ids[f]).exists()) { "arm64" } else { "x86_64" };
+    let hello = zipped_size(&paths.hello_world(arch));
+    FUNCTIONS
+        .iter()
+        .map(|function| {
+            let name = format!("package size, {function} ({arch}, zipped)");
+            let target = "≤ 5 MB";
+            let bootstrap = paths.bootstrap(arch, &logical_ids[function]);
+            let size = match zipped_size(&bootstrap) {
+                Ok(size) => size,
+                Err(error) => return Figure::missing(name, format!("{}: {error}", bootstrap.display()), target),
+            };
+            if let Ok(found) = architecture(&bootstrap)
+                && found != arch
+            {
+                return Figure::missing(name, format!("{} is {found}", bootstrap.display()), target);
+            }
+            let baseline = hello.as_ref().ok().copied();
+            Figure {
+                figure: name,
+                measured: megabytes(size),
+                baseline: baseline.map(|b| format!("{} hello-world", megabytes(b))).unwrap_or_default(),
+                ratio: baseline.map(|b| size as f64 / b as f64),
+                target: target.to_owned(),
+                verdict: Verdict::of(size <= MAX_PACKAGE_BYTES),
+            }
+        })
+        .collect()
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1e3)
+}
+
+/// A binary to start: its name (`hello-world` or a function's binary name), its path, and
+/// the environment it gets.
+type Binary = (String, PathBuf, BTreeMap<String, String>);
+
+/// The environment each binary gets: Lambda's, plus for a function the variables the
+/// template gives it, with its AWS endpoint at the stub.
+fn binaries(
+    stub: &RuntimeApiStub,
+    stack: &LocalStack,
+    named: impl IntoIterator<Item = (String, PathBuf)>,
+) -> Result<Vec<Binary>, BoxError> {
+    // Any AWS call a function made before /next would reach the stub too.
+    let endpoint = format!("http://{}", stub.addr());
+    named
+        .into_iter()
+        .map(|(name, path)| {
+            let mut env = lambda_environment(&format!("eventline-{name}"), stub.addr());
+            if FUNCTIONS.contains(&name.as_str()) {
+                env.extend(stack.manifest.function(&name)?.environment.clone());
+                env.insert("ENDPOINT_URL".to_owned(), endpoint.clone());
+            }
+            Ok((name, path, env))
+        })
+        .collect()
+}
+
+/// [`RUNS`] starts of each binary (after one each to warm the page cache), interleaved so
+/// that a slow moment of this shared machine hits every binary alike.
+fn time_starts(stub: &RuntimeApiStub, binaries: &[Binary], log_dir: &Path) -> Result<Vec<Vec<ColdStart>>, BoxError> {
+    std::fs::create_dir_all(log_dir)?;
+    let mut samples: Vec<Vec<ColdStart>> = vec![Vec::new(); binaries.len()];
+    for run in 0..=RUNS {
+        for (i, (name, path, env)) in binaries.iter().enumerate() {
+            let log = log_dir.join(format!("cold-start-{name}.log"));
+            let start = stub.cold_start(path, env, &log, Duration::from_secs(10))?;
+            if run > 0 {
+                samples[i].push(start);
+            }
+        }
+    }
+    Ok(samples)
+}
+
+fn median_to_next(starts: &[ColdStart]) -> Duration {
+    median(&starts.iter().map(|c| c.to_next).collect::<Vec<_>>()).unwrap_or_default()
+}
+
+fn cold_starts(
+    paths: &Paths,
+    stack: &LocalStack,
+    logical_ids: &HashMap<&str, String>,
+) -> Result<Vec<Figure>, BoxError> {
+    let stub = RuntimeApiStub::start()?;
+    let mut named = vec![("hello-world".to_owned(), paths.hello_world("x86_64"))];
+    named.extend(FUNCTIONS.iter().map(|f| (f.to_string(), paths.bootstrap("x86_64", &logical_ids[f]))));
+    let binaries = binaries(&stub, stack, named)?;
+    let missing: Vec<Figure> = binaries
+        .iter()
+        .filter(|(_, path, _)| !path.exists())
+        .map(|(name, path, _)| {
+            Figure::missing(
+                format!("cold start to first /next, {name}"),
+                format!("no {}", path.display()),
+                "≤ 1.3× hello-world",
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Ok(missing);
+    }
+
+    eprintln!("bench: {RUNS} cold starts of each binary");
+    let samples = time_starts(&stub, &binaries, &paths.root.join("target/bench"))?;
+    let medians: Vec<Duration> = samples.iter().map(|s| median_to_next(s)).collect();
+    let hello = medians[0];
+    let mut figures: Vec<Figure> = binaries
+        .iter()
+        .zip(&medians)
+        .skip(1)
+        .map(|((name, _, _), &to_next)| {
+            let ratio = to_next.as_secs_f64() / hello.as_secs_f64();
+            Figure {
+                figure: format!("cold start to first /next, {name} (x86_64, median of {RUNS})"),
+                measured: millis(to_next),
+                baseline: format!("{} hello-world", millis(hello)),
+                ratio: Some(ratio),
+                target: "≤ 1.3× hello-world".to_owned(),
+                verdict: Verdict::of(ratio <= 1.3),
+            }
+        })
+        .collect();
+    let mut early: Vec<String> = Vec::new();
+    for ((name, _, _), starts) in binaries.iter().zip(&samples) {
+        for request in starts.iter().flat_map(|c| &c.requests_before_next) {
+            early.push(format!("{name}: {request}"));
+        }
+    }
+    for request in early.iter().take(5) {
+        eprintln!("bench: before /next: {request}");
+    }
+    figures.push(Figure {
+        figure: format!("requests before the first /next (all functions, {RUNS} runs)"),
+        measured: early.len().to_string(),
+        baseline: String::new(),
+        ratio: None,
+        target: "0".to_owned(),
+        verdict: Verdict::of(early.is_empty()),
+    });
+    Ok(figures)
+}
+
+/// `figures --cold-start NAME=PATH...`: the cold-start median and zipped size of any bootstraps
+/// (a NAME of `ingest`, `transform` or `metrics` gets that function's environment), as the
+/// release-profile table in the README was measured.
+async fn compare_cold_starts(paths: &Paths, pairs: &[String]) -> Result<(), BoxError> {
+    let named = pairs
+        .iter()
+        .map(|pair| {
+            let (name, path) = pair.split_once('=').ok_or_else(|| format!("{pair}: expected NAME=PATH"))?;
+            Ok((name.to_owned(), PathBuf::from(path)))
+        })
+        .collect::<Result<Vec<_>, BoxError>>()?;
+    let stack = stack("bench-env").await?;
+    let stub = RuntimeApiStub::start()?;
+    let binaries = binaries(&stub, &stack, named)?;
+    let samples = time_starts(&stub, &binaries, &paths.root.join("target/bench"))?;
+    println!("| binary | zipped | cold start, median of {RUNS} | fastest | slowest |\n|---|---|---|---|---|");
+    for ((name, path, _), starts) in binaries.iter().zip(&samples) {
+        let times: Vec<Duration> = starts.iter().map(|c| c.to_next).collect();
+        println!(
+            "| {name} ({}) | {} | {} | {} | {} |",
+            path.display(),
+            megabytes(zipped_size(path)?),
+            millis(median_to_next(starts)),
+            millis(times.iter().min().copied().unwrap_or_default()),
+            millis(times.iter().max().copied().unwrap_or_default()),
+        );
+    }
+    Ok(())
+}
+
+fn cpu_per_request(paths: &Paths) -> Vec<Figure> {
+    let name = format!("CPU per request of {REQUEST_EVENTS} events, ingest handler (criterion median)");
+    let target = "≤ 2× serde_json";
+    let (handler, baseline) = match (
+        paths.criterion_median_ns("ingest_request", "handler"),
+        paths.criterion_median_ns("ingest_request", "serde_json_values"),
+    ) {
+        (Ok(h), Ok(b)) => (h, b),
+        (Err(e), _) | (_, Err(e)) => {
+            return vec![Figure::missing(name, format!("{e} (cargo bench -p ingest --bench ingest_request)"), target)];
+        }
+    };
+    let ratio = handler / baseline;
+    vec![Figure {
+        figure: name,
+        measured: format!("{:.1} µs", handler / 1e3),
+        baseline: format!("{:.1} µs serde_json → Vec<Value>", baseline / 1e3),
+        ratio: Some(ratio),
+        target: target.to_owned(),
+        verdict: Verdict::of(ratio <= 2.0),
+    }]
+}
+
+/// One record as ingest puts it on the stream, as the event source hands it over.
+fn stream_record(event: &Value, sequence: usize, now: time::OffsetDateTime) -> Result<Record, BoxError> {
+    let raw = RawValue::from_string(event.to_string())?;
+    let event = parse_event(&raw, &Rules::default(), now).map_err(|errors| format!("invalid event: {errors:?}"))?;
+    let partition_key = event.partition_key();
+    let record = StreamRecord { event, received_at: now, ingest_id: Some(IngestId::generate()) };
+    Ok(Record::builder()
+        .sequence_number(format!("{sequence:056}"))
+        .partition_key(partition_key)
+        .data(Blob::new(record.encode()))
+        .approximate_arrival_timestamp(DateTime::from_secs(now.unix_timestamp()))
+        .build()?)
+}
+
+/// Stores `events` through the stack's transform, in batches of [`SEED_BATCH`].
+async fn seed(stack: &LocalStack, events: &[Value]) -> Result<(), BoxError> {
+    let source = &stack.manifest.event_sources[0];
+    let now = time::OffsetDateTime::now_utc();
+    for (n, chunk) in events.chunks(SEED_BATCH).enumerate() {
+        let records: Vec<Record> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, event)| stream_record(event, n * SEED_BATCH + i + 1, now))
+            .collect::<Result<_, _>>()?;
+        let event = kinesis_event(&records, "shardId-000000000000", &source.stream_arn, &stack.manifest.region)?;
+        let response = stack.functions.transform.handle(event).await;
+        if !response.batch_item_failures.is_empty() {
+            return Err(format!("the transform did not finish batch {n}: {:?}", response.batch_item_failures).into());
+        }
+    }
+    Ok(())
+}
+
+/// Every record on a stream's first shard, from the oldest.
+async fn read_stream(stack: &LocalStack, stream: &str) -> Result<Vec<Record>, BoxError> {
+    let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk);
+    let shards = kinesis.list_shards().stream_name(stream).send().await?;
+    let mut records = Vec::new();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await?
+            .shard_iterator;
+        while let Some(it) = iterator {
+            let out = kinesis.get_records().shard_iterator(it).limit(1000).send().await?;
+            if out.records().is_empty() {
+                break;
+            }
+            records.extend(out.records().iter().cloned());
+            iterator = out.next_shard_iterator;
+        }
+    }
+    Ok(records)
+}
+
+fn count(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Ingest and the transform on 1,000 events, with every AWS call recorded: the cost run of
+/// `tools/local/tests/cost.rs`.
+async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxError> {
+    eprintln!("bench: {COST_EVENTS} events through ingest and the transform, counting AWS calls");
+    let recorder = Recorder::default();
+    let ingest_env = &stack.manifest.function("ingest")?.environment;
+    let config = ingest::config::Config::from_lookup(ingest_env)?;
+    let ingest = ingest::handler::Ingest {
+        sink: KinesisSink::new(recorder.kinesis(&stack.sdk), &config.stream_name),
+        counter: ingest::counter::DynamoReceivedCounter::new(
+            recorder.dynamodb(&stack.sdk),
+            &config.table_name,
+            Backoff::default().with_budget(ingest::COUNT_BUDGET),
+        ),
+        reference: ReferenceStore::new(recorder.dynamodb(&stack.sdk), &config.table_name, Backoff::default()),
+        rules: config.rules,
+        backoff: Backoff::default().with_budget(ingest::PUT_BUDGET),
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for chunk in cost::live_events(COST_EVENTS, now).chunks(REQUEST_EVENTS) {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri("/events")
+            .header("content-type", "application/json")
+            .body(lambda_http::Body::Text(Value::Array(chunk.to_vec()).to_string()))?;
+        let status = ingest.handle(request).await.status();
+        if status != 202 {
+            return Err(format!("ingest answered {status}").into());
+        }
+    }
+    let ingest_requests = recorder.requests();
+    let put_records = recorder.requests_of("PutRecords") + recorder.requests_of("PutRecord");
+    let all_ingest: usize = ingest_requests.values().sum();
+    eprintln!("bench: ingest's requests: {ingest_requests:?}");
+
+    let records = read_stream(stack, &config.stream_name).await?;
+    if records.len() != COST_EVENTS {
+        return Err(format!("the ingest stream holds {} records, not {COST_EVENTS}", records.len()).into());
+    }
+    recorder.reset();
+    let env = &stack.manifest.function("transform")?.environment;
+    let config = transform::config::Config::from_lookup(env)?;
+    let transform = transform::handler::Transform {
+        store: transform::dynamo::DynamoEventStore::new(
+            recorder.dynamodb(&stack.sdk),
+            &config.table_name,
+            Backoff::default(),
+        )
+        .with_measures(config.aggregate_measures),
+        output: KinesisSink::new(recorder.kinesis(&stack.sdk), &config.output_stream),
+        dead_letters: transform::dead_letter::SqsDeadLetters::new(
+            aws_sdk_sqs::Client::new(&stack.sdk),
+            &config.dead_letter_queue_url,
+            Backoff::default(),
+        ),
+        reference: transform::enrich::CachedReference::new(ReferenceStore::new(
+            recorder.dynamodb(&stack.sdk),
+            &config.table_name,
+            Backoff::default(),
+        )),
+        backoff: Backoff::default(),
+    };
+    let source = &stack.manifest.event_sources[0];
+    for batch in records.chunks(REQUEST_EVENTS) {
+        let event = kinesis_event(batch, "shardId-000000000000", &source.stream_arn, &stack.manifest.region)?;
+        let response = transform.handle(event).await;
+        if !response.batch_item_failures.is_empty() {
+            return Err("the transform did not finish a batch".into());
+        }
+    }
+    let transform_requests = recorder.requests();
+    eprintln!("bench: the transform's requests: {transform_requests:?}");
+    let sizes = cost::item_sizes(&aws_sdk_dynamodb::Client::new(&stack.sdk), &config.table_name).await?;
+    let units = cost::units_by_kind(&recorder.writes(), &sizes);
+    for (kind, u) in &units {
+        eprintln!("bench: | {kind} | {:.2} |", u / COST_EVENTS as f64);
+    }
+    let total = units.values().sum::<f64>() / COST_EVENTS as f64;
+    let aggregates = AGGREGATE_KINDS.iter().filter_map(|k| units.get(k)).sum::<f64>() / COST_EVENTS as f64;
+    let (naive_with, naive_without) = (NAIVE_WRITES_PER_EVENT as f64, NAIVE_WRITES_WITHOUT_AGGREGATES as f64);
+    let dynamodb_writes: usize = ["TransactWriteItems", "UpdateItem", "PutItem", "BatchWriteItem"]
+        .iter()
+        .map(|op| transform_requests.get(*op).copied().unwrap_or(0))
+        .sum();
+    let per_thousand = |n: usize| n * 1000 / COST_EVENTS;
+
+    Ok(vec![
+        Figure {
+            figure: "ingest PutRecords calls per 1,000 events (requests of 100)".to_owned(),
+            measured: count(per_thousand(put_records)),
+            baseline: "1,000 naive (a PutRecord per event)".to_owned(),
+            ratio: Some(put_records as f64 / COST_EVENTS as f64),
+            target: "≤ 10".to_owned(),
+            verdict: Verdict::of(per_thousand(put_records) <= 10),
+        },
+        Figure {
+            figure: "ingest AWS requests per 1,000 events (Kinesis and DynamoDB)".to_owned(),
+            measured: count(per_thousand(all_ingest)),
+            baseline: "2,000 naive (a PutRecord and a counter write per event)".to_owned(),
+            ratio: Some(all_ingest as f64 / (2 * COST_EVENTS) as f64),
+            target: "-".to_owned(),
+            verdict: Verdict::Info,
+        },
+        Figure {
+            figure: "transform DynamoDB write requests per 1,000 events".to_owned(),
+            measured: count(per_thousand(dynamodb_writes)),
+            baseline: format!("{} naive (a write per item an event changes)", count(NAIVE_WRITES_PER_EVENT * 1000)),
+            ratio: Some(dynamodb_writes as f64 / (NAIVE_WRITES_PER_EVENT * COST_EVENTS) as f64),
+            target: "-".to_owned(),
+            verdict: Verdict::Info,
+        },
+        Figure {
+            figure: "transform write units per event, with the day/month aggregates".to_owned(),
+            measured: format!("{total:.2}"),
+            baseline: format!("{naive_with:.2} naive (a plain 1-unit write per item an event changes)"),
+            ratio: Some(total / naive_with),
+            target: "≤ 12 (cost.rs)".to_owned(),
+            verdict: Verdict::of(total <= 12.0),
+        },
+        Figure {
+            figure: "transform write units per event, without the aggregates".to_owned(),
+            measured: format!("{:.2}", total - aggregates),
+            baseline: format!("{naive_without:.2} naive"),
+            ratio: Some((total - aggregates) / naive_without),
+            target: "≤ 6 (cost.rs)".to_owned(),
+            verdict: Verdict::of(total - aggregates <= 6.0),
+        },
+    ])
+}
+
+/// Items one `GET` of the metrics function reads, counted on its DynamoDB client.
+async fn items_read(stack: &LocalStack, uri: &str) -> Result<usize, BoxError> {
+    let env = &stack.manifest.function("metrics")?.environment;
+    let config = metrics::config::Config::from_lookup(env)?;
+    let recorder = Recorder::default();
+    let handler = metrics::handler::Metrics::new(metrics::reader::AwsMetricsReader::new(
+        recorder.dynamodb(&stack.sdk),
+        recorder.kinesis(&stack.sdk),
+        config.table_name,
+        config.ingest_stream,
+    ));
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let query: HashMap<String, String> =
+        query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let request = http::Request::builder().method("GET").uri(path).body(lambda_http::Body::Empty)?;
+    let request = lambda_http::RequestExt::with_query_string_parameters(request, query);
+    let response = handler.handle(request).await;
+    if response.status() != 200 {
+        return Err(format!("GET {uri} answered {}", response.status()).into());
+    }
+    Ok(recorder.items_read())
+}
+
+async fn read_costs(few: &LocalStack, many: &LocalStack) -> Result<Vec<Figure>, BoxError> {
+    let mut figures = Vec::new();
+    for uri in ["/metrics", "/metrics?window=1800"] {
+        let (with_few, with_many) = (items_read(few, uri).await?, items_read(many, uri).await?);
+        eprintln!("bench: GET {uri} read {with_few} items with {FEW_EVENTS} events, {with_many} with {MANY_EVENTS}");
+        figures.push(Figure {
+            figure: format!("items read by GET {uri}, {} events stored", count(MANY_EVENTS)),
+            measured: count(with_many),
+            baseline: format!("{} with {} events", count(with_few), count(FEW_EVENTS)),
+            ratio: Some(with_many as f64 / with_few.max(1) as f64),
+            target: "equal".to_owned(),
+            verdict: Verdict::of(with_many == with_few),
+        });
+    }
+    Ok(figures)
+}
