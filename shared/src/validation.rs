@@ -192,6 +192,11 @@ pub fn parse_event_with_id(
         payload: payload.flatten(),
         data,
     };
+    // The stored form is the event's own text at most, plus what defaults and a timestamp
+    // written as a number add: only an event near the limit is measured.
+    if raw.get().len() + SERIALIZED_GROWTH_BOUND <= MAX_EVENT_BYTES {
+        return Ok(event);
+    }
     let size = event.serialized_len();
     if size > MAX_EVENT_BYTES {
         return Err(vec![FieldError::new(
@@ -202,6 +207,11 @@ pub fn parse_event_with_id(
     }
     Ok(event)
 }
+
+/// The most an event's stored form can exceed the text it was read from: a generated id,
+/// the default source and type with their names, and a timestamp added or rewritten from a
+/// number as RFC 3339 (every string is written no longer than a client can write it).
+const SERIALIZED_GROWTH_BOUND: usize = 512;
 
 /// `None` when absent, `Some(None)` when present but invalid (the error is recorded).
 fn string_field<T>(
@@ -277,6 +287,20 @@ mod tests {
 
     fn errors(value: Value) -> Vec<(String, Rule)> {
         parse(value).expect_err("should be rejected").into_iter().map(|e| (e.field, e.rule)).collect()
+    }
+
+    #[test]
+    fn an_events_stored_form_outgrows_its_text_by_less_than_the_bound() {
+        let texts = [
+            "{}".to_owned(),
+            r#"{"timestamp":0}"#.to_owned(),
+            r#"{"timestamp":1700000000123,"payload":"\n\u0001\/"}"#.to_owned(),
+            r#"{"timestamp":"2026-11-23T11:00:00.123456789+05:00","user_id":"u"}"#.to_owned(),
+        ];
+        for text in texts {
+            let event = parse_text(&text).unwrap();
+            assert!(event.serialized_len() <= text.len() + SERIALIZED_GROWTH_BOUND, "{text}");
+        }
     }
 
     #[test]

@@ -316,10 +316,16 @@ fn batch_response(results: Vec<ItemResult>) -> Result<Response<String>, RequestE
         return Err(RequestError::Unavailable);
     }
     let status = if accepted == results.len() { StatusCode::ACCEPTED } else { StatusCode::MULTI_STATUS };
-    Ok(json(
-        status,
-        &serde_json::json!({"accepted": accepted, "rejected": rejected, "failed": failed, "results": results}),
-    ))
+    Ok(json(status, &BatchAnswer { accepted, rejected, failed, results: &results }))
+}
+
+/// The answer to a batch, written straight from the results.
+#[derive(Serialize)]
+struct BatchAnswer<'a> {
+    accepted: usize,
+    rejected: usize,
+    failed: usize,
+    results: &'a [ItemResult],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
