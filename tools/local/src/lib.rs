@@ -82,7 +82,40 @@ pub struct LocalStack {
     app: Arc<App>,
 }
 
+fn kinesis_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    error: aws_sdk_kinesis::error::SdkError<E, R>,
+) -> Error {
+    Error::Aws(aws_sdk_kinesis::error::DisplayErrorContext(error).to_string())
+}
+
 impl LocalStack {
+    /// Every record on one of the stack's streams, from the oldest, over all shards.
+    pub async fn read_stream(&self, stream: &str) -> Result<Vec<aws_sdk_kinesis::types::Record>, Error> {
+        let kinesis = aws_sdk_kinesis::Client::new(&self.sdk);
+        let shards = kinesis.list_shards().stream_name(stream).send().await.map_err(kinesis_error)?;
+        let mut records = Vec::new();
+        for shard in shards.shards() {
+            let mut iterator = kinesis
+                .get_shard_iterator()
+                .stream_name(stream)
+                .shard_id(shard.shard_id())
+                .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .map_err(kinesis_error)?
+                .shard_iterator;
+            while let Some(it) = iterator {
+                let out = kinesis.get_records().shard_iterator(it).limit(1000).send().await.map_err(kinesis_error)?;
+                if out.records().is_empty() {
+                    break;
+                }
+                records.extend(out.records().iter().cloned());
+                iterator = out.next_shard_iterator;
+            }
+        }
+        Ok(records)
+    }
+
     /// Starts the emulator, creates the template's resources in it and builds the functions.
     pub async fn start(options: &Options) -> Result<Self, Error> {
         let emulator = Emulator::start(&options.venv, &options.emulator_launcher).await?;

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::{Blob, DateTime};
-use aws_sdk_kinesis::types::{Record, ShardIteratorType};
+use aws_sdk_kinesis::types::Record;
 use eventline_bench::package::{architecture, zipped_size};
 use eventline_bench::report::{Figure, Verdict, table};
 use eventline_bench::runtime_api::{ColdStart, RuntimeApiStub, lambda_environment, median};
@@ -397,32 +397,6 @@ async fn seed(stack: &LocalStack, events: &[Value]) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Every record on a stream's first shard, from the oldest.
-async fn read_stream(stack: &LocalStack, stream: &str) -> Result<Vec<Record>, BoxError> {
-    let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk);
-    let shards = kinesis.list_shards().stream_name(stream).send().await?;
-    let mut records = Vec::new();
-    for shard in shards.shards() {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await?
-            .shard_iterator;
-        while let Some(it) = iterator {
-            let out = kinesis.get_records().shard_iterator(it).limit(1000).send().await?;
-            if out.records().is_empty() {
-                break;
-            }
-            records.extend(out.records().iter().cloned());
-            iterator = out.next_shard_iterator;
-        }
-    }
-    Ok(records)
-}
-
 fn count(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
@@ -470,7 +444,7 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
     let all_ingest: usize = ingest_requests.values().sum();
     eprintln!("bench: ingest's requests: {ingest_requests:?}");
 
-    let records = read_stream(stack, &config.stream_name).await?;
+    let records = stack.read_stream(&config.stream_name).await?;
     if records.len() != COST_EVENTS {
         return Err(format!("the ingest stream holds {} records, not {COST_EVENTS}", records.len()).into());
     }

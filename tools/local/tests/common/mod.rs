@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
-use aws_sdk_kinesis::types::{Record, ShardIteratorType};
+use aws_sdk_kinesis::types::Record;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use eventline_gen::load::{EventSource, LoadOptions};
@@ -160,29 +160,7 @@ where
 
 /// Every record on a stream, from the oldest, over all shards.
 pub async fn read_stream(stack: &LocalStack, stream: &str) -> Vec<Record> {
-    let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk);
-    let shards = kinesis.list_shards().stream_name(stream).send().await.unwrap();
-    let mut records = Vec::new();
-    for shard in shards.shards() {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator;
-        while let Some(it) = iterator {
-            let out = kinesis.get_records().shard_iterator(it).limit(1000).send().await.unwrap();
-            if out.records().is_empty() {
-                break;
-            }
-            records.extend(out.records().iter().cloned());
-            iterator = out.next_shard_iterator;
-        }
-    }
-    records
+    stack.read_stream(stream).await.unwrap()
 }
 
 /// A request straight to the function that serves it (GET: metrics, else ingest), as the
