@@ -26,18 +26,16 @@ pub const REFERENCE_BUDGET: Duration = Duration::from_secs(5);
 pub type AwsIngest = Ingest<KinesisSink, DynamoReceivedCounter, ReferenceStore>;
 
 pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsIngest {
+    // One client per service: a clone shares its connections and costs nothing at start-up.
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     Ingest {
         sink: KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), config.stream_name),
         counter: DynamoReceivedCounter::new(
-            aws_sdk_dynamodb::Client::new(sdk),
+            dynamodb.clone(),
             config.table_name.clone(),
             Backoff::default().with_budget(COUNT_BUDGET),
         ),
-        reference: ReferenceStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            config.table_name,
-            Backoff::default().with_budget(REFERENCE_BUDGET),
-        ),
+        reference: ReferenceStore::new(dynamodb, config.table_name, Backoff::default().with_budget(REFERENCE_BUDGET)),
         rules: config.rules,
         backoff: Backoff::default().with_budget(PUT_BUDGET),
     }

@@ -31,15 +31,17 @@ pub const REFERENCE_BUDGET: Duration = Duration::from_secs(10);
 pub type AwsTransform = Transform<DynamoEventStore, KinesisSink, SqsDeadLetters, CachedReference>;
 
 pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsTransform {
+    // One client per service: a clone shares its connections and costs nothing at start-up.
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     Transform {
         store: DynamoEventStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
+            dynamodb.clone(),
             config.table_name.clone(),
             Backoff::default().with_budget(COMMIT_BUDGET),
         )
         .with_measures(config.aggregate_measures),
         reference: CachedReference::new(ReferenceStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
+            dynamodb,
             config.table_name,
             Backoff::default().with_budget(REFERENCE_BUDGET),
         )),

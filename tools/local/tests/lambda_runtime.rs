@@ -42,12 +42,22 @@ impl Watch {
         for function in stack.manifest.functions.values() {
             env.extend(function.environment.clone());
         }
-        let child = Command::new(cargo_lambda())
+        let mut command = Command::new(cargo_lambda());
+        // Lambda's environment has no AWS settings of this machine's (AWS_CA_BUNDLE, a profile).
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AWS_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
             .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string()])
             .current_dir(checkout())
             .envs(env)
-            .env("AWS_ENDPOINT_URL", &stack.emulator.endpoint)
+            // The template's own variable: with nothing but Lambda's `AWS_*` variables
+            // beside it, the functions build their AWS configuration as they do in Lambda.
+            .env("ENDPOINT_URL", &stack.emulator.endpoint)
             .env("AWS_REGION", &stack.manifest.region)
+            
             .env("AWS_ACCESS_KEY_ID", "local")
             .env("AWS_SECRET_ACCESS_KEY", "local")
             .stdin(Stdio::null())
