@@ -57,7 +57,6 @@ impl Watch {
             // beside it, the functions build their AWS configuration as they do in Lambda.
             .env("ENDPOINT_URL", &stack.emulator.endpoint)
             .env("AWS_REGION", &stack.manifest.region)
-            
             .env("AWS_ACCESS_KEY_ID", "local")
             .env("AWS_SECRET_ACCESS_KEY", "local")
             .stdin(Stdio::null())
