@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 ## run: the whole pipeline locally on $(ADDR) (override: make run ADDR=127.0.0.1:8080)
 run: $(VENV)/.run
-	cargo run -p eventline-local -- --addr $(ADDR)
+	cargo run --profile local -p eventline-local -- --addr $(ADDR)
 
 ## test: every test (unit, emulator integration, Lambda runtime), after linting the template
 test: $(VENV)/.dev tools check-template
@@ -139,7 +139,7 @@ BENCH_RATE    ?= 1000
 BENCH_SECONDS ?= 60
 .PHONY: bench-local
 bench-local: $(VENV)/.run
-	cargo build -p eventline-local
+	cargo build --profile local -p eventline-local
 	cargo build --release -p eventline-gen
 	$(VENV)/bin/python tools/local/benches/bench_local.py --rate $(BENCH_RATE) --seconds $(BENCH_SECONDS)
 

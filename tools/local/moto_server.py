@@ -396,6 +396,49 @@ Item.__init__ = _item_init_measured_once
 models.get_filter_expression = _get_filter_expression_cached
 table_models.get_filter_expression = _get_filter_expression_cached
 
+# --- DynamoDB queries: read the one partition asked for ---------------------------------
+#
+# A query on the table's own key (no index) takes the items of its partition key from all of
+# `Table.all_items()`, which sorts every item of the table with DynamoType comparisons, so
+# every `GET /metrics` and every read of the shards' counters costs more as events are stored.
+# The table keeps its items by partition key already; this query reads that one partition.
+# Index queries are left as they are.
+
+_query = table_models.Table.query
+_all_items = table_models.Table.all_items
+_query_signature = inspect.signature(_query)
+_query_partition = threading.local()
+
+
+def _query_one_partition(self, *args, **kwargs):
+    bound = _query_signature.bind(self, *args, **kwargs)
+    hash_key = bound.arguments.get("hash_key")
+    if bound.arguments.get("index_name") or hash_key is None:
+        return _query(self, *args, **kwargs)
+    _query_partition.hash_key = hash_key
+    try:
+        return _query(self, *args, **kwargs)
+    finally:
+        _query_partition.hash_key = None
+
+
+def _all_items_of_the_queried_partition(self):
+    hash_key = getattr(_query_partition, "hash_key", None)
+    if hash_key is None:
+        return _all_items(self)
+    entry = self.items.get(hash_key)  # `get`: the table's defaultdict must not grow
+    if entry is None:
+        return []
+    if not self.range_key_attr:
+        return [entry]
+    return list(entry.values())  # the query sorts them by sort key itself
+
+
+_expect_source(_query, "002b4d00be6df07c")
+_expect_source(_all_items, "c80d2ee3c896acd0")
+table_models.Table.query = _query_one_partition
+table_models.Table.all_items = _all_items_of_the_queried_partition
+
 # --- Kinesis: the cost of a call does not grow with the shard ----------------------------
 #
 # A shard's records are an OrderedDict keyed by sequence number, and `Shard.put_record` is

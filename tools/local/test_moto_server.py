@@ -664,6 +664,115 @@ class UpdatePatchTest(unittest.TestCase):
         backend.put_item("t", {**item, "sk": {"S": "2"}}, condition_expression="attribute_not_exists(pk)")
 
 
+class QueryPatchTest(unittest.TestCase):
+    """Queries on the table's key against moto's own query, on the same table."""
+
+    @classmethod
+    def setUpClass(cls):
+        sys.path.insert(0, str(LAUNCHER.parent))
+        import moto_server
+
+        cls.launcher = moto_server
+        from moto.dynamodb.models import DynamoDBBackend
+
+        cls.Backend = DynamoDBBackend
+
+    def backend(self, range_key=True):
+        backend = self.Backend("us-east-1", "123456789012")
+        schema = [{"AttributeName": "pk", "KeyType": "HASH"}]
+        if range_key:
+            schema.append({"AttributeName": "sk", "KeyType": "RANGE"})
+        backend.create_table(
+            "t",
+            schema=schema,
+            throughput=None,
+            attr=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "user_pk")],
+            global_indexes=[
+                {
+                    "IndexName": "ByUser",
+                    "KeySchema": [{"AttributeName": "user_pk", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+            indexes=[],
+            streams=None,
+            billing_mode="PAY_PER_REQUEST",
+            sse_specification=None,
+            tags=[],
+            deletion_protection_enabled=False,
+            warm_throughput=None,
+        )
+        return backend
+
+    def both(self, backend, **query):
+        """The patched query's answer and moto's own, with every item each returned."""
+        from moto.dynamodb.models import table as table_models
+
+        defaults = dict(
+            range_comparison=None, range_objs=[], limit=None, exclusive_start_key=None,
+            scan_index_forward=True, projection_expressions=None,
+        )
+        table = backend.get_table("t")
+
+        def answer(query_method):
+            items, scanned, last = query_method(table, **{**defaults, **query})
+            return [item.to_json() for item in items], scanned, last
+
+        ours = answer(table_models.Table.query)
+        original_all_items = table_models.Table.all_items
+        table_models.Table.all_items = self.launcher._all_items
+        try:
+            theirs = answer(self.launcher._query)
+        finally:
+            table_models.Table.all_items = original_all_items
+        return ours, theirs
+
+    def test_queries_on_the_table_key_match_moto(self):
+        from moto.dynamodb.models.dynamo_type import DynamoType
+
+        backend = self.backend()
+        for pk in ("METRICS", "WINDOW#a", "EVENT#x", "A", "Z"):
+            for n in (5, 1, 12, 3, 30, 2):
+                backend.put_item("t", {"pk": {"S": pk}, "sk": {"S": f"SHARD#{n}"}, "n": {"N": str(n)},
+                                       "user_pk": {"S": f"u{n % 3}"}})
+        backend.delete_item("t", {"pk": {"S": "A"}, "sk": {"S": "SHARD#5"}})
+        metrics = DynamoType({"S": "METRICS"})
+        cases = [
+            dict(hash_key=metrics),
+            dict(hash_key=metrics, range_comparison="BEGINS_WITH", range_objs=[DynamoType({"S": "SHARD#1"})]),
+            dict(hash_key=metrics, range_comparison="BETWEEN",
+                 range_objs=[DynamoType({"S": "SHARD#12"}), DynamoType({"S": "SHARD#3"})]),
+            dict(hash_key=metrics, scan_index_forward=False, limit=2),
+            dict(hash_key=metrics, limit=2, exclusive_start_key={"pk": {"S": "METRICS"}, "sk": {"S": "SHARD#12"}}),
+            dict(hash_key=DynamoType({"S": "A"})),
+            dict(hash_key=DynamoType({"S": "none"})),
+            dict(hash_key=DynamoType({"S": "u1"}), index_name="ByUser"),
+        ]
+        for case in cases:
+            with self.subTest(case=case):
+                ours, theirs = self.both(backend, **case)
+                self.assertEqual(ours, theirs)
+        self.assertEqual(len(self.both(backend, **cases[0])[0][0]), 6)
+        self.assertNotIn(DynamoType({"S": "none"}), backend.get_table("t").items, "no partition was added")
+
+    def test_a_table_without_a_sort_key_answers_its_one_item(self):
+        from moto.dynamodb.models.dynamo_type import DynamoType
+
+        backend = self.backend(range_key=False)
+        for pk in ("b", "a", "c"):
+            backend.put_item("t", {"pk": {"S": pk}, "v": {"S": pk * 2}})
+        for pk in ("a", "b", "none"):
+            with self.subTest(pk=pk):
+                ours, theirs = self.both(backend, hash_key=DynamoType({"S": pk}))
+                self.assertEqual(ours, theirs)
+
+    def test_scans_still_see_every_item(self):
+        backend = self.backend()
+        for n in range(4):
+            backend.put_item("t", {"pk": {"S": f"p{n % 2}"}, "sk": {"S": str(n)}})
+        self.assertEqual(len(backend.get_table("t").all_items()), 4)
+
+
 class FifoLockTest(unittest.TestCase):
     def test_waiters_get_the_lock_in_the_order_they_asked(self):
         sys.path.insert(0, str(LAUNCHER.parent))

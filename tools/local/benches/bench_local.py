@@ -529,7 +529,7 @@ def main():
     parser.add_argument("--skip-raw", action="store_true", help="skip the emulator ceiling")
     parser.add_argument("--skip-stack", action="store_true", help="skip the whole-stack run")
     parser.add_argument("--root", type=Path, default=ROOT, help="checkout with template.yaml, .venv and the launcher")
-    parser.add_argument("--stack", type=Path, default=ROOT / "target/debug/eventline-local")
+    parser.add_argument("--stack", type=Path, default=ROOT / "target/local/eventline-local")
     parser.add_argument("--generator", type=Path, default=ROOT / "target/release/eventline-gen")
     args = parser.parse_args()
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
