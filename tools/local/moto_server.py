@@ -55,6 +55,8 @@ from urllib.parse import parse_qs
 
 import moto
 import moto.server
+from moto.core import parse as core_parse
+from moto.core import responses as core_responses
 from moto.dynamodb import comparisons, models
 from moto.dynamodb.models import table as table_models
 from moto.dynamodb.exceptions import ItemSizeTooLarge, ItemSizeToUpdateTooLarge
@@ -438,6 +440,126 @@ _expect_source(_query, "002b4d00be6df07c")
 _expect_source(_all_items, "c80d2ee3c896acd0")
 table_models.Table.query = _query_one_partition
 table_models.Table.all_items = _all_items_of_the_queried_partition
+
+# --- JSON requests: parsed by converters compiled once per operation -------------------
+#
+# moto turns a JSON-protocol request (DynamoDB, Kinesis) into its parameters by walking the
+# botocore shape of the operation for every node of the body, looking each handler up by
+# name; for a transaction of 100 items that took longer than the transaction. Here each
+# operation's walk is compiled once into plain functions that do the same per node: a
+# structure keeps its known members that are not null, blobs are base64-decoded, numbers
+# and timestamps converted, and anything without a conversion passed as it is. Handlers
+# other than moto's own JSON ones (none for these services today) are called as moto would.
+
+_parse_parameters = core_responses.BaseResponse.parse_parameters
+_compiled_json_operations = {}
+
+
+def _json_converter(parser, shape, compiled):
+    """A function converting a JSON value of `shape` as `parser._parse_shape` would, or None
+    where the value is kept as it is. `compiled` holds the structures, lists and maps done
+    so far (shapes can be recursive: a DynamoDB map holds attribute values)."""
+    kind = shape.type_name
+    handler = getattr(type(parser), f"_parse_{kind}", None)
+    if handler is None:
+        return None  # moto's `_default_handle`
+    if kind in ("structure", "list", "map"):
+        key = (kind, shape.name)
+        if key in compiled:
+            slot = compiled[key]
+            return slot if slot is not None else (lambda value, key=key: compiled[key](value))
+        compiled[key] = None
+        compiled[key] = convert = _json_container(parser, shape, handler, compiled)
+        return convert
+    if handler is core_parse.BaseJSONParser._parse_blob:
+        return parser._blob_parser
+    if handler is core_parse.BaseJSONParser._parse_timestamp:
+        return parser._timestamp_parser
+    if handler is core_parse.BaseJSONParser._parse_float:
+        return lambda value: value if value is core_parse.UNDEFINED else float(value)
+    if handler is core_parse.BaseJSONParser._parse_integer:
+        return lambda value: value if value is core_parse.UNDEFINED else int(value)
+    return lambda value: handler(parser, shape, value)
+
+
+def _json_container(parser, shape, handler, compiled):
+    kind = shape.type_name
+    map_type = parser.MAP_TYPE
+    if kind == "structure" and handler is core_parse.BaseJSONParser._parse_structure:
+        if shape.is_document_type:
+            return lambda value: value
+        members = [
+            (name, member.serialization.get("name", name), _json_converter(parser, member, compiled))
+            for name, member in shape.members.items()
+        ]
+        by_json_name = {json_name: (name, convert) for name, json_name, convert in members}
+
+        def structure(value):
+            if value is None:
+                return None
+            parsed = map_type()
+            if len(value) == 1:  # an attribute value, a transaction item: one member
+                for json_name, raw in value.items():
+                    member = by_json_name.get(json_name)
+                    if member is not None and raw is not None:
+                        name, convert = member
+                        parsed[name] = raw if convert is None else convert(raw)
+                return parsed
+            for name, json_name, convert in members:
+                raw = value.get(json_name)
+                if raw is not None:
+                    parsed[name] = raw if convert is None else convert(raw)
+            return parsed
+
+        return structure
+    if kind == "list" and handler is core_parse.RequestParser._parse_list:
+        convert = _json_converter(parser, shape.member, compiled)
+        if convert is None:
+            return list
+        return lambda node: [convert(item) for item in node]
+    if kind == "map" and handler is core_parse.RequestParser._parse_map:
+        convert_key = _json_converter(parser, shape.key, compiled)
+        convert_value = _json_converter(parser, shape.value, compiled)
+
+        def mapping(value):
+            parsed = map_type()
+            for key, raw in value.items():
+                parsed[key if convert_key is None else convert_key(key)] = (
+                    raw if convert_value is None else convert_value(raw)
+                )
+            return parsed
+
+        return mapping
+    return lambda value: handler(parser, shape, value)
+
+
+def _parse_parameters_compiled(self, request):
+    service_model = core_responses.get_service_model(self.boto3_service_name)
+    action = self._get_action()
+    protocol = core_responses.determine_request_protocol(service_model, request.content_type)
+    if core_responses.PROTOCOL_PARSERS[protocol] is not core_parse.JSONParser:
+        return _parse_parameters(self, request)
+    key = (service_model.service_name, action, self.PROTOCOL_PARSER_MAP_TYPE)
+    operation = _compiled_json_operations.get(key)
+    if operation is None:
+        operation_model = service_model.operation_model(action)
+        parser = core_parse.JSONParser(operation_model, map_type=self.PROTOCOL_PARSER_MAP_TYPE)
+        shape = operation_model.input_shape
+        convert = None if shape is None else _json_converter(parser, shape, {})
+        operation = _compiled_json_operations[key] = (parser, shape, convert)
+    parser, shape, convert = operation
+    if shape is None:
+        self.params = {}
+        return
+    body = parser._parse_body_as_json(request.data)
+    self.params = body if convert is None else convert(body)
+
+
+_expect_source(_parse_parameters, "fd3d04c9194814f4")
+_expect_source(core_parse.RequestParser, "fd89167146d042a1")
+_expect_source(core_parse.BaseJSONParser, "e6551b6433be7fe0")
+_expect_source(core_parse.JSONParser, "203b5e65629fb3c5")
+core_responses.BaseResponse.parse_parameters = _parse_parameters_compiled
 
 # --- Kinesis: the cost of a call does not grow with the shard ----------------------------
 #

@@ -773,6 +773,91 @@ class QueryPatchTest(unittest.TestCase):
         self.assertEqual(len(backend.get_table("t").all_items()), 4)
 
 
+class JsonParsePatchTest(unittest.TestCase):
+    """Compiled JSON request parsing against moto's own parser, on the same bodies."""
+
+    @classmethod
+    def setUpClass(cls):
+        sys.path.insert(0, str(LAUNCHER.parent))
+        import moto_server
+
+        cls.launcher = moto_server
+
+    def assert_parsed_alike(self, service, action, body):
+        from moto.core.parse import JSONParser
+        from moto.core.responses import get_service_model
+
+        operation_model = get_service_model(service).operation_model(action)
+        raw = json.dumps(body).encode()
+        theirs = JSONParser(operation_model, map_type=dict).parse({"body": raw})
+        ours = self.launcher._json_converter(
+            JSONParser(operation_model, map_type=dict), operation_model.input_shape, {}
+        )(json.loads(raw))
+        self.assertEqual(ours, theirs)
+        self.assertEqual(list(ours), list(theirs), "members in moto's order")
+        return ours
+
+    def test_dynamodb_requests_parse_as_moto_parses_them(self):
+        blob = "aGVsbG8="
+        value = {
+            "S": "x", "N": "1.50", "B": blob, "BS": [blob, "d29ybGQ="], "SS": ["a"], "NS": ["1", "2"],
+            "NULL": True, "BOOL": False,
+        }
+        nested = {"M": {"m": {"L": [{"B": blob}, {"M": {"deep": {"BS": [blob]}}}, {"NULL": True}]}, "s": {"S": "y"}}}
+        item = {"pk": {"S": "EVENT#a"}, "sk": {"S": "EVENT"}, "data": nested, "bin": {"B": blob}, "all": {"M": {"v": value}}}
+        transaction = self.assert_parsed_alike("dynamodb", "TransactWriteItems", {
+            "TransactItems": [
+                {"Put": {"TableName": "t", "Item": item, "ConditionExpression": "attribute_not_exists(pk)",
+                         "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}},
+                {"Update": {"TableName": "t", "Key": {"pk": {"S": "M"}, "sk": {"S": "S"}},
+                            "UpdateExpression": "ADD #a :a", "ExpressionAttributeNames": {"#a": "n"},
+                            "ExpressionAttributeValues": {":a": {"N": "3"}}, "ConditionExpression": None}},
+                {"ConditionCheck": {"TableName": "t", "Key": {"pk": {"S": "k"}}, "ConditionExpression": "x"}},
+                {"Delete": {"TableName": "t", "Key": {"pk": {"B": blob}}}},
+            ],
+            "ClientRequestToken": "token",
+            "ReturnConsumedCapacity": "TOTAL",
+            "NotAMember": {"B": blob},
+        })
+        self.assertEqual(transaction["TransactItems"][0]["Put"]["Item"]["bin"], {"B": b"hello"})
+        self.assertNotIn("ConditionExpression", transaction["TransactItems"][1]["Update"])
+        self.assertNotIn("NotAMember", transaction)
+        self.assert_parsed_alike("dynamodb", "PutItem", {"TableName": "t", "Item": item, "Expected": None})
+        self.assert_parsed_alike("dynamodb", "UpdateItem", {
+            "TableName": "t", "Key": {"pk": {"S": "a"}}, "UpdateExpression": "SET #b = :b",
+            "ExpressionAttributeNames": {"#b": "b"}, "ExpressionAttributeValues": {":b": {"BS": [blob]}},
+            "ReturnValues": "ALL_NEW",
+        })
+        self.assert_parsed_alike("dynamodb", "Query", {
+            "TableName": "t", "KeyConditionExpression": "pk = :p", "Limit": 5, "ScanIndexForward": False,
+            "ExpressionAttributeValues": {":p": {"S": "METRICS"}}, "ConsistentRead": True,
+            "ExclusiveStartKey": {"pk": {"S": "METRICS"}, "sk": {"B": blob}},
+        })
+        self.assert_parsed_alike("dynamodb", "BatchGetItem", {
+            "RequestItems": {"t": {"Keys": [{"pk": {"S": "a"}}, {"pk": {"B": blob}}], "ConsistentRead": True,
+                                   "ProjectionExpression": "#a", "ExpressionAttributeNames": {"#a": "a"}}},
+        })
+        self.assert_parsed_alike("dynamodb", "CreateTable", {
+            "TableName": "t", "BillingMode": "PAY_PER_REQUEST",
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+            "ProvisionedThroughput": {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5.0},
+            "Tags": [{"Key": "k", "Value": "v"}],
+        })
+        self.assert_parsed_alike("dynamodb", "ListTables", {})
+
+    def test_kinesis_requests_parse_as_moto_parses_them(self):
+        records = [{"Data": "aGVsbG8=", "PartitionKey": f"k{n}", "ExplicitHashKey": None} for n in range(3)]
+        put = self.assert_parsed_alike("kinesis", "PutRecords", {"StreamName": "s", "Records": records})
+        self.assertEqual(put["Records"][0]["Data"], b"hello")
+        self.assert_parsed_alike("kinesis", "GetRecords", {"ShardIterator": "it", "Limit": 100})
+        self.assert_parsed_alike("kinesis", "GetShardIterator", {
+            "StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "AT_TIMESTAMP",
+            "Timestamp": 1764496800.125,
+        })
+        self.assert_parsed_alike("kinesis", "PutRecord", {"StreamName": "s", "Data": "eA==", "PartitionKey": "p"})
+
+
 class FifoLockTest(unittest.TestCase):
     def test_waiters_get_the_lock_in_the_order_they_asked(self):
         sys.path.insert(0, str(LAUNCHER.parent))
