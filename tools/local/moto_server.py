@@ -55,6 +55,7 @@ from urllib.parse import parse_qs
 
 import moto
 import moto.server
+from moto import backends as moto_backends
 from moto.core import parse as core_parse
 from moto.core import responses as core_responses
 from moto.dynamodb import comparisons, models
@@ -440,6 +441,25 @@ _expect_source(_query, "002b4d00be6df07c")
 _expect_source(_all_items, "c80d2ee3c896acd0")
 table_models.Table.query = _query_one_partition
 table_models.Table.all_items = _all_items_of_the_queried_partition
+
+# --- Routing: moto's modules listed once --------------------------------------------------
+#
+# To route a request, moto lists its own package directory (a directory read and ~150 `isdir`
+# calls) for every request. The installed package does not change while the server runs.
+
+_list_of_moto_modules = moto_backends.list_of_moto_modules
+_moto_modules = None
+
+
+def _list_of_moto_modules_once():
+    global _moto_modules
+    if _moto_modules is None:
+        _moto_modules = tuple(_list_of_moto_modules())
+    return _moto_modules
+
+
+_expect_source(_list_of_moto_modules, "4f741a10b06500e8")
+moto_backends.list_of_moto_modules = _list_of_moto_modules_once
 
 # --- JSON requests: parsed by converters compiled once per operation -------------------
 #

@@ -858,6 +858,18 @@ class JsonParsePatchTest(unittest.TestCase):
         self.assert_parsed_alike("kinesis", "PutRecord", {"StreamName": "s", "Data": "eA==", "PartitionKey": "p"})
 
 
+class RoutingPatchTest(unittest.TestCase):
+    def test_moto_modules_are_listed_once_and_as_moto_lists_them(self):
+        sys.path.insert(0, str(LAUNCHER.parent))
+        import moto_server
+        from moto import backends
+
+        listed = backends.list_of_moto_modules()
+        self.assertEqual(list(listed), list(moto_server._list_of_moto_modules()))
+        self.assertIn("dynamodb", listed)
+        self.assertIs(backends.list_of_moto_modules(), listed)
+
+
 class FifoLockTest(unittest.TestCase):
     def test_waiters_get_the_lock_in_the_order_they_asked(self):
         sys.path.insert(0, str(LAUNCHER.parent))
