@@ -57,6 +57,8 @@ pub struct LoadOptions {
     pub retries: u32,
     pub request_timeout: Duration,
     pub verify: bool,
+    /// How long verifying may take: waiting for `GET /metrics` to count the accepted events
+    /// settled, then looking each one up.
     pub verify_timeout: Duration,
     /// Pause between lookups of events not found yet.
     pub poll_interval: Duration,
@@ -235,6 +237,13 @@ pub async fn run_async(options: LoadOptions) -> Result<Summary, LoadError> {
         None => None,
     };
     let tally = Arc::new(Mutex::new(Tally::default()));
+    // What the pipeline had settled before this run, so that verifying can wait for this
+    // run's events (None where GET /metrics is not served or not allowed).
+    let settled_before = if options.verify {
+        fetch_metrics(&endpoint, &client, signer, options.request_timeout).await.as_ref().and_then(settled_events)
+    } else {
+        None
+    };
 
     let started = Instant::now();
     let reporter = options.progress.then(|| {
@@ -283,8 +292,12 @@ pub async fn run_async(options: LoadOptions) -> Result<Summary, LoadError> {
 
     if options.verify {
         let verify_started = Instant::now();
+        let deadline = verify_started + options.verify_timeout;
         let total = keys.len() as u64;
-        let verified = verify(&options, &endpoint, &client, keys).await;
+        if let Some(before) = settled_before {
+            wait_until_settled(&options, &endpoint, &client, before + summary.accepted, deadline).await;
+        }
+        let verified = verify(&options, &endpoint, &client, keys, deadline).await;
         summary.verification = true;
         summary.verified = verified;
         summary.unverified = total - verified;
@@ -412,10 +425,57 @@ async fn send_batch(
     }
 }
 
-/// Looks every key up until all are found or the timeout passes; returns how many were found.
-async fn verify(options: &LoadOptions, endpoint: &Endpoint, client: &HttpClient, keys: Vec<EventKey>) -> u64 {
+/// Events the pipeline has finished with, as `GET /metrics` counts them: each accepted event
+/// ends up processed, a duplicate, or failed (dead-lettered).
+fn settled_events(metrics: &serde_json::Value) -> Option<u64> {
+    ["events_processed", "events_duplicate", "events_failed"]
+        .iter()
+        .map(|name| metrics.get(name).and_then(serde_json::Value::as_u64))
+        .sum()
+}
+
+/// Waits until `GET /metrics` counts `target` events settled, or the deadline passes, or
+/// the metrics cannot be read. Looking events up while the pipeline is still working through
+/// them would only compete with it for the same tables, and find little.
+async fn wait_until_settled(
+    options: &LoadOptions,
+    endpoint: &Endpoint,
+    client: &HttpClient,
+    target: u64,
+    deadline: Instant,
+) {
+    let mut last_report = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let timeout = options.request_timeout.min(deadline - now);
+        let Some(settled) =
+            fetch_metrics(endpoint, client, options.signer.as_ref(), timeout).await.as_ref().and_then(settled_events)
+        else {
+            return;
+        };
+        if settled >= target {
+            return;
+        }
+        if options.progress && last_report.elapsed() >= options.progress_interval {
+            say(&format!("waiting for the pipeline: {} events to go before verifying", target - settled));
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(options.poll_interval.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// Looks every key up until all are found or the deadline passes; returns how many were found.
+async fn verify(
+    options: &LoadOptions,
+    endpoint: &Endpoint,
+    client: &HttpClient,
+    keys: Vec<EventKey>,
+    deadline: Instant,
+) -> u64 {
     let total = keys.len() as u64;
-    let deadline = Instant::now() + options.verify_timeout;
     let found_total = Arc::new(AtomicU64::new(0));
     let reporter = options.progress.then(|| {
         let found = Arc::clone(&found_total);
@@ -616,6 +676,15 @@ mod tests {
         assert!(summary.all_verified());
         assert_eq!(summary.latency_ms.requests, 2);
         assert!(summary.errors.0.keys().any(|k| k.starts_with("failed: connection error")), "{:?}", summary.errors);
+    }
+
+    #[test]
+    fn settled_events_add_processed_duplicate_and_failed() {
+        let metrics =
+            serde_json::json!({"events_received": 9, "events_processed": 5, "events_duplicate": 2, "events_failed": 1});
+        assert_eq!(settled_events(&metrics), Some(8));
+        assert_eq!(settled_events(&serde_json::json!({"events_processed": 5})), None, "not the pipeline's metrics");
+        assert_eq!(settled_events(&serde_json::json!({"message": "Forbidden"})), None);
     }
 
     #[tokio::test]

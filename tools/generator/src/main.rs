@@ -89,7 +89,8 @@ struct SendArgs {
     /// Time limit for one request, e.g. 30s.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     request_timeout: Duration,
-    /// How long to wait for accepted events to show up, e.g. 60s or 2m.
+    /// How long to wait for accepted events to show up (waiting for the pipeline's metrics to
+    /// count them, then looking each up), e.g. 60s or 2m.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     verify_timeout: Duration,
     /// Skip checking that accepted events reached the table.
