@@ -535,8 +535,9 @@ class ShardPatchTest(unittest.TestCase):
             self.launcher._expect_source(self.Shard.get_records, "0000000000000000")
 
 
-class UpdatePatchTest(unittest.TestCase):
-    """The counter path of update_item against moto's own update_item, on two equal tables."""
+class BackendPatchTestCase(unittest.TestCase):
+    """Imports the launcher (which patches moto in this process) and makes DynamoDB backends
+    with table `t`: key `pk` (and sort key `sk`), index `ByUser` on `user_pk`."""
 
     @classmethod
     def setUpClass(cls):
@@ -548,11 +549,14 @@ class UpdatePatchTest(unittest.TestCase):
 
         cls.Backend = DynamoDBBackend
 
-    def backend(self):
+    def backend(self, range_key=True):
         backend = self.Backend("us-east-1", "123456789012")
+        schema = [{"AttributeName": "pk", "KeyType": "HASH"}]
+        if range_key:
+            schema.append({"AttributeName": "sk", "KeyType": "RANGE"})
         backend.create_table(
             "t",
-            schema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            schema=schema,
             throughput=None,
             attr=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "user_pk")],
             global_indexes=[
@@ -571,6 +575,10 @@ class UpdatePatchTest(unittest.TestCase):
             warm_throughput=None,
         )
         return backend
+
+
+class UpdatePatchTest(BackendPatchTestCase):
+    """The counter path of update_item against moto's own update_item, on two equal tables."""
 
     def outcome(self, update, backend, item_key, expression, names, values):
         try:
@@ -664,45 +672,8 @@ class UpdatePatchTest(unittest.TestCase):
         backend.put_item("t", {**item, "sk": {"S": "2"}}, condition_expression="attribute_not_exists(pk)")
 
 
-class QueryPatchTest(unittest.TestCase):
+class QueryPatchTest(BackendPatchTestCase):
     """Queries on the table's key against moto's own query, on the same table."""
-
-    @classmethod
-    def setUpClass(cls):
-        sys.path.insert(0, str(LAUNCHER.parent))
-        import moto_server
-
-        cls.launcher = moto_server
-        from moto.dynamodb.models import DynamoDBBackend
-
-        cls.Backend = DynamoDBBackend
-
-    def backend(self, range_key=True):
-        backend = self.Backend("us-east-1", "123456789012")
-        schema = [{"AttributeName": "pk", "KeyType": "HASH"}]
-        if range_key:
-            schema.append({"AttributeName": "sk", "KeyType": "RANGE"})
-        backend.create_table(
-            "t",
-            schema=schema,
-            throughput=None,
-            attr=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "user_pk")],
-            global_indexes=[
-                {
-                    "IndexName": "ByUser",
-                    "KeySchema": [{"AttributeName": "user_pk", "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-            indexes=[],
-            streams=None,
-            billing_mode="PAY_PER_REQUEST",
-            sse_specification=None,
-            tags=[],
-            deletion_protection_enabled=False,
-            warm_throughput=None,
-        )
-        return backend
 
     def both(self, backend, **query):
         """The patched query's answer and moto's own, with every item each returned."""
