@@ -397,6 +397,7 @@ pub fn kinesis_event(
     stream_arn: &str,
     region: &str,
 ) -> Result<KinesisEvent, String> {
+    let records_in = records;
     let records: Vec<serde_json::Value> = records
         .iter()
         .map(|r| {
@@ -419,9 +420,52 @@ pub fn kinesis_event(
             })
         })
         .collect();
-    serde_json::from_value(json!({ "Records": records })).map_err(|e| format!("cannot build KinesisEvent: {e}"))
+    let mut event: KinesisEvent =
+        serde_json::from_value(json!({ "Records": records })).map_err(|e| format!("cannot build KinesisEvent: {e}"))?;
+    // aws_lambda_events reads the fraction of `approximateArrivalTimestamp` as milliseconds
+    // whatever its digits (`…465.46` becomes 46 ms, not 460): set the exact arrival instead.
+    for (record, read) in event.records.iter_mut().zip(records_in) {
+        if let Some(arrival) = read.approximate_arrival_timestamp()
+            && let Some(exact) = chrono::DateTime::from_timestamp(arrival.secs(), arrival.subsec_nanos())
+        {
+            record.kinesis.approximate_arrival_timestamp = aws_lambda_events::encodings::SecondTimestamp(exact);
+        }
+    }
+    Ok(event)
 }
 
 fn retry_pause(attempts: i64) -> Duration {
     Duration::from_millis((100 * attempts.clamp(1, 20)) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_kinesis::primitives::{Blob, DateTime};
+
+    use super::*;
+
+    #[test]
+    fn arrival_times_keep_their_milliseconds() {
+        // 460 and 400 ms print as `.46` and `.4`, which aws_lambda_events alone reads as 46 and 4 ms.
+        for millis in
+            [1_796_100_465_460_i64, 1_796_100_465_400, 1_796_100_465_416, 1_796_100_465_000, 1_796_100_465_001]
+        {
+            let record = Record::builder()
+                .sequence_number("1")
+                .data(Blob::new("{}"))
+                .partition_key("k")
+                .approximate_arrival_timestamp(DateTime::from_millis(millis))
+                .build()
+                .unwrap();
+            let event =
+                kinesis_event(&[record], "shardId-000000000000", "arn:aws:kinesis:us-east-1:1:stream/s", "us-east-1")
+                    .unwrap();
+            let arrival = event.records[0].kinesis.approximate_arrival_timestamp.0;
+            assert_eq!(arrival.timestamp_millis(), millis);
+            // As the on-failure destination writes it, and the redrive reads it back.
+            let written = serde_json::to_value(&event).unwrap();
+            let text = written["Records"][0]["kinesis"]["approximateArrivalTimestamp"].as_str().unwrap().to_owned();
+            assert_eq!(text, format!("{}.{:03}", millis / 1000, millis % 1000).trim_end_matches(".000"), "{millis}");
+        }
+    }
 }
