@@ -264,6 +264,38 @@ pub fn format_rfc3339(ts: OffsetDateTime) -> String {
     checked_utc(ts).and_then(|utc| utc.format(&Rfc3339).ok()).unwrap_or_else(|| ts.unix_timestamp().to_string())
 }
 
+/// A Kinesis `approximateArrivalTimestamp`: epoch seconds with a fraction, as a number (Lambda)
+/// or as text (some event libraries write it so), read exactly (`…465.46` is 460 ms). None
+/// for 0 or less, which a producer writes when it does not know, or outside years 0001-9999.
+pub fn arrival_time(value: &serde_json::Value) -> Option<OffsetDateTime> {
+    let text = match value {
+        serde_json::Value::Number(number) => number.to_string(),
+        serde_json::Value::String(text) => text.clone(),
+        _ => return None,
+    };
+    let nanos = decimal_nanos(&text).or_else(|| {
+        // Exponent notation: milliseconds are all Kinesis keeps, and rounding there drops
+        // the float's noise.
+        let seconds: f64 = text.parse().ok().filter(|s: &f64| s.is_finite())?;
+        ((seconds * 1000.0).round() as i128).checked_mul(1_000_000)
+    })?;
+    if nanos <= 0 {
+        return None;
+    }
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok().and_then(checked_utc)
+}
+
+/// `123.456` as nanoseconds, exactly.
+fn decimal_nanos(text: &str) -> Option<i128> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || whole.len() > 20 || !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    let fraction = format!("{:0<9}", &fraction[..fraction.len().min(9)]);
+    whole.parse::<i128>().ok()?.checked_mul(1_000_000_000)?.checked_add(fraction.parse().ok()?)
+}
+
 /// A fixed-width UTC form (`YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`) whose text order is time order,
 /// for sort keys. RFC 3339's optional fraction digits would sort `…00.5Z` before `…00Z`.
 pub fn sortable_timestamp(ts: OffsetDateTime) -> String {
@@ -284,6 +316,29 @@ pub fn sortable_timestamp(ts: OffsetDateTime) -> String {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn arrival_times_are_read_exactly_from_numbers_or_text() {
+        let at = datetime!(2025-11-30 10:00:00.125 UTC);
+        assert_eq!(arrival_time(&serde_json::json!(1_764_496_800.125)), Some(at));
+        assert_eq!(arrival_time(&serde_json::json!("1764496800.125")), Some(at));
+        assert_eq!(arrival_time(&serde_json::json!("1764496800")), Some(datetime!(2025-11-30 10:00:00 UTC)));
+        assert_eq!(arrival_time(&serde_json::json!(1.764_496_800_125e9)), Some(at));
+        assert_eq!(arrival_time(&serde_json::json!(1_764_496_800.46)), Some(datetime!(2025-11-30 10:00:00.46 UTC)));
+        assert_eq!(arrival_time(&serde_json::json!(1_764_496_800.4)), Some(datetime!(2025-11-30 10:00:00.4 UTC)));
+    }
+
+    #[test]
+    fn unknown_or_zero_arrival_times_are_none() {
+        use serde_json::json;
+        for value in
+            [json!(0), json!(0.0), json!("0"), json!(-5), json!(1e300), json!(f64::MAX), json!("soon"), json!(null)]
+        {
+            assert_eq!(arrival_time(&value), None, "{value}");
+        }
+        assert_eq!(arrival_time(&json!("99999999999999999999999999.5")), None);
+        assert!(arrival_time(&json!(1.5)).is_some());
+    }
 
     #[test]
     fn sortable_timestamps_sort_by_time_whatever_the_fraction() {

@@ -4,6 +4,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod dynamo;
 pub mod enrich;
+pub mod event;
 pub mod handler;
 pub mod store;
 

@@ -1,11 +1,11 @@
 // The handler future nests several retrying AWS calls deeper than the default limit allows.
 #![recursion_limit = "256"]
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use eventline_model::aws::{flush_metrics, init_tracing, metrics_recorder, sdk_config};
 use eventline_model::config::ProcessEnv;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use transform::config::Config;
+use transform::event::StreamEvent;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -15,8 +15,8 @@ async fn main() -> Result<(), Error> {
     let metrics = metrics_recorder()?;
     let transform = transform::with_aws(config, &sdk_config().await);
     let transform = &transform;
-    run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
-        let response = transform.handle(event.payload).await;
+    run(service_fn(move |event: LambdaEvent<StreamEvent>| async move {
+        let response = transform.handle(event.payload.0).await;
         flush_metrics(metrics);
         Ok::<_, Error>(response)
     }))

@@ -6,7 +6,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use eventline_model::Position;
-use eventline_model::event::checked_utc;
+use eventline_model::event::arrival_time;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
@@ -119,40 +119,8 @@ fn given_up_record(raw: &RawValue, batch_shard: Option<&str>) -> Result<GivenUpR
         .map(|(shard, _)| shard.to_owned())
         .or_else(|| batch_shard.map(str::to_owned));
     let position = shard_id.map(|shard_id| Position { shard_id, sequence_number: kinesis.sequence_number });
-    let arrival = kinesis.approximate_arrival_timestamp.as_ref().and_then(arrival);
+    let arrival = kinesis.approximate_arrival_timestamp.as_ref().and_then(arrival_time);
     Ok(GivenUpRecord { partition_key: kinesis.partition_key, data, position, arrival })
-}
-
-/// An approximate arrival timestamp: epoch seconds with a fraction, as a number (Lambda) or
-/// as text (some event libraries write it so). None for 0 or less, which a producer writes
-/// when it does not know.
-fn arrival(value: &serde_json::Value) -> Option<OffsetDateTime> {
-    let text = match value {
-        serde_json::Value::Number(number) => number.to_string(),
-        serde_json::Value::String(text) => text.clone(),
-        _ => return None,
-    };
-    let nanos = decimal_nanos(&text).or_else(|| {
-        // Exponent notation: milliseconds are all Kinesis keeps, and rounding there drops
-        // the float's noise.
-        let seconds: f64 = text.parse().ok().filter(|s: &f64| s.is_finite())?;
-        ((seconds * 1000.0).round() as i128).checked_mul(1_000_000)
-    })?;
-    if nanos <= 0 {
-        return None;
-    }
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok().and_then(checked_utc)
-}
-
-/// `123.456` as nanoseconds, exactly.
-fn decimal_nanos(text: &str) -> Option<i128> {
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || whole.len() > 20 || !digits(whole) || !digits(fraction) {
-        return None;
-    }
-    let fraction = format!("{:0<9}", &fraction[..fraction.len().min(9)]);
-    whole.parse::<i128>().ok()?.checked_mul(1_000_000_000)?.checked_add(fraction.parse().ok()?)
 }
 
 #[cfg(test)]
@@ -255,25 +223,5 @@ mod tests {
         assert!(error.starts_with("payload is not a Kinesis invocation event"), "{error}");
         let error = parse(&object(json!(17))).unwrap_err();
         assert!(error.starts_with("payload is not a Kinesis invocation event"), "{error}");
-    }
-
-    #[test]
-    fn arrival_times_are_read_from_numbers_or_text() {
-        let at = time::macros::datetime!(2025-11-30 10:00:00.125 UTC);
-        assert_eq!(arrival(&json!(1_764_496_800.125)), Some(at));
-        assert_eq!(arrival(&json!("1764496800.125")), Some(at));
-        assert_eq!(arrival(&json!("1764496800")), Some(time::macros::datetime!(2025-11-30 10:00:00 UTC)));
-        assert_eq!(arrival(&json!(1.764_496_800_125e9)), Some(at));
-    }
-
-    #[test]
-    fn unknown_or_zero_arrival_times_are_none() {
-        for value in
-            [json!(0), json!(0.0), json!("0"), json!(-5), json!(1e300), json!(f64::MAX), json!("soon"), json!(null)]
-        {
-            assert_eq!(arrival(&value), None, "{value}");
-        }
-        assert_eq!(arrival(&json!("99999999999999999999999999.5")), None);
-        assert!(arrival(&json!(1.5)).is_some());
     }
 }
