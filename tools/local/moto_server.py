@@ -28,7 +28,9 @@ puts exactly those back, so what callers observe is unchanged.
 
 Cost per call. moto walks or copies a whole Kinesis shard on every put and read, hands every
 record put to Docker for the stream's event source mapping (which the local stack plays
-itself), and runs its full expression machinery on every counter update. Each patch below
+itself), runs its full expression machinery on every counter update, sorts every item of a
+table to answer a query on one partition, walks the botocore model for every node of a JSON
+request body, and lists its own package directory to route each request. Each patch below
 says what it fixes; each leaves moto's answers as they were (tests in test_moto_server.py
 compare them with moto's own code) and checks at start, by a digest of the source it
 replaces or mirrors, that the installed moto is the one it was written against.
