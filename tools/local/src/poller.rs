@@ -397,7 +397,6 @@ pub fn kinesis_event(
     stream_arn: &str,
     region: &str,
 ) -> Result<KinesisEvent, String> {
-    let records_in = records;
     let records: Vec<serde_json::Value> = records
         .iter()
         .map(|r| {
@@ -420,18 +419,10 @@ pub fn kinesis_event(
             })
         })
         .collect();
-    let mut event: KinesisEvent =
-        serde_json::from_value(json!({ "Records": records })).map_err(|e| format!("cannot build KinesisEvent: {e}"))?;
-    // aws_lambda_events reads the fraction of `approximateArrivalTimestamp` as milliseconds
-    // whatever its digits (`…465.46` becomes 46 ms, not 460): set the exact arrival instead.
-    for (record, read) in event.records.iter_mut().zip(records_in) {
-        if let Some(arrival) = read.approximate_arrival_timestamp()
-            && let Some(exact) = chrono::DateTime::from_timestamp(arrival.secs(), arrival.subsec_nanos())
-        {
-            record.kinesis.approximate_arrival_timestamp = aws_lambda_events::encodings::SecondTimestamp(exact);
-        }
-    }
-    Ok(event)
+    // Read as the deployed transform reads Lambda's event: arrival times exactly.
+    serde_json::from_value(json!({ "Records": records }))
+        .map(|transform::event::StreamEvent(event)| event)
+        .map_err(|e| format!("cannot build KinesisEvent: {e}"))
 }
 
 fn retry_pause(attempts: i64) -> Duration {
