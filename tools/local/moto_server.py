@@ -3,8 +3,8 @@
 
 One request at a time. moto's server is threaded, but its models are not safe under
 concurrent requests: two Kinesis puts can take the same sequence number, so one record
-silently replaces the other, and nothing keeps DynamoDB transactions apart. Each request is
-still read and answered on its own thread; only the work inside moto is serialised.
+silently replaces the other, and nothing keeps DynamoDB transactions apart. Each connection
+is still read and answered on its own thread; only the work inside moto is serialised.
 
 Faults, off by default, for fault-injection tests. `POST /_eventline/faults` with
 `{"rate": 0.1, "seed": 7, "kinds": ["throttle", "server_error", "reset", "lost_response"]}`
@@ -30,7 +30,8 @@ Cost per call. moto walks or copies a whole Kinesis shard on every put and read,
 record put to Docker for the stream's event source mapping (which the local stack plays
 itself), runs its full expression machinery on every counter update, sorts every item of a
 table to answer a query on one partition, walks the botocore model for every node of a JSON
-request body, and lists its own package directory to route each request. Each patch below
+request body, lists its own package directory to route each request, and (werkzeug, its
+HTTP server) closes the connection after every answer and logs a line for each. Each patch below
 says what it fixes; each leaves moto's answers as they were (tests in test_moto_server.py
 compare them with moto's own code) and checks at start, by a digest of the source it
 replaces or mirrors, that the installed moto is the one it was written against.
@@ -55,6 +56,8 @@ import uuid
 import zlib
 from urllib.parse import parse_qs
 
+from werkzeug import serving as werkzeug_serving
+
 import moto
 import moto.server
 from moto import backends as moto_backends
@@ -69,6 +72,7 @@ from moto.dynamodb.parsing.executors import AddExecutor, SetExecutor
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 from moto.dynamodb.parsing.validators import UpdateExpressionFunctionEvaluator, UpdateExpressionValidator
 from moto.kinesis import models as kinesis_models
+from moto.moto_server.werkzeug_app import MotoRequestHandler
 
 # --- Guards: each patch below replaces or relies on moto internals of the pinned version ----
 
@@ -1019,10 +1023,68 @@ class EventlineApplication:
         return Answer(200, "application/json", json.dumps(self.faults.report()))
 
 
+class KeepAliveRequestHandler(MotoRequestHandler):
+    """moto's request handler (werkzeug's), keeping HTTP/1.1 connections open between requests.
+
+    werkzeug closes every connection after one response, because after the application it
+    drains whatever the client sent next to throw away an unread body, which on a kept-alive
+    connection would be the next request. Every AWS call then paid a new connection, a new
+    thread and a close. Here a request whose body has a known length is read whole first and
+    the application (and that drain) read from the copy, so nothing of the next request is
+    lost and the connection can stay open. A chunked body, an HTTP/1.0 client or a
+    `Connection: close` request closes the connection after the answer, as before.
+
+    werkzeug writes an answer's head and body separately; here they leave in one write
+    (buffered until werkzeug flushes the answer), with Nagle's algorithm off, which would
+    otherwise hold a small answer back until the client acknowledged the previous one.
+
+    The request log keeps a line per answer that is not a success: at hundreds of calls a
+    second, a "POST / 200" line for each took longer to write than many of the calls."""
+
+    disable_nagle_algorithm = True
+    wbufsize = -1
+    keep_alive = False  # for this request; set once its head is read
+
+    def run_wsgi(self):
+        self.keep_alive = False
+        length = self.headers.get("Content-Length")
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        if self.close_connection or chunked or (length is not None and not length.strip().isdigit()):
+            return super().run_wsgi()
+        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.wfile.flush()
+            del self.headers["Expect"]
+        connection_rfile = self.rfile
+        self.rfile = io.BytesIO(connection_rfile.read(int(length or 0)))
+        self.keep_alive = True
+        try:
+            return super().run_wsgi()
+        finally:
+            self.rfile = connection_rfile
+
+    def log_request(self, code="-", size="-"):
+        status = getattr(code, "value", code)
+        if isinstance(status, int) and status < 400:
+            return
+        super().log_request(code, size)
+
+    def send_header(self, keyword, value):
+        if self.keep_alive and keyword.lower() == "connection" and value.lower() == "close":
+            return  # werkzeug's unconditional close; the client's own choice was honoured above
+        super().send_header(keyword, value)
+
+
 _run_simple = moto.server.run_simple
 
 
+_expect_source(werkzeug_serving.WSGIRequestHandler.run_wsgi, "774df60c75afd439")
+
+
 def _run_simple_serialised(hostname, port, application, *args, **kwargs):
+    if kwargs.get("request_handler") is not MotoRequestHandler:
+        raise RuntimeError("moto's server no longer serves through MotoRequestHandler")
+    kwargs["request_handler"] = KeepAliveRequestHandler
     return _run_simple(hostname, port, EventlineApplication(application), *args, **kwargs)
 
 

@@ -171,6 +171,32 @@ class MotoLauncherTest(unittest.TestCase):
                 pass  # ended by a reset rather than an orderly close: the same to a client
             return received
 
+    def raw_request(self, target, payload, headers=(), body=None):
+        """A DynamoDB call as the bytes of one HTTP/1.1 request (`body` replaces the JSON)."""
+        body = json.dumps(payload).encode() if body is None else body
+        head = [
+            "POST / HTTP/1.1",
+            f"Host: 127.0.0.1:{self.port}",
+            f"X-Amz-Target: DynamoDB_20120810.{target}",
+            "Content-Type: application/x-amz-json-1.0",
+            "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/dynamodb/aws4_request, "
+            "SignedHeaders=host, Signature=0",
+            *headers,
+        ]
+        if not any(header.lower().startswith("transfer-encoding") for header in headers):
+            head.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+    @staticmethod
+    def read_response(stream):
+        """(status, headers with lower-case names, body) of one answer read off `stream`."""
+        status = int(stream.readline().split()[1])
+        headers = {}
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            name, value = line.decode().split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+        return status, headers, json.loads(stream.read(int(headers["content-length"])))
+
     def read_shard(self, stream):
         iterator = self.kinesis.get_shard_iterator(
             StreamName=stream, ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON"
@@ -407,6 +433,39 @@ class MotoLauncherTest(unittest.TestCase):
         self.dynamodb.transact_write_items(TransactItems=transaction[:2])
         self.assertIsNotNone(get("tx-new"))
         self.assertEqual(get("tx-kept")["n"], {"N": "2"})
+
+    def test_9_c_a_connection_stays_open_for_the_next_request(self):
+        put = lambda key: self.raw_request("PutItem", {"TableName": TABLE, "Item": {"pk": {"S": key}}})
+        get = self.raw_request("GetItem", {"TableName": TABLE, "Key": {"pk": {"S": "kept-1"}}})
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as connection:
+            stream = connection.makefile("rb")
+            # Two requests sent at once: the second must not be taken for the first one's body.
+            connection.sendall(put("kept-1") + put("kept-2"))
+            for _ in range(2):
+                status, headers, _ = self.read_response(stream)
+                self.assertEqual(status, 200)
+                self.assertNotEqual(headers.get("connection"), "close")
+            connection.sendall(get)
+            status, _, answer = self.read_response(stream)
+            self.assertEqual((status, answer), (200, {"Item": {"pk": {"S": "kept-1"}}}))
+        self.assertTrue(self.item_exists("kept-2"))
+
+    def test_9_d_a_close_request_or_a_chunked_body_ends_the_connection_after_its_answer(self):
+        item = {"TableName": TABLE, "Item": {"pk": {"S": "closed-1"}}}
+        body = json.dumps(item).encode()
+        chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+        requests = {
+            "close": self.raw_request("PutItem", item, headers=["Connection: close"]),
+            "chunked": self.raw_request("PutItem", item, headers=["Transfer-Encoding: chunked"], body=chunked),
+        }
+        for kind, request in requests.items():
+            with self.subTest(kind), socket.create_connection(("127.0.0.1", self.port), timeout=10) as connection:
+                stream = connection.makefile("rb")
+                connection.sendall(request)
+                status, headers, _ = self.read_response(stream)
+                self.assertEqual((status, headers.get("connection")), (200, "close"))
+                self.assertEqual(stream.read(), b"", "the server closed the connection")
+        self.assertTrue(self.item_exists("closed-1"))
 
     def test_8_bad_settings_are_refused(self):
         for settings in ({"rate": 2}, {"rate": 0.1, "kinds": ["flood"]}, {"rate": 0.1, "extra": 1}, {}):
