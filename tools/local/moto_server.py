@@ -39,6 +39,7 @@ replaces or mirrors, that the installed moto is the one it was written against.
 
 import collections
 import copy
+import enum
 import functools
 import hashlib
 import http
@@ -61,8 +62,11 @@ from werkzeug import serving as werkzeug_serving
 import moto
 import moto.server
 from moto import backends as moto_backends
+from moto import settings as moto_settings
 from moto.core import parse as core_parse
 from moto.core import responses as core_responses
+from moto.core import serialize as core_serialize
+from moto.core import utils as core_utils
 from moto.dynamodb import comparisons, models
 from moto.dynamodb.models import table as table_models
 from moto.dynamodb.exceptions import ItemSizeTooLarge, ItemSizeToUpdateTooLarge
@@ -586,6 +590,222 @@ _expect_source(core_parse.RequestParser, "fd89167146d042a1")
 _expect_source(core_parse.BaseJSONParser, "e6551b6433be7fe0")
 _expect_source(core_parse.JSONParser, "203b5e65629fb3c5")
 core_responses.BaseResponse.parse_parameters = _parse_parameters_compiled
+
+# --- JSON answers: serialised by functions compiled once per operation ---------------------
+#
+# moto serialises a JSON-protocol answer by walking the operation's output shape and, for
+# every member of every structure, asking an attribute picker which of several aliases the
+# result carries, building the picker's context and alias providers each time. A DynamoDB
+# attribute value is a structure of ten members, so an item of twenty attributes cost two
+# hundred picks; a BatchGetItem of reference buckets took 7 ms to serialise. Results of the
+# JSON services are plain dicts, lists and scalars, and for a dict the aliases depend only on
+# the shape (moto's alias providers read the object's class and `Meta`, which a dict does not
+# have): each operation's walk is compiled once, the aliases computed by moto's own picker,
+# into functions that write the same JSON. Anything else (an error, a model object instead
+# of a dict, a document type, response transformers, event streams) takes moto's path.
+
+_execute_result = core_responses.ActionResult.execute_result
+_compiled_json_answers = {}
+_SKIP = object()  # nothing is written under the member's name
+
+
+class _NotCompiled(Exception):
+    """A shape or a value the compiled serialisers leave to moto."""
+
+
+_JSON_TYPE_SERIALISERS = {
+    "structure": core_serialize.BaseJSONSerializer._serialize_type_structure,
+    "list": core_serialize.BaseJSONSerializer._serialize_type_list,
+    "map": core_serialize.BaseJSONSerializer._serialize_type_map,
+    "string": core_serialize.BaseJSONSerializer._serialize_type_string,
+    "blob": core_serialize.ResponseSerializer._serialize_type_blob,
+    "timestamp": core_serialize.ResponseSerializer._serialize_type_timestamp,
+    "integer": core_serialize.ResponseSerializer._serialize_type_integer,
+    "long": core_serialize.ResponseSerializer._serialize_type_integer,
+    "float": core_serialize.ResponseSerializer._serialize_type_float,
+    "double": core_serialize.ResponseSerializer._serialize_type_float,
+}
+
+
+def _json_serialiser(serializer, shape, compiled):
+    """A function giving what `serializer._serialize` writes for a value of `shape` (or _SKIP
+    for nothing); raises _NotCompiled for a shape it does not mirror."""
+    kind = shape.type_name
+    method = getattr(type(serializer), f"_serialize_type_{kind}", None)
+    if method is None:
+        if kind not in ("boolean", "char"):
+            raise _NotCompiled(kind)
+        return lambda value: value  # moto's `_default_serialize`
+    if _JSON_TYPE_SERIALISERS.get(kind) is not method:
+        raise _NotCompiled(kind)
+    if kind in ("structure", "list", "map"):
+        key = (kind, shape.name)
+        if key not in compiled:
+            compiled[key] = None
+            compiled[key] = _json_container_serialiser(serializer, shape, compiled)
+        convert = compiled[key]
+        return convert if convert is not None else (lambda value, key=key: compiled[key](value))
+    if kind == "string":
+        return _json_string
+    if kind == "blob":
+        return serializer._base64
+    if kind == "timestamp":
+        timestamps = serializer._timestamp_serializer
+
+        def timestamp(value):
+            wrapper = {}
+            timestamps.serialize(wrapper, value, shape, "timestamp")
+            return wrapper["timestamp"]
+
+        return timestamp
+    return int if kind in ("integer", "long") else float
+
+
+def _json_string(value):
+    if type(value) is str:
+        return value
+    if isinstance(value, enum.Enum):
+        value = value.value
+    return str(value) if value not in [None, {}, []] else value
+
+
+def _json_container_serialiser(serializer, shape, compiled):
+    kind = shape.type_name
+    if kind == "list":
+        member = shape.member
+        item_key = member.name
+        convert = _json_serialiser(serializer, member, compiled)
+        if member.serialization.get("name", item_key) != item_key:
+            return lambda value: list(value)  # moto finds nothing under the item's key: the items as they are
+
+        def listing(value):
+            items = []
+            for item in value:
+                serialised = convert(item)
+                items.append(item if serialised is _SKIP else serialised)
+            return items
+
+        return listing
+    if kind == "map":
+        value_shape = shape.value
+        convert = _json_serialiser(serializer, value_shape, compiled)
+        fixed_name = value_shape.serialization.get("name")
+        is_structure = value_shape.type_name == "structure"
+
+        def mapping(value):
+            serialised = {}
+            for key, item in value.items():
+                if is_structure and not key:
+                    raise _NotCompiled("a structure under an empty key")  # moto merges it into the map
+                item = convert(item)
+                if item is not _SKIP:
+                    serialised[key if fixed_name is None else fixed_name] = item
+            return serialised
+
+        return mapping
+    if shape.is_document_type:
+        raise _NotCompiled("document type")
+    return _json_structure_serialiser(serializer, shape, compiled)
+
+
+def _json_structure_serialiser(serializer, shape, compiled):
+    picker = core_serialize.XFormedAttributePicker()
+    operation_model = serializer.operation_model
+    members = []
+    by_candidate = {}
+    for index, (name, member) in enumerate(shape.members.items()):
+        member.parent = shape  # as moto's walk sets it, which two alias providers read
+        context = core_serialize.AttributePickerContext(
+            obj={}, key=name, shape=member, operation_model=operation_model,
+            service_model=operation_model.service_model,
+        )
+        candidates = tuple(dict.fromkeys(picker.get_possible_keys(context)))
+        if any(not isinstance(candidate, str) or "." in candidate for candidate in candidates):
+            raise _NotCompiled("a dotted alias")
+        members.append((candidates, member.serialization.get("name", name), _json_serialiser(serializer, member, compiled)))
+        for candidate in candidates:
+            by_candidate.setdefault(candidate, []).append(index)
+
+    def structure(value):
+        if value is None:
+            return _SKIP
+        if type(value) is not dict:
+            raise _NotCompiled(type(value).__name__)
+        indices = set()
+        for key in value:
+            found = by_candidate.get(key)
+            if found is not None:
+                indices.update(found)
+        serialised = {}
+        for index in sorted(indices):
+            candidates, json_name, convert = members[index]
+            for candidate in candidates:
+                member_value = value.get(candidate, _SKIP)
+                if member_value is not _SKIP:
+                    break
+            if member_value is None:
+                continue
+            member_value = convert(member_value)
+            if member_value is not _SKIP:
+                serialised[json_name] = member_value
+        return serialised
+
+    return structure
+
+
+def _compiled_answer(context):
+    operation_model = context.operation_model
+    key = (context.service_model.service_name, operation_model.name, context.serializer_class)
+    if key not in _compiled_json_answers:
+        serializer = context.serializer_class(operation_model=operation_model, value_picker=core_serialize.XFormedAttributePicker())
+        try:
+            shape = operation_model.output_shape
+            body = None if shape is None else _json_serialiser(serializer, shape, {})
+            content_type = serializer._get_protocol_specific_content_type()
+            status = operation_model.http.get("responseCode", serializer.DEFAULT_RESPONSE_CODE)
+            _compiled_json_answers[key] = (body, content_type, status)
+        except _NotCompiled:
+            _compiled_json_answers[key] = None
+    return _compiled_json_answers[key]
+
+
+def _execute_result_compiled(self, context):
+    result = self.result
+    if (
+        context.serializer_class is not core_serialize.JSONSerializer
+        or getattr(context.response, "RESPONSE_KEY_PATH_TO_TRANSFORMER", None)
+        or isinstance(result, Exception)
+        or context.operation_model.has_event_stream_output
+    ):
+        return _execute_result(self, context)
+    compiled = _compiled_answer(context)
+    if compiled is None:
+        return _execute_result(self, context)
+    body, content_type, status = compiled
+    try:
+        serialised = {} if body is None or result is None else body(result)
+    except Exception:  # a value the compiled path does not mirror, or moto's own error to raise
+        return _execute_result(self, context)
+    text = json.dumps(serialised, indent=4 if moto_settings.PRETTIFY_RESPONSES else None)
+    return status, {"Content-Type": content_type}, text
+
+
+_expect_source(_execute_result, "6333faa349b58671")
+_expect_source(core_serialize.ResponseSerializer, "6266dfddaa30faa3")
+_expect_source(core_serialize.BaseJSONSerializer, "e558d3b61d0694d4")
+_expect_source(core_serialize.JSONSerializer, "665dba3e0d52aadb")
+_expect_source(core_serialize.AttributePicker, "de1006e71db016d4")
+_expect_source(core_serialize.XFormedAttributePicker, "198e800d0a4d84e4")
+# The alias providers that read the object rather than the shape, and how a dict is read.
+_expect_source(core_serialize.ExplicitAlias, "50e6df2c5ef1bb8c")
+_expect_source(core_serialize.ClassPrefixAlias, "badfb8d077e500ff")
+_expect_source(core_utils._get_value_for_key, "563aa7bc75bd5bb0")
+if core_serialize.DEFAULT_ALIAS_PROVIDERS != [
+    core_serialize.ExplicitAlias, core_serialize.ShapeNameAlias, core_serialize.NoAlias,
+    core_serialize.ShapePrefixAlias, core_serialize.ClassPrefixAlias, core_serialize.ModelAlias,
+]:
+    raise RuntimeError("moto's attribute alias providers are not the ones the compiled serialisers were written for")
+core_responses.ActionResult.execute_result = _execute_result_compiled
 
 # --- Kinesis: the cost of a call does not grow with the shard ----------------------------
 #

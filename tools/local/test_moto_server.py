@@ -888,6 +888,132 @@ class JsonParsePatchTest(unittest.TestCase):
         self.assert_parsed_alike("kinesis", "PutRecord", {"StreamName": "s", "Data": "eA==", "PartitionKey": "p"})
 
 
+class JsonAnswerPatchTest(unittest.TestCase):
+    """Compiled JSON answers against moto's own serialiser: every answer of real calls (moto
+    in this process) is made both ways and compared byte for byte."""
+
+    @classmethod
+    def setUpClass(cls):
+        sys.path.insert(0, str(LAUNCHER.parent))
+        import moto_server
+        from moto.core import responses
+
+        cls.launcher = moto_server
+        cls.responses = responses
+
+    def setUp(self):
+        self.compiled = set()  # operations the compiled path answered
+        launcher = self.launcher
+
+        def both(result, context):
+            theirs = launcher._execute_result(result, context)
+            ours = launcher._execute_result_compiled(result, context)
+            self.assertEqual(ours, theirs, context.operation_model.name)
+            answer = launcher._compiled_json_answers.get(
+                (context.service_model.service_name, context.operation_model.name, context.serializer_class)
+            )
+            if answer is not None and not isinstance(result.result, Exception):
+                answer[0] is None or answer[0](result.result)  # raises where moto's path answered
+                self.compiled.add(context.operation_model.name)
+            return theirs
+
+        self.responses.ActionResult.execute_result = both
+        self.addCleanup(setattr, self.responses.ActionResult, "execute_result", launcher._execute_result_compiled)
+        from moto import mock_aws
+
+        mock = mock_aws()
+        mock.start()
+        self.addCleanup(mock.stop)
+        self.client = lambda service: boto3.client(
+            service, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
+
+    def test_dynamodb_answers_match_moto(self):
+        dynamodb = self.client("dynamodb")
+        dynamodb.create_table(
+            TableName="t", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+        )
+        every_type = {
+            "s": {"S": "x"}, "n": {"N": "1.50"}, "b": {"B": b"\x00\xffbytes"}, "ss": {"SS": ["a", "b"]},
+            "ns": {"NS": ["1", "2"]}, "bs": {"BS": [b"x", b"y"]}, "null": {"NULL": True}, "bool": {"BOOL": False},
+            "l": {"L": [{"S": "in a list"}, {"M": {"deep": {"BS": [b"z"]}}}, {"NULL": True}]},
+            "m": {"M": {"inner": {"N": "7"}, "empty": {"M": {}}, "list": {"L": []}}},
+        }
+        for n in range(5):
+            dynamodb.put_item(TableName="t", Item={"pk": {"S": "p"}, "sk": {"S": f"s{n}"}, **every_type})
+        key = {"pk": {"S": "p"}, "sk": {"S": "s1"}}
+        dynamodb.get_item(TableName="t", Key=key)
+        dynamodb.batch_get_item(RequestItems={"t": {"Keys": [key, {"pk": {"S": "p"}, "sk": {"S": "s2"}}]}})
+        dynamodb.query(TableName="t", KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "p"}}, Limit=2)
+        dynamodb.scan(TableName="t", ReturnConsumedCapacity="TOTAL")
+        dynamodb.put_item(TableName="t", Item={**key, "v": {"N": "1"}}, ReturnValues="ALL_OLD")
+        dynamodb.update_item(TableName="t", Key=key, UpdateExpression="ADD v :one",
+                             ExpressionAttributeValues={":one": {"N": "1"}}, ReturnValues="ALL_NEW")
+        dynamodb.transact_write_items(TransactItems=[{"Put": {"TableName": "t", "Item": {"pk": {"S": "q"}, "sk": {"S": "1"}}}}])
+        with self.assertRaises(ClientError):  # an error answer, serialised by moto
+            dynamodb.transact_write_items(TransactItems=[{"Put": {
+                "TableName": "t", "Item": {"pk": {"S": "q"}, "sk": {"S": "1"}}, "ConditionExpression": "attribute_not_exists(pk)",
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }}])
+        dynamodb.describe_table(TableName="t")
+        dynamodb.list_tables()
+        self.assertLessEqual(
+            {"GetItem", "BatchGetItem", "Query", "Scan", "PutItem", "UpdateItem", "TransactWriteItems", "DescribeTable"},
+            self.compiled,
+        )
+
+    def test_kinesis_and_sqs_answers_match_moto(self):
+        kinesis = self.client("kinesis")
+        kinesis.create_stream(StreamName="s", ShardCount=2)
+        kinesis.put_records(StreamName="s", Records=[{"Data": bytes([n]) * n, "PartitionKey": f"k{n}"} for n in range(20)])
+        kinesis.put_record(StreamName="s", Data=b"one", PartitionKey="k")
+        for shard in kinesis.list_shards(StreamName="s")["Shards"]:
+            iterator = kinesis.get_shard_iterator(StreamName="s", ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")
+            kinesis.get_records(ShardIterator=iterator["ShardIterator"], Limit=100)
+        kinesis.describe_stream(StreamName="s")
+        kinesis.describe_stream_summary(StreamName="s")
+        sqs = self.client("sqs")
+        queue = sqs.create_queue(QueueName="q")["QueueUrl"]
+        sqs.send_message(QueueUrl=queue, MessageBody="hello", MessageAttributes={"a": {"DataType": "String", "StringValue": "v"}})
+        sqs.receive_message(QueueUrl=queue, AttributeNames=["All"], MessageAttributeNames=["All"])
+        sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])
+        self.assertLessEqual({"PutRecords", "GetRecords", "ListShards", "DescribeStreamSummary", "ReceiveMessage"}, self.compiled)
+
+    def test_aliases_nulls_and_objects_are_read_as_moto_reads_them(self):
+        from moto.core.responses import ActionContext, ActionResult, get_service_model
+        from moto.core.serialize import JSONSerializer
+
+        class Shard:  # a model object, not a dict: moto's own path
+            shard_id = "shardId-1"
+            hash_key_range = {"StartingHashKey": "0", "EndingHashKey": "1"}
+
+        service = get_service_model("kinesis")
+        results = {
+            "ListShards": [
+                {"Shards": [{"shard_id": "shardId-0", "HashKeyRange": None, "unknown": 1}, None], "NextToken": None},
+                {"Shards": [Shard()]},
+                {"Shards": []},
+                None,
+            ],
+            "GetRecords": [
+                {"Records": [{"sequence_number": "1", "data": "text", "partition_key": "k",
+                              "approximate_arrival_timestamp": 1764496800.125, "EncryptionType": "NONE"}],
+                 "MillisBehindLatest": "5", "NextShardIterator": None},
+            ],
+        }
+        for operation, values in results.items():
+            context = ActionContext(service, service.operation_model(operation), JSONSerializer, object())
+            for value in values:
+                with self.subTest(operation=operation, value=value):
+                    result = ActionResult(value)
+                    self.assertEqual(
+                        self.launcher._execute_result_compiled(result, context),
+                        self.launcher._execute_result(result, context),
+                    )
+
+
 class RoutingPatchTest(unittest.TestCase):
     def test_moto_modules_are_listed_once_and_as_moto_lists_them(self):
         sys.path.insert(0, str(LAUNCHER.parent))
