@@ -72,6 +72,7 @@ from moto.dynamodb.models import table as table_models
 from moto.dynamodb.exceptions import ItemSizeTooLarge, ItemSizeToUpdateTooLarge
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.utilities import bytesize
+from moto.dynamodb.parsing import ast_nodes
 from moto.dynamodb.parsing.executors import AddExecutor, SetExecutor
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 from moto.dynamodb.parsing.validators import UpdateExpressionFunctionEvaluator, UpdateExpressionValidator
@@ -364,6 +365,36 @@ _expect_source(DynamoType.__add__, "c2852d8ddde02bb3")
 _expect_source(LimitedSizeDict.__setitem__, "d979580fdbe14f79")
 UpdateExpressionParser.make = staticmethod(_parsed_update_expression)
 models.DynamoDBBackend.update_item = _update_item_with_counter_path
+
+# --- DynamoDB expressions: copied by their fields -----------------------------------------
+#
+# Every update that takes moto's own path deep-copies its parsed expression before validating
+# it (the validator replaces the placeholders in the copy). A parsed expression is a tree of
+# plain objects; copy.deepcopy reached each node through the pickle protocol (`__reduce_ex__`
+# and `_reconstruct`), which cost more than the update. Here a node is copied the way that
+# path copies it, field by field, without the detour: a new object of the same class whose
+# fields are deep copies of the original's.
+
+_NODE_COPY_HOOKS = ("__slots__", "__reduce__", "__reduce_ex__", "__getstate__", "__setstate__", "__copy__", "__deepcopy__")
+
+
+def _node_deepcopy(self, memo):
+    clone = type(self).__new__(type(self))
+    memo[id(self)] = clone
+    clone.__dict__.update({name: copy.deepcopy(value, memo) for name, value in self.__dict__.items()})
+    return clone
+
+
+def _node_classes(root):
+    yield root
+    for subclass in root.__subclasses__():
+        yield from _node_classes(subclass)
+
+
+for _node_class in _node_classes(ast_nodes.Node):
+    if any(hook in vars(_node_class) for hook in _NODE_COPY_HOOKS):
+        raise RuntimeError(f"moto's {_node_class.__name__} defines how it is copied; check the node copy patch")
+ast_nodes.Node.__deepcopy__ = _node_deepcopy
 
 # --- DynamoDB items and conditions --------------------------------------------------------
 

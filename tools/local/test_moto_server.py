@@ -731,6 +731,57 @@ class UpdatePatchTest(BackendPatchTestCase):
         backend.put_item("t", {**item, "sk": {"S": "2"}}, condition_expression="attribute_not_exists(pk)")
 
 
+class ExpressionCopyPatchTest(BackendPatchTestCase):
+    def fields(self, node, parent=None, seen=None):
+        """A node's class and fields, nodes within compared the same way; each node's parent
+        must be the node that holds it, and no node may be met twice."""
+        from moto.dynamodb.parsing.ast_nodes import Node
+
+        seen = set() if seen is None else seen
+        if isinstance(node, list):
+            return [self.fields(item, parent, seen) for item in node]
+        if not isinstance(node, Node):
+            return node.to_json() if hasattr(node, "to_json") else node
+        self.assertNotIn(id(node), seen)
+        seen.add(id(node))
+        if parent is not None:
+            self.assertIs(node.parent, parent)
+        return type(node), {
+            name: self.fields(value, node, seen) for name, value in vars(node).items() if name != "parent"
+        }
+
+    def test_a_copied_expression_is_the_same_tree_with_nothing_shared(self):
+        import copy
+
+        from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+        for expression in (
+            "SET a = :v, b.c[1] = if_not_exists(b, :d), #n = list_append(#n, :l) REMOVE e[2], f ADD g :h DELETE s :t",
+            "SET #sketch = :sketch, #version = :next, #ttl = if_not_exists(#ttl, :ttl)",
+            "SET x = y + :n, z = :m - w",
+        ):
+            with self.subTest(expression=expression):
+                tree = UpdateExpressionParser.make(expression)
+                copied = copy.deepcopy(tree)
+                self.assertEqual(self.fields(copied), self.fields(tree))
+                originals = set()
+                self.fields(tree, seen=originals)
+                copies = set()
+                self.fields(copied, seen=copies)
+                self.assertTrue(originals.isdisjoint(copies), "the copy shares no node with the original")
+        # The same update through moto's validator, with a copy of the same parsed expression each time.
+        backend = self.backend()
+        for version in range(3):
+            backend.update_item(
+                "t", {"pk": {"S": "w"}, "sk": {"S": "1"}},
+                "SET #sketch = :sketch, #version = :next, #ttl = if_not_exists(#ttl, :ttl)",
+                {"#sketch": "sketch", "#version": "version", "#ttl": "ttl"},
+                {":sketch": {"B": bytes([version])}, ":next": {"N": str(version + 1)}, ":ttl": {"N": "100"}},
+            )
+        item = backend.get_item("t", {"pk": {"S": "w"}, "sk": {"S": "1"}}).to_json()["Attributes"]
+        self.assertEqual((item["version"], item["ttl"]), ({"N": "3"}, {"N": "100"}))
+
+
 class QueryPatchTest(BackendPatchTestCase):
     """Queries on the table's key against moto's own query, on the same table."""
 
