@@ -41,6 +41,7 @@ import collections
 import copy
 import enum
 import functools
+import gc
 import hashlib
 import http
 import inspect
@@ -905,6 +906,17 @@ Shard.get_max_sequence_number = _last_sequence_number
 Shard.get_min_sequence_number = _first_sequence_number
 Shard.get_records = _get_records_from_position
 Stream.put_record = _put_record_without_lambda
+
+# --- Garbage collection: the stored data is not scanned again and again ------------------
+#
+# Everything the emulator stores (items, records, their attribute objects) lives as long as
+# the server, and CPython's full collection walks all of it whenever the long-lived heap has
+# grown by a quarter: under a minute of 1,000 events/s, twenty full collections took about a
+# third of the emulator's time. Young collections, which free the short-lived cycles of each
+# request (parsed expressions, their copies), run less often but still regularly; the full
+# one only after a thousand of the middle generation's, minutes apart rather than seconds.
+
+gc.set_threshold(10_000, 50, 1_000)
 
 # --- Faults -------------------------------------------------------------------------------
 
