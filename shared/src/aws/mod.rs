@@ -4,13 +4,17 @@ pub mod batch_get;
 pub mod item;
 pub mod reference;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::config::SharedHttpClient;
+use aws_sdk_dynamodb::config::{ConfigBag, HttpClient, RuntimeComponents, RuntimeComponentsBuilder, SharedHttpClient};
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{HttpConnectorSettings, SharedHttpConnector};
 
 use crate::sink::{OutRecord, PutFailure, RecordSink};
 
@@ -170,8 +174,54 @@ impl TrustedRoots {
     }
 }
 
-/// The HTTPS client of every AWS call: the SDK's default (rustls with aws-lc), trusting `roots`.
+/// The HTTPS client of every AWS call: the SDK's default (rustls with aws-lc), trusting `roots`,
+/// one for all the clients (see [`CheckedOnce`]).
 fn https_client(roots: TrustedRoots) -> SharedHttpClient {
+    SharedHttpClient::new(CheckedOnce {
+        inner: sdk_https_client(roots),
+        checked: AtomicBool::new(roots == TrustedRoots::Amazon),
+    })
+}
+
+/// The SDK's HTTP client checks itself each time a client is built on it, by building a TLS
+/// connector (certificates, crypto provider, rustls configuration) and dropping it, so that a
+/// system certificate store is read at start rather than on a first call; the connectors the
+/// calls use are built apart from it, once, on first use. One HTTP client serves every SDK
+/// client here, so one check does for all of them, and with Amazon's roots (embedded, parsed
+/// when a connector is built) there is nothing to read at start and no check is made.
+#[derive(Debug)]
+struct CheckedOnce {
+    inner: SharedHttpClient,
+    checked: AtomicBool,
+}
+
+impl HttpClient for CheckedOnce {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        self.inner.http_connector(settings, components)
+    }
+
+    fn validate_base_client_config(
+        &self,
+        components: &RuntimeComponentsBuilder,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        if !self.checked.load(Ordering::Acquire) {
+            self.inner.validate_base_client_config(components, cfg)?;
+            self.checked.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn validate_final_config(&self, components: &RuntimeComponents, cfg: &ConfigBag) -> Result<(), BoxError> {
+        self.inner.validate_final_config(components, cfg)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.inner.connector_metadata()
+    }
+}
+
+fn sdk_https_client(roots: TrustedRoots) -> SharedHttpClient {
     use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
     let store = match roots {
         TrustedRoots::Amazon => TrustStore::empty().with_pem_certificate(AMAZON_TRUST_SERVICES_ROOTS),
@@ -370,6 +420,43 @@ mod tests {
         empty_token.push(("AWS_SESSION_TOKEN".into(), String::new()));
         let empty_token = LambdaEnvironment::read(empty_token).unwrap();
         assert_eq!(empty_token.session_token, None);
+    }
+
+    /// An HTTP client that only counts the checks made on it.
+    #[derive(Debug)]
+    struct CountedChecks(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl HttpClient for CountedChecks {
+        fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+            unreachable!("no call is made")
+        }
+
+        fn validate_base_client_config(&self, _: &RuntimeComponentsBuilder, _: &ConfigBag) -> Result<(), BoxError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// How many checks building three SDK clients on `http` makes on the client underneath.
+    fn checks_for_three_clients(wrap: impl Fn(SharedHttpClient) -> SharedHttpClient) -> usize {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let http = wrap(SharedHttpClient::new(CountedChecks(count.clone())));
+        let config = LambdaEnvironment::read(lambda_variables(&[])).unwrap().sdk_config(http, None);
+        let _clients = (
+            aws_sdk_dynamodb::Client::new(&config),
+            aws_sdk_kinesis::Client::new(&config),
+            aws_sdk_dynamodb::Client::new(&config),
+        );
+        count.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn one_check_of_the_http_client_serves_every_client_and_amazons_roots_need_none() {
+        let checked_once =
+            |checked| move |inner| SharedHttpClient::new(CheckedOnce { inner, checked: AtomicBool::new(checked) });
+        assert_eq!(checks_for_three_clients(|http| http), 3, "the SDK checks its HTTP client per client");
+        assert_eq!(checks_for_three_clients(checked_once(false)), 1, "the system store: checked at start, once");
+        assert_eq!(checks_for_three_clients(checked_once(true)), 0, "Amazon's roots: nothing to read at start");
     }
 
     #[test]
