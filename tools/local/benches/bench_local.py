@@ -10,8 +10,10 @@
 2. Whole stack: `eventline-local` (as `make run` starts it) under
    `eventline-gen load --rate R --duration N`, signed with testing/testing in us-east-1, with
    every accepted event read back by `eventline-gen` unless `--no-read-back`. Meanwhile the
-   shards' counters are read from the emulator each second, to time when every accepted event
-   has been stored and counted; `GET /metrics` totals are checked at the end.
+   counters are read from the emulator each second, to time when every accepted event has
+   been stored and counted and to see how far processing fell behind ingest while sending
+   (the stack keeps up when that never passed KEEP_UP_LAG_SECONDS of sending); `GET /metrics`
+   totals are checked at the end.
 
 Prints both rates and their ratios; exits 1 if the stack lost or failed an event.
 Run from the checkout: `make bench-local` (builds what it needs first).
@@ -43,6 +45,11 @@ ROOT = Path(__file__).resolve().parents[3]
 REGION = "us-east-1"
 CREDENTIALS = Credentials("testing", "testing")
 BATCH = 100
+# The stack keeps up with the offered rate when the generator sent at (nearly) that rate,
+# the events accepted but not yet stored never amounted to more than this many seconds of
+# sending, and the last of them was stored within as long after sending ended.
+KEEP_UP_SEND_SHARE = 0.98
+KEEP_UP_LAG_SECONDS = 2
 SHARD_ID = "shardId-000000000000"
 SOURCES = ["msc-ber-01", "msc-fra-01", "smsc-muc-01", "pgw-ham-01", "sgsn-stu-01"]
 TYPES = ["call_out", "call_in", "sms", "data_session"]
@@ -378,8 +385,9 @@ def last_metrics(url):
 
 
 def shard_counters(stack_log):
-    """Reads the shards' processed, failed and duplicate counts from the emulator the stack
-    started (its endpoint and table are in the stack's start-up lines)."""
+    """Reads the events ingest counted as received and the shards' processed, failed and
+    duplicate counts from the emulator the stack started (its endpoint and table are in the
+    stack's start-up lines)."""
     endpoint = table = None
     deadline = time.monotonic() + 60
     while (endpoint is None or table is None) and time.monotonic() < deadline:
@@ -402,15 +410,24 @@ def shard_counters(stack_log):
     )
 
     def counts():
+        # One partition: the shards' totals (SHARD#...) and ingest's received-counter slots
+        # (INGEST#...).
         items = dynamodb.query(
             TableName=table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :shard)",
-            ExpressionAttributeValues={":pk": {"S": "METRICS"}, ":shard": {"S": "SHARD#"}},
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": "METRICS"}},
             ConsistentRead=True,
         )["Items"]
-        total = {"processed": 0, "failed": 0, "duplicate": 0}
+        total = {"received": 0, "processed": 0, "failed": 0, "duplicate": 0}
         for item in items:
-            for name in total:
+            sort_key = item["sk"]["S"]
+            if sort_key.startswith("SHARD#"):
+                names = ("processed", "failed", "duplicate")
+            elif sort_key.startswith("INGEST#"):
+                names = ("received",)
+            else:
+                names = ()
+            for name in names:
                 total[name] += int(item.get(name, {"N": "0"})["N"])
         return total
 
@@ -486,6 +503,15 @@ def whole_stack(args):
     done_at = next((t for t, m in samples if settled(m)), None)
     send_seconds = summary["send_seconds"]
     at_send_end = [m for t, m in samples if t <= started + send_seconds]
+    # Events accepted but not yet stored and counted, as each sample found them.
+    behind = [m["received"] - m["processed"] - m["failed"] - m["duplicate"] for m in at_send_end]
+    drained_after = None if done_at is None else max(0.0, done_at - started - send_seconds)
+    kept_up = (
+        done_at is not None
+        and summary["events_per_second"] >= KEEP_UP_SEND_SHARE * args.rate
+        and max(behind, default=0) <= KEEP_UP_LAG_SECONDS * args.rate
+        and drained_after <= KEEP_UP_LAG_SECONDS
+    )
     result = {
         "target_rate": args.rate,
         "seconds": args.seconds,
@@ -499,6 +525,10 @@ def whole_stack(args):
         "events_duplicate": final["duplicate"],
         "metrics": metrics,
         "processed_when_sending_ended": at_send_end[-1]["processed"] if at_send_end else None,
+        "most_behind_while_sending": max(behind, default=None),
+        "behind_when_sending_ended": behind[-1] if behind else None,
+        "drained_after_sending_s": drained_after,
+        "kept_up": kept_up,
         "all_processed_after_s": None if done_at is None else done_at - started,
         "events_per_second": None if done_at is None else final["processed"] / (done_at - started),
         "read_back": {"verified": summary["verified"], "not_found": summary["unverified"]} if args.read_back else None,
@@ -557,6 +587,16 @@ def main():
             f"sending ended; all processed after "
             + ("never" if rate is None else f"{stack['all_processed_after_s']:.1f} s: {rate:.0f} events/s")
         )
+        if stack["most_behind_while_sending"] is not None:
+            m = stack["metrics"] or {}
+            print(
+                f"keeping up  at most {stack['most_behind_while_sending']} events accepted and not yet stored "
+                f"while sending, {stack['behind_when_sending_ended']} when it ended; drained "
+                + ("never" if stack["drained_after_sending_s"] is None
+                   else f"{stack['drained_after_sending_s']:.1f} s after")
+                + (f"; p99 processing latency {m['p99_processing_latency_ms']} ms" if m else "")
+                + (": kept up" if stack["kept_up"] else f": fell behind (limit {KEEP_UP_LAG_SECONDS} s of sending)")
+            )
         if stack["metrics"] is None:
             print("metrics     GET /metrics did not answer; the counts above are the table's own")
         else:
