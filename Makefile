@@ -19,6 +19,7 @@ test: $(VENV)/.dev tools check-template
 	cargo nextest run --workspace --no-fail-fast
 	$(MAKE) sam-local-if-available
 	$(MAKE) fuzz-smoke
+	$(MAKE) bench-local-smoke
 
 ## lint: formatting, clippy, and the template's checks (cfn-lint with informational rules, checkov), as CI runs them
 # checkov findings left in place are skipped in the template itself, each with its reason.
@@ -142,6 +143,13 @@ bench-local: $(VENV)/.run
 	cargo build --profile local -p eventline-local
 	cargo build --release -p eventline-gen
 	$(VENV)/bin/python tools/local/benches/bench_local.py --rate $(BENCH_RATE) --seconds $(BENCH_SECONDS)
+
+# The short run `make test` does: a few seconds at a low rate, on the debug builds the tests
+# made. It fails when an event is lost or left uncounted, not on speed.
+.PHONY: bench-local-smoke
+bench-local-smoke: $(VENV)/.run
+	$(VENV)/bin/python tools/local/benches/bench_local.py --rate 100 --seconds 5 --raw-seconds 3 \
+		--stack target/debug/eventline-local --generator target/debug/eventline-gen
 
 # bench: the figures in the README's "Figures" section, each beside a baseline measured in
 # the same run (tools/bench/src/bin/figures.rs prints them as one table), then bench-local.
