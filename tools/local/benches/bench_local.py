@@ -609,6 +609,10 @@ def main():
             print(f"ratio       {rate / args.rate:.2f} of the target rate", end="")
             if "emulator" in report:
                 print(f", {rate / report['emulator']['events_per_second']:.2f} of the emulator ceiling", end="")
+                if stack["kept_up"]:
+                    # Capped by what was offered: only a rate the stack cannot keep up with
+                    # measures what it can take.
+                    print(" (it took all it was offered; a --rate above the ceiling measures its own)", end="")
             print()
         if not ok:
             print(f"FAILED: not every event was stored and counted; stack log: {stack['log']}")
