@@ -144,10 +144,14 @@ bench-local: $(VENV)/.run
 	cargo build --release -p eventline-gen
 	$(VENV)/bin/python tools/local/benches/bench_local.py --rate $(BENCH_RATE) --seconds $(BENCH_SECONDS)
 
-# The short run `make test` does: a few seconds at a low rate, on the debug builds the tests
-# made. It fails when an event is lost or left uncounted, not on speed.
+# The short run `make test` does: a few seconds at a low rate, on the debug builds of the
+# stack and the generator that the tests made. It fails when an event is lost or left
+# uncounted, not on speed.
 .PHONY: bench-local-smoke
 bench-local-smoke: $(VENV)/.run
+	@test -x target/debug/eventline-local -a -x target/debug/eventline-gen || { \
+		echo "bench-local-smoke: needs the debug builds of eventline-local and eventline-gen (make test makes them)"; \
+		exit 1; }
 	$(VENV)/bin/python tools/local/benches/bench_local.py --rate 100 --seconds 5 --raw-seconds 3 \
 		--stack target/debug/eventline-local --generator target/debug/eventline-gen
 
