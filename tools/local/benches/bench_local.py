@@ -384,7 +384,7 @@ def last_metrics(url):
     return None
 
 
-def shard_counters(stack_log):
+def pipeline_counters(stack_log):
     """Reads the events ingest counted as received and the shards' processed, failed and
     duplicate counts from the emulator the stack started (its endpoint and table are in the
     stack's start-up lines)."""
@@ -468,7 +468,7 @@ def whole_stack(args):
 
     try:
         wait_for_port(port, stack, seconds=120)
-        counters = shard_counters(Path(stack_log.name))
+        counters = pipeline_counters(Path(stack_log.name))
         command = [
             str(args.generator), "load", "--url", url, "--rate", str(args.rate), "--duration", f"{args.seconds}s",
             "--seed", "42", "--sign", "--quiet", "--json",
