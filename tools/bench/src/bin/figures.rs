@@ -63,6 +63,12 @@ const RECENT_SECONDS: u64 = 61;
 /// The package-size target, in bytes (5 MB).
 const MAX_PACKAGE_BYTES: u64 = 5_000_000;
 
+const USAGE: &str = "\
+usage: figures                            every figure of `make bench`, beside its baseline
+       figures --cold-start NAME=PATH...  cold starts of any bootstraps, interleaved
+  NAME is hello-world or a function (ingest, transform, metrics: it gets that function's
+  environment); the same NAME may repeat. The first hello-world is the others' baseline.";
+
 struct Paths {
     root: PathBuf,
 }
@@ -87,6 +93,19 @@ impl Paths {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let pairs = match args.first().map(String::as_str) {
+        None => None,
+        Some("--cold-start") if args.len() > 1 => Some(&args[1..]),
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(_) => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     let paths = Paths { root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..") };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
@@ -95,9 +114,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(at) = args.iter().position(|a| a == "--cold-start") {
-        return match runtime.block_on(compare_cold_starts(&paths, &args[at + 1..])) {
+    if let Some(pairs) = pairs {
+        return match runtime.block_on(compare_cold_starts(&paths, pairs)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("bench: {error}");
@@ -326,19 +344,32 @@ async fn compare_cold_starts(paths: &Paths, pairs: &[String]) -> Result<(), BoxE
     let stub = RuntimeApiStub::start()?;
     let binaries = binaries(&stub, &stack, named)?;
     let samples = time_starts(&stub, &binaries, &paths.root.join("target/bench"))?;
-    println!("| binary | zipped | cold start, median of {RUNS} | fastest | slowest |\n|---|---|---|---|---|");
+    let baseline = binaries.iter().zip(&samples).find(|((name, _, _), _)| name == "hello-world");
+    let baseline = baseline.map(|(_, starts)| median_to_next(starts));
+    println!(
+        "| binary | zipped | cold start, median of {RUNS} | fastest | slowest | × first hello-world |\n\
+         |---|---|---|---|---|---|"
+    );
     for ((name, path, _), starts) in binaries.iter().zip(&samples) {
         let times: Vec<Duration> = starts.iter().map(|c| c.to_next).collect();
+        let median = median_to_next(starts);
+        let ratio = baseline.map(|b| format!("{:.2}×", median.as_secs_f64() / b.as_secs_f64()));
         println!(
-            "| {name} ({}) | {} | {} | {} | {} |",
+            "| {name} ({}) | {} | {} | {} | {} | {} |",
             path.display(),
             megabytes(zipped_size(path)?),
-            millis(median_to_next(starts)),
-            millis(times.iter().min().copied().unwrap_or_default()),
-            millis(times.iter().max().copied().unwrap_or_default()),
+            fine_millis(median),
+            fine_millis(times.iter().min().copied().unwrap_or_default()),
+            fine_millis(times.iter().max().copied().unwrap_or_default()),
+            ratio.as_deref().unwrap_or("-"),
         );
     }
     Ok(())
+}
+
+/// Milliseconds to the hundredth, for comparing builds whose starts differ by less than 0.1 ms.
+fn fine_millis(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1e3)
 }
 
 fn cpu_per_request(paths: &Paths) -> Vec<Figure> {
