@@ -344,9 +344,9 @@ fn cold_starts(
     Ok(figures)
 }
 
-/// `figures --cold-start NAME=PATH...`: the cold-start median and zipped size of any bootstraps
-/// (a NAME of `ingest`, `transform` or `metrics` gets that function's environment), as the
-/// release-profile table in the README was measured.
+/// `figures --cold-start NAME=PATH...`: the cold-start median, zipped size and ratio to the
+/// first hello-world of any bootstraps (a NAME of `ingest`, `transform` or `metrics` gets that
+/// function's environment), as the README's cold-start comparisons were measured.
 async fn compare_cold_starts(paths: &Paths, pairs: &[String]) -> Result<(), BoxError> {
     let named = pairs
         .iter()
