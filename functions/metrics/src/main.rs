@@ -3,7 +3,8 @@ use eventline_model::config::ProcessEnv;
 use lambda_http::{Error, Request, run, service_fn};
 use metrics::config::Config;
 
-#[tokio::main]
+// Lambda sends one invocation at a time: a one-thread runtime starts sooner (README, "Cold start").
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();
     let config =

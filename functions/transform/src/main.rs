@@ -7,7 +7,8 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use transform::config::Config;
 use transform::event::StreamEvent;
 
-#[tokio::main]
+// Lambda sends one invocation at a time: a one-thread runtime starts sooner (README, "Cold start").
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();
     let config =
