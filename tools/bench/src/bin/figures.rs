@@ -2,7 +2,8 @@
 //!
 //! - cold start: process start to the first `/next` on a Runtime API stub, for each
 //!   function's `sam build` bootstrap and a hello-world `lambda_runtime` function built with
-//!   the same profile (median of [`RUNS`] runs each, interleaved);
+//!   the same profile, also on the functions' one-thread runtime (median of [`RUNS`] runs
+//!   each, interleaved);
 //! - package size: each bootstrap zipped, beside the hello-world's;
 //! - CPU per request: the two medians `cargo bench -p ingest --bench ingest_request` left;
 //! - AWS requests and DynamoDB write units per 1,000 events, through ingest and the
@@ -36,6 +37,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Starts of each binary for the cold-start medians.
 const RUNS: usize = 20;
+/// The hello-world on a one-thread runtime, the functions' flavour: a second cold-start baseline.
+const ONE_THREAD_HELLO: &str = "hello-world-one-thread";
 /// The functions, by their binary names (`BuildProperties.Binary` in template.yaml).
 const FUNCTIONS: [&str; 3] = ["ingest", "transform", "metrics"];
 /// Events per ingest request and per transform batch in the cost run (the template's
@@ -66,8 +69,9 @@ const MAX_PACKAGE_BYTES: u64 = 5_000_000;
 const USAGE: &str = "\
 usage: figures                            every figure of `make bench`, beside its baseline
        figures --cold-start NAME=PATH...  cold starts of any bootstraps, interleaved
-  NAME is hello-world or a function (ingest, transform, metrics: it gets that function's
-  environment); the same NAME may repeat. The first hello-world is the others' baseline.";
+  NAME is a function (ingest, transform, metrics: it gets that function's environment) or
+  any other name, such as hello-world or hello-world-one-thread (Lambda's variables only);
+  the same NAME may repeat. The first hello-world is the others' baseline.";
 
 struct Paths {
     root: PathBuf,
@@ -82,6 +86,11 @@ impl Paths {
     /// The hello-world from `cargo lambda build --release --lambda-dir target/lambda/ARCH`.
     fn hello_world(&self, arch: &str) -> PathBuf {
         self.root.join("target/lambda").join(arch).join("hello-world/bootstrap")
+    }
+
+    /// The same hello-world on a one-thread runtime, as the functions run, built beside it.
+    fn hello_world_one_thread(&self, arch: &str) -> PathBuf {
+        self.root.join("target/lambda").join(arch).join("hello-world-one-thread/bootstrap")
     }
 
     fn criterion_median_ns(&self, group: &str, function: &str) -> Result<f64, BoxError> {
@@ -286,7 +295,10 @@ fn cold_starts(
     logical_ids: &HashMap<&str, String>,
 ) -> Result<Vec<Figure>, BoxError> {
     let stub = RuntimeApiStub::start()?;
-    let mut named = vec![("hello-world".to_owned(), paths.hello_world("x86_64"))];
+    let mut named = vec![
+        ("hello-world".to_owned(), paths.hello_world("x86_64")),
+        (ONE_THREAD_HELLO.to_owned(), paths.hello_world_one_thread("x86_64")),
+    ];
     named.extend(FUNCTIONS.iter().map(|f| (f.to_string(), paths.bootstrap("x86_64", &logical_ids[f]))));
     let binaries = binaries(&stub, stack, named)?;
     let missing: Vec<Figure> = binaries
@@ -307,12 +319,12 @@ fn cold_starts(
     eprintln!("bench: {RUNS} cold starts of each binary");
     let samples = time_starts(&stub, &binaries, &paths.root.join("target/bench"))?;
     let medians: Vec<Duration> = samples.iter().map(|s| median_to_next(s)).collect();
-    let hello = medians[0];
-    let mut figures: Vec<Figure> = binaries
+    let (hello, one_thread) = (medians[0], medians[1]);
+    let functions: Vec<(&String, Duration)> =
+        binaries.iter().zip(&medians).skip(2).map(|((name, _, _), &to_next)| (name, to_next)).collect();
+    let mut figures: Vec<Figure> = functions
         .iter()
-        .zip(&medians)
-        .skip(1)
-        .map(|((name, _, _), &to_next)| {
+        .map(|&(name, to_next)| {
             let ratio = to_next.as_secs_f64() / hello.as_secs_f64();
             Figure {
                 figure: format!("cold start to first /next, {name} (x86_64, median of {RUNS})"),
@@ -324,6 +336,24 @@ fn cold_starts(
             }
         })
         .collect();
+    // The functions run on a one-thread runtime and the runtime's example on several threads:
+    // the same comparison over a one-thread hello-world shows what is the functions' own.
+    figures.push(Figure {
+        figure: format!("cold start to first /next, hello-world on a one-thread runtime (x86_64, median of {RUNS})"),
+        measured: millis(one_thread),
+        baseline: format!("{} hello-world", millis(hello)),
+        ratio: Some(one_thread.as_secs_f64() / hello.as_secs_f64()),
+        target: "-".to_owned(),
+        verdict: Verdict::Info,
+    });
+    figures.extend(functions.iter().map(|&(name, to_next)| Figure {
+        figure: format!("cold start to first /next, {name}, over the one-thread hello-world"),
+        measured: millis(to_next),
+        baseline: format!("{} one-thread hello-world", millis(one_thread)),
+        ratio: Some(to_next.as_secs_f64() / one_thread.as_secs_f64()),
+        target: "-".to_owned(),
+        verdict: Verdict::Info,
+    }));
     let mut early: Vec<String> = Vec::new();
     for ((name, _, _), starts) in binaries.iter().zip(&samples) {
         for request in starts.iter().flat_map(|c| &c.requests_before_next) {
