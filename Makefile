@@ -159,7 +159,8 @@ bench-local-smoke: $(VENV)/.run
 # the same run (tools/bench/src/bin/figures.rs prints them as one table), then bench-local.
 # The functions are measured as `sam build` makes them: arm64 (the template's default) for
 # the package sizes, x86_64 (this machine's architecture) for the cold starts; the
-# hello-world baseline goes through cargo-lambda's release build like them.
+# hello-world baselines (the runtime's example, and the same on the functions' one-thread
+# runtime) go through cargo-lambda's release build like them.
 BENCH_SAM_DIR := .aws-sam/bench
 .PHONY: bench bench-build
 
