@@ -3,7 +3,7 @@ use eventline_model::config::ProcessEnv;
 use ingest::config::Config;
 use lambda_http::{Error, Request, run, service_fn};
 
-// Lambda sends one invocation at a time: a one-thread runtime starts sooner (README, "Cold start").
+// Lambda sends one invocation at a time; one thread starts sooner (README, "A one-thread runtime").
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();

@@ -7,7 +7,7 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use transform::config::Config;
 use transform::event::StreamEvent;
 
-// Lambda sends one invocation at a time: a one-thread runtime starts sooner (README, "Cold start").
+// Lambda sends one invocation at a time; one thread starts sooner (README, "A one-thread runtime").
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();
