@@ -215,5 +215,6 @@ mod tests {
         let start = stub.cold_start(&program, &env, &dir.join("stderr"), Duration::from_secs(5)).unwrap();
         assert_eq!(start.requests_before_next, ["GET /other"]);
         assert!(start.to_next < Duration::from_secs(5));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

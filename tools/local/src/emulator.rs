@@ -10,10 +10,15 @@ use tokio::process::{Child, Command};
 use crate::Error;
 
 /// A running emulator; it is stopped when this is dropped.
+///
+/// Its output goes to a log file in the temporary directory, removed with it unless
+/// [`Emulator::keep_log`] was called, the emulator failed to start, or the thread that drops
+/// it is panicking (a failing test), in which case the log's path is printed.
 pub struct Emulator {
     child: Child,
     pub endpoint: String,
     pub log_path: PathBuf,
+    keep_log: bool,
 }
 
 impl Emulator {
@@ -41,9 +46,18 @@ impl Emulator {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Error::Setup(format!("cannot start {}: {e}", program.display())))?;
-        let mut emulator = Self { child, endpoint: format!("http://127.0.0.1:{port}"), log_path };
-        emulator.wait_ready(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
+        let mut emulator = Self { child, endpoint: format!("http://127.0.0.1:{port}"), log_path, keep_log: false };
+        // The error names the log, so it stays.
+        emulator
+            .wait_ready(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .await
+            .inspect_err(|_| emulator.keep_log())?;
         Ok(emulator)
+    }
+
+    /// Leaves the log in place after the emulator stops (`make run` shows its path).
+    pub fn keep_log(&mut self) {
+        self.keep_log = true;
     }
 
     async fn wait_ready(&mut self, addr: SocketAddr) -> Result<(), Error> {
@@ -57,11 +71,24 @@ impl Emulator {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(Error::Setup(format!("moto_server did not answer on {addr} within 30 s")))
+        Err(Error::Setup(format!("moto_server did not answer on {addr} within 30 s; see {}", self.log_path.display())))
     }
 
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if self.keep_log {
+            return;
+        }
+        if std::thread::panicking() {
+            eprintln!("emulator log kept: {}", self.log_path.display());
+            return;
+        }
+        let _ = std::fs::remove_file(&self.log_path);
     }
 }
 

@@ -77,7 +77,9 @@ async fn run(args: Args) -> Result<(), eventline_local::Error> {
     options.parameters = args.parameters;
     options.jwks = args.jwks;
     eprintln!("eventline-local: starting the emulator and creating {} ...", options.template.display());
-    let stack = LocalStack::start(&options).await?;
+    let mut stack = LocalStack::start(&options).await?;
+    // Its path is printed below, so it outlives the run.
+    stack.emulator.keep_log();
     let running = stack.spawn(args.addr).await?;
     let url = running.url();
     let outputs = &stack.manifest.outputs;
