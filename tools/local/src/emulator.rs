@@ -55,7 +55,7 @@ impl Emulator {
         Ok(emulator)
     }
 
-    /// Leaves the log in place after the emulator stops (`make run` shows its path).
+    /// Leaves the log in place after the emulator stops, for a failure to be read in it.
     pub fn keep_log(&mut self) {
         self.keep_log = true;
     }

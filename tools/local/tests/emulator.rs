@@ -45,3 +45,21 @@ async fn the_log_stays_when_kept_or_when_a_test_fails() {
     assert!(failing_log.exists(), "{} removed although the test failed", failing_log.display());
     std::fs::remove_file(&failing_log).unwrap();
 }
+
+#[test]
+fn a_stack_that_cannot_be_created_keeps_its_log() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_eventline-local"))
+        .arg("--root")
+        .arg(common::checkout())
+        .args(["--addr", "127.0.0.1:0", "--jwks", "/nonexistent/jwks.json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let log = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("emulator log kept: "))
+        .unwrap_or_else(|| panic!("no kept log named in:\n{stderr}"));
+    assert!(std::path::Path::new(log).exists(), "{log} named but missing");
+    std::fs::remove_file(log).unwrap();
+}
