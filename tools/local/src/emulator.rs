@@ -12,8 +12,8 @@ use crate::Error;
 /// A running emulator; it is stopped when this is dropped.
 ///
 /// Its output goes to a log file in the temporary directory, removed with it unless
-/// [`Emulator::keep_log`] was called, the emulator failed to start, or the thread that drops
-/// it is panicking (a failing test), in which case the log's path is printed.
+/// [`Emulator::keep_log`] was called, the emulator failed to start (the error names the
+/// log), or the thread that drops it is panicking (a failing test: the log's path is printed).
 pub struct Emulator {
     child: Child,
     pub endpoint: String,
