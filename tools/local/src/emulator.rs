@@ -11,14 +11,24 @@ use crate::Error;
 
 /// A running emulator; it is stopped when this is dropped.
 ///
-/// Its output goes to a log file in the temporary directory, removed with it unless
-/// [`Emulator::keep_log`] was called, the emulator failed to start (the error names the
-/// log), or the thread that drops it is panicking (a failing test: the log's path is printed).
+/// Its output goes to a log file in the temporary directory, removed when the emulator is
+/// stopped or dropped unless something went wrong: it failed to start (the error names the
+/// log), it exited by itself, or the thread stopping it is panicking (a failing test). Then
+/// the log stays and its path is printed.
 pub struct Emulator {
     child: Child,
     pub endpoint: String,
     pub log_path: PathBuf,
-    keep_log: bool,
+    log: Log,
+}
+
+/// What becomes of the emulator's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Log {
+    /// Removed when the emulator stops, unless it failed.
+    Temporary,
+    Kept,
+    Removed,
 }
 
 impl Emulator {
@@ -46,18 +56,17 @@ impl Emulator {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Error::Setup(format!("cannot start {}: {e}", program.display())))?;
-        let mut emulator = Self { child, endpoint: format!("http://127.0.0.1:{port}"), log_path, keep_log: false };
+        let mut emulator = Self { child, endpoint: format!("http://127.0.0.1:{port}"), log_path, log: Log::Temporary };
         // The error names the log, so it stays.
-        emulator
-            .wait_ready(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
-            .await
-            .inspect_err(|_| emulator.keep_log())?;
+        emulator.wait_ready(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await.inspect_err(|_| {
+            emulator.log = Log::Kept;
+        })?;
         Ok(emulator)
     }
 
-    /// Leaves the log in place after the emulator stops, for a failure to be read in it.
-    pub fn keep_log(&mut self) {
-        self.keep_log = true;
+    /// The emulator's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     async fn wait_ready(&mut self, addr: SocketAddr) -> Result<(), Error> {
@@ -75,20 +84,30 @@ impl Emulator {
     }
 
     pub async fn stop(mut self) {
+        self.settle_log();
         let _ = self.child.kill().await;
+    }
+
+    /// Keeps the log if the emulator exited by itself or a test is failing, else removes it.
+    /// Called before the emulator is stopped, so that an exit found here is its own.
+    fn settle_log(&mut self) {
+        if self.log != Log::Temporary {
+            return;
+        }
+        let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+        if exited || std::thread::panicking() {
+            eprintln!("emulator log kept: {}", self.log_path.display());
+            self.log = Log::Kept;
+        } else {
+            let _ = std::fs::remove_file(&self.log_path);
+            self.log = Log::Removed;
+        }
     }
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        if self.keep_log {
-            return;
-        }
-        if std::thread::panicking() {
-            eprintln!("emulator log kept: {}", self.log_path.display());
-            return;
-        }
-        let _ = std::fs::remove_file(&self.log_path);
+        self.settle_log();
     }
 }
 

@@ -117,37 +117,22 @@ impl LocalStack {
     }
 
     /// Starts the emulator, creates the template's resources in it and builds the functions.
-    /// When anything fails once the emulator runs, its log is kept and its path printed.
     pub async fn start(options: &Options) -> Result<Self, Error> {
-        let mut emulator = Emulator::start(&options.venv, &options.emulator_launcher).await?;
-        match Self::provision(options, &emulator.endpoint).await {
-            Ok((manifest, sdk, functions, app)) => Ok(Self { emulator, manifest, sdk, functions, app }),
-            Err(error) => {
-                emulator.keep_log();
-                eprintln!("emulator log kept: {}", emulator.log_path.display());
-                Err(error)
-            }
-        }
-    }
-
-    async fn provision(
-        options: &Options,
-        endpoint: &str,
-    ) -> Result<(Manifest, aws_config::SdkConfig, Arc<Functions>, Arc<App>), Error> {
+        let emulator = Emulator::start(&options.venv, &options.emulator_launcher).await?;
         let manifest = manifest::deploy(
             &options.venv,
             &options.deploy_script,
             &options.template,
-            endpoint,
+            &emulator.endpoint,
             &options.stack_name,
             &options.parameters,
         )
         .await?;
-        let sdk = emulator_sdk_config(endpoint, &manifest.region).await;
+        let sdk = emulator_sdk_config(&emulator.endpoint, &manifest.region).await;
         let functions = Arc::new(build_functions(&manifest, &sdk)?);
         let jwt = options.jwks.as_deref().map(jwt::JwtVerifier::from_file).transpose()?;
         let app = Arc::new(App::new(Arc::clone(&functions), &manifest, jwt)?);
-        Ok((manifest, sdk, functions, app))
+        Ok(Self { emulator, manifest, sdk, functions, app })
     }
 
     /// The event source mapping of the transform function.

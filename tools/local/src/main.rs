@@ -77,19 +77,8 @@ async fn run(args: Args) -> Result<(), eventline_local::Error> {
     options.parameters = args.parameters;
     options.jwks = args.jwks;
     eprintln!("eventline-local: starting the emulator and creating {} ...", options.template.display());
-    let mut stack = LocalStack::start(&options).await?;
-    let served = serve(&stack, args.addr).await;
-    if served.is_err() {
-        stack.emulator.keep_log();
-        eprintln!("eventline-local: the emulator's log is kept: {}", stack.emulator.log_path.display());
-    }
-    stack.emulator.stop().await;
-    served
-}
-
-/// Serves the stack's routes until Ctrl-C, then drains the stream.
-async fn serve(stack: &LocalStack, addr: SocketAddr) -> Result<(), eventline_local::Error> {
-    let running = stack.spawn(addr).await?;
+    let stack = LocalStack::start(&options).await?;
+    let running = stack.spawn(args.addr).await?;
     let url = running.url();
     let outputs = &stack.manifest.outputs;
     let get = |key: &str| outputs.get(key).map_or("?", String::as_str);
@@ -121,5 +110,6 @@ async fn serve(stack: &LocalStack, addr: SocketAddr) -> Result<(), eventline_loc
         "eventline-local: stopped after {} batches ({} records, {} retries, {} sent to the on-failure destination)",
         stats.batches, stats.records, stats.retries, stats.sent_to_on_failure
     );
+    stack.emulator.stop().await;
     Ok(())
 }

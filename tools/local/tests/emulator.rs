@@ -1,6 +1,8 @@
-//! The emulator's log file: removed with the emulator, kept when someone may need to read it.
+//! The emulator's log file: removed with the emulator, kept when something went wrong.
 
 mod common;
+
+use std::time::{Duration, Instant};
 
 use eventline_local::{Emulator, Options};
 
@@ -26,40 +28,33 @@ async fn the_log_goes_with_the_emulator() {
 }
 
 #[tokio::test]
-async fn the_log_stays_when_kept_or_when_a_test_fails() {
-    let mut kept = start().await;
-    kept.keep_log();
-    let kept_log = kept.log_path.clone();
-    kept.stop().await;
-    assert!(kept_log.exists());
-    std::fs::remove_file(&kept_log).unwrap();
-
-    let failing = start().await;
-    let failing_log = failing.log_path.clone();
+async fn the_log_stays_when_a_test_fails() {
+    let emulator = start().await;
+    let log = emulator.log_path.clone();
     let outcome = std::thread::spawn(move || {
-        let _emulator = failing;
+        let _emulator = emulator;
         panic!("a test fails while its emulator runs");
     })
     .join();
     assert!(outcome.is_err());
-    assert!(failing_log.exists(), "{} removed although the test failed", failing_log.display());
-    std::fs::remove_file(&failing_log).unwrap();
+    assert!(log.exists(), "{} removed although the test failed", log.display());
+    std::fs::remove_file(&log).unwrap();
 }
 
-#[test]
-fn a_stack_that_cannot_be_created_keeps_its_log() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_eventline-local"))
-        .arg("--root")
-        .arg(common::checkout())
-        .args(["--addr", "127.0.0.1:0", "--jwks", "/nonexistent/jwks.json"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    let log = stderr
-        .lines()
-        .find_map(|line| line.strip_prefix("emulator log kept: "))
-        .unwrap_or_else(|| panic!("no kept log named in:\n{stderr}"));
-    assert!(std::path::Path::new(log).exists(), "{log} named but missing");
-    std::fs::remove_file(log).unwrap();
+#[tokio::test]
+async fn the_log_stays_when_the_emulator_exits_by_itself() {
+    let emulator = start().await;
+    let log = emulator.log_path.clone();
+    let pid = emulator.pid().expect("the emulator runs").to_string();
+    let killed = std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    assert!(killed.success());
+    let endpoint = emulator.endpoint.trim_start_matches("http://").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&endpoint).is_ok() {
+        assert!(Instant::now() < deadline, "the emulator still answers after SIGKILL");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    emulator.stop().await;
+    assert!(log.exists(), "{} removed although the emulator had died", log.display());
+    std::fs::remove_file(&log).unwrap();
 }
