@@ -166,6 +166,43 @@ def check_rules(cfn_template, parameters, region, stack):
                 fail(f"rule {name}: {assertion.get('AssertDescription', 'assertion failed')}")
 
 
+def check_parameters(template, parameters):
+    """Refuses what CloudFormation refuses: a parameter the template does not declare, or a
+    value its declaration does not allow (a typo would otherwise run with the default)."""
+    declared = template.get("Parameters", {})
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        fail(f"the template has no parameter {', '.join(unknown)}; it has {', '.join(sorted(declared))}")
+    for name, value in parameters.items():
+        problem = parameter_problem(declared[name], value)
+        if problem:
+            fail(f"parameter {name} {problem}, not {value!r}")
+
+
+def parameter_problem(declaration, value):
+    """What is wrong with `value` for a parameter declared so, or None."""
+    allowed = [str(v) for v in declaration.get("AllowedValues", [])]
+    if allowed and value not in allowed:
+        return f"must be one of {', '.join(allowed)}"
+    if declaration.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            return "must be a number"
+        if "MinValue" in declaration and number < float(declaration["MinValue"]):
+            return f"must be at least {declaration['MinValue']}"
+        if "MaxValue" in declaration and number > float(declaration["MaxValue"]):
+            return f"must be at most {declaration['MaxValue']}"
+        return None
+    if "AllowedPattern" in declaration and not re.fullmatch(declaration["AllowedPattern"], value):
+        return f"must match {declaration['AllowedPattern']}"
+    if "MinLength" in declaration and len(value) < int(declaration["MinLength"]):
+        return f"must be at least {declaration['MinLength']} characters"
+    if "MaxLength" in declaration and len(value) > int(declaration["MaxLength"]):
+        return f"must be at most {declaration['MaxLength']} characters"
+    return None
+
+
 def parameter_context(cfn_template, parameters, region, stack):
     return {
         "parameters": {
@@ -297,6 +334,7 @@ def main():
             fail(f"--parameter {item!r} is not KEY=VALUE")
         parameters[key] = value
 
+    check_parameters(sam, parameters)
     binaries = {logical_id: binary_of(logical_id, r) for logical_id, r in functions_of(sam).items()}
     # The translator reads the region for pseudo parameters from the environment.
     os.environ["AWS_DEFAULT_REGION"] = args.region

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::stack;
+use eventline_local::{LocalStack, Options};
 use eventline_model::aws::{SDK_ATTEMPT_TIMEOUT, SDK_OPERATION_TIMEOUT};
 use eventline_model::retry::MIN_ATTEMPT_TIME;
 
@@ -212,4 +213,25 @@ async fn access_logs_scoped_roles_ceilings_failure_bucket_and_alarms_are_in_the_
     let (_, dashboard) = of_type("AWS::CloudWatch::Dashboard").next().expect("a dashboard");
     let body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"].as_str().unwrap();
     assert!(body.contains("IteratorAge") && body.contains("EventsStored"), "the dashboard shows the same signals");
+}
+
+#[tokio::test]
+async fn parameters_the_template_does_not_take_are_refused() {
+    for (parameter, expected) in [
+        (("IngestAuthorisation", "NONE"), "the template has no parameter IngestAuthorisation"),
+        (("IngestAuthorization", "jwt"), "parameter IngestAuthorization must be one of IAM, JWT, NONE, not 'jwt'"),
+        (("LogRetentionDays", "10"), "parameter LogRetentionDays must be one of 1, 3, 5"),
+        (
+            ("TransformMaxRecordAgeSeconds", "30"),
+            "parameter TransformMaxRecordAgeSeconds must be at least 60, not '30'",
+        ),
+        (("TransformBatchSize", "ten"), "parameter TransformBatchSize must be a number, not 'ten'"),
+        (("Stage", "Prod"), "parameter Stage must match [a-z0-9-]{1,16}, not 'Prod'"),
+    ] {
+        let mut options = Options::for_checkout(&common::checkout());
+        options.stack_name = format!("bad-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        options.parameters = vec![(parameter.0.to_owned(), parameter.1.to_owned())];
+        let Err(error) = LocalStack::start(&options).await else { panic!("a stack started with {parameter:?}") };
+        assert!(error.to_string().contains(expected), "{error}");
+    }
 }
