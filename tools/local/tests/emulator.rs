@@ -48,13 +48,19 @@ async fn the_log_stays_when_the_emulator_exits_by_itself() {
     let pid = emulator.pid().expect("the emulator runs").to_string();
     let killed = std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap();
     assert!(killed.success());
-    let endpoint = emulator.endpoint.trim_start_matches("http://").to_owned();
+    // Dead once it is a zombie, waiting for its parent to collect it.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&endpoint).is_ok() {
-        assert!(Instant::now() < deadline, "the emulator still answers after SIGKILL");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    while !is_zombie(&pid) {
+        assert!(Instant::now() < deadline, "the emulator still runs after SIGKILL");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     emulator.stop().await;
     assert!(log.exists(), "{} removed although the emulator had died", log.display());
     std::fs::remove_file(&log).unwrap();
+}
+
+fn is_zombie(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses.
+    stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'))
 }
