@@ -166,6 +166,9 @@ def check_rules(cfn_template, parameters, region, stack):
                 fail(f"rule {name}: {assertion.get('AssertDescription', 'assertion failed')}")
 
 
+NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+
+
 def check_parameters(template, parameters):
     """Refuses what CloudFormation refuses: a parameter the template does not declare, or a
     value its declaration does not allow (a typo would otherwise run with the default)."""
@@ -185,10 +188,11 @@ def parameter_problem(declaration, value):
     if allowed and value not in allowed:
         return f"must be one of {', '.join(allowed)}"
     if declaration.get("Type") == "Number":
-        try:
-            number = float(value)
-        except ValueError:
+        # An integer or a decimal, as CloudFormation reads it (Python's float() would also take
+        # "nan", "inf" and "1_000").
+        if not NUMBER.fullmatch(value):
             return "must be a number"
+        number = float(value)
         if "MinValue" in declaration and number < float(declaration["MinValue"]):
             return f"must be at least {declaration['MinValue']}"
         if "MaxValue" in declaration and number > float(declaration["MaxValue"]):

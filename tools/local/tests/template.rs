@@ -226,6 +226,7 @@ async fn parameters_the_template_does_not_take_are_refused() {
             "parameter TransformMaxRecordAgeSeconds must be at least 60, not '30'",
         ),
         (("TransformBatchSize", "ten"), "parameter TransformBatchSize must be a number, not 'ten'"),
+        (("TransformBatchSize", "nan"), "parameter TransformBatchSize must be a number, not 'nan'"),
         (("Stage", "Prod"), "parameter Stage must match [a-z0-9-]{1,16}, not 'Prod'"),
     ] {
         let mut options = Options::for_checkout(&common::checkout());
