@@ -5,7 +5,6 @@ mod common;
 use std::time::Duration;
 
 use common::stack;
-use eventline_local::{LocalStack, Options};
 use eventline_model::aws::{SDK_ATTEMPT_TIMEOUT, SDK_OPERATION_TIMEOUT};
 use eventline_model::retry::MIN_ATTEMPT_TIME;
 
@@ -229,10 +228,7 @@ async fn parameters_the_template_does_not_take_are_refused() {
         (("TransformBatchSize", "nan"), "parameter TransformBatchSize must be a number, not 'nan'"),
         (("Stage", "Prod"), "parameter Stage must match [a-z0-9-]{1,16}, not 'Prod'"),
     ] {
-        let mut options = Options::for_checkout(&common::checkout());
-        options.stack_name = format!("bad-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        options.parameters = vec![(parameter.0.to_owned(), parameter.1.to_owned())];
-        let Err(error) = LocalStack::start(&options).await else { panic!("a stack started with {parameter:?}") };
+        let Err(error) = common::try_stack(&[parameter]).await else { panic!("a stack started with {parameter:?}") };
         assert!(error.to_string().contains(expected), "{error}");
     }
 }

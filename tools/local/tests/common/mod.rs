@@ -26,10 +26,15 @@ pub fn checkout() -> PathBuf {
 
 /// A fresh emulator with the template's resources, each test its own.
 pub async fn stack(parameters: &[(&str, &str)]) -> LocalStack {
+    try_stack(parameters).await.expect("local stack starts (run `make test` so .venv is installed)")
+}
+
+/// [`stack`], for a test that expects it to fail.
+pub async fn try_stack(parameters: &[(&str, &str)]) -> Result<LocalStack, eventline_local::Error> {
     let mut options = Options::for_checkout(&checkout());
     options.stack_name = format!("it-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     options.parameters = parameters.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    LocalStack::start(&options).await.expect("local stack starts (run `make test` so .venv is installed)")
+    LocalStack::start(&options).await
 }
 
 pub struct HttpResponse {
