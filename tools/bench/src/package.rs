@@ -1,5 +1,5 @@
 //! A function's deployment package: its `bootstrap` zipped as `sam package` and `sam deploy`
-//! zip a code folder (deflate at zlib's default level).
+//! zip a code folder (Python's `zipfile`: deflate by the system's zlib at its default level).
 
 use std::io::{self, Cursor, Write};
 use std::path::Path;
@@ -46,6 +46,33 @@ mod tests {
         let size = zipped_size(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert!(size > 100 && size < 2 * 1024, "{size} bytes");
+    }
+
+    #[test]
+    fn the_size_is_that_of_the_zip_sam_deploys() {
+        // SAM's own packaging, from the virtual environment `make test` installs.
+        let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+        assert!(python.exists(), "{} is missing: `make test` installs it", python.display());
+        let folder = std::env::temp_dir().join(format!("zipped-size-sam-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        // Machine code, where deflate implementations differ most: the start of this test.
+        let mut code = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        code.truncate(4 << 20);
+        std::fs::write(folder.join("bootstrap"), &code).unwrap();
+        let zip_base = folder.with_extension("sam");
+        let zipped = std::process::Command::new(&python)
+            .args(["-c", "import sys; from samcli.lib.package.utils import make_zip; make_zip(*sys.argv[1:])"])
+            .arg(&zip_base)
+            .arg(&folder)
+            .status()
+            .unwrap();
+        assert!(zipped.success());
+        let sam_zip = zip_base.with_extension("sam.zip");
+        let sam_size = std::fs::metadata(&sam_zip).unwrap().len();
+        let size = zipped_size(&folder.join("bootstrap")).unwrap();
+        std::fs::remove_dir_all(&folder).unwrap();
+        std::fs::remove_file(&sam_zip).unwrap();
+        assert_eq!(size, sam_size, "{} bytes of code", code.len());
     }
 
     #[test]
