@@ -55,7 +55,7 @@ mod tests {
         assert!(python.exists(), "{} is missing: `make test` installs it", python.display());
         let folder = std::env::temp_dir().join(format!("zipped-size-sam-{}", std::process::id()));
         std::fs::create_dir_all(&folder).unwrap();
-        // Machine code, where deflate implementations differ most: the start of this test.
+        // Machine code, like a bootstrap: the start of this test's own executable.
         let mut code = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         code.truncate(4 << 20);
         std::fs::write(folder.join("bootstrap"), &code).unwrap();
