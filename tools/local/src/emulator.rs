@@ -19,16 +19,8 @@ pub struct Emulator {
     child: Child,
     pub endpoint: String,
     pub log_path: PathBuf,
-    log: Log,
-}
-
-/// What becomes of the emulator's log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Log {
-    /// Removed when the emulator stops, unless it failed.
-    Temporary,
-    Kept,
-    Removed,
+    /// Whether the log has been kept or removed already.
+    log_settled: bool,
 }
 
 impl Emulator {
@@ -56,10 +48,10 @@ impl Emulator {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Error::Setup(format!("cannot start {}: {e}", program.display())))?;
-        let mut emulator = Self { child, endpoint: format!("http://127.0.0.1:{port}"), log_path, log: Log::Temporary };
+        let mut emulator = Self { child, endpoint: format!("http://127.0.0.1:{port}"), log_path, log_settled: false };
         // The error names the log, so it stays.
         emulator.wait_ready(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await.inspect_err(|_| {
-            emulator.log = Log::Kept;
+            emulator.log_settled = true;
         })?;
         Ok(emulator)
     }
@@ -91,16 +83,14 @@ impl Emulator {
     /// Keeps the log if the emulator exited by itself or a test is failing, else removes it.
     /// Called before the emulator is stopped, so that an exit found here is its own.
     fn settle_log(&mut self) {
-        if self.log != Log::Temporary {
+        if std::mem::replace(&mut self.log_settled, true) {
             return;
         }
         let exited = matches!(self.child.try_wait(), Ok(Some(_)));
         if exited || std::thread::panicking() {
             eprintln!("emulator log kept: {}", self.log_path.display());
-            self.log = Log::Kept;
         } else {
             let _ = std::fs::remove_file(&self.log_path);
-            self.log = Log::Removed;
         }
     }
 }
