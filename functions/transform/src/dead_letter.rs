@@ -2,7 +2,7 @@
 //! and the shard moves on.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use base64::Engine;
@@ -98,16 +98,35 @@ pub trait DeadLetters: Send + Sync {
     fn send(&self, messages: &[PoisonMessage]) -> impl Future<Output = Vec<Result<(), DeadLetterError>>> + Send;
 }
 
-#[derive(Debug, Clone)]
+/// How the SQS client comes to be: given, or built when the first poison record needs it.
+type LazyClient = LazyLock<aws_sdk_sqs::Client, Box<dyn FnOnce() -> aws_sdk_sqs::Client + Send>>;
+
+#[derive(Clone)]
 pub struct SqsDeadLetters {
-    client: aws_sdk_sqs::Client,
+    client: Arc<LazyClient>,
     queue_url: String,
     backoff: Backoff,
 }
 
 impl SqsDeadLetters {
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>, backoff: Backoff) -> Self {
-        Self { client, queue_url: queue_url.into(), backoff }
+        Self::with_client(Box::new(move || client), queue_url, backoff)
+    }
+
+    /// Builds the client from `sdk` when the first message is sent, not at start-up. Most
+    /// environments never see a poison record; building an SDK client is most of what a
+    /// function's cold start adds to the runtime's own (README, "Cold start").
+    pub fn built_on_first_use(sdk: &aws_config::SdkConfig, queue_url: impl Into<String>, backoff: Backoff) -> Self {
+        let sdk = sdk.clone();
+        Self::with_client(Box::new(move || aws_sdk_sqs::Client::new(&sdk)), queue_url, backoff)
+    }
+
+    fn with_client(
+        client: Box<dyn FnOnce() -> aws_sdk_sqs::Client + Send>,
+        queue_url: impl Into<String>,
+        backoff: Backoff,
+    ) -> Self {
+        Self { client: Arc::new(LazyLock::new(client)), queue_url: queue_url.into(), backoff }
     }
 
     /// One SendMessageBatch call; the ids are message indexes.
@@ -228,5 +247,38 @@ mod tests {
         let big: Vec<PoisonMessage> = (0..4).map(|_| message(&vec![1u8; MAX_RAW_BYTES])).collect();
         let sizes: Vec<usize> = batches(&big, &[0, 1, 2, 3]).iter().map(Vec::len).collect();
         assert_eq!(sizes, [1, 1, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn the_client_is_built_once_when_the_first_message_goes_not_at_start_up() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let built = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&built);
+        let build = move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            // Nothing listens on port 1: each call fails at once, on loopback.
+            let config = aws_sdk_sqs::Config::builder()
+                .behavior_version_latest()
+                .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "test"))
+                .endpoint_url("http://127.0.0.1:1")
+                .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+                .build();
+            aws_sdk_sqs::Client::from_conf(config)
+        };
+        let dead_letters = SqsDeadLetters::with_client(
+            Box::new(build),
+            "http://127.0.0.1:1/000000000000/dead-letters",
+            Backoff::default().with_budget(std::time::Duration::ZERO),
+        );
+        let clone = dead_letters.clone();
+        assert_eq!(built.load(Ordering::SeqCst), 0, "built before it was needed");
+
+        let outcome = dead_letters.send(&[message(b"x"), message(b"y")]).await;
+        assert!(outcome.iter().all(Result::is_err), "{outcome:?}");
+        assert_eq!(built.load(Ordering::SeqCst), 1);
+        clone.send(&[message(b"z")]).await;
+        assert_eq!(built.load(Ordering::SeqCst), 1, "a clone shares the client");
     }
 }

@@ -33,6 +33,7 @@ pub type AwsTransform = Transform<DynamoEventStore, KinesisSink, SqsDeadLetters,
 
 pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsTransform {
     // One client per service: a clone shares its connections and costs nothing at start-up.
+    // The dead-letter client waits for the first poison record, which most environments never see.
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     Transform {
         store: DynamoEventStore::new(
@@ -47,8 +48,8 @@ pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsTransform {
             Backoff::default().with_budget(REFERENCE_BUDGET),
         )),
         output: KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), config.output_stream),
-        dead_letters: SqsDeadLetters::new(
-            aws_sdk_sqs::Client::new(sdk),
+        dead_letters: SqsDeadLetters::built_on_first_use(
+            sdk,
             config.dead_letter_queue_url,
             Backoff::default().with_budget(DEAD_LETTER_BUDGET),
         ),
