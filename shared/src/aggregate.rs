@@ -9,12 +9,26 @@ use time::{Date, Month, OffsetDateTime};
 
 use crate::event::RawObject;
 
-/// Measures are numbers of magnitude below 10^18: larger ones (and other values) add
-/// nothing to the sums.
+/// Measures are numbers of magnitude below 10^18 with at most [`MEASURE_DECIMALS`] places
+/// after the point: other values (and anything not a number) add nothing to the sums.
 pub const MAX_MEASURE: u64 = 1_000_000_000_000_000_000;
+
+/// Places a measure may have after the decimal point. Sums are kept as whole millionths, so
+/// they are exact, and a stored sum has at most 38 significant digits (DynamoDB's limit)
+/// until it passes 10^32.
+pub const MEASURE_DECIMALS: u32 = 6;
+const MICROS_PER_UNIT: i128 = 10_i128.pow(MEASURE_DECIMALS);
 
 /// The measures summed when the deployment names none.
 pub const DEFAULT_MEASURES: &str = "duration_seconds,bytes_up,bytes_down";
+
+/// Distinct keys each breakdown (`by_type`, `by_source`, ...) of a shared counter item keeps
+/// a counter of its own when the deployment sets no other number: later keys are counted
+/// under [`OTHER_KEY`], so an item stays far below DynamoDB's 400 KB whatever producers send.
+pub const DEFAULT_BREAKDOWN_KEYS: u32 = 100;
+
+/// The key a breakdown counts folded keys under (with events whose key is literally this).
+pub const OTHER_KEY: &str = "other";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Granularity {
@@ -64,43 +78,102 @@ impl Period {
     }
 }
 
-/// A sum of numbers: exact while every input is an integer.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// A sum of measures, exact: a whole number of millionths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sum {
-    pub integer: i128,
-    pub fraction: f64,
-    pub has_fraction: bool,
+    micros: i128,
 }
 
+/// Sums stop growing here, 10^38 - 1 millionths: the most a DynamoDB number holds exactly.
+const MAX_SUM_MICROS: i128 = 10_i128.pow(38) - 1;
+
 impl Sum {
-    /// The text of a DynamoDB number: digits only when exact.
+    /// The sum as DynamoDB number text: exact, without an exponent.
     pub fn to_number_text(self) -> String {
-        if self.has_fraction { format!("{}", self.integer as f64 + self.fraction) } else { self.integer.to_string() }
-    }
-
-    /// A JSON number as the client wrote it, if it is a measure: its magnitude below
-    /// [`MAX_MEASURE`], so that sums of any number of events stay within DynamoDB's 38
-    /// digits and i128. `None` for anything else, which adds nothing.
-    pub fn parse(raw: &RawValue) -> Option<Self> {
-        let text = raw.get();
-        if let Ok(integer) = text.parse::<i128>() {
-            return (integer.unsigned_abs() < MAX_MEASURE as u128).then_some(Sum { integer, ..Sum::default() });
+        let sign = if self.micros < 0 { "-" } else { "" };
+        let magnitude = self.micros.unsigned_abs();
+        let (whole, fraction) = (magnitude / MICROS_PER_UNIT as u128, magnitude % MICROS_PER_UNIT as u128);
+        if fraction == 0 {
+            format!("{sign}{whole}")
+        } else {
+            let places = format!("{fraction:0width$}", width = MEASURE_DECIMALS as usize);
+            format!("{sign}{whole}.{}", places.trim_end_matches('0'))
         }
-        let value: f64 = serde_json::from_str::<serde_json::Number>(text).ok()?.as_f64()?;
-        (value.is_finite() && value.abs() < MAX_MEASURE as f64).then_some(Sum {
-            integer: 0,
-            fraction: value,
-            has_fraction: true,
-        })
     }
 
-    /// Adds, saturating: only a sum beyond what the measures' bound allows for 10^19
-    /// events could reach the limit.
-    pub fn saturating_add(&mut self, other: &Sum) {
-        self.integer = self.integer.saturating_add(other.integer);
-        self.fraction += other.fraction;
-        self.has_fraction |= other.has_fraction;
+    /// A JSON number as the client wrote it, if it is a measure: of magnitude below
+    /// [`MAX_MEASURE`] and with at most [`MEASURE_DECIMALS`] places, however it is written
+    /// (`1.5`, `15e-1`, `1.50`). `None` for anything else, which adds nothing.
+    pub fn parse(raw: &RawValue) -> Option<Self> {
+        let micros = exact_micros(raw.get())?;
+        (micros.unsigned_abs() < u128::from(MAX_MEASURE) * MICROS_PER_UNIT as u128).then_some(Sum { micros })
     }
+
+    /// A sum as it was stored ([`Sum::to_number_text`], or any exact form of it).
+    pub fn parse_stored(text: &str) -> Option<Self> {
+        exact_micros(text).map(|micros| Sum { micros })
+    }
+
+    /// Adds, saturating at the largest sum DynamoDB can hold exactly: only sums of more
+    /// than 10^14 measures near their bound could reach it.
+    pub fn saturating_add(&mut self, other: &Sum) {
+        self.micros = self.micros.saturating_add(other.micros).clamp(-MAX_SUM_MICROS, MAX_SUM_MICROS);
+    }
+
+    /// The sum in an answer: a JSON number when a JSON reader gets it back exactly (64-bit
+    /// integers, and decimals a double holds), otherwise its exact text.
+    pub fn to_json(self) -> serde_json::Value {
+        let text = self.to_number_text();
+        if self.micros % MICROS_PER_UNIT == 0
+            && let Ok(whole) = i64::try_from(self.micros / MICROS_PER_UNIT)
+        {
+            return whole.into();
+        }
+        match text.parse::<f64>() {
+            Ok(value)
+                if exact_micros(&value.to_string()) == Some(self.micros) && self.micros % MICROS_PER_UNIT != 0 =>
+            {
+                serde_json::Number::from_f64(value).map_or_else(|| text.clone().into(), Into::into)
+            }
+            _ => text.into(),
+        }
+    }
+}
+
+/// A decimal number (JSON's or DynamoDB's form, with an optional exponent) as a whole number
+/// of millionths, if it is one exactly and fits 38 digits.
+fn exact_micros(text: &str) -> Option<i128> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], unsigned[at + 1..].parse::<i64>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = format!("{whole}{fraction}");
+    let significant = digits.trim_start_matches('0').trim_end_matches('0');
+    if significant.is_empty() {
+        return Some(0);
+    }
+    let trailing_zeros = digits.trim_start_matches('0').len() - significant.len();
+    // The value is `significant` × 10^power millionths.
+    let power = exponent
+        .checked_add(trailing_zeros as i64)?
+        .checked_sub(fraction.len() as i64)?
+        .checked_add(i64::from(MEASURE_DECIMALS))?;
+    if power < 0 || significant.len() > 38 {
+        return None;
+    }
+    let mut micros: i128 = significant.parse().ok()?;
+    for _ in 0..power {
+        micros = micros.checked_mul(10)?;
+    }
+    (micros <= MAX_SUM_MICROS).then_some(if negative { -micros } else { micros })
 }
 
 /// What one aggregate item adds up.
@@ -110,11 +183,15 @@ pub struct AggregateTally {
     pub by_type: BTreeMap<String, u64>,
     pub by_source: BTreeMap<String, u64>,
     pub sums: BTreeMap<String, Sum>,
+    /// Events whose type or source this item counted under [`OTHER_KEY`] because the
+    /// breakdown already held its most keys.
+    pub folded: u64,
 }
 
 impl AggregateTally {
     pub fn add(&mut self, other: &AggregateTally) {
         self.events += other.events;
+        self.folded += other.folded;
         for (mine, theirs) in [(&mut self.by_type, &other.by_type), (&mut self.by_source, &other.by_source)] {
             for (key, count) in theirs {
                 *mine.entry(key.clone()).or_default() += count;
@@ -150,22 +227,7 @@ pub struct PeriodView {
 
 impl PeriodView {
     pub fn of(period: String, tally: AggregateTally) -> Self {
-        let sums = tally
-            .sums
-            .into_iter()
-            .map(|(name, sum)| {
-                let value = if sum.has_fraction {
-                    serde_json::Number::from_f64(sum.integer as f64 + sum.fraction)
-                        .map_or(serde_json::Value::Null, Into::into)
-                } else if let Ok(small) = i64::try_from(sum.integer) {
-                    small.into()
-                } else {
-                    // Beyond 64 bits JSON readers lose digits: the exact sum as text.
-                    sum.integer.to_string().into()
-                };
-                (name, value)
-            })
-            .collect();
+        let sums = tally.sums.into_iter().map(|(name, sum)| (name, sum.to_json())).collect();
         Self { period, count: tally.events, by_type: tally.by_type, by_source: tally.by_source, sums }
     }
 }
@@ -205,5 +267,53 @@ mod tests {
         total.saturating_add(&sums["duration_seconds"]);
         assert_eq!(total.to_number_text(), "246913578024691356");
         assert_eq!(sums["bytes_down"].to_number_text(), "1.5");
+    }
+
+    fn measure(text: &str) -> Option<Sum> {
+        Sum::parse(&RawValue::from_string(text.to_owned()).unwrap())
+    }
+
+    #[test]
+    fn measures_with_more_places_than_kept_add_nothing() {
+        for text in ["1e-100", "0.0000001", "1.2345678", "-3.0000005", "1e999999", "-1e-7"] {
+            assert_eq!(measure(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn decimal_measures_sum_exactly_however_they_are_written() {
+        let mut total = Sum::default();
+        for text in ["0.1", "0.2", "15e-1", "1.50", "-0.25", "2E+3", "0.000001", "1e-6"] {
+            total.saturating_add(&measure(text).unwrap_or_else(|| panic!("{text} is a measure")));
+        }
+        assert_eq!(total.to_number_text(), "2003.050002");
+        assert_eq!(Sum::parse_stored("2003.050002"), Some(total));
+        assert_eq!(total.to_json(), serde_json::json!(2003.050002));
+    }
+
+    #[test]
+    fn a_stored_sum_stays_within_dynamodbs_38_digits() {
+        let largest = measure("999999999999999999.999999").unwrap();
+        let mut total = Sum::default();
+        for _ in 0..200_000 {
+            total.saturating_add(&largest);
+        }
+        let text = total.to_number_text();
+        let digits = text.chars().filter(char::is_ascii_digit).count();
+        assert!(digits <= 38 && !text.contains(['e', 'E']), "{text}");
+        assert_eq!(Sum::parse_stored(&text), Some(total));
+        // Past 10^32 it stops growing rather than need a 39th digit.
+        let mut huge = Sum::parse_stored(&"9".repeat(38)).unwrap_or_default();
+        assert_eq!(huge, Sum::default(), "more than 38 digits in millionths is not a stored sum");
+        huge = Sum::parse_stored(&"9".repeat(32)).unwrap();
+        huge.saturating_add(&largest);
+        assert_eq!(huge.to_number_text().chars().filter(char::is_ascii_digit).count(), 38);
+    }
+
+    #[test]
+    fn sums_a_json_reader_would_round_are_answered_as_text() {
+        assert_eq!(Sum::parse_stored("12345678901234567.123456").unwrap().to_json(), "12345678901234567.123456");
+        assert_eq!(Sum::parse_stored("-7").unwrap().to_json(), serde_json::json!(-7));
+        assert_eq!(Sum::parse_stored("100000000000000000000").unwrap().to_json(), "100000000000000000000");
     }
 }

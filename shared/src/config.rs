@@ -44,6 +44,17 @@ where
     }
 }
 
+/// The rules events are held to, read by ingest and the transform from the same variables,
+/// so a record written to the stream directly meets what an API request must.
+pub fn rules(env: &impl Lookup) -> Result<crate::Rules, ConfigError> {
+    let skew_seconds: u32 = parsed_or(env, names::MAX_FUTURE_SKEW_SECONDS, 300)?;
+    Ok(crate::Rules {
+        max_future_skew: time::Duration::seconds(i64::from(skew_seconds)),
+        allowed_types: list(env, names::ALLOWED_TYPES, crate::EventType::parse)?,
+        allowed_sources: list(env, names::ALLOWED_SOURCES, crate::Source::parse)?,
+    })
+}
+
 /// A comma-separated list, each item parsed; empty means an empty list.
 pub fn list<T>(
     env: &impl Lookup,
@@ -71,6 +82,7 @@ pub mod names {
     pub const ALLOWED_TYPES: &str = "ALLOWED_TYPES";
     pub const ALLOWED_SOURCES: &str = "ALLOWED_SOURCES";
     pub const AGGREGATE_MEASURES: &str = "AGGREGATE_MEASURES";
+    pub const MAX_BREAKDOWN_KEYS: &str = "MAX_BREAKDOWN_KEYS";
     /// The stack's name, the `Stack` dimension of the pipeline's own metrics.
     pub const STACK_NAME: &str = "STACK_NAME";
     /// Another endpoint for every AWS client (a local emulator); empty means AWS itself.

@@ -16,6 +16,10 @@
 //! | ingest counter slot | `METRICS` | `INGEST#{slot}` |
 //! | per-second throughput | `RATE` | `{epoch second, 11 digits}#{shard}` |
 //!
+//! Window buckets and aggregates count by type, source (and plan, region) in attributes
+//! `t#{type}`, `s#{source}`, ... Each such breakdown keeps at most a configured number of keys
+//! (`n#t#` counts them); later keys add to `t#other` and to `folded`.
+//!
 //! Events with a user also carry `user_pk` = `USER#{user_id}` and
 //! `user_sk` = `{timestamp, fixed width}#{source}#{id}` for the `ByUser` index.
 //! `#` cannot occur in a source, an id or an ingest id, so keys never collide.
@@ -116,6 +120,19 @@ pub mod attr {
     pub const USERS_SKETCH: &str = "users_sketch";
     /// Bumped by every sketch write, for the optimistic check of the next one.
     pub const SKETCH_VERSION: &str = "sketch_version";
+    /// How many keys of one breakdown hold a counter of their own: `n#` + the breakdown's
+    /// prefix (`n#t#`), checked by every update that counts a key.
+    pub const KEY_COUNT_PREFIX: &str = "n#";
+    /// Increments a bucket or aggregate counted under `other` because a breakdown was full.
+    pub const FOLDED: &str = "folded";
+    /// Per-shard totals: analytics updates the table refused (or that failed past their retry
+    /// budget), counted in events; the events themselves were stored and counted.
+    pub const ANALYTICS_LOST: &str = "analytics_lost";
+}
+
+/// The attribute holding the key count of the breakdown whose counters start with `prefix`.
+pub fn key_count_attribute(prefix: &str) -> String {
+    format!("{}{prefix}", attr::KEY_COUNT_PREFIX)
 }
 
 pub fn event_pk(source: &Source, id: &EventId) -> String {

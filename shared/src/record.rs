@@ -134,12 +134,19 @@ impl StreamRecord {
         })
     }
 
-    /// Decodes a record whoever wrote it: ingest's shape as [`StreamRecord::decode`] does, or,
-    /// when the data has no `received_at`, an event in the API's shape, validated as ingest
-    /// validates it (with its defaults) and received when it arrived on the stream.
+    /// Decodes a record whoever wrote it: ingest's shape as [`StreamRecord::decode`] does,
+    /// held to the deployment's rules again ([`Rules::check_received`]), or, when the data
+    /// has no `received_at`, an event in the API's shape, validated as ingest validates it
+    /// (with its defaults) and received when it arrived on the stream.
     pub fn decode_arrived(data: &[u8], arrival: &Arrival<'_>) -> Result<Self, DecodeError> {
         let not_ingest_shape = match Self::decode(data) {
-            Ok(record) => return Ok(record),
+            Ok(record) => {
+                arrival
+                    .rules
+                    .check_received(&record.event, record.received_at, arrival.at)
+                    .map_err(DecodeError::Rejected)?;
+                return Ok(record);
+            }
             Err(error) => error,
         };
         // Only records that are not in ingest's shape are read a second time.
@@ -363,10 +370,48 @@ mod tests {
         );
     }
 
+    /// [`arrived`] for a record the stream took at `at`.
+    fn arrived_at(data: &str, rules: &Rules, at: OffsetDateTime) -> Result<StreamRecord, DecodeError> {
+        let position = position();
+        StreamRecord::decode_arrived(data.as_bytes(), &Arrival { at: Some(at), position: &position, rules })
+    }
+
+    #[test]
+    fn a_record_in_ingests_shape_from_another_producer_meets_the_deployments_rules() {
+        let original = record("hello");
+        let took = original.received_at + time::Duration::seconds(1);
+        let line = |event: &str| {
+            format!(
+                r#"{{"id":"x","source":"web","type":"click",{event},"ingest_id":"71bd9491b292458882d96fa34d4551f1"}}"#
+            )
+        };
+        let rules = Rules { allowed_types: vec![EventType::parse("view").unwrap()], ..Rules::default() };
+        let fields = |data: &str, rules: &Rules| match arrived_at(data, rules, took) {
+            Err(DecodeError::Rejected(errors)) => errors.into_iter().map(|e| (e.field, e.rule)).collect::<Vec<_>>(),
+            other => panic!("{data}: {other:?}"),
+        };
+        let received = format_rfc3339(original.received_at);
+        let in_time = line(&format!(r#""timestamp":"{received}","received_at":"{received}""#));
+        assert_eq!(fields(&in_time, &rules), [("type".into(), Rule::NotAllowed)]);
+        assert!(arrived_at(&in_time, &Rules::default(), took).is_ok());
+        // A year ahead of when it was received, or received a year after the stream took it.
+        let later = format_rfc3339(original.received_at + time::Duration::days(365));
+        let ahead = line(&format!(r#""timestamp":"{later}","received_at":"{received}""#));
+        assert_eq!(fields(&ahead, &Rules::default()), [("timestamp".into(), Rule::Future)]);
+        let forged = line(&format!(r#""timestamp":"{later}","received_at":"{later}""#));
+        assert_eq!(fields(&forged, &Rules::default()), [("received_at".into(), Rule::Future)]);
+        // Within the skew both ways is fine.
+        let skew = format_rfc3339(original.received_at + time::Duration::seconds(300));
+        let edge = line(&format!(r#""timestamp":"{skew}","received_at":"{received}""#));
+        assert!(arrived_at(&edge, &Rules::default(), took).is_ok());
+    }
+
     #[test]
     fn a_record_with_received_at_is_read_as_ingest_wrote_it() {
         let original = record("hello");
-        assert_eq!(arrived(&String::from_utf8(original.encode()).unwrap(), &Rules::default()), Ok(original));
+        let took = original.received_at + time::Duration::milliseconds(250);
+        let line = String::from_utf8(original.encode()).unwrap();
+        assert_eq!(arrived_at(&line, &Rules::default(), took), Ok(original));
         // Broken ingest-shaped records keep their own error; the API's rules are not applied.
         let missing_source =
             r#"{"id":"a","type":"t","timestamp":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z"}"#;

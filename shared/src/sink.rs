@@ -30,6 +30,29 @@ pub struct PutFailure {
     pub message: String,
 }
 
+/// Error codes that mean the request itself is refused (invalid, not allowed, no such
+/// resource): waiting cannot help, so they are never retried.
+pub fn is_permanent_code(code: &str) -> bool {
+    matches!(
+        code,
+        "ValidationException"
+            | "InvalidArgumentException"
+            | "AccessDeniedException"
+            | "ResourceNotFoundException"
+            | "UnrecognizedClientException"
+            | "KMSAccessDeniedException"
+            | "KMSDisabledException"
+            | "KMSNotFoundException"
+    )
+}
+
+impl PutFailure {
+    /// Whether the stream refused the call for good ([`is_permanent_code`]).
+    pub fn is_permanent(&self) -> bool {
+        is_permanent_code(&self.code)
+    }
+}
+
 /// A stream that takes a batch of records in one call (Kinesis PutRecords).
 pub trait RecordSink: Send + Sync {
     /// One call. `Ok` holds a result per record, in order; `Err` means the call as a whole failed.
@@ -83,6 +106,10 @@ pub async fn put_all(sink: &impl RecordSink, records: &[OutRecord], backoff: Bac
                     for &index in &pending {
                         outcome[index] = Err(failure.clone());
                     }
+                    if failure.is_permanent() {
+                        tracing::error!(code = %failure.code, "PutRecords refused; not retrying");
+                        break;
+                    }
                 }
             }
             if pending.is_empty() {
@@ -118,6 +145,8 @@ mod tests {
         failures: Mutex<Vec<(String, u32)>>,
         calls: Mutex<Vec<Vec<String>>>,
         whole_call_failures: Mutex<u32>,
+        /// The code of a whole-call failure (throttling unless set).
+        whole_call_code: Option<&'static str>,
     }
 
     impl RecordSink for FlakySink {
@@ -127,7 +156,8 @@ mod tests {
                 let mut whole = self.whole_call_failures.lock().unwrap();
                 if *whole > 0 {
                     *whole -= 1;
-                    return Err(PutFailure { code: "Throttling".into(), message: "slow down".into() });
+                    let code = self.whole_call_code.unwrap_or("Throttling");
+                    return Err(PutFailure { code: code.into(), message: "refused".into() });
                 }
             }
             let mut failures = self.failures.lock().unwrap();
@@ -180,6 +210,20 @@ mod tests {
         let out = put_all(&sink, &records(2), fast()).await;
         assert!(out.iter().all(Result::is_ok));
         assert_eq!(sink.calls.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_refused_for_good_is_not_retried() {
+        for code in ["ValidationException", "AccessDeniedException", "ResourceNotFoundException"] {
+            let sink = FlakySink {
+                whole_call_failures: Mutex::new(u32::MAX),
+                whole_call_code: Some(code),
+                ..Default::default()
+            };
+            let out = put_all(&sink, &records(2), Backoff::default()).await;
+            assert!(out.iter().all(|r| r.as_ref().is_err_and(|f| f.code == code)), "{out:?}");
+            assert_eq!(sink.calls.lock().unwrap().len(), 1, "{code}: one call, no retry");
+        }
     }
 
     #[tokio::test(start_paused = true)]

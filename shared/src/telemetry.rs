@@ -15,6 +15,9 @@ pub const EVENTS_STORED: &str = "EventsStored";
 pub const EVENTS_DUPLICATE: &str = "EventsDuplicate";
 pub const EVENTS_POISON: &str = "EventsPoison";
 pub const COMMIT_RETRIES: &str = "CommitRetries";
+/// Analytics updates (window buckets, aggregates, users sketches) the table refused or that
+/// failed past their retries, counted in events; the events themselves were stored.
+pub const ANALYTICS_LOST: &str = "AnalyticsLost";
 /// Milliseconds from `received_at` to stored, per event (sampled, see [`processing_latency`]).
 pub const PROCESSING_LATENCY: &str = "ProcessingLatency";
 
@@ -37,6 +40,11 @@ pub fn transformed(stored: u64, duplicate: u64, poison: u64) {
 /// A commit (transaction) tried again after a transient error.
 pub fn commit_retried() {
     metrics::counter!(COMMIT_RETRIES).increment(1);
+}
+
+/// Events whose analytics updates were given up.
+pub fn analytics_lost(events: u64) {
+    metrics::counter!(ANALYTICS_LOST).increment(events);
 }
 
 /// Each stored event's latency in milliseconds; a batch larger than

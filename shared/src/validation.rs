@@ -90,6 +90,39 @@ impl Rules {
     pub fn source_allowed(&self, source: &Source) -> bool {
         self.allowed_sources.is_empty() || self.allowed_sources.contains(source)
     }
+
+    /// The rules a record already in ingest's shape must still meet, so that a producer
+    /// writing that shape to the stream directly gets past nothing ingest enforces: the
+    /// allow-lists, a timestamp within the skew of when it was received, and a receipt time
+    /// within the skew of when the stream took the record (`arrived`, when known).
+    pub fn check_received(
+        &self,
+        event: &Event,
+        received_at: OffsetDateTime,
+        arrived: Option<OffsetDateTime>,
+    ) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let future = |field: &str| {
+            FieldError::new(
+                field,
+                Rule::Future,
+                format!("must not be more than {} seconds in the future", self.max_future_skew.whole_seconds()),
+            )
+        };
+        if event.timestamp - received_at > self.max_future_skew {
+            errors.push(future("timestamp"));
+        }
+        if arrived.is_some_and(|arrived| received_at - arrived > self.max_future_skew) {
+            errors.push(future("received_at"));
+        }
+        if !self.type_allowed(&event.event_type) {
+            errors.push(FieldError::new("type", Rule::NotAllowed, "is not in the allowed types"));
+        }
+        if !self.source_allowed(&event.source) {
+            errors.push(FieldError::new("source", Rule::NotAllowed, "is not in the allowed sources"));
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
 }
 
 /// An event, or every problem found with it.

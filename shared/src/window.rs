@@ -95,12 +95,15 @@ pub struct Tally {
     pub by_source: BTreeMap<String, u64>,
     pub by_plan: BTreeMap<String, u64>,
     pub by_region: BTreeMap<String, u64>,
+    /// Increments counted under `other` because a breakdown of the bucket was full.
+    pub folded: u64,
 }
 
 impl Tally {
     pub fn add(&mut self, other: &Tally) {
         self.events += other.events;
         self.unknown += other.unknown;
+        self.folded += other.folded;
         for (mine, theirs) in [
             (&mut self.by_type, &other.by_type),
             (&mut self.by_source, &other.by_source),

@@ -1,7 +1,7 @@
 //! Settings the ingest function reads once, from the variables `template.yaml` sets.
 
-use eventline_model::config::{ConfigError, Lookup, list, names, parsed_or, required};
-use eventline_model::{EventType, Rules, Source};
+use eventline_model::Rules;
+use eventline_model::config::{ConfigError, Lookup, names, required, rules};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -12,15 +12,10 @@ pub struct Config {
 
 impl Config {
     pub fn from_lookup(env: &impl Lookup) -> Result<Self, ConfigError> {
-        let skew_seconds: u32 = parsed_or(env, names::MAX_FUTURE_SKEW_SECONDS, 300)?;
         Ok(Self {
             stream_name: required(env, names::INGEST_STREAM)?,
             table_name: required(env, names::EVENTS_TABLE)?,
-            rules: Rules {
-                max_future_skew: time::Duration::seconds(i64::from(skew_seconds)),
-                allowed_types: list(env, names::ALLOWED_TYPES, EventType::parse)?,
-                allowed_sources: list(env, names::ALLOWED_SOURCES, Source::parse)?,
-            },
+            rules: rules(env)?,
         })
     }
 }

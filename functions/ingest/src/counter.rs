@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use eventline_model::IngestId;
-use eventline_model::aws::error_chain;
+use eventline_model::aws::{error_chain, refused_for_good};
 use eventline_model::aws::item::{Item, n, s};
 use eventline_model::keys::{self, attr};
 use eventline_model::retry::{Backoff, MIN_ATTEMPT_TIME};
@@ -99,6 +99,7 @@ impl ReceivedCounter for DynamoReceivedCounter {
             match result {
                 Ok(_) => return Ok(()),
                 Err(error) if already_counted(&error) => return Ok(()),
+                Err(error) if refused_for_good(&error) => return Err(CounterError(error.into())),
                 Err(error) => {
                     let chain = error_chain(&error);
                     tracing::warn!(error = %chain, retries = retries.count(), "received counter not updated");

@@ -106,6 +106,9 @@ pub struct Totals {
     /// received count was lost (ingest could not count a request within its budget): shown,
     /// not hidden.
     pub current_queue_depth: i64,
+    /// Events stored and counted whose analytics (window buckets, aggregates, distinct
+    /// users) the table refused or that were given up on.
+    pub analytics_lost: u64,
     pub events_per_second: f64,
     pub uptime_seconds: u64,
     pub active_workers: usize,
@@ -126,6 +129,8 @@ pub struct WindowView {
     pub by_region: BTreeMap<String, u64>,
     pub by_type: BTreeMap<String, u64>,
     pub by_source: BTreeMap<String, u64>,
+    /// Whether a bucket read counted keys beyond its limit under `other`.
+    pub folded: bool,
 }
 
 impl WindowView {
@@ -140,6 +145,7 @@ impl WindowView {
             by_region: tally.by_region,
             by_type: tally.by_type,
             by_source: tally.by_source,
+            folded: tally.folded > 0,
         }
     }
 }
@@ -195,6 +201,7 @@ impl Totals {
             p99_processing_latency_ms: latency.quantile(0.99),
             current_queue_depth: i64::try_from(i128::from(received) - i128::from(processed + failed + duplicate))
                 .unwrap_or(i64::MIN),
+            analytics_lost: sum(|s| s.analytics_lost),
             events_per_second: processed_recently as f64 / RECENT_SECONDS as f64,
             uptime_seconds: first_seen.map_or(0, |first| u64::try_from((now_ms - first) / 1000).unwrap_or(0)),
             active_workers: counters
@@ -311,12 +318,14 @@ impl<R: MetricsReader> Metrics<R> {
         } else {
             BTreeMap::new()
         };
+        let folded = periods.values().any(|tally| tally.folded > 0);
         let periods: Vec<PeriodView> = periods.into_iter().map(|(label, tally)| PeriodView::of(label, tally)).collect();
         let mut body = serde_json::json!({
             "granularity": if granularity == Granularity::Day { "day" } else { "month" },
             "from": first.label(),
             "to": last.label(),
             "periods": periods,
+            "folded": folded,
         });
         if let Some(user) = user {
             body["user_id"] = user.as_str().into();
@@ -582,6 +591,7 @@ mod tests {
                     failed: 1,
                     latency_sum_ms: 900,
                     latency: fast,
+                    analytics_lost: 4,
                     first_processed_ms: Some(NOW_MS - 100_000),
                     last_active_ms: Some(NOW_MS - 5_000),
                 },
@@ -609,6 +619,7 @@ mod tests {
         assert_eq!(totals.events_per_second, 2.0);
         assert_eq!(totals.uptime_seconds, 120);
         assert_eq!(totals.active_workers, 1);
+        assert_eq!(totals.analytics_lost, 4, "lost analytics are summed over the shards");
     }
 
     #[tokio::test]

@@ -27,6 +27,8 @@ pub struct ShardCounters {
     pub failed: u64,
     pub latency_sum_ms: u64,
     pub latency: Histogram,
+    /// Events whose analytics updates the table refused or that were given up on.
+    pub analytics_lost: u64,
     pub first_processed_ms: Option<i64>,
     pub last_active_ms: Option<i64>,
 }
@@ -163,7 +165,12 @@ fn counter(item: &Item, name: &'static str) -> Result<u64, ReadError> {
 
 /// One aggregate item's counts and sums.
 fn aggregate_of(item: &Item) -> Result<AggregateTally, ReadError> {
-    let mut tally = AggregateTally { events: counter(item, attr::EVENTS)?, ..AggregateTally::default() };
+    let mut tally = AggregateTally {
+        events: counter(item, attr::EVENTS)?,
+        // Absent until a breakdown of the item is full.
+        folded: number(item, attr::FOLDED).unwrap_or(0),
+        ..AggregateTally::default()
+    };
     for (name, value) in item {
         let bad = || ReadError::new("an aggregate", format!("{name} is not a number"));
         let number = value.as_n().map_err(|_| bad());
@@ -172,8 +179,7 @@ fn aggregate_of(item: &Item) -> Result<AggregateTally, ReadError> {
         } else if let Some(key) = name.strip_prefix(attr::SOURCE_PREFIX) {
             tally.by_source.insert(key.to_owned(), number?.parse().map_err(|_| bad())?);
         } else if let Some(key) = name.strip_prefix(attr::MEASURE_PREFIX) {
-            let raw = serde_json::value::RawValue::from_string(number?.clone()).map_err(|_| bad())?;
-            tally.sums.insert(key.to_owned(), Sum::parse(&raw).ok_or_else(bad)?);
+            tally.sums.insert(key.to_owned(), Sum::parse_stored(number?).ok_or_else(bad)?);
         }
     }
     Ok(tally)
@@ -184,6 +190,7 @@ fn add_bucket(read: &mut WindowRead, item: &Item) -> Result<(), ReadError> {
     let tally = &mut read.tally;
     tally.events += counter(item, attr::EVENTS)?;
     tally.unknown += counter(item, attr::UNKNOWN)?;
+    tally.folded += number(item, attr::FOLDED).unwrap_or(0);
     for (name, value) in item {
         let dimension = [
             (attr::TYPE_PREFIX, &mut tally.by_type),
@@ -227,6 +234,8 @@ fn shard_counters(shard_id: &str, item: &Item) -> Result<ShardCounters, ReadErro
         failed: counter(item, attr::FAILED)?,
         latency_sum_ms: counter(item, attr::LATENCY_SUM_MS)?,
         latency,
+        // Absent until the first analytics update is lost.
+        analytics_lost: number(item, attr::ANALYTICS_LOST).unwrap_or(0),
         first_processed_ms: number(item, attr::FIRST_PROCESSED_MS),
         last_active_ms: number(item, attr::LAST_ACTIVE_MS),
     })

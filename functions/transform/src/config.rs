@@ -1,7 +1,8 @@
 //! Settings the transform function reads once, from the variables `template.yaml` sets.
 
-use eventline_model::aggregate::DEFAULT_MEASURES;
-use eventline_model::config::{ConfigError, Lookup, list, names, required};
+use eventline_model::Rules;
+use eventline_model::aggregate::{DEFAULT_BREAKDOWN_KEYS, DEFAULT_MEASURES};
+use eventline_model::config::{ConfigError, Lookup, list, names, parsed_or, required, rules};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -10,6 +11,10 @@ pub struct Config {
     pub dead_letter_queue_url: String,
     /// Numeric `data` fields the day and month aggregates sum.
     pub aggregate_measures: Vec<String>,
+    /// The rules ingest applies, applied again to records other producers write.
+    pub rules: Rules,
+    /// Distinct keys each breakdown of a shared counter item keeps; later ones are folded.
+    pub max_breakdown_keys: u32,
 }
 
 /// A measure names a top-level `data` field: 1-64 characters, no control characters.
@@ -27,6 +32,16 @@ impl Config {
             aggregate_measures: match env.get(names::AGGREGATE_MEASURES) {
                 None => DEFAULT_MEASURES.split(',').map(str::to_owned).collect(),
                 Some(_) => list(env, names::AGGREGATE_MEASURES, measure)?,
+            },
+            rules: rules(env)?,
+            max_breakdown_keys: match parsed_or(env, names::MAX_BREAKDOWN_KEYS, DEFAULT_BREAKDOWN_KEYS)? {
+                0 => {
+                    return Err(ConfigError::Invalid {
+                        name: names::MAX_BREAKDOWN_KEYS,
+                        reason: "must be at least 1".into(),
+                    });
+                }
+                keys => keys,
             },
         })
     }

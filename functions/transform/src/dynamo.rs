@@ -4,22 +4,24 @@
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use eventline_model::aws::batch_get::{BoxError, batch_get};
-use eventline_model::aws::error_chain;
+use eventline_model::aws::{error_chain, refused_for_good};
 use eventline_model::aws::item::{Item, n, s, to_item};
 use eventline_model::keys::{self, attr};
 use eventline_model::retry::Backoff;
 use eventline_model::window::{BUCKET_TTL_SECONDS, Bucket, Distinct, Tally};
 use time::OffsetDateTime;
 
+use crate::breakdown::{self, Guard, Known};
 use crate::store::{AggregateItem, CounterDelta, Entry, EventStore, Outcome, StoreError};
-use eventline_model::aggregate::{AggregateTally, DEFAULT_MEASURES};
+use eventline_model::aggregate::{AggregateTally, DEFAULT_BREAKDOWN_KEYS, DEFAULT_MEASURES};
 
 #[derive(Debug, Clone)]
 pub struct DynamoEventStore {
@@ -27,18 +29,73 @@ pub struct DynamoEventStore {
     table_name: String,
     backoff: Backoff,
     measures: Vec<String>,
+    max_breakdown_keys: u32,
+    /// What this environment knows of the shared counter items' breakdowns, so that most
+    /// commits need no read; every commit checks what it relied on.
+    known: Arc<Mutex<HashMap<ItemKey, Known>>>,
 }
+
+/// A shared counter item's `(pk, sk)`.
+type ItemKey = (String, String);
+
+/// Items remembered in [`DynamoEventStore::known`] before it starts afresh: window buckets
+/// come and go every second, so it would otherwise only grow.
+const MAX_KNOWN_ITEMS: usize = 20_000;
+
+/// Times one commit re-reads items whose key counts changed under it before it waits as
+/// for any other conflict.
+const MAX_REREADS: u32 = 8;
+
+/// The breakdowns a counter item may hold, by attribute prefix.
+const BREAKDOWNS: [&str; 4] = [attr::TYPE_PREFIX, attr::SOURCE_PREFIX, attr::PLAN_PREFIX, attr::REGION_PREFIX];
 
 impl DynamoEventStore {
     /// A store that sums the default measures into the aggregates.
     pub fn new(client: aws_sdk_dynamodb::Client, table_name: impl Into<String>, backoff: Backoff) -> Self {
         let measures = DEFAULT_MEASURES.split(',').map(str::to_owned).collect();
-        Self { client, table_name: table_name.into(), backoff, measures }
+        Self {
+            client,
+            table_name: table_name.into(),
+            backoff,
+            measures,
+            max_breakdown_keys: DEFAULT_BREAKDOWN_KEYS,
+            known: Arc::default(),
+        }
     }
 
     pub fn with_measures(self, measures: Vec<String>) -> Self {
         Self { measures, ..self }
     }
+
+    /// At most `keys` distinct keys per breakdown of a shared counter item (at least 1).
+    pub fn with_breakdown_limit(self, keys: u32) -> Self {
+        Self { max_breakdown_keys: keys.max(1), ..self }
+    }
+}
+
+/// What one commit has learned while it tried: shared items whose updates it leaves out.
+#[derive(Debug, Default)]
+struct Attempt {
+    /// Items the table refused to update (grown past a limit, a number it cannot hold):
+    /// their counts are lost, the events are still stored and counted.
+    dropped: HashSet<ItemKey>,
+    /// Leave every shared item out: the table refused the request as a whole, and an
+    /// event is never refused for its analytics.
+    without_analytics: bool,
+    rereads: u32,
+}
+
+/// A counter update of a transaction, and the shared item it adds to (none for the shard's
+/// totals and throughput).
+struct CounterAction {
+    action: TransactWriteItem,
+    shared: Option<SharedUpdate>,
+}
+
+struct SharedUpdate {
+    key: ItemKey,
+    /// What is known of the item once the update commits.
+    after: Known,
 }
 
 /// Where an entry stands while its group is being committed.
@@ -89,6 +146,7 @@ impl EventStore for DynamoEventStore {
     async fn commit(&self, shard_id: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
         let mut steps: Vec<Step> = entries.iter().map(Step::first).collect();
         let mut retries = self.backoff.start();
+        let mut attempt = Attempt::default();
         // Groups still to commit; a group the table refuses as a whole is split in two until
         // the entry that makes it invalid stands alone.
         let mut groups: Vec<Vec<usize>> = vec![(0..entries.len()).collect()];
@@ -99,7 +157,7 @@ impl EventStore for DynamoEventStore {
                 if pending.is_empty() {
                     break;
                 }
-                match self.try_commit(shard_id, entries, &pending, &mut steps).await? {
+                match self.try_commit(shard_id, entries, &pending, &mut steps, &mut attempt).await? {
                     None => break,
                     Some(Failure::Resolved) => {}
                     Some(Failure::Invalid(error)) if pending.len() > 1 => {
@@ -109,6 +167,10 @@ impl EventStore for DynamoEventStore {
                         groups.push(first.to_vec());
                         break;
                     }
+                    Some(Failure::Invalid(error)) if !attempt.without_analytics => {
+                        tracing::warn!(error = %error_chain(&error), "table refused an entry with its analytics; trying without them");
+                        attempt.without_analytics = true;
+                    }
                     Some(Failure::Invalid(error)) => {
                         let index = pending[0];
                         if steps[index] != Step::StoreEvent {
@@ -116,6 +178,7 @@ impl EventStore for DynamoEventStore {
                         }
                         tracing::warn!(error = %error_chain(&error), "table refused an event; dead-lettering it");
                         steps[index] = Step::MarkRefused;
+                        attempt.without_analytics = false;
                     }
                     Some(Failure::Transient(error)) => {
                         tracing::warn!(error = %error_chain(&error), retries = retries.count(), "transaction failed; retrying");
@@ -127,11 +190,12 @@ impl EventStore for DynamoEventStore {
                     Some(Failure::Permanent(error)) => return Err(StoreError::Permanent(error.into())),
                 }
             }
+            attempt.without_analytics = false;
         }
         Ok(steps.into_iter().map(Step::outcome_if_written).collect())
     }
 
-    async fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> Result<(), StoreError> {
+    async fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> u64 {
         DynamoEventStore::merge_users(self, shard_id, users).await
     }
 
@@ -149,37 +213,107 @@ impl DynamoEventStore {
         entries: &[Entry],
         pending: &[usize],
         steps: &mut [Step],
+        attempt: &mut Attempt,
     ) -> Result<Option<Failure>, StoreError> {
         let mut delta = CounterDelta::default();
         for &i in pending {
             delta.count(&entries[i], steps[i].outcome_if_written(), &self.measures);
         }
+        self.read_stale(shard_id, &delta).await?;
         let mut actions: Vec<TransactWriteItem> =
             pending.iter().map(|&i| self.put_action(&entries[i], steps[i])).collect::<Result<_, _>>()?;
-        actions.extend(self.counter_actions(shard_id, &delta, OffsetDateTime::now_utc())?);
+        let (counter_actions, shared): (Vec<TransactWriteItem>, Vec<Option<SharedUpdate>>) = self
+            .counter_actions(shard_id, &delta, OffsetDateTime::now_utc(), attempt)?
+            .into_iter()
+            .map(|c| (c.action, c.shared))
+            .unzip();
+        actions.extend(counter_actions);
 
         let error = match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
             Ok(_) => {
                 for &i in pending {
                     steps[i] = Step::Done(steps[i].outcome_if_written());
                 }
+                self.learn(shared.into_iter().flatten().map(|update| (update.key, update.after)));
                 return Ok(None);
             }
             Err(error) => error,
         };
         if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error() {
             let reasons = cancelled.cancellation_reasons();
-            if resolve(reasons, entries, pending, steps) {
-                return Ok(Some(Failure::Resolved));
+            let entries_changed = resolve(reasons, entries, pending, steps);
+            let mut counters_changed = false;
+            for (reason, update) in reasons.iter().skip(pending.len()).zip(&shared) {
+                match (reason.code(), update) {
+                    // Its key counts are not what this environment knew: read it again.
+                    (Some("ConditionalCheckFailed"), Some(update)) => {
+                        self.learn([(update.key.clone(), Known::Stale)]);
+                        counters_changed = true;
+                    }
+                    // Grown past a limit or holding a number the table refuses: leave it out,
+                    // never the events.
+                    (Some("ValidationError"), Some(update)) => {
+                        tracing::error!(pk = %update.key.0, sk = %update.key.1, "table refused an analytics update; its counts are lost");
+                        attempt.dropped.insert(update.key.clone());
+                        counters_changed = true;
+                    }
+                    (Some("ValidationError"), None) => return Ok(Some(Failure::Permanent(error))),
+                    _ => {}
+                }
             }
-            // A counter item the table refuses (grown past its limits by what these events
-            // add): split the group until the event that does it stands alone and is refused,
-            // rather than retry a commit that can never succeed.
-            if reasons.iter().skip(pending.len()).any(|r| r.code() == Some("ValidationError")) {
-                return Ok(Some(Failure::Invalid(error)));
+            if counters_changed && !entries_changed {
+                attempt.rereads += 1;
+                if attempt.rereads > MAX_REREADS {
+                    return Ok(Some(Failure::Transient(error)));
+                }
+            }
+            if entries_changed || counters_changed {
+                return Ok(Some(Failure::Resolved));
             }
         }
         Ok(Some(classify(error)))
+    }
+
+    /// Remembers what is known of shared items.
+    fn learn(&self, items: impl IntoIterator<Item = (ItemKey, Known)>) {
+        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.len() > MAX_KNOWN_ITEMS {
+            known.clear();
+        }
+        known.extend(items);
+    }
+
+    fn known(&self, key: &ItemKey) -> Known {
+        self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned().unwrap_or_default()
+    }
+
+    /// Reads the shared items this delta adds to whose key counts changed under an earlier
+    /// commit, so the next plan starts from what they hold.
+    async fn read_stale(&self, shard_id: &str, delta: &CounterDelta) -> Result<(), StoreError> {
+        let stale: Vec<ItemKey> =
+            shared_items(shard_id, delta).into_iter().filter(|key| self.known(key) == Known::Stale).collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Item> = stale
+            .iter()
+            .map(|(pk, sk)| Item::from([(keys::PK.to_owned(), s(pk)), (keys::SK.to_owned(), s(sk))]))
+            .collect();
+        let items =
+            batch_get(&self.client, &self.table_name, keys, true, self.backoff).await.map_err(StoreError::Transient)?;
+        let counts: Vec<(&'static str, String)> =
+            BREAKDOWNS.iter().map(|prefix| (*prefix, keys::key_count_attribute(prefix))).collect();
+        // Absent items are known to hold nothing.
+        let mut found: HashMap<ItemKey, Known> =
+            stale.into_iter().map(|key| (key, Known::Seen(HashMap::new()))).collect();
+        for item in items {
+            let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let attributes =
+                item.iter().map(|(name, value)| (name.as_str(), value.as_n().ok().and_then(|n| n.parse().ok())));
+            found.insert((text(keys::PK), text(keys::SK)), breakdown::known_from(attributes, &counts));
+        }
+        self.learn(found);
+        Ok(())
     }
 
     /// A conditional put: the event item, or a marker that makes a count happen once.
@@ -212,16 +346,42 @@ impl DynamoEventStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// The shard's totals, and its throughput in this second.
+    /// The shard's totals, its throughput in this second, and the window buckets and
+    /// aggregates the delta adds to (less those the attempt leaves out, whose events are
+    /// counted as lost analytics in the totals).
     fn counter_actions(
         &self,
         shard_id: &str,
         delta: &CounterDelta,
         now: OffsetDateTime,
-    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        attempt: &Attempt,
+    ) -> Result<Vec<CounterAction>, StoreError> {
         if delta.is_empty() {
             return Ok(Vec::new());
         }
+        let left_out = |key: &ItemKey| attempt.without_analytics || attempt.dropped.contains(key);
+        let mut analytics_lost = 0;
+        let mut shared = Vec::new();
+        for (bucket, tally) in &delta.windows {
+            let key = window_key(shard_id, *bucket);
+            if left_out(&key) {
+                analytics_lost += tally.events;
+                continue;
+            }
+            shared.push(self.window_update(key, *bucket, tally)?);
+        }
+        for (item, tally) in &delta.aggregates {
+            let key = aggregate_key(shard_id, item);
+            if left_out(&key) {
+                analytics_lost += tally.events;
+                continue;
+            }
+            shared.push(self.aggregate_update(key, tally)?);
+        }
+        if analytics_lost > 0 {
+            eventline_model::telemetry::analytics_lost(analytics_lost);
+        }
+
         let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
         // Attribute names go through placeholders: several are DynamoDB reserved words.
         let mut adds = vec![
@@ -248,6 +408,12 @@ impl DynamoEventStore {
             .expression_attribute_values(":f", n(delta.failed))
             .expression_attribute_values(":ls", n(delta.latency_sum_ms))
             .expression_attribute_values(":now", n(now_ms));
+        if analytics_lost > 0 {
+            adds.push("#analytics_lost :al".to_owned());
+            totals = totals
+                .expression_attribute_names("#analytics_lost", attr::ANALYTICS_LOST)
+                .expression_attribute_values(":al", n(analytics_lost));
+        }
         for (bucket, count) in &delta.latency.counts {
             adds.push(format!("#h{bucket} :h{bucket}"));
             totals = totals
@@ -261,7 +427,8 @@ impl DynamoEventStore {
             ))
             .build()
             .map_err(|e| StoreError::Permanent(e.into()))?;
-        let mut actions = vec![TransactWriteItem::builder().update(totals).build()];
+        let mut actions =
+            vec![CounterAction { action: TransactWriteItem::builder().update(totals).build(), shared: None }];
 
         if delta.processed > 0 {
             let second = now.unix_timestamp();
@@ -276,97 +443,128 @@ impl DynamoEventStore {
                 .expression_attribute_values(":ttl", n(second + keys::RATE_ITEM_TTL_SECONDS))
                 .build()
                 .map_err(|e| StoreError::Permanent(e.into()))?;
-            actions.push(TransactWriteItem::builder().update(rate).build());
+            actions.push(CounterAction { action: TransactWriteItem::builder().update(rate).build(), shared: None });
         }
-        for (bucket, tally) in &delta.windows {
-            actions.push(TransactWriteItem::builder().update(self.window_update(shard_id, *bucket, tally)?).build());
-        }
-        for (item, tally) in &delta.aggregates {
-            actions.push(TransactWriteItem::builder().update(self.aggregate_update(shard_id, item, tally)?).build());
-        }
+        actions.extend(shared);
         Ok(actions)
     }
 
     /// Adds to a day or month aggregate: the count, one counter per type and source, and one
     /// sum per measure. Aggregates are kept (no TTL).
-    fn aggregate_update(
-        &self,
-        shard_id: &str,
-        item: &AggregateItem,
-        tally: &AggregateTally,
-    ) -> Result<Update, StoreError> {
-        let (pk, period) = match item {
-            AggregateItem::User(user, period) => (keys::user_aggregate_pk(user), *period),
-            AggregateItem::Shard(period) => (keys::shard_aggregate_pk(shard_id), *period),
-        };
-        let update = Update::builder()
-            .table_name(&self.table_name)
-            .key(keys::PK, s(pk))
-            .key(keys::SK, s(keys::period_sk(period)));
-        let counts = [(attr::TYPE_PREFIX, &tally.by_type), (attr::SOURCE_PREFIX, &tally.by_source)];
+    fn aggregate_update(&self, key: ItemKey, tally: &AggregateTally) -> Result<CounterAction, StoreError> {
         let terms = std::iter::once((attr::EVENTS.to_owned(), tally.events.to_string()))
-            .chain(
-                counts
-                    .iter()
-                    .flat_map(|(prefix, map)| map.iter().map(move |(k, c)| (format!("{prefix}{k}"), c.to_string()))),
-            )
-            .chain(tally.sums.iter().map(|(k, sum)| (format!("{}{k}", attr::MEASURE_PREFIX), sum.to_number_text())));
-        let (update, adds) = with_adds(update, terms);
-        update.update_expression(format!("ADD {adds}")).build().map_err(|e| StoreError::Permanent(e.into()))
+            .chain(tally.sums.iter().map(|(k, sum)| (format!("{}{k}", attr::MEASURE_PREFIX), sum.to_number_text())))
+            .collect();
+        let breakdowns = [(attr::TYPE_PREFIX, &tally.by_type), (attr::SOURCE_PREFIX, &tally.by_source)];
+        self.counting_update(key, terms, &breakdowns, None)
     }
 
     /// Adds a tally to a window bucket: the counts, and one counter per dimension value
     /// (`t#user_action`, `p#pro`, ...), top-level so `ADD` can create them.
-    fn window_update(&self, shard_id: &str, bucket: Bucket, tally: &Tally) -> Result<Update, StoreError> {
-        let update = Update::builder()
-            .table_name(&self.table_name)
-            .key(keys::PK, s(keys::window_pk(shard_id)))
-            .key(keys::SK, s(keys::window_sk(bucket)))
-            .expression_attribute_names("#ttl", keys::EXPIRES_AT)
-            .expression_attribute_values(":ttl", n(bucket.start() + BUCKET_TTL_SECONDS));
-        let dimensions = [
+    fn window_update(&self, key: ItemKey, bucket: Bucket, tally: &Tally) -> Result<CounterAction, StoreError> {
+        let terms = vec![
+            (attr::EVENTS.to_owned(), tally.events.to_string()),
+            (attr::UNKNOWN.to_owned(), tally.unknown.to_string()),
+        ];
+        let breakdowns = [
             (attr::TYPE_PREFIX, &tally.by_type),
             (attr::SOURCE_PREFIX, &tally.by_source),
             (attr::PLAN_PREFIX, &tally.by_plan),
             (attr::REGION_PREFIX, &tally.by_region),
         ];
-        let terms = [
-            (attr::EVENTS.to_owned(), tally.events.to_string()),
-            (attr::UNKNOWN.to_owned(), tally.unknown.to_string()),
-        ]
-        .into_iter()
-        .chain(
-            dimensions
-                .iter()
-                .flat_map(|(prefix, map)| map.iter().map(move |(k, c)| (format!("{prefix}{k}"), c.to_string()))),
-        );
-        let (update, adds) = with_adds(update, terms);
-        update
-            .update_expression(format!("ADD {adds} SET #ttl = :ttl"))
-            .build()
-            .map_err(|e| StoreError::Permanent(e.into()))
+        self.counting_update(key, terms, &breakdowns, Some(bucket.start() + BUCKET_TTL_SECONDS))
+    }
+
+    /// An update that adds `terms` and the breakdowns to a shared item, each breakdown
+    /// bounded as [`breakdown::plan`] decides, conditional on what the plan relied on.
+    fn counting_update(
+        &self,
+        key: ItemKey,
+        mut terms: Vec<(String, String)>,
+        breakdowns: &[(&'static str, &BTreeMap<String, u64>)],
+        expires_at: Option<i64>,
+    ) -> Result<CounterAction, StoreError> {
+        let plan = breakdown::plan(&self.known(&key), breakdowns, self.max_breakdown_keys);
+        for (prefix, counts) in &plan.counts {
+            terms.extend(counts.iter().map(|(k, c)| (format!("{prefix}{k}"), c.to_string())));
+        }
+        if plan.folded > 0 {
+            terms.push((attr::FOLDED.to_owned(), plan.folded.to_string()));
+        }
+        for (prefix, added) in &plan.new_keys {
+            terms.push((keys::key_count_attribute(prefix), added.to_string()));
+        }
+        let update = Update::builder().table_name(&self.table_name).key(keys::PK, s(&key.0)).key(keys::SK, s(&key.1));
+        let (mut update, adds) = with_adds(update, terms);
+        let mut expression = format!("ADD {adds}");
+        if let Some(expires_at) = expires_at {
+            update = update
+                .expression_attribute_names("#ttl", keys::EXPIRES_AT)
+                .expression_attribute_values(":ttl", n(expires_at));
+            expression.push_str(" SET #ttl = :ttl");
+        }
+        let mut conditions = Vec::new();
+        match &plan.guard {
+            Guard::Absent => {
+                update = update.expression_attribute_names("#events", attr::EVENTS);
+                conditions.push("attribute_not_exists(#events)".to_owned());
+            }
+            Guard::Counts(counts) => {
+                for (index, (prefix, count)) in counts.iter().enumerate() {
+                    update = update.expression_attribute_names(format!("#k{index}"), keys::key_count_attribute(prefix));
+                    conditions.push(match count {
+                        None => format!("attribute_not_exists(#k{index})"),
+                        Some(count) => {
+                            update = update.expression_attribute_values(format!(":k{index}"), n(count));
+                            format!("#k{index} = :k{index}")
+                        }
+                    });
+                }
+            }
+        }
+        if !conditions.is_empty() {
+            update = update.condition_expression(conditions.join(" AND "));
+        }
+        let update = update.update_expression(expression).build().map_err(|e| StoreError::Permanent(e.into()))?;
+        Ok(CounterAction {
+            action: TransactWriteItem::builder().update(update).build(),
+            shared: Some(SharedUpdate { key, after: plan.after }),
+        })
     }
 
     /// Merges users into the sketches of window buckets: read, merge, write back unless
     /// another write came in between (then again). Merging is idempotent, so this runs after
-    /// the commit and again on redelivery without counting a user twice.
+    /// the commit and again on redelivery without counting a user twice. A bucket the table
+    /// refuses to update is given up at once, and any still failing when the retry budget
+    /// runs out: their hashes are counted as lost analytics, in the shard's totals.
     #[tracing::instrument(skip_all, fields(buckets = users.len()))]
-    pub async fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> Result<(), StoreError> {
+    pub async fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> u64 {
         let mut retries = self.backoff.start();
         let mut pending: Vec<Bucket> = users.keys().copied().collect();
+        let mut given_up: Vec<Bucket> = Vec::new();
         while !pending.is_empty() {
             let stored = match self.read_sketches(shard_id, &pending).await {
                 Ok(stored) => stored,
                 Err(error) => {
+                    tracing::warn!(%error, "users sketches not read; retrying");
                     if !retries.wait().await {
-                        return Err(StoreError::Transient(error));
+                        given_up.append(&mut pending);
+                        break;
                     }
                     continue;
                 }
             };
             let mut again = Vec::new();
             for bucket in pending {
-                let (mut sketch, version) = stored.get(&bucket).cloned().unwrap_or_default();
+                let (mut sketch, version) = match stored.get(&bucket) {
+                    Some(Ok(found)) => found.clone(),
+                    Some(Err(error)) => {
+                        tracing::error!(%error, sk = %keys::window_sk(bucket), "stored users sketch unreadable; not merging into it");
+                        given_up.push(bucket);
+                        continue;
+                    }
+                    None => (Distinct::default(), 0),
+                };
                 let before = sketch.encode();
                 users[&bucket].iter().for_each(|hash| sketch.insert_hash(*hash));
                 if sketch.encode() == before && version > 0 {
@@ -395,6 +593,10 @@ impl DynamoEventStore {
                 match write.send().await {
                     Ok(_) => {}
                     Err(error) if error.code() == Some("ConditionalCheckFailedException") => again.push(bucket),
+                    Err(error) if refused_for_good(&error) => {
+                        tracing::error!(error = %error_chain(&error), sk = %keys::window_sk(bucket), "table refused a users sketch; its users are lost");
+                        given_up.push(bucket);
+                    }
                     Err(error) => {
                         tracing::warn!(error = %error_chain(&error), "users sketch not written; retrying");
                         again.push(bucket);
@@ -403,18 +605,47 @@ impl DynamoEventStore {
             }
             pending = again;
             if !pending.is_empty() && !retries.wait().await {
-                return Err(StoreError::Transient("users sketches not written within the retry budget".into()));
+                tracing::error!(
+                    buckets = pending.len(),
+                    "users sketches not written within the retry budget; their users are lost"
+                );
+                given_up.append(&mut pending);
             }
         }
-        Ok(())
+        let lost: u64 = given_up.iter().map(|bucket| users[bucket].len() as u64).sum();
+        if lost > 0 {
+            eventline_model::telemetry::analytics_lost(lost);
+            self.count_lost_analytics(shard_id, lost).await;
+        }
+        lost
     }
 
-    /// The stored sketch and its version (0 when none) of each bucket.
+    /// Adds to the shard's count of lost analytics, once: it follows a failure the batch does
+    /// not retry, so nothing counts it again.
+    async fn count_lost_analytics(&self, shard_id: &str, lost: u64) {
+        let added = self
+            .client
+            .update_item()
+            .table_name(&self.table_name)
+            .key(keys::PK, s(keys::METRICS_PK))
+            .key(keys::SK, s(keys::shard_sk(shard_id)))
+            .update_expression("ADD #lost :lost")
+            .expression_attribute_names("#lost", attr::ANALYTICS_LOST)
+            .expression_attribute_values(":lost", n(lost))
+            .send()
+            .await;
+        if let Err(error) = added {
+            tracing::error!(error = %error_chain(&error), lost, "lost analytics not counted in the table");
+        }
+    }
+
+    /// The stored sketch and its version (0 when none) of each bucket found; a sketch that
+    /// does not decode is an error for its bucket alone.
     async fn read_sketches(
         &self,
         shard_id: &str,
         buckets: &[Bucket],
-    ) -> Result<HashMap<Bucket, (Distinct, u64)>, BoxError> {
+    ) -> Result<HashMap<Bucket, Result<(Distinct, u64), String>>, BoxError> {
         let by_sort_key: HashMap<String, Bucket> = buckets.iter().map(|b| (keys::window_sk(*b), *b)).collect();
         let keys: Vec<Item> = by_sort_key
             .keys()
@@ -426,10 +657,10 @@ impl DynamoEventStore {
             let Some(bucket) = sort_key.and_then(|sk| by_sort_key.get(sk)) else { continue };
             let version = item.get(attr::SKETCH_VERSION).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
             let sketch = match item.get(attr::USERS_SKETCH).and_then(|v| v.as_b().ok()) {
-                Some(bytes) => Distinct::decode(bytes.as_ref())?,
-                None => Distinct::default(),
+                Some(bytes) => Distinct::decode(bytes.as_ref()).map_err(|e| e.to_string()),
+                None => Ok(Distinct::default()),
             };
-            found.insert(*bucket, (sketch, version.unwrap_or(0)));
+            found.insert(*bucket, sketch.map(|sketch| (sketch, version.unwrap_or(0))));
         }
         Ok(found)
     }
@@ -486,6 +717,23 @@ fn with_adds(
             .expression_attribute_values(format!(":a{index}"), AttributeValue::N(number));
     }
     (update, adds.join(", "))
+}
+
+fn window_key(shard_id: &str, bucket: Bucket) -> ItemKey {
+    (keys::window_pk(shard_id), keys::window_sk(bucket))
+}
+
+fn aggregate_key(shard_id: &str, item: &AggregateItem) -> ItemKey {
+    match item {
+        AggregateItem::User(user, period) => (keys::user_aggregate_pk(user), keys::period_sk(*period)),
+        AggregateItem::Shard(period) => (keys::shard_aggregate_pk(shard_id), keys::period_sk(*period)),
+    }
+}
+
+/// The shared counter items a delta adds to.
+fn shared_items(shard_id: &str, delta: &CounterDelta) -> Vec<ItemKey> {
+    let windows = delta.windows.keys().map(|bucket| window_key(shard_id, *bucket));
+    windows.chain(delta.aggregates.keys().map(|item| aggregate_key(shard_id, item))).collect()
 }
 
 fn marker(pk: String, sk: String) -> Item {

@@ -27,6 +27,8 @@ pub struct Transform<St, Si, D, E> {
     pub reference: E,
     /// Budget for publishing one batch's stored events.
     pub backoff: Backoff,
+    /// The deployment's rules, which records other producers write must meet too.
+    pub rules: Rules,
 }
 
 /// What one record decoded to.
@@ -49,6 +51,8 @@ pub struct BatchReport {
     pub retry_from: Option<usize>,
     /// Milliseconds from received to processed of each event stored by this batch.
     pub latencies_ms: Vec<u64>,
+    /// Users-sketch updates given up on (the events were stored and counted).
+    pub analytics_lost: u64,
 }
 
 impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, Si, D, E> {
@@ -61,6 +65,7 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
             duplicates = report.duplicates,
             poison = report.poison,
             retry_from = ?report.retry_from,
+            analytics_lost = report.analytics_lost,
             "batch processed"
         );
         eventline_model::telemetry::transformed(report.stored as u64, report.duplicates as u64, report.poison as u64);
@@ -72,12 +77,8 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
         let mut report = BatchReport { records: records.len(), ..BatchReport::default() };
         let processed_at = OffsetDateTime::now_utc();
         let shard_id = batch_shard(records);
-        // For records other producers write in the API's shape. This function is not given
-        // ingest's settings (template.yaml sets them for ingest only), so the model's defaults
-        // apply: 5 minutes of clock skew, any type and source.
-        let rules = Rules::default();
         let mut decoded: Vec<Decoded> =
-            records.iter().map(|record| decode(record, &shard_id, processed_at, &rules)).collect();
+            records.iter().map(|record| decode(record, &shard_id, processed_at, &self.rules)).collect();
         // One generation for the whole batch: read before anything is written, so a failure
         // here retries the batch with nothing done.
         let users: Vec<&UserId> = decoded
@@ -145,25 +146,21 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
             }
         }
 
-        // Users of the stored events join their buckets' sketches; on failure the batch is
-        // retried from the first of them, whose redelivery merges them again harmlessly.
+        // Users of the stored events join their buckets' sketches. Analytics never hold up
+        // the shard: what the store gives up on is counted as lost, and a redelivery (of a
+        // batch retried for another reason) merges them again harmlessly.
         let mut users: BTreeMap<Bucket, Vec<u64>> = BTreeMap::new();
-        let mut first_with_users = None;
-        for (index, (entry, outcome)) in entries.iter().zip(&outcomes).enumerate() {
+        for (entry, outcome) in entries.iter().zip(&outcomes) {
             if let (Entry::Event(event), Outcome::Stored | Outcome::Redelivered) = (entry, outcome)
                 && let Some(user) = &event.event.user_id
             {
                 for bucket in window_buckets(event) {
                     users.entry(bucket).or_default().push(user_hash(user.as_str()));
-                    first_with_users.get_or_insert(index);
                 }
             }
         }
-        if let Some(first) = first_with_users
-            && let Err(error) = self.store.merge_users(&shard_id, &users).await
-        {
-            tracing::error!(error = %eventline_model::aws::error_chain(&error), "users sketches not merged");
-            unfinished = unfinished.min(first);
+        if !users.is_empty() {
+            report.analytics_lost += self.store.merge_users(&shard_id, &users).await;
         }
 
         // Events the table refused for what they hold: dead-lettered, never retried as a batch.
@@ -365,6 +362,8 @@ mod tests {
         fail_commits: Mutex<u32>,
         refuse_ids: Vec<&'static str>,
         sketch_users: Mutex<BTreeMap<Bucket, HashSet<u64>>>,
+        /// Give up on every users sketch, as the table does with one it refuses.
+        refuse_sketches: bool,
     }
 
     /// Shard, sequence number and ingest id of the record that stored an identity.
@@ -378,12 +377,15 @@ mod tests {
     }
 
     impl EventStore for FakeStore {
-        async fn merge_users(&self, _: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> Result<(), StoreError> {
+        async fn merge_users(&self, _: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> u64 {
+            if self.refuse_sketches {
+                return users.values().map(|hashes| hashes.len() as u64).sum();
+            }
             let mut merged = self.sketch_users.lock().unwrap();
             for (bucket, hashes) in users {
                 merged.entry(*bucket).or_default().extend(hashes);
             }
-            Ok(())
+            0
         }
 
         async fn commit(&self, _shard: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
@@ -530,6 +532,7 @@ mod tests {
                 max: Duration::from_millis(1),
                 budget: Duration::from_millis(2),
             },
+            rules: Rules::default(),
         }
     }
 
@@ -821,5 +824,45 @@ mod tests {
         assert_eq!(failure_ids(&response), [event.records[0].kinesis.sequence_number.clone()]);
         assert_eq!(counts(&t), (0, 0, 0));
         assert!(t.output.records.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn users_sketches_the_table_refuses_cost_no_event_and_hold_up_no_shard() {
+        let mut t = transform();
+        t.store.refuse_sketches = true;
+        let (a, b) = (IngestId::generate(), IngestId::generate());
+        let mut event = batch(&[("s1", &a, "x"), ("s2", &b, "y")]);
+        let now = time::OffsetDateTime::now_utc();
+        for (i, record) in event.records.iter_mut().enumerate() {
+            // Recent events with a user, so they count in window buckets.
+            let line = format!(
+                r#"{{"id":"s{i}","source":"web","type":"t","timestamp":"{0}","received_at":"{0}","user_id":"u-{i}"}}"#,
+                eventline_model::format_rfc3339(now)
+            );
+            *record.kinesis.data = line.into_bytes();
+            record.kinesis.approximate_arrival_timestamp.0 = chrono::Utc::now();
+        }
+        let (response, report) = t.process(&event.records).await;
+        assert!(response.batch_item_failures.is_empty(), "the shard moves on");
+        assert_eq!(report.analytics_lost, 4, "two users, each in a second and a minute bucket");
+        assert_eq!(counts(&t), (2, 0, 0));
+        assert_eq!(t.output.records.lock().unwrap().len(), 2);
+        assert!(t.dead_letters.sent.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_other_producers_write_meet_the_deployments_rules() {
+        let mut t = transform();
+        t.rules =
+            Rules { allowed_types: vec![eventline_model::EventType::parse("click").unwrap()], ..Rules::default() };
+        // In the API's shape, and in ingest's own: neither gets past the allow-list.
+        let mut event = fixture("transform-kinesis-sam-generated.json");
+        *event.records[0].kinesis.data = br#"{"id":"k-9","type":"view"}"#.to_vec();
+        t.handle(event).await;
+        let good = fixture("transform-kinesis-good.json");
+        t.handle(good).await;
+        assert_eq!(counts(&t), (0, 0, 4));
+        let sent = t.dead_letters.sent.lock().unwrap();
+        assert!(sent.iter().all(|m| m.reason.contains("type is not in the allowed types")), "{sent:?}");
     }
 }

@@ -1,5 +1,6 @@
 //! The transform function: Kinesis batches in, events stored exactly once and published.
 
+pub mod breakdown;
 pub mod config;
 pub mod dead_letter;
 pub mod dynamo;
@@ -41,7 +42,8 @@ pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsTransform {
             config.table_name.clone(),
             Backoff::default().with_budget(COMMIT_BUDGET),
         )
-        .with_measures(config.aggregate_measures),
+        .with_measures(config.aggregate_measures)
+        .with_breakdown_limit(config.max_breakdown_keys),
         reference: CachedReference::new(ReferenceStore::new(
             dynamodb,
             config.table_name,
@@ -54,5 +56,6 @@ pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsTransform {
             Backoff::default().with_budget(DEAD_LETTER_BUDGET),
         ),
         backoff: Backoff::default().with_budget(PUBLISH_BUDGET),
+        rules: config.rules,
     }
 }

@@ -98,12 +98,11 @@ pub trait EventStore: Send + Sync {
     }
 
     /// Adds user hashes to the distinct-users sketches of the shard's window buckets.
-    /// Idempotent: adding a user again changes nothing.
-    fn merge_users(
-        &self,
-        shard_id: &str,
-        users: &BTreeMap<Bucket, Vec<u64>>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Idempotent: adding a user again changes nothing. Analytics never cost an event nor
+    /// hold up a shard, so this does not fail: it returns how many hashes it gave up on
+    /// (refused by the table, or still failing past the retry budget), which the store has
+    /// counted as lost analytics.
+    fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> impl Future<Output = u64> + Send;
 }
 
 /// DynamoDB takes 100 actions per transaction; two are the counter items.
@@ -155,6 +154,7 @@ pub fn aggregate_tally_of(event: &ProcessedEvent, measures: &[String]) -> Aggreg
         by_type: one(event.event.event_type.as_str()),
         by_source: one(event.event.source.as_str()),
         sums: measures_of(event.event.data.as_ref(), measures),
+        folded: 0,
     }
 }
 
@@ -209,6 +209,7 @@ fn tally_of(event: &ProcessedEvent) -> Tally {
         by_source: one(event.event.source.as_str()),
         by_plan: one(plan),
         by_region: one(region),
+        folded: 0,
     }
 }
 

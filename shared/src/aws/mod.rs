@@ -310,6 +310,20 @@ pub fn log_filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> (Target
     (Targets::new().with_default(LevelFilter::INFO), report(problems, "logging at INFO"))
 }
 
+/// Whether a service refused a call for what it is (invalid, too large, not allowed, no such
+/// resource), so that trying it again cannot help: such a refusal is never retried.
+pub fn refused_for_good<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
+    error: &aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> bool {
+    match error {
+        aws_sdk_dynamodb::error::SdkError::ServiceError(service) => {
+            crate::sink::is_permanent_code(service.err().code().unwrap_or_default())
+        }
+        aws_sdk_dynamodb::error::SdkError::ConstructionFailure(_) => true,
+        _ => false,
+    }
+}
+
 /// The whole error chain of an SDK error, for logs.
 pub fn error_chain(error: &(impl std::error::Error + 'static)) -> String {
     DisplayErrorContext(error).to_string()

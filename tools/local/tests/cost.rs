@@ -45,6 +45,7 @@ async fn write_units_per_event_with_and_without_aggregates() {
             Backoff::default(),
         )),
         backoff: Backoff::default(),
+        rules: eventline_model::Rules::default(),
     };
     let arn = &stack.manifest.event_sources[0].stream_arn;
     for batch in records.chunks(100) {

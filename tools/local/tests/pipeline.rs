@@ -13,6 +13,7 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Record};
 use common::{eventually, http, read_stream, stack, until};
 use eventline_local::LocalStack;
 use eventline_local::poller::kinesis_event;
+use eventline_model::Rules;
 use eventline_model::aws::KinesisSink;
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, PutFailure, RecordSink};
@@ -206,7 +207,7 @@ impl<S: EventStore> EventStore for FailingCommit<S> {
         &self,
         shard_id: &str,
         users: &std::collections::BTreeMap<eventline_model::window::Bucket, Vec<u64>>,
-    ) -> Result<(), StoreError> {
+    ) -> u64 {
         self.inner.merge_users(shard_id, users).await
     }
 
@@ -275,6 +276,7 @@ async fn transform_failing_mid_batch_and_redelivered_stores_and_counts_every_eve
         ),
         reference: transform::enrich::CachedReference::new(reference_store(&stack, &env["EVENTS_TABLE"])),
         backoff: Backoff::default(),
+        rules: Rules::default(),
     };
     let event = kinesis_event(&records, "shardId-000000000000", &stream_arn, "us-east-1").unwrap();
 
@@ -325,6 +327,7 @@ async fn events_stored_but_not_published_are_published_on_redelivery() {
         ),
         reference: transform::enrich::CachedReference::new(reference_store(&stack, &env["EVENTS_TABLE"])),
         backoff: no_retries(),
+        rules: Rules::default(),
     };
     let event =
         kinesis_event(&records, "shardId-000000000000", &stack.manifest.event_sources[0].stream_arn, "us-east-1")

@@ -533,7 +533,8 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
             &config.table_name,
             Backoff::default(),
         )
-        .with_measures(config.aggregate_measures),
+        .with_measures(config.aggregate_measures)
+        .with_breakdown_limit(config.max_breakdown_keys),
         output: KinesisSink::new(recorder.kinesis(&stack.sdk), &config.output_stream),
         dead_letters: transform::dead_letter::SqsDeadLetters::new(
             aws_sdk_sqs::Client::new(&stack.sdk),
@@ -546,6 +547,7 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
             Backoff::default(),
         )),
         backoff: Backoff::default(),
+        rules: config.rules,
     };
     let source = &stack.manifest.event_sources[0];
     for batch in records.chunks(REQUEST_EVENTS) {
