@@ -21,6 +21,12 @@ faults injected per kind and per operation (`X-Amz-Target`, else `service.Action
 on. Every POST restarts the draws from `random.Random(seed)` (seed 0 if not given), so a
 run's fault pattern can be repeated.
 
+DynamoDB's rules. A write DynamoDB refuses is refused here too, with DynamoDB's error: numbers
+beyond 38 significant digits or outside 1E-130 .. 9.99E+125 (also as the result of ADD or SET
+arithmetic, which runs exact instead of rounding to 28 digits), and items over 400 KB as
+DynamoDB measures them, on PutItem, UpdateItem, BatchWriteItem, TransactWriteItems and
+PartiQL writes. See dynamodb_rules.py.
+
 Transactions. moto backs up the whole table before each action of a TransactWriteItems call,
 so a transaction of N actions copies the table N times and the local stack slows down as the
 table grows. Here only the items the call writes are backed up, and a cancelled transaction
@@ -70,15 +76,15 @@ from moto.core import serialize as core_serialize
 from moto.core import utils as core_utils
 from moto.dynamodb import comparisons, models
 from moto.dynamodb.models import table as table_models
-from moto.dynamodb.exceptions import ItemSizeTooLarge, ItemSizeToUpdateTooLarge
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
-from moto.dynamodb.models.utilities import bytesize
 from moto.dynamodb.parsing import ast_nodes
 from moto.dynamodb.parsing.executors import AddExecutor, SetExecutor
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 from moto.dynamodb.parsing.validators import UpdateExpressionFunctionEvaluator, UpdateExpressionValidator
 from moto.kinesis import models as kinesis_models
 from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+import dynamodb_rules
 
 # --- Guards: each patch below replaces or relies on moto internals of the pinned version ----
 
@@ -259,18 +265,10 @@ def _counter_update_plan(table, update_expression, names, values):
     return plan
 
 
-def _stored_size(key, value):
-    # What LimitedSizeDict.__setitem__ counts for one attribute.
-    value_size = value.size() if type(value) is DynamoType else bytesize(str(value))
-    return bytesize(key) + value_size
-
-
 def _apply_counter_update(item, plan):
-    """moto's executors for these actions, in order, with its item size check done
-    incrementally: the same result and the same error at the same action."""
+    """moto's executors for these actions, in order: the same result. The item's size is
+    checked by the DynamoDB rules (dynamodb_rules.py) once the update is applied."""
     attrs = item.attrs
-    checked = type(attrs) is LimitedSizeDict
-    size = sum(_stored_size(key, value) for key, value in attrs.items()) if checked else 0
     for name, kind, value in plan:
         existing = attrs.get(name)
         if kind == "ADD":
@@ -279,15 +277,7 @@ def _apply_counter_update(item, plan):
             new = existing
         else:
             new = DynamoType(value)
-        if checked:
-            if size + _stored_size(name, new) > 405000:
-                raise ItemSizeToUpdateTooLarge()
-            if existing is not None:
-                size -= _stored_size(name, existing)
-            size += _stored_size(name, new)
-            dict.__setitem__(attrs, name, new)
-        else:
-            attrs[name] = new
+        dict.__setitem__(attrs, name, new)
 
 
 _update_item = models.DynamoDBBackend.update_item
@@ -355,7 +345,7 @@ def _key_values(table, key):
     return DynamoType(key), None
 
 
-# What the counter path mirrors: the update itself, its validators, ADD, SET and the size check.
+# What the counter path mirrors: the update itself, its validators, ADD and SET.
 _expect_source(_parse_update_expression, "2c00ed96d6e191f2")
 _expect_source(_update_item, "218984588dd689a5")
 _expect_source(UpdateExpressionValidator.get_ast_processors, "918400bbecd67e83")
@@ -363,7 +353,6 @@ _expect_source(UpdateExpressionFunctionEvaluator, "dfee5d859b7d6a32")
 _expect_source(AddExecutor.execute, "dadbc08d83f73bdb")
 _expect_source(SetExecutor.set, "a8b5f69f92794b46")
 _expect_source(DynamoType.__add__, "c2852d8ddde02bb3")
-_expect_source(LimitedSizeDict.__setitem__, "d979580fdbe14f79")
 UpdateExpressionParser.make = staticmethod(_parsed_update_expression)
 models.DynamoDBBackend.update_item = _update_item_with_counter_path
 
@@ -403,19 +392,14 @@ _item_init = Item.__init__
 
 
 def _item_init_measured_once(self, hash_key, range_key, attrs):
-    # Fixes the item size check re-measuring every attribute set so far for each attribute of
-    # a new item (LimitedSizeDict.__setitem__): the same check on a running total.
+    # Fixes building a new item attribute by attribute through LimitedSizeDict.__setitem__,
+    # which re-measured every attribute set so far for each one. The item's size is checked
+    # by the DynamoDB rules (dynamodb_rules.py) before it is stored.
     self.hash_key = hash_key
     self.range_key = range_key
     self.attrs = LimitedSizeDict()
-    size = 0
     for key, value in attrs.items():
-        value = DynamoType(value)
-        added = _stored_size(key, value)
-        if size + added > 405000:
-            raise ItemSizeTooLarge
-        dict.__setitem__(self.attrs, key, value)
-        size += added
+        dict.__setitem__(self.attrs, key, DynamoType(value))
 
 
 _get_filter_expression = comparisons.get_filter_expression
@@ -483,6 +467,15 @@ _expect_source(_query, "002b4d00be6df07c")
 _expect_source(_all_items, "c80d2ee3c896acd0")
 table_models.Table.query = _query_one_partition
 table_models.Table.all_items = _all_items_of_the_queried_partition
+
+# --- DynamoDB's rules on what it stores ---------------------------------------------------
+#
+# moto stores numbers DynamoDB refuses (more than 38 significant digits, magnitudes outside
+# 1E-130 .. 9.99E+125), rounds sums to 28 digits without a word, and measures items its own
+# way. dynamodb_rules.py refuses what DynamoDB refuses, on every write path, with its errors.
+# Installed after the patches above: it wraps the update and transaction paths they set.
+
+dynamodb_rules.install(_expect_source)
 
 # --- Routing: moto's modules listed once --------------------------------------------------
 #
