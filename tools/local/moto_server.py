@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Run moto's server for the local stack, with these changes. Arguments are moto_server's.
+"""Run moto's server for the local stack, with these changes. Arguments are moto_server's,
+and `--exit-with-parent`: exit when standard input closes (see `exit_when_stdin_closes`).
 
 One request at a time. moto's server is threaded, but its models are not safe under
 concurrent requests: two Kinesis puts can take the same sequence number, so one record
@@ -53,6 +54,7 @@ import http
 import inspect
 import io
 import json
+import os
 import random
 import re
 import socket
@@ -62,6 +64,7 @@ import threading
 import types
 import uuid
 import zlib
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from werkzeug import serving as werkzeug_serving
@@ -1347,5 +1350,35 @@ def _run_simple_serialised(hostname, port, application, *args, **kwargs):
 # moto.server.main calls the run_simple it imported from werkzeug.serving.
 moto.server.run_simple = _run_simple_serialised
 
+# --- Ending with the process that started it ----------------------------------------------
+
+EXIT_WITH_PARENT = "--exit-with-parent"
+
+
+def exit_when_stdin_closes():
+    """With `--exit-with-parent`, the launcher serves until its standard input ends. The
+    process that starts it gives it one end of a pipe and keeps the other: when that process
+    ends, however it ends (SIGKILL included), the kernel closes its end and the launcher exits
+    instead of running on orphaned. A parent-death signal would not do: Linux sends it when
+    the starting thread ends, and async runtimes start children from worker threads."""
+
+    def watch():
+        try:
+            while os.read(0, 4096):
+                pass  # anything written is ignored; only the end counts
+        except OSError:
+            pass
+        sys.stderr.write(f"{Path(__file__).name}: standard input closed: the process that started it has ended\n")
+        sys.stderr.flush()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 if __name__ == "__main__":
-    sys.exit(moto.server.main())
+    arguments = sys.argv[1:]
+    if EXIT_WITH_PARENT in arguments:
+        arguments.remove(EXIT_WITH_PARENT)
+        exit_when_stdin_closes()
+    sys.argv[1:] = arguments  # moto's main reads sys.argv when given no arguments
+    sys.exit(moto.server.main(arguments))

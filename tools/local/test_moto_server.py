@@ -51,8 +51,6 @@ def http_status(error):
 class LauncherTestCase(unittest.TestCase):
     """Starts the launcher on a free loopback port for the class; `client` talks to it."""
 
-    launcher_arguments = ()
-
     @classmethod
     def setUpClass(cls):
         # Loopback must never go through a proxy from the environment.
@@ -60,9 +58,10 @@ class LauncherTestCase(unittest.TestCase):
         cls.port = free_port()
         cls.endpoint = f"http://127.0.0.1:{cls.port}"
         cls.log = tempfile.NamedTemporaryFile(prefix="moto-launcher-test-", suffix=".log", delete=False)
+        # --exit-with-parent: a test run killed outright leaves no server behind.
         cls.process = subprocess.Popen(
-            [sys.executable, str(LAUNCHER), "-H", "127.0.0.1", "-p", str(cls.port), *cls.launcher_arguments],
-            stdin=subprocess.DEVNULL,
+            [sys.executable, str(LAUNCHER), "-H", "127.0.0.1", "-p", str(cls.port), "--exit-with-parent"],
+            stdin=subprocess.PIPE,
             stdout=cls.log,
             stderr=subprocess.STDOUT,
         )
@@ -71,6 +70,7 @@ class LauncherTestCase(unittest.TestCase):
 
     @classmethod
     def stop_server(cls):
+        cls.process.stdin.close()
         cls.process.terminate()  # by PID: only the server this test started
         try:
             cls.process.wait(timeout=5)
@@ -807,6 +807,70 @@ class RulesTest(unittest.TestCase):
         self.assertIsNone(self.rules.item_error({"a": {"N": "not a number"}}))
         self.assertIsNone(self.rules.item_error({"a": {}}))
         self.assertIsNone(self.rules.item_error({"a": "text"}))
+
+
+class ExitWithParentTest(unittest.TestCase):
+    """`--exit-with-parent`: the launcher ends with the process that started it."""
+
+    def wait_for_port(self, port, process):
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            self.assertIsNone(process.poll(), "the launcher exited before it served")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.fail("the launcher did not start")
+
+    @staticmethod
+    def is_running(pid):
+        """Whether `pid` is a live process (a zombie has ended; no one may be left to reap it)."""
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    def test_the_launcher_exits_when_its_standard_input_closes(self):
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, str(LAUNCHER), "-H", "127.0.0.1", "-p", str(port), "--exit-with-parent"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        self.addCleanup(lambda: process.poll() is None and (process.kill(), process.wait()))
+        self.wait_for_port(port, process)
+        process.stdin.write(b"anything written is ignored\n")
+        process.stdin.flush()
+        time.sleep(0.3)
+        self.assertIsNone(process.poll(), "the launcher exited while its standard input was open")
+        process.stdin.close()
+        self.assertEqual(process.wait(timeout=5), 0)
+        self.assertIn(b"standard input closed", process.stderr.read())
+        process.stderr.close()
+
+    def test_the_launcher_exits_when_the_process_that_started_it_is_killed(self):
+        port = free_port()
+        # A parent that starts the launcher as the local stack does, says its pid, and waits.
+        parent_code = (
+            "import subprocess, sys, time\n"
+            f"launcher = subprocess.Popen([sys.executable, {str(LAUNCHER)!r}, '-H', '127.0.0.1', '-p', '{port}',"
+            " '--exit-with-parent'], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "print(launcher.pid, flush=True)\n"
+            "time.sleep(120)\n"
+        )
+        parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE)
+        self.addCleanup(lambda: parent.poll() is None and (parent.kill(), parent.wait()))
+        launcher_pid = int(parent.stdout.readline())
+        parent.stdout.close()
+        self.addCleanup(lambda: self.is_running(launcher_pid) and os.kill(launcher_pid, 9))
+        self.wait_for_port(port, parent)
+        parent.kill()  # SIGKILL: nothing of the parent's own code runs
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while self.is_running(launcher_pid):
+            self.assertLess(time.monotonic(), deadline, "the launcher outlived the process that started it")
+            time.sleep(0.05)
 
 
 class ShardPatchTest(unittest.TestCase):
