@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Run moto's server for the local stack, with these changes. Arguments are moto_server's.
+"""Run moto's server for the local stack, with these changes. Arguments are moto_server's,
+and `--exit-with-parent`: exit when standard input closes (see `exit_when_stdin_closes`).
 
 One request at a time. moto's server is threaded, but its models are not safe under
 concurrent requests: two Kinesis puts can take the same sequence number, so one record
@@ -20,6 +21,12 @@ faults injected per kind and per operation (`X-Amz-Target`, else `service.Action
 `service.METHOD`). Faults are switched at run time so that stack setup runs before they are
 on. Every POST restarts the draws from `random.Random(seed)` (seed 0 if not given), so a
 run's fault pattern can be repeated.
+
+DynamoDB's rules. A write DynamoDB refuses is refused here too, with DynamoDB's error: numbers
+beyond 38 significant digits or outside 1E-130 .. 9.99E+125 (also as the result of ADD or SET
+arithmetic, which runs exact instead of rounding to 28 digits), and items over 400 KB as
+DynamoDB measures them, on PutItem, UpdateItem, BatchWriteItem, TransactWriteItems and
+PartiQL writes. See dynamodb_rules.py.
 
 Transactions. moto backs up the whole table before each action of a TransactWriteItems call,
 so a transaction of N actions copies the table N times and the local stack slows down as the
@@ -47,6 +54,7 @@ import http
 import inspect
 import io
 import json
+import os
 import random
 import re
 import socket
@@ -56,6 +64,7 @@ import threading
 import types
 import uuid
 import zlib
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from werkzeug import serving as werkzeug_serving
@@ -70,15 +79,15 @@ from moto.core import serialize as core_serialize
 from moto.core import utils as core_utils
 from moto.dynamodb import comparisons, models
 from moto.dynamodb.models import table as table_models
-from moto.dynamodb.exceptions import ItemSizeTooLarge, ItemSizeToUpdateTooLarge
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
-from moto.dynamodb.models.utilities import bytesize
 from moto.dynamodb.parsing import ast_nodes
 from moto.dynamodb.parsing.executors import AddExecutor, SetExecutor
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 from moto.dynamodb.parsing.validators import UpdateExpressionFunctionEvaluator, UpdateExpressionValidator
 from moto.kinesis import models as kinesis_models
 from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+import dynamodb_rules
 
 # --- Guards: each patch below replaces or relies on moto internals of the pinned version ----
 
@@ -259,18 +268,10 @@ def _counter_update_plan(table, update_expression, names, values):
     return plan
 
 
-def _stored_size(key, value):
-    # What LimitedSizeDict.__setitem__ counts for one attribute.
-    value_size = value.size() if type(value) is DynamoType else bytesize(str(value))
-    return bytesize(key) + value_size
-
-
 def _apply_counter_update(item, plan):
-    """moto's executors for these actions, in order, with its item size check done
-    incrementally: the same result and the same error at the same action."""
+    """moto's executors for these actions, in order: the same result. The item's size is
+    checked by the DynamoDB rules (dynamodb_rules.py) once the update is applied."""
     attrs = item.attrs
-    checked = type(attrs) is LimitedSizeDict
-    size = sum(_stored_size(key, value) for key, value in attrs.items()) if checked else 0
     for name, kind, value in plan:
         existing = attrs.get(name)
         if kind == "ADD":
@@ -279,15 +280,7 @@ def _apply_counter_update(item, plan):
             new = existing
         else:
             new = DynamoType(value)
-        if checked:
-            if size + _stored_size(name, new) > 405000:
-                raise ItemSizeToUpdateTooLarge()
-            if existing is not None:
-                size -= _stored_size(name, existing)
-            size += _stored_size(name, new)
-            dict.__setitem__(attrs, name, new)
-        else:
-            attrs[name] = new
+        dict.__setitem__(attrs, name, new)
 
 
 _update_item = models.DynamoDBBackend.update_item
@@ -355,7 +348,7 @@ def _key_values(table, key):
     return DynamoType(key), None
 
 
-# What the counter path mirrors: the update itself, its validators, ADD, SET and the size check.
+# What the counter path mirrors: the update itself, its validators, ADD and SET.
 _expect_source(_parse_update_expression, "2c00ed96d6e191f2")
 _expect_source(_update_item, "218984588dd689a5")
 _expect_source(UpdateExpressionValidator.get_ast_processors, "918400bbecd67e83")
@@ -363,7 +356,6 @@ _expect_source(UpdateExpressionFunctionEvaluator, "dfee5d859b7d6a32")
 _expect_source(AddExecutor.execute, "dadbc08d83f73bdb")
 _expect_source(SetExecutor.set, "a8b5f69f92794b46")
 _expect_source(DynamoType.__add__, "c2852d8ddde02bb3")
-_expect_source(LimitedSizeDict.__setitem__, "d979580fdbe14f79")
 UpdateExpressionParser.make = staticmethod(_parsed_update_expression)
 models.DynamoDBBackend.update_item = _update_item_with_counter_path
 
@@ -403,19 +395,14 @@ _item_init = Item.__init__
 
 
 def _item_init_measured_once(self, hash_key, range_key, attrs):
-    # Fixes the item size check re-measuring every attribute set so far for each attribute of
-    # a new item (LimitedSizeDict.__setitem__): the same check on a running total.
+    # Fixes building a new item attribute by attribute through LimitedSizeDict.__setitem__,
+    # which re-measured every attribute set so far for each one. The item's size is checked
+    # by the DynamoDB rules (dynamodb_rules.py) before it is stored.
     self.hash_key = hash_key
     self.range_key = range_key
     self.attrs = LimitedSizeDict()
-    size = 0
     for key, value in attrs.items():
-        value = DynamoType(value)
-        added = _stored_size(key, value)
-        if size + added > 405000:
-            raise ItemSizeTooLarge
-        dict.__setitem__(self.attrs, key, value)
-        size += added
+        dict.__setitem__(self.attrs, key, DynamoType(value))
 
 
 _get_filter_expression = comparisons.get_filter_expression
@@ -483,6 +470,15 @@ _expect_source(_query, "002b4d00be6df07c")
 _expect_source(_all_items, "c80d2ee3c896acd0")
 table_models.Table.query = _query_one_partition
 table_models.Table.all_items = _all_items_of_the_queried_partition
+
+# --- DynamoDB's rules on what it stores ---------------------------------------------------
+#
+# moto stores numbers DynamoDB refuses (more than 38 significant digits, magnitudes outside
+# 1E-130 .. 9.99E+125), rounds sums to 28 digits without a word, and measures items its own
+# way. dynamodb_rules.py refuses what DynamoDB refuses, on every write path, with its errors.
+# Installed after the patches above: it wraps the update and transaction paths they set.
+
+dynamodb_rules.install(_expect_source)
 
 # --- Routing: moto's modules listed once --------------------------------------------------
 #
@@ -1354,5 +1350,35 @@ def _run_simple_serialised(hostname, port, application, *args, **kwargs):
 # moto.server.main calls the run_simple it imported from werkzeug.serving.
 moto.server.run_simple = _run_simple_serialised
 
+# --- Ending with the process that started it ----------------------------------------------
+
+EXIT_WITH_PARENT = "--exit-with-parent"
+
+
+def exit_when_stdin_closes():
+    """With `--exit-with-parent`, the launcher serves until its standard input ends. The
+    process that starts it gives it one end of a pipe and keeps the other: when that process
+    ends, however it ends (SIGKILL included), the kernel closes its end and the launcher exits
+    instead of running on orphaned. A parent-death signal would not do: Linux sends it when
+    the starting thread ends, and async runtimes start children from worker threads."""
+
+    def watch():
+        try:
+            while os.read(0, 4096):
+                pass  # anything written is ignored; only the end counts
+        except OSError:
+            pass
+        sys.stderr.write(f"{Path(__file__).name}: standard input closed: the process that started it has ended\n")
+        sys.stderr.flush()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 if __name__ == "__main__":
-    sys.exit(moto.server.main())
+    arguments = sys.argv[1:]
+    if EXIT_WITH_PARENT in arguments:
+        arguments.remove(EXIT_WITH_PARENT)
+        exit_when_stdin_closes()
+    sys.argv[1:] = arguments  # moto's main reads sys.argv when given no arguments
+    sys.exit(moto.server.main(arguments))

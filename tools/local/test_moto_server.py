@@ -48,8 +48,8 @@ def http_status(error):
     return error.response["ResponseMetadata"]["HTTPStatusCode"]
 
 
-class MotoLauncherTest(unittest.TestCase):
-    """Tests are numbered: the first one needs the server as it starts, faults untouched."""
+class LauncherTestCase(unittest.TestCase):
+    """Starts the launcher on a free loopback port for the class; `client` talks to it."""
 
     @classmethod
     def setUpClass(cls):
@@ -58,32 +58,19 @@ class MotoLauncherTest(unittest.TestCase):
         cls.port = free_port()
         cls.endpoint = f"http://127.0.0.1:{cls.port}"
         cls.log = tempfile.NamedTemporaryFile(prefix="moto-launcher-test-", suffix=".log", delete=False)
+        # --exit-with-parent: a test run killed outright leaves no server behind.
         cls.process = subprocess.Popen(
-            [sys.executable, str(LAUNCHER), "-H", "127.0.0.1", "-p", str(cls.port)],
-            stdin=subprocess.DEVNULL,
+            [sys.executable, str(LAUNCHER), "-H", "127.0.0.1", "-p", str(cls.port), "--exit-with-parent"],
+            stdin=subprocess.PIPE,
             stdout=cls.log,
             stderr=subprocess.STDOUT,
         )
         cls.addClassCleanup(cls.stop_server)
         cls.wait_until_ready()
 
-        cls.dynamodb = cls.client("dynamodb")
-        cls.kinesis = cls.client("kinesis")
-        cls.sqs = cls.client("sqs")
-        cls.s3 = cls.client("s3")
-        cls.cloudformation = cls.client("cloudformation")
-        cls.dynamodb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        cls.kinesis.create_stream(StreamName=STREAM, ShardCount=1)
-        cls.queue_url = cls.sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
-        cls.s3.create_bucket(Bucket=BUCKET)
-
     @classmethod
     def stop_server(cls):
+        cls.process.stdin.close()
         cls.process.terminate()  # by PID: only the server this test started
         try:
             cls.process.wait(timeout=5)
@@ -117,6 +104,28 @@ class MotoLauncherTest(unittest.TestCase):
             aws_secret_access_key="testing",
             config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=20),
         )
+
+
+class MotoLauncherTest(LauncherTestCase):
+    """Tests are numbered: the first one needs the server as it starts, faults untouched."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.dynamodb = cls.client("dynamodb")
+        cls.kinesis = cls.client("kinesis")
+        cls.sqs = cls.client("sqs")
+        cls.s3 = cls.client("s3")
+        cls.cloudformation = cls.client("cloudformation")
+        cls.dynamodb.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        cls.kinesis.create_stream(StreamName=STREAM, ShardCount=1)
+        cls.queue_url = cls.sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
+        cls.s3.create_bucket(Bucket=BUCKET)
 
     # --- the control endpoint ---
 
@@ -527,6 +536,343 @@ class MotoLauncherTest(unittest.TestCase):
         self.assertEqual(described["SequenceNumberRange"]["StartingSequenceNumber"], records[0]["SequenceNumber"])
 
 
+RULES_TABLE = "rules-table"
+LARGEST = "9." + "9" * 37 + "E+125"  # 38 significant digits, the largest magnitude
+TOO_MANY_DIGITS = "Attempting to store more than 38 significant digits in a Number"
+OVERFLOW = "Number overflow. Attempting to store a number with magnitude larger than supported range"
+UNDERFLOW = "Number underflow. Attempting to store a number with magnitude smaller than supported range"
+ITEM_TOO_LARGE = "Item size has exceeded the maximum allowed size"
+UPDATE_TOO_LARGE = "Item size to update has exceeded the maximum allowed size"
+MAX_ITEM_SIZE = 400 * 1024
+
+
+class DynamoDBRulesTest(LauncherTestCase):
+    """What DynamoDB refuses to store, refused by the launcher on every write path, through a
+    real server and boto3; and the boundary values DynamoDB still takes, taken."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.dynamodb = cls.client("dynamodb")
+        cls.dynamodb.create_table(
+            TableName=RULES_TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
+    def setUp(self):
+        self.key = {"pk": {"S": self.id().rsplit(".", 1)[-1]}}
+
+    def stored(self, key=None):
+        answer = self.dynamodb.get_item(TableName=RULES_TABLE, Key=key or self.key, ConsistentRead=True)
+        return answer.get("Item")
+
+    def put(self, **attributes):
+        self.dynamodb.put_item(TableName=RULES_TABLE, Item={**self.key, **attributes})
+
+    def update(self, expression, values, names=None, key=None):
+        request = {"TableName": RULES_TABLE, "Key": key or self.key, "UpdateExpression": expression,
+                   "ExpressionAttributeValues": values}
+        if names:
+            request["ExpressionAttributeNames"] = names
+        return self.dynamodb.update_item(**request, ReturnValues="ALL_NEW")["Attributes"]
+
+    def assert_refused(self, message, call, *args, **kwargs):
+        with self.assertRaises(ClientError) as raised:
+            call(*args, **kwargs)
+        self.assertEqual(error_code(raised.exception), "ValidationException")
+        self.assertEqual(http_status(raised.exception), 400)
+        self.assertEqual(raised.exception.response["Error"]["Message"], message)
+
+    @staticmethod
+    def padded(key, size, name="blob"):
+        """An item of `key` whose DynamoDB size is exactly `size`, filled by a string."""
+        used = sum(len(k) + len(v["S"]) for k, v in key.items()) + len(name)
+        return {**key, name: {"S": "x" * (size - used)}}
+
+    # --- numbers ---
+
+    def test_put_refuses_numbers_dynamodb_cannot_store(self):
+        refused = [
+            ("1" * 39, TOO_MANY_DIGITS),
+            ("-1.23456789012345678901234567890123456789", TOO_MANY_DIGITS),
+            ("0.000" + "1" * 39, TOO_MANY_DIGITS),
+            ("1E+126", OVERFLOW),
+            ("-1E+126", OVERFLOW),
+            ("10" + "0" * 125, OVERFLOW),
+            ("1E-131", UNDERFLOW),
+            ("-0.99E-130", UNDERFLOW),
+        ]
+        for number, message in refused:
+            with self.subTest(number=number):
+                self.assert_refused(message, self.put, n={"N": number})
+                self.assertIsNone(self.stored())
+        nested = [{"M": {"a": {"L": [{"N": "1E+126"}]}}}, {"NS": ["1", "1E-131"]}, {"L": [{"N": "1" * 39}]}]
+        for value in nested:
+            with self.subTest(value=value):
+                self.assertRaises(ClientError, self.put, n=value)
+                self.assertIsNone(self.stored())
+
+    def test_put_takes_the_numbers_at_the_edges_of_the_range(self):
+        taken = ["1" * 38, "1" * 38 + "0" * 50, "0.000" + "1" * 38, LARGEST, "-" + LARGEST, "1E-130", "-1E-130",
+                 "1E+125", "0", "-0", "0E+500", "1.0000000000000000000000000000000000000000000000"]
+        for number in taken:
+            with self.subTest(number=number):
+                self.put(n={"N": number})
+                self.assertEqual(self.stored()["n"], {"N": number})
+
+    def test_update_refuses_a_sum_that_needs_more_than_38_digits(self):
+        # 1E-100 written out as a decimal has one significant digit: DynamoDB keeps it. Adding
+        # 5 gives 101 significant digits, which it cannot.
+        tiny = "0." + "0" * 99 + "1"
+        self.put(sum={"N": tiny}, events={"N": "1"})
+        self.assert_refused(TOO_MANY_DIGITS, self.update, "ADD events :one, #s :five",
+                            {":one": {"N": "1"}, ":five": {"N": "5"}}, {"#s": "sum"})
+        self.assertEqual(self.stored(), {**self.key, "sum": {"N": tiny}, "events": {"N": "1"}},
+                         "a refused update leaves the whole item as it was")
+        self.assert_refused(TOO_MANY_DIGITS, self.update, "SET #s = #s + :five", {":five": {"N": "5"}},
+                            {"#s": "sum"})
+        self.assertEqual(self.stored()["sum"], {"N": tiny})
+
+    def test_update_refuses_a_sum_out_of_range(self):
+        self.put(big={"N": LARGEST}, small={"N": "1E-130"})
+        self.assert_refused(OVERFLOW, self.update, "ADD big :n", {":n": {"N": LARGEST}})
+        self.assert_refused(OVERFLOW, self.update, "SET big = big - :n", {":n": {"N": "-" + LARGEST}})
+        self.assertEqual(self.stored()["big"], {"N": LARGEST})
+        # A difference smaller than 1E-130 but not zero.
+        self.update("SET small = :n", {":n": {"N": "1.1E-130"}})
+        self.assert_refused(UNDERFLOW, self.update, "ADD small :n", {":n": {"N": "-1E-130"}})
+        self.assertEqual(self.stored()["small"], {"N": "1.1E-130"})
+
+    def test_update_sums_are_exact_up_to_38_digits(self):
+        # moto's own arithmetic rounds to 28 digits.
+        self.put(sum={"N": "12345678901234567890.123456789"})
+        self.assertEqual(self.update("ADD #s :one", {":one": {"N": "1"}}, {"#s": "sum"})["sum"],
+                         {"N": "12345678901234567891.123456789"})
+        self.put(sum={"N": "1" * 37 + ".5"})
+        self.assertEqual(self.update("ADD #s :half", {":half": {"N": "0.5"}}, {"#s": "sum"})["sum"],
+                         {"N": "1" * 36 + "2.0"})
+        self.put(big={"N": LARGEST})
+        self.assertEqual(self.update("ADD big :n", {":n": {"N": "-" + LARGEST}})["big"], {"N": "0E+88"})
+
+    def test_a_request_value_dynamodb_cannot_store_is_refused_up_front(self):
+        self.put(n={"N": "1"})
+        for verb, call in [
+            ("update", lambda v: self.update("SET n = :v", {":v": v})),
+            ("conditional put", lambda v: self.dynamodb.put_item(
+                TableName=RULES_TABLE, Item=self.key, ConditionExpression="n < :v",
+                ExpressionAttributeValues={":v": v})),
+            ("conditional delete", lambda v: self.dynamodb.delete_item(
+                TableName=RULES_TABLE, Key=self.key, ConditionExpression="n < :v",
+                ExpressionAttributeValues={":v": v})),
+        ]:
+            with self.subTest(verb=verb):
+                self.assert_refused(
+                    f"ExpressionAttributeValues contains invalid value: {TOO_MANY_DIGITS} for key :v",
+                    call, {"N": "1" * 39})
+                self.assertEqual(self.stored(), {**self.key, "n": {"N": "1"}})
+
+    # --- item size ---
+
+    def test_put_takes_400_kb_and_refuses_a_byte_more(self):
+        self.dynamodb.put_item(TableName=RULES_TABLE, Item=self.padded(self.key, MAX_ITEM_SIZE))
+        self.assertEqual(len(self.stored()["blob"]["S"]), MAX_ITEM_SIZE - len("pk") - len(self.key["pk"]["S"]) - 4)
+        other = {"pk": {"S": "one-byte-more"}}
+        self.assert_refused(ITEM_TOO_LARGE, self.dynamodb.put_item, TableName=RULES_TABLE,
+                            Item=self.padded(other, MAX_ITEM_SIZE + 1))
+        self.assertIsNone(self.stored(other))
+
+    def test_the_size_counts_names_numbers_and_nesting_as_dynamodb_does(self):
+        # "12345" counts 3 bytes for its digits and 1 more; the map 3, plus per element 1 and its name.
+        value = {"M": {"ab": {"N": "12345"}, "c": {"L": [{"BOOL": True}, {"NULL": True}]}}}
+        nested = 3 + (1 + 2 + 4) + (1 + 1 + 3 + (1 + 1) + (1 + 1))
+        key = {"pk": {"S": "nested"}}
+        item = {**self.padded(key, MAX_ITEM_SIZE - len("m") - nested), "m": value}
+        self.dynamodb.put_item(TableName=RULES_TABLE, Item=item)
+        self.assertEqual(self.stored(key)["m"], value)
+        item["m"]["M"]["ab"] = {"N": "1234567"}  # one byte more
+        self.assert_refused(ITEM_TOO_LARGE, self.dynamodb.put_item, TableName=RULES_TABLE, Item=item)
+
+    def test_update_refuses_an_item_grown_past_400_kb_and_leaves_it_as_it_was(self):
+        item = self.padded(self.key, MAX_ITEM_SIZE - len("n") - 2)  # room for n = 1
+        self.dynamodb.put_item(TableName=RULES_TABLE, Item=item)
+        self.update("ADD n :one", {":one": {"N": "1"}})
+        self.assert_refused(UPDATE_TOO_LARGE, self.update, "ADD n :v, m :one", {":v": {"N": "100"},
+                            ":one": {"N": "1"}})
+        self.assert_refused(UPDATE_TOO_LARGE, self.update, "SET tag = :s", {":s": {"S": "x"}})
+        self.assertEqual(self.stored(), {**item, "n": {"N": "1"}})
+
+    def test_an_update_of_a_new_key_that_is_refused_writes_nothing(self):
+        self.assert_refused(UPDATE_TOO_LARGE, self.update, "SET #b = :s", {":s": {"S": "x" * MAX_ITEM_SIZE}},
+                            {"#b": "blob"})
+        self.assert_refused(OVERFLOW, self.update, "SET n = :a, m = :b + :b", {":a": {"N": "1"}, ":b": {"N": LARGEST}})
+        self.assert_refused(OVERFLOW, self.update, "SET n = :a + :a", {":a": {"N": LARGEST}})
+        self.assertIsNone(self.stored())
+
+    # --- batches and transactions ---
+
+    def test_a_batch_with_an_item_dynamodb_refuses_writes_nothing(self):
+        keys = [{"pk": {"S": f"batch-{i}"}} for i in range(3)]
+        for bad, message in [({"N": "1E+126"}, OVERFLOW), ({"S": "x" * MAX_ITEM_SIZE}, ITEM_TOO_LARGE)]:
+            with self.subTest(message=message):
+                requests = [{"PutRequest": {"Item": {**key, "v": {"N": "1"}}}} for key in keys[:2]]
+                requests.append({"PutRequest": {"Item": {**keys[2], "v": bad}}})
+                self.assert_refused(message, self.dynamodb.batch_write_item, RequestItems={RULES_TABLE: requests})
+                self.assertEqual([self.stored(key) for key in keys], [None] * 3)
+        requests = [{"PutRequest": {"Item": self.padded(key, MAX_ITEM_SIZE)}} for key in keys]
+        self.dynamodb.batch_write_item(RequestItems={RULES_TABLE: requests})
+        self.assertTrue(all(self.stored(key) for key in keys))
+
+    def assert_cancelled(self, actions, position, message):
+        with self.assertRaises(ClientError) as raised:
+            self.dynamodb.transact_write_items(TransactItems=actions)
+        error = raised.exception.response
+        self.assertEqual(error["Error"]["Code"], "TransactionCanceledException")
+        codes = ["ValidationError" if i == position else "None" for i in range(len(actions))]
+        self.assertEqual(
+            error["Error"]["Message"],
+            f"Transaction cancelled, please refer cancellation reasons for specific reasons [{', '.join(codes)}]",
+        )
+        reasons = error["CancellationReasons"]
+        self.assertEqual([reason["Code"] for reason in reasons], codes)
+        self.assertEqual(reasons[position]["Message"], message)
+
+    def test_a_transaction_with_a_refused_action_is_cancelled_at_that_action(self):
+        counter = {"pk": {"S": "tx-counter"}}
+        new = {"pk": {"S": "tx-new"}}
+        self.dynamodb.put_item(TableName=RULES_TABLE, Item={**counter, "sum": {"N": LARGEST}, "n": {"N": "1"}})
+        before = self.stored(counter)
+        put_new = {"Put": {"TableName": RULES_TABLE, "Item": {**new, "v": {"N": "1"}}}}
+        count = {"Update": {"TableName": RULES_TABLE, "Key": counter, "UpdateExpression": "ADD n :one",
+                            "ExpressionAttributeValues": {":one": {"N": "1"}}}}
+        overflow = {"Update": {"TableName": RULES_TABLE, "Key": counter, "UpdateExpression": "ADD #s :v",
+                               "ExpressionAttributeNames": {"#s": "sum"},
+                               "ExpressionAttributeValues": {":v": {"N": LARGEST}}}}
+        self.assert_cancelled([put_new, overflow], 1, OVERFLOW)
+        big = {"Put": {"TableName": RULES_TABLE, "Item": self.padded(new, MAX_ITEM_SIZE + 1)}}
+        self.assert_cancelled([count, big], 1, ITEM_TOO_LARGE)
+        digits = {"Put": {"TableName": RULES_TABLE, "Item": {**new, "v": {"N": "1" * 39}}}}
+        self.assert_cancelled([digits, count], 0, TOO_MANY_DIGITS)
+        grow = {"Update": {"TableName": RULES_TABLE, "Key": counter, "UpdateExpression": "SET #b = :s",
+                           "ExpressionAttributeNames": {"#b": "blob"},
+                           "ExpressionAttributeValues": {":s": {"S": "x" * MAX_ITEM_SIZE}}}}
+        self.assert_cancelled([put_new, grow], 1, UPDATE_TOO_LARGE)
+        self.assertEqual(self.stored(counter), before)
+        self.assertIsNone(self.stored(new))
+        # A request value DynamoDB cannot store refuses the call itself.
+        bad_value = {"Update": {**count["Update"], "ExpressionAttributeValues": {":one": {"N": "1E-131"}}}}
+        self.assert_refused(f"ExpressionAttributeValues contains invalid value: {UNDERFLOW} for key :one",
+                            self.dynamodb.transact_write_items, TransactItems=[put_new, bad_value])
+        # At the edges, the transaction goes through.
+        at_edge = {"Put": {"TableName": RULES_TABLE, "Item": self.padded(new, MAX_ITEM_SIZE)}}
+        self.dynamodb.transact_write_items(TransactItems=[at_edge, count])
+        self.assertEqual(self.stored(counter)["n"], {"N": "2"})
+        self.assertIsNotNone(self.stored(new))
+
+    def test_partiql_writes_keep_the_rules(self):
+        self.put(n={"N": "1"})
+        statement = f"UPDATE \"{RULES_TABLE}\" SET n = ? WHERE pk = '{self.key['pk']['S']}'"
+        self.assert_refused(OVERFLOW, self.dynamodb.execute_statement, Statement=statement,
+                            Parameters=[{"N": "1E+126"}])
+        self.assertEqual(self.stored()["n"], {"N": "1"})
+        self.dynamodb.execute_statement(Statement=statement, Parameters=[{"N": LARGEST}])
+        self.assertEqual(self.stored()["n"], {"N": LARGEST})
+
+
+class RulesTest(unittest.TestCase):
+    """The rules themselves, on values as DynamoDB's JSON writes them."""
+
+    @classmethod
+    def setUpClass(cls):
+        sys.path.insert(0, str(LAUNCHER.parent))
+        import dynamodb_rules
+
+        cls.rules = dynamodb_rules
+
+    def test_significant_digits_and_the_power_of_the_leading_digit(self):
+        cases = {"0": (0, 0), "-0.000": (0, 0), "100": (1, 2), "123.450": (5, 2), "0.00120": (2, -3),
+                 ".5": (1, -1), "5.": (1, 0), "+1e-130": (1, -130), "12E+124": (2, 125), "x": None, "": None,
+                 "1e": None, "--1": None}
+        for text, expected in cases.items():
+            with self.subTest(text=text):
+                self.assertEqual(self.rules.significant_digits_and_power(text), expected)
+
+    def test_number_sizes(self):
+        for text, size in {"1": 2, "12": 2, "123": 3, "100000": 2, "-1234.5": 4, "0": 2, "1" * 38: 20}.items():
+            with self.subTest(text=text):
+                self.assertEqual(self.rules.number_size(text), size)
+
+    def test_malformed_items_are_left_for_moto_to_report(self):
+        self.assertIsNone(self.rules.item_error({"a": {"N": "not a number"}}))
+        self.assertIsNone(self.rules.item_error({"a": {}}))
+        self.assertIsNone(self.rules.item_error({"a": "text"}))
+
+
+class ExitWithParentTest(unittest.TestCase):
+    """`--exit-with-parent`: the launcher ends with the process that started it."""
+
+    def wait_for_port(self, port, process):
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            self.assertIsNone(process.poll(), "the launcher exited before it served")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.fail("the launcher did not start")
+
+    @staticmethod
+    def is_running(pid):
+        """Whether `pid` is a live process (a zombie has ended; no one may be left to reap it)."""
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    def test_the_launcher_exits_when_its_standard_input_closes(self):
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, str(LAUNCHER), "-H", "127.0.0.1", "-p", str(port), "--exit-with-parent"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        self.addCleanup(lambda: process.poll() is None and (process.kill(), process.wait()))
+        self.wait_for_port(port, process)
+        process.stdin.write(b"anything written is ignored\n")
+        process.stdin.flush()
+        time.sleep(0.3)
+        self.assertIsNone(process.poll(), "the launcher exited while its standard input was open")
+        process.stdin.close()
+        self.assertEqual(process.wait(timeout=5), 0)
+        self.assertIn(b"standard input closed", process.stderr.read())
+        process.stderr.close()
+
+    def test_the_launcher_exits_when_the_process_that_started_it_is_killed(self):
+        port = free_port()
+        # A parent that starts the launcher as the local stack does, says its pid, and waits.
+        parent_code = (
+            "import subprocess, sys, time\n"
+            f"launcher = subprocess.Popen([sys.executable, {str(LAUNCHER)!r}, '-H', '127.0.0.1', '-p', '{port}',"
+            " '--exit-with-parent'], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "print(launcher.pid, flush=True)\n"
+            "time.sleep(120)\n"
+        )
+        parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE)
+        self.addCleanup(lambda: parent.poll() is None and (parent.kill(), parent.wait()))
+        launcher_pid = int(parent.stdout.readline())
+        parent.stdout.close()
+        self.addCleanup(lambda: self.is_running(launcher_pid) and os.kill(launcher_pid, 9))
+        self.wait_for_port(port, parent)
+        parent.kill()  # SIGKILL: nothing of the parent's own code runs
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while self.is_running(launcher_pid):
+            self.assertLess(time.monotonic(), deadline, "the launcher outlived the process that started it")
+            time.sleep(0.05)
+
+
 class ShardPatchTest(unittest.TestCase):
     """The patched Shard methods against moto's own, on the same shards."""
 
@@ -637,7 +983,8 @@ class BackendPatchTestCase(unittest.TestCase):
 
 
 class UpdatePatchTest(BackendPatchTestCase):
-    """The counter path of update_item against moto's own update_item, on two equal tables."""
+    """The counter path of update_item against moto's own update_item, on two equal tables
+    (both without the DynamoDB rules wrapped around them, which RulesTest covers)."""
 
     def outcome(self, update, backend, item_key, expression, names, values):
         try:
@@ -657,7 +1004,7 @@ class UpdatePatchTest(BackendPatchTestCase):
             moto_own.put_item("t", item)
         for step in steps:
             with self.subTest(step=step):
-                ours = self.outcome(self.Backend.update_item, patched, *step)
+                ours = self.outcome(self.launcher._update_item_with_counter_path, patched, *step)
                 theirs = self.outcome(self.launcher._update_item, moto_own, *step)
                 self.assertEqual(ours, theirs)
 
@@ -703,22 +1050,12 @@ class UpdatePatchTest(BackendPatchTestCase):
             setup=[{"pk": {"S": "a"}, "sk": {"S": "1"}, "name": {"S": "x"}}],
         )
 
-    def test_the_item_size_limit_stops_an_update_at_the_same_action(self):
-        big = {"pk": {"S": "a"}, "sk": {"S": "1"}, "blob": {"S": "x" * 404_900}}
-        key = {"pk": {"S": "a"}, "sk": {"S": "1"}}
-        names = {f"#n{i}": f"counter_{i}" for i in range(12)}
-        expression = "ADD " + ", ".join(f"#n{i} :v" for i in range(12))
-        self.assert_same([(key, expression, names, {":v": {"N": "123456789"}})], setup=[big])
-
-    def test_new_items_are_measured_as_moto_measures_them(self):
-        from moto.dynamodb.exceptions import ItemSizeTooLarge
-
+    def test_new_items_keep_their_attributes_in_order(self):
         backend = self.backend()
-        fits = {"pk": {"S": "a"}, "sk": {"S": "1"}, "blob": {"S": "x" * 404_990}}
-        backend.put_item("t", fits)
-        self.assertEqual(backend.get_item("t", {"pk": {"S": "a"}, "sk": {"S": "1"}}).to_json()["Attributes"], fits)
-        with self.assertRaises(ItemSizeTooLarge):
-            backend.put_item("t", {**fits, "sk": {"S": "2"}, "more": {"S": "y" * 20}})
+        item = {"pk": {"S": "a"}, "sk": {"S": "1"}, "b": {"N": "2"}, "a": {"M": {"x": {"L": [{"S": "y"}]}}}}
+        backend.put_item("t", item)
+        stored = backend.get_item("t", {"pk": {"S": "a"}, "sk": {"S": "1"}}).to_json()["Attributes"]
+        self.assertEqual(list(stored.items()), list(item.items()))
 
     def test_conditions_without_placeholders_are_parsed_once_and_still_hold(self):
         from moto.dynamodb.exceptions import ConditionalCheckFailed

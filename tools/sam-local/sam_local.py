@@ -202,8 +202,9 @@ class Emulator:
     def start(self, timeout_seconds=30):
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(
-                [sys.executable, str(REPO / "tools/local/moto_server.py"), "-H", "127.0.0.1", "-p", str(self.port)],
-                stdin=subprocess.DEVNULL,
+                [sys.executable, str(REPO / "tools/local/moto_server.py"), "-H", "127.0.0.1", "-p", str(self.port),
+                 "--exit-with-parent"],
+                stdin=subprocess.PIPE,  # the launcher exits when this run ends, however it ends
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -323,8 +323,9 @@ def emulator_ceiling(root, seconds):
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="bench-local-moto-", suffix=".log", delete=False)
     launcher = subprocess.Popen(
-        [sys.executable, str(root / "tools/local/moto_server.py"), "-H", "127.0.0.1", "-p", str(port)],
-        stdin=subprocess.DEVNULL,
+        [sys.executable, str(root / "tools/local/moto_server.py"), "-H", "127.0.0.1", "-p", str(port),
+         "--exit-with-parent"],
+        stdin=subprocess.PIPE,  # the launcher exits when this run ends, however it ends
         stdout=log,
         stderr=subprocess.STDOUT,
     )

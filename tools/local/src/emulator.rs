@@ -1,6 +1,7 @@
 //! The AWS API emulator (moto server) as a child process on a free loopback port.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -9,7 +10,10 @@ use tokio::process::{Child, Command};
 
 use crate::Error;
 
-/// A running emulator; it is stopped when this is dropped.
+/// A running emulator; it is stopped when this is dropped, and it ends with this process
+/// however this process ends: it is started with `--exit-with-parent` and a pipe on its
+/// standard input, whose other end this holds; when this process dies, even by SIGKILL, the
+/// kernel closes that end and the launcher exits.
 ///
 /// Its output goes to a log file in the temporary directory, removed when the emulator is
 /// stopped or dropped unless something went wrong: it failed to start (the error names the
@@ -17,6 +21,8 @@ use crate::Error;
 /// the log stays and its path is printed.
 pub struct Emulator {
     child: Child,
+    /// The write end of the emulator's standard input, never written: held open for its life.
+    _lifeline: OwnedFd,
     pub endpoint: String,
     pub log_path: PathBuf,
     /// Whether the log has been kept or removed already.
@@ -37,10 +43,10 @@ impl Emulator {
         let port = free_port()?;
         let log_path = std::env::temp_dir().join(format!("eventline-moto-{port}.log"));
         let log = std::fs::File::create(&log_path).map_err(|e| Error::Setup(format!("{}: {e}", log_path.display())))?;
-        let child = Command::new(&program)
+        let mut child = Command::new(&program)
             .arg(launcher)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string(), "--exit-with-parent"])
+            .stdin(Stdio::piped())
             .stdout(log.try_clone().map_err(|e| Error::Setup(e.to_string()))?)
             .stderr(log)
             // Its own process group: Ctrl-C in the terminal reaches us, and we stop it after draining.
@@ -48,7 +54,19 @@ impl Emulator {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Error::Setup(format!("cannot start {}: {e}", program.display())))?;
-        let mut emulator = Self { child, endpoint: format!("http://127.0.0.1:{port}"), log_path, log_settled: false };
+        let lifeline = child
+            .stdin
+            .take()
+            .ok_or_else(|| Error::Setup("the emulator's standard input was not piped".into()))?
+            .into_owned_fd()
+            .map_err(|e| Error::Setup(format!("the emulator's standard input: {e}")))?;
+        let mut emulator = Self {
+            child,
+            _lifeline: lifeline,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log_path,
+            log_settled: false,
+        };
         // The error names the log, so it stays.
         emulator.wait_ready(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await.inspect_err(|_| {
             emulator.log_settled = true;

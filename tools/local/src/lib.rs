@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::config::{Credentials, Region};
@@ -163,7 +164,14 @@ impl LocalStack {
         let dashboard =
             page::Dashboard::new(Arc::clone(&self.functions), Arc::clone(&poller), &self.sdk, &self.manifest)?;
         // The local dashboard answers its own two paths; the template's routes answer the rest.
-        let router = page::router(Arc::new(dashboard), self.app().router());
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&in_flight);
+        let router = page::router(Arc::new(dashboard), self.app().router()).layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let _request = InFlight::enter(Arc::clone(&counter));
+                async move { next.run(request).await }
+            },
+        ));
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -175,7 +183,42 @@ impl LocalStack {
 
         let (poll_stop_tx, poll_stop_rx) = watch::channel(false);
         let polling = tokio::spawn(Arc::clone(&poller).run(poll_stop_rx));
-        Ok(Running { addr: local_addr, stop_tx, _stop_rx: stop_rx, http, poll_stop_tx, polling, poller })
+        Ok(Running { addr: local_addr, stop_tx, _stop_rx: stop_rx, http, poll_stop_tx, polling, poller, in_flight })
+    }
+}
+
+/// One HTTP request being answered, counted in [`Progress::requests_in_flight`] until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a stopping stack has yet to finish, readable while [`Running::stop`] runs.
+#[derive(Clone)]
+pub struct Progress {
+    in_flight: Arc<AtomicUsize>,
+    poller: Arc<Poller>,
+}
+
+impl Progress {
+    /// HTTP requests taken and not answered yet.
+    pub fn requests_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Records on the ingest stream the transform has not finished yet.
+    pub async fn records_unprocessed(&self) -> Result<u64, Error> {
+        self.poller.unprocessed().await
     }
 }
 
@@ -188,6 +231,7 @@ pub struct Running {
     poll_stop_tx: watch::Sender<bool>,
     polling: JoinHandle<Result<(), Error>>,
     poller: Arc<Poller>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Running {
@@ -197,6 +241,11 @@ impl Running {
 
     pub async fn stats(&self) -> PollStats {
         self.poller.stats().await
+    }
+
+    /// What is left to finish, to be read while [`Running::stop`] runs.
+    pub fn progress(&self) -> Progress {
+        Progress { in_flight: Arc::clone(&self.in_flight), poller: Arc::clone(&self.poller) }
     }
 
     /// Stops taking requests, lets in-flight ones finish, then processes everything already

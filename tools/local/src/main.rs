@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use eventline_local::{LocalStack, Options, shutdown_signal};
+use eventline_local::{LocalStack, Options, Progress};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 const USAGE: &str = "\
 usage: eventline-local [--addr HOST:PORT] [--root DIR] [--parameter KEY=VALUE]... [--jwks FILE]
@@ -78,6 +79,8 @@ async fn run(args: Args) -> Result<(), eventline_local::Error> {
     options.jwks = args.jwks;
     eprintln!("eventline-local: starting the emulator and creating {} ...", options.template.display());
     let stack = LocalStack::start(&options).await?;
+    // Until here Ctrl-C ends the process outright, and the emulator goes with it.
+    let mut signals = Signals::new()?;
     let running = stack.spawn(args.addr).await?;
     let url = running.url();
     let outputs = &stack.manifest.outputs;
@@ -103,13 +106,70 @@ async fn run(args: Args) -> Result<(), eventline_local::Error> {
     println!("  curl -s {sign} {url}/metrics");
     println!("Ctrl-C stops (the emulator keeps its data in memory only).");
 
-    shutdown_signal().await;
-    eprintln!("eventline-local: stopping: finishing requests and draining the stream ...");
-    let stats = running.stop(Duration::from_secs(60)).await?;
+    signals.next().await;
     eprintln!(
-        "eventline-local: stopped after {} batches ({} records, {} retries, {} sent to the on-failure destination)",
-        stats.batches, stats.records, stats.retries, stats.sent_to_on_failure
+        "eventline-local: stopping: finishing requests and draining the stream (up to {} s; Ctrl-C again stops at once) ...",
+        DRAIN.as_secs()
     );
-    stack.emulator.stop().await;
-    Ok(())
+    let progress = running.progress();
+    tokio::select! {
+        stopped = running.stop(DRAIN) => {
+            let stats = stopped?;
+            eprintln!(
+                "eventline-local: stopped after {} batches ({} records, {} retries, {} sent to the on-failure destination)",
+                stats.batches, stats.records, stats.retries, stats.sent_to_on_failure
+            );
+            stack.emulator.stop().await;
+            Ok(())
+        }
+        () = signals.next() => {
+            let left = undrained(&progress).await;
+            stack.emulator.stop().await;
+            Err(eventline_local::Error::Setup(format!("stopped at once, before the drain finished; left undrained: {left}")))
+        }
+    }
+}
+
+/// How long a stop waits for the stream to be drained.
+const DRAIN: Duration = Duration::from_secs(60);
+/// How long a stop at once spends counting what it leaves.
+const COUNTING: Duration = Duration::from_secs(5);
+
+/// What a stop at once leaves behind, in words.
+async fn undrained(progress: &Progress) -> String {
+    let requests = match progress.requests_in_flight() {
+        0 => "no HTTP request in flight".to_owned(),
+        1 => "1 HTTP request in flight (cut off)".to_owned(),
+        n => format!("{n} HTTP requests in flight (cut off)"),
+    };
+    let records = match tokio::time::timeout(COUNTING, progress.records_unprocessed()).await {
+        Ok(Ok(0)) => "no record on the ingest stream left to process".to_owned(),
+        Ok(Ok(n)) => format!(
+            "{n} record{} on the ingest stream not processed by the transform (the emulator keeps them in memory only: they are gone)",
+            if n == 1 { "" } else { "s" }
+        ),
+        Ok(Err(error)) => format!("the records left on the ingest stream could not be counted ({error})"),
+        Err(_) => format!("the records left on the ingest stream could not be counted within {} s", COUNTING.as_secs()),
+    };
+    format!("{records}; {requests}")
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, listened for from the start so that none is missed between
+/// the first, which stops gracefully, and the second, which stops at once.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }

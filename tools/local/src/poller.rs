@@ -3,7 +3,7 @@
 //! checkpoints from `batchItemFailures`, bisection on function errors, bounded retries,
 //! a maximum record age, and the on-failure destination.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,8 @@ pub struct Poller<F = Arc<Functions>> {
     source: EventSource,
     region: String,
     stats: tokio::sync::Mutex<PollStats>,
+    /// Per shard, the last record finished (processed or given up on): where a drain stands.
+    finished: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// A batch waiting to be (re)invoked, with the attempts it has had.
@@ -81,6 +83,7 @@ impl<F: StreamFunction> Poller<F> {
             source,
             region,
             stats: tokio::sync::Mutex::new(PollStats::default()),
+            finished: std::sync::Mutex::default(),
         }
     }
 
@@ -213,6 +216,48 @@ impl<F: StreamFunction> Poller<F> {
     /// from the reported checkpoint after `batchItemFailures`, in halves after a function
     /// error, until the retries or the record age run out, then to the on-failure destination.
     pub async fn deliver(&self, shard_id: &str, records: Vec<Record>) {
+        let last = records.last().map(|r| r.sequence_number().to_owned());
+        self.deliver_batch(shard_id, records).await;
+        if let Some(last) = last {
+            self.finished.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(shard_id.to_owned(), last);
+        }
+    }
+
+    /// How many records of the stream come after the last one finished on each shard: what a
+    /// drain has yet to process (the batch the function is working on included).
+    pub async fn unprocessed(&self) -> Result<u64, Error> {
+        let shards = self
+            .kinesis
+            .list_shards()
+            .stream_name(self.stream_name())
+            .send()
+            .await
+            .map_err(|e| Error::Aws(error_chain(&e)))?;
+        let finished = self.finished.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let mut count = 0;
+        for shard in shards.shards() {
+            let mut iterator =
+                Some(self.iterator(shard.shard_id(), finished.get(shard.shard_id()).map(String::as_str)).await?);
+            while let Some(current) = iterator {
+                let output = self
+                    .kinesis
+                    .get_records()
+                    .shard_iterator(current)
+                    .limit(10_000)
+                    .send()
+                    .await
+                    .map_err(|e| Error::Aws(error_chain(&e)))?;
+                count += output.records().len() as u64;
+                if output.records().is_empty() && output.millis_behind_latest().unwrap_or(0) == 0 {
+                    break;
+                }
+                iterator = output.next_shard_iterator;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn deliver_batch(&self, shard_id: &str, records: Vec<Record>) {
         let mut queue = VecDeque::from([Pending { records, attempts: 0 }]);
         while let Some(mut pending) = queue.pop_front() {
             if pending.records.is_empty() {
