@@ -163,7 +163,8 @@ impl LocalStack {
         let dashboard =
             page::Dashboard::new(Arc::clone(&self.functions), Arc::clone(&poller), &self.sdk, &self.manifest)?;
         // The local dashboard answers its own two paths; the template's routes answer the rest.
-        let router = page::router(Arc::new(dashboard), self.app().router());
+        let router =
+            page::router(Arc::new(dashboard), self.app().router()).layer(axum::Extension(auth::Served(local_addr)));
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {
             axum::serve(listener, router)
