@@ -1,8 +1,21 @@
 //! `AWS_IAM` authorization of routes, checked as API Gateway checks it: the request is
 //! signed again with the caller's secret, over exactly the headers the caller signed, and
 //! the two SigV4 signatures are compared.
+//!
+//! Three readings follow what API Gateway (`execute-api`) does rather than what some signers do:
+//! - The signed `Host` must name the address served, as API Gateway only ever sees its own.
+//! - The payload is always the body's SHA-256. `x-amz-content-sha256: UNSIGNED-PAYLOAD` is
+//!   documented for S3 (and operations modelled with Smithy's `unsignedPayload` trait), never
+//!   for `execute-api`, so a signature over it does not match, as on API Gateway.
+//! - In the query, a raw `+` is a space and `%2B` a plus. API Gateway's own "canonical
+//!   string should have been" answers show `?q=a+b` canonicalised as `q=a%20b`, the AWS SDK
+//!   signers (aws-sigv4 in Rust, after smithy-rs issue 4227 was looked into) read it so, and
+//!   API Gateway hands the function a space in `queryStringParameters` too. Signers that take
+//!   a raw `+` as a plus (awscurl) or sign the query as written (botocore's `SigV4Auth` on a
+//!   URL) are refused here as there; send a plus as `%2B` and a space as `%20`.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -57,13 +70,40 @@ pub enum Denied {
     NotYetCurrent { amz_date: String, latest: String, now: String },
     #[error("The security token included in the request is invalid.")]
     UnknownAccessKey,
-    #[error("x-amz-content-sha256 must be UNSIGNED-PAYLOAD or the lowercase hex SHA-256 of the body.")]
-    UnsupportedPayloadHash,
-    #[error(
-        "The request signature we calculated does not match the signature you provided. Check your AWS \
-         Secret Access Key and signing method. Consult the service documentation for details."
-    )]
+    #[error("{SIGNATURE_MISMATCH}")]
     SignatureMismatch,
+    /// Signed for a host other than the one served: API Gateway signs again with its own host,
+    /// so it answers as for any other mismatch.
+    #[error("{SIGNATURE_MISMATCH}")]
+    WrongHost { signed: String, served: String },
+    /// Signed over `UNSIGNED-PAYLOAD` instead of the body's hash, which API Gateway does not take.
+    #[error("{SIGNATURE_MISMATCH}")]
+    UnsignedPayload,
+}
+
+const SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature you provided. \
+                                  Check your AWS Secret Access Key and signing method. Consult the service \
+                                  documentation for details.";
+
+/// The address the gateway serves, as a request extension: the signed `Host` must name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served(pub SocketAddr);
+
+impl Served {
+    /// Whether `host` (a `Host` header) names this address: the same port (80 when none is
+    /// given) and the listening IP, `localhost` too when that IP is a loopback one, and any name
+    /// when listening on every interface.
+    fn is_named_by(&self, host: &str) -> bool {
+        let Ok(authority) = host.parse::<http::uri::Authority>() else { return false };
+        if authority.port_u16().unwrap_or(80) != self.0.port() {
+            return false;
+        }
+        let name = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let ip = self.0.ip();
+        ip.is_unspecified()
+            || name.parse::<std::net::IpAddr>().is_ok_and(|named| named == ip)
+            || (ip.is_loopback() && name.eq_ignore_ascii_case("localhost"))
+    }
 }
 
 impl IntoResponse for Denied {
@@ -121,8 +161,9 @@ impl Verifier {
     }
 
     /// Accepts the request when signing it again with one of the keys, at its own
-    /// `X-Amz-Date`, gives the signature it carries, and that date is within 15 minutes of
-    /// `now`.
+    /// `X-Amz-Date`, gives the signature it carries, that date is within 15 minutes of
+    /// `now`, and the signed `Host` names the [`Served`] address in the request's extensions
+    /// (refused without one).
     pub fn verify(&self, parts: &Parts, body: &[u8], now: SystemTime) -> Result<(), Denied> {
         let authorization = parts.headers.get(http::header::AUTHORIZATION).ok_or(Denied::MissingAuthorization)?;
         let amz_date = parts.headers.get("x-amz-date").and_then(|v| v.to_str().ok());
@@ -152,6 +193,7 @@ impl Verifier {
         if !header.signed_headers.iter().any(|h| h.eq_ignore_ascii_case("host")) {
             return Err(Denied::HostNotSigned);
         }
+        check_host(parts)?;
 
         let secrets: Vec<&str> =
             self.keys.iter().filter(|k| k.id == scope.access_key).map(|k| k.secret.as_str()).collect();
@@ -164,7 +206,28 @@ impl Verifier {
             let expected = request.signature(scope.access_key, secret, &self.region, signed_at.into())?;
             matched |= bool::from(expected.as_bytes().ct_eq(header.signature.as_bytes()));
         }
-        if matched { Ok(()) } else { Err(Denied::SignatureMismatch) }
+        if matched {
+            Ok(())
+        } else if parts.headers.get("x-amz-content-sha256").is_some_and(|v| v == UNSIGNED_PAYLOAD) {
+            tracing::info!("signed over UNSIGNED-PAYLOAD: API Gateway takes only the body's SHA-256");
+            Err(Denied::UnsignedPayload)
+        } else {
+            Err(Denied::SignatureMismatch)
+        }
+    }
+}
+
+/// The `Host` the caller signed (and sent) must name the address served.
+fn check_host(parts: &Parts) -> Result<(), Denied> {
+    let served = parts.extensions.get::<Served>();
+    let host = parts.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    match served {
+        Some(served) if served.is_named_by(host) => Ok(()),
+        _ => {
+            let served = served.map_or_else(|| "no address".to_owned(), |s| s.0.to_string());
+            tracing::info!(host, %served, "signed for another host than the one served");
+            Err(Denied::WrongHost { signed: host.to_owned(), served })
+        }
     }
 }
 
@@ -254,18 +317,13 @@ fn format_amz_date(at: OffsetDateTime) -> String {
     at.format(AMZ_DATE).unwrap_or_default()
 }
 
-/// The request as the caller signed it: method, path and query as sent, only the signed
-/// headers, and the payload hash the caller chose.
+/// The request as API Gateway signs it again: method, path and query as sent, only the
+/// signed headers, and the body itself.
 struct Signable<'a> {
     method: &'a str,
     path_and_query: &'a str,
     headers: Vec<(&'a str, &'a str)>,
-    body: PayloadHash<'a>,
-}
-
-enum PayloadHash<'a> {
-    Body(&'a [u8]),
-    Unsigned,
+    body: &'a [u8],
 }
 
 impl<'a> Signable<'a> {
@@ -281,16 +339,8 @@ impl<'a> Signable<'a> {
         if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
             return Err(Denied::SignatureMismatch);
         }
-        // The caller may sign a hash instead of the body: the body must still match it, so a
-        // hex hash is checked by hashing the body itself.
-        let body = match parts.headers.get("x-amz-content-sha256").map(|v| v.to_str()) {
-            None => PayloadHash::Body(body),
-            Some(Ok(UNSIGNED_PAYLOAD)) => PayloadHash::Unsigned,
-            Some(Ok(hash)) if hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
-                PayloadHash::Body(body)
-            }
-            Some(_) => return Err(Denied::UnsupportedPayloadHash),
-        };
+        // Whatever `x-amz-content-sha256` declares (a hash, `UNSIGNED-PAYLOAD`), the payload
+        // signed is the body received: a declared hash matches only when it is the body's.
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         Ok(Self { method: parts.method.as_str(), path_and_query, headers, body })
     }
@@ -303,7 +353,7 @@ impl<'a> Signable<'a> {
         settings.excluded_headers = None;
         // The defaults are what API Gateway expects of execute-api: the path as sent is
         // URI-encoded once more (`%` becomes `%25`) after removing dot segments; the query is
-        // decoded, re-encoded and sorted.
+        // decoded as a form (`+` is a space, `%2B` a plus), re-encoded and sorted.
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(region)
@@ -313,10 +363,7 @@ impl<'a> Signable<'a> {
             .build()
             .map_err(|e| signing_failed(&e))?
             .into();
-        let body = match self.body {
-            PayloadHash::Body(bytes) => SignableBody::Bytes(bytes),
-            PayloadHash::Unsigned => SignableBody::UnsignedPayload,
-        };
+        let body = SignableBody::Bytes(self.body);
         let request = SignableRequest::new(self.method, self.path_and_query, self.headers.iter().copied(), body)
             .map_err(|e| signing_failed(&e))?;
         let output = aws_sigv4::http_request::sign(request, &params).map_err(|e| signing_failed(&e))?;
@@ -351,6 +398,7 @@ mod tests {
 
     /// How a client signs: the SDK's signer with its default settings for execute-api.
     struct Client<'a> {
+        host: &'a str,
         key: &'a str,
         secret: &'a str,
         token: Option<&'a str>,
@@ -365,6 +413,7 @@ mod tests {
     impl<'a> Client<'a> {
         fn new() -> Self {
             Self {
+                host: HOST,
                 key: TEST_ACCESS_KEY,
                 secret: TEST_SECRET_KEY,
                 token: None,
@@ -387,7 +436,7 @@ mod tests {
                 .build()
                 .unwrap()
                 .into();
-            let mut headers = vec![("host", HOST), ("content-type", "application/json")];
+            let mut headers = vec![("host", self.host), ("content-type", "application/json")];
             headers.extend(self.extra_headers.iter().copied());
             let uri = format!("http://{HOST}{path_and_query}");
             let payload = self.payload.clone().unwrap_or(SignableBody::Bytes(body));
@@ -400,8 +449,14 @@ mod tests {
             }
             let mut request = builder.body(body.to_vec()).unwrap();
             instructions.apply_to_request_http1x(&mut request);
-            request.into_parts().0
+            served_at(request.into_parts().0, HOST)
         }
+    }
+
+    /// `parts` as the gateway serving `addr` hands them over.
+    fn served_at(mut parts: Parts, addr: &str) -> Parts {
+        parts.extensions.insert(Served(addr.parse().unwrap()));
+        parts
     }
 
     fn signed() -> Parts {
@@ -445,7 +500,7 @@ mod tests {
             )
             .body(())
             .unwrap();
-        assert_eq!(verifier().verify(&request.into_parts().0, b"", now()), Ok(()));
+        assert_eq!(verifier().verify(&served_at(request.into_parts().0, HOST), b"", now()), Ok(()));
     }
 
     #[test]
@@ -463,14 +518,110 @@ mod tests {
     }
 
     #[test]
-    fn when_the_payload_is_declared_unsigned_should_pass_whatever_the_body() {
+    fn when_the_payload_is_declared_unsigned_should_return_403_as_a_signature_mismatch() {
         let client = Client {
             extra_headers: vec![("x-amz-content-sha256", UNSIGNED_PAYLOAD)],
             payload: Some(SignableBody::UnsignedPayload),
             ..Client::new()
         };
         let parts = client.sign("PUT", "/reference/users", BODY);
-        assert_eq!(verifier().verify(&parts, b"anything", now()), Ok(()));
+        // Whatever the body, and even the one sent: API Gateway signs the body's hash.
+        assert_eq!(denied(&parts, BODY), Denied::UnsignedPayload);
+        assert_eq!(denied(&parts, b"anything"), Denied::UnsignedPayload);
+        assert_eq!(message(&Denied::UnsignedPayload), message(&Denied::SignatureMismatch));
+        assert_eq!(Denied::UnsignedPayload.into_response().status(), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn when_an_unsigned_content_sha256_header_says_unsigned_payload_should_still_pass() {
+        // An unsigned header does not change what was signed: the body's hash.
+        let mut parts = signed();
+        parts.headers.insert("x-amz-content-sha256", UNSIGNED_PAYLOAD.parse().unwrap());
+        assert_eq!(verifier().verify(&parts, BODY, now()), Ok(()));
+    }
+
+    #[test]
+    fn when_the_declared_payload_hash_is_not_hex_should_return_403() {
+        let client = Client {
+            extra_headers: vec![("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")],
+            payload: Some(SignableBody::Precomputed("STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into())),
+            ..Client::new()
+        };
+        let parts = client.sign("PUT", "/reference/users", BODY);
+        assert_eq!(denied(&parts, BODY), Denied::SignatureMismatch);
+    }
+
+    #[test]
+    fn when_signed_for_the_address_served_by_any_of_its_names_should_pass() {
+        for (host, served) in [
+            ("127.0.0.1:3000", "127.0.0.1:3000"),
+            ("localhost:3000", "127.0.0.1:3000"),
+            ("LocalHost:3000", "127.0.0.1:3000"),
+            ("[::1]:3000", "[::1]:3000"),
+            ("localhost:3000", "[::1]:3000"),
+            ("eventline.internal:3000", "0.0.0.0:3000"),
+            ("10.1.2.3", "10.1.2.3:80"),
+        ] {
+            let parts = Client { host, ..Client::new() }.sign("GET", "/metrics", b"");
+            assert_eq!(verifier().verify(&served_at(parts, served), b"", now()), Ok(()), "{host} on {served}");
+        }
+    }
+
+    #[test]
+    fn when_signed_for_another_host_should_return_403() {
+        for (host, served) in [
+            ("127.0.0.1:3001", "127.0.0.1:3000"),
+            ("127.0.0.1", "127.0.0.1:3000"),
+            ("abc123.execute-api.us-east-1.amazonaws.com", "127.0.0.1:3000"),
+            ("example.com:3000", "127.0.0.1:3000"),
+            ("localhost:3000", "10.1.2.3:3000"),
+            ("127.0.0.2:3000", "127.0.0.1:3000"),
+            ("eventline.internal:3001", "0.0.0.0:3000"),
+            ("not a host", "0.0.0.0:3000"),
+        ] {
+            let parts = Client { host, ..Client::new() }.sign("GET", "/metrics", b"");
+            let denied = verifier().verify(&served_at(parts, served), b"", now()).expect_err(host);
+            assert_eq!(
+                denied,
+                Denied::WrongHost { signed: host.into(), served: served.parse::<SocketAddr>().unwrap().to_string() }
+            );
+            // API Gateway signs again with its own host: the answer is a mismatch's.
+            assert_eq!(message(&denied), message(&Denied::SignatureMismatch));
+        }
+    }
+
+    #[test]
+    fn when_the_address_served_is_unknown_should_return_403() {
+        let mut parts = signed();
+        parts.extensions.clear();
+        assert!(matches!(denied(&parts, BODY), Denied::WrongHost { .. }));
+    }
+
+    /// The query's signature as the SDK signs it, sent with `sent` as the query.
+    fn signed_query(signed: &str, sent: &str) -> Parts {
+        let mut parts = Client::new().sign("GET", &format!("/users/u-1/events?{signed}"), b"");
+        parts.uri = format!("/users/u-1/events?{sent}").parse().unwrap();
+        parts
+    }
+
+    #[test]
+    fn a_raw_plus_in_the_query_is_a_space_and_percent_2b_a_plus() {
+        let verify = |parts: Parts| verifier().verify(&parts, b"", now());
+        // As sent and as signed by the SDK's signer.
+        for query in ["cursor=a+b", "cursor=a%2Bb", "cursor=a%20b", "from=2026-01-01T00:00:00%2B01:00"] {
+            assert_eq!(verify(signed_query(query, query)), Ok(()), "{query}");
+        }
+        // `+` and `%20` are the same space: one's signature holds for the other.
+        assert_eq!(verify(signed_query("cursor=a%20b", "cursor=a+b")), Ok(()));
+        assert_eq!(verify(signed_query("cursor=a+b", "cursor=a%20b")), Ok(()));
+        // A plus is not a space: signing `+` as `%2B` (awscurl) does not hold for a raw `+`,
+        // nor a space's signature for `%2B`.
+        assert_eq!(verify(signed_query("cursor=a%2Bb", "cursor=a+b")), Err(Denied::SignatureMismatch));
+        assert_eq!(verify(signed_query("cursor=a+b", "cursor=a%2Bb")), Err(Denied::SignatureMismatch));
+        assert_eq!(
+            verify(signed_query("from=2026-01-01T00:00:00%2B01:00", "from=2026-01-01T00:00:00+01:00")),
+            Err(Denied::SignatureMismatch)
+        );
     }
 
     #[test]
@@ -588,7 +739,7 @@ mod tests {
         let (instructions, _) = aws_sigv4::http_request::sign(signable, &params).unwrap().into_parts();
         let mut request = http::Request::builder().uri("/events/web/a%3Ab").header("host", HOST).body(()).unwrap();
         instructions.apply_to_request_http1x(&mut request);
-        assert_eq!(denied(&request.into_parts().0, b""), Denied::SignatureMismatch);
+        assert_eq!(denied(&served_at(request.into_parts().0, HOST), b""), Denied::SignatureMismatch);
     }
 
     #[test]

@@ -171,7 +171,8 @@ impl LocalStack {
                 let _request = InFlight::enter(Arc::clone(&counter));
                 async move { next.run(request).await }
             },
-        ));
+        ))
+        .layer(axum::Extension(auth::Served(local_addr)));
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {
             axum::serve(listener, router)

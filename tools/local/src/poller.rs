@@ -323,16 +323,12 @@ impl<F: StreamFunction> Poller<F> {
     async fn invoke(&self, shard_id: &str, records: &[Record]) -> Result<Option<String>, String> {
         let event = kinesis_event(records, shard_id, &self.source.stream_arn, &self.region)?;
         let response = self.function.invoke(event).await?;
-        let first_failure = response.batch_item_failures.first().map(|f| f.item_identifier.clone());
-        match first_failure {
-            None => Ok(None),
-            Some(_) if !self.source.report_batch_item_failures => {
-                Err("batchItemFailures returned but ReportBatchItemFailures is off".into())
-            }
-            // An empty or unknown identifier makes Lambda retry the whole batch.
-            Some(Some(seq)) if records.iter().any(|r| r.sequence_number() == seq) => Ok(Some(seq)),
-            Some(_) => Ok(Some(records[0].sequence_number().to_owned())),
+        if !response.batch_item_failures.is_empty() && !self.source.report_batch_item_failures {
+            return Err("batchItemFailures returned but ReportBatchItemFailures is off".into());
         }
+        let failures: Vec<Option<&str>> =
+            response.batch_item_failures.iter().map(|f| f.item_identifier.as_deref()).collect();
+        Ok(checkpoint(&failures, records))
     }
 
     /// Reports a batch given up on as Lambda does to the mapping's on-failure destination: the
@@ -470,6 +466,33 @@ pub fn kinesis_event(
         .map_err(|e| format!("cannot build KinesisEvent: {e}"))
 }
 
+/// Where Lambda resumes a batch after the function reported `failures` (item identifiers):
+/// at the lowest failed sequence number, compared as numbers, or at the batch's first record
+/// when any identifier is missing, empty or not one of the batch's. `None` when nothing failed.
+fn checkpoint(failures: &[Option<&str>], records: &[Record]) -> Option<String> {
+    let first = records.first()?.sequence_number();
+    let mut lowest: Option<&str> = None;
+    for failure in failures {
+        match failure {
+            Some(seq) if records.iter().any(|r| r.sequence_number() == *seq) => {
+                if lowest.is_none_or(|low| sequence_order(seq, low).is_lt()) {
+                    lowest = Some(seq);
+                }
+            }
+            // Lambda takes such a response as a failure of the whole batch.
+            _ => return Some(first.to_owned()),
+        }
+    }
+    lowest.map(str::to_owned)
+}
+
+/// Kinesis sequence numbers are decimal numbers of up to 129 digits, beyond any machine
+/// integer: the one with more significant digits is the larger, else the digits decide.
+fn sequence_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
 fn retry_pause(attempts: i64) -> Duration {
     Duration::from_millis((100 * attempts.clamp(1, 20)) as u64)
 }
@@ -479,6 +502,45 @@ mod tests {
     use aws_sdk_kinesis::primitives::{Blob, DateTime};
 
     use super::*;
+
+    fn batch(sequence_numbers: &[&str]) -> Vec<Record> {
+        sequence_numbers
+            .iter()
+            .map(|seq| {
+                Record::builder().sequence_number(*seq).data(Blob::new("{}")).partition_key("k").build().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn several_failures_resume_at_the_lowest_sequence_number_compared_as_numbers() {
+        // Real sequence numbers differ in length once a shard has been split, so "9" < "10" as
+        // numbers but not as text.
+        let records = batch(&["9", "10", "49590338271490256608559692538361571095921575989136588898"]);
+        let long = "49590338271490256608559692538361571095921575989136588898";
+        assert_eq!(checkpoint(&[Some(long), Some("10"), Some("9")], &records), Some("9".into()));
+        assert_eq!(checkpoint(&[Some(long), Some("10")], &records), Some("10".into()));
+        assert_eq!(checkpoint(&[Some("10"), Some(long)], &records), Some("10".into()));
+        assert_eq!(checkpoint(&[Some(long)], &records), Some(long.into()));
+        assert_eq!(checkpoint(&[], &records), None);
+    }
+
+    #[test]
+    fn a_missing_empty_or_unknown_identifier_among_failures_retries_the_whole_batch() {
+        let records = batch(&["7", "8", "9"]);
+        assert_eq!(checkpoint(&[Some("9"), None], &records), Some("7".into()));
+        assert_eq!(checkpoint(&[Some("9"), Some("")], &records), Some("7".into()));
+        assert_eq!(checkpoint(&[Some("8"), Some("12")], &records), Some("7".into()));
+    }
+
+    #[test]
+    fn sequence_numbers_order_as_numbers() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        assert_eq!(sequence_order("9", "10"), Less);
+        assert_eq!(sequence_order("100", "99"), Greater);
+        assert_eq!(sequence_order("0010", "10"), Equal);
+        assert_eq!(sequence_order("12", "13"), Less);
+    }
 
     #[test]
     fn arrival_times_keep_their_milliseconds() {

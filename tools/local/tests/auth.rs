@@ -2,7 +2,10 @@
 //! health checks takes only SigV4-signed requests (refused unsigned or wrongly signed, served
 //! when signed with `testing`/`testing` by the SDK's signer or by `curl --aws-sigv4`), and
 //! `IngestAuthorization` opens the ingest routes to anyone (`NONE`) or to bearer tokens of one
-//! issuer and audience (`JWT`), while read and administrator routes stay IAM.
+//! issuer and audience (`JWT`), while read and administrator routes stay IAM. Signatures made
+//! by botocore, awscurl and the Rust aws-sigv4 crate are held to API Gateway's readings: the
+//! signed host is the one served, the payload is the body's hash, and a raw `+` in the query
+//! is a space.
 
 mod common;
 
@@ -10,7 +13,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{SECRET_ACCESS_KEY, checkout, http, http_raw, http_unsigned, sigv4_headers, stack};
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use common::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, checkout, http, http_raw, http_unsigned, sigv4_headers, stack};
 use eventline_local::{LocalStack, Options};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -224,6 +230,129 @@ async fn curl_aws_sigv4_is_accepted() {
     let status = curl_status(&url, "testing:testing").await;
     assert_ne!(status, 403, "curl --aws-sigv4 with testing:testing was refused");
     assert_eq!(curl_status(&url, "testing:not-the-secret").await, 403);
+
+    running.stop(Duration::from_secs(30)).await.unwrap();
+}
+
+/// `(status, body)` of `method url` signed and sent by a Python signer (`botocore` or
+/// `awscurl`) from the venv, optionally for another `Host`.
+fn python_signed(signer: &str, method: &str, url: &str, host: Option<&str>) -> (u16, Value) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/signers/sign_and_send.py");
+    let mut command = std::process::Command::new(checkout().join(".venv/bin/python"));
+    command.arg(script).args([signer, method, url]);
+    if let Some(host) = host {
+        command.args(["--host", host]);
+    }
+    let output = command.output().expect("run the venv's python (`make test` installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{signer} failed: {}{stdout}", String::from_utf8_lossy(&output.stderr));
+    let (status, body) = stdout.split_once('\n').unwrap_or((&stdout, ""));
+    (status.trim().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+const DAY_FROM: &str = "granularity=day&from=2026-11-30T23:30:00";
+const DAY_TO: &str = "to=2026-12-01T00:30:00";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plus_in_the_query_is_read_and_signed_as_api_gateway_reads_it_a_space() {
+    let stack = stack(&[]).await;
+    let running = stack.spawn(any_port()).await.unwrap();
+    let addr = running.addr;
+    let url = running.url();
+    // An offset sent as `%2B01:00` reaches the function as `+01:00`: 23:30+01:00 is still the
+    // 30th in UTC. Sent as a raw `+`, it is a space, and the function refuses the time.
+    let encoded = format!("/aggregates?{DAY_FROM}%2B01:00&{DAY_TO}%2B01:00");
+    let raw = format!("/aggregates?{DAY_FROM}+01:00&{DAY_TO}+01:00");
+
+    // The Rust SDK's signer reads `+` as API Gateway does.
+    let reply = http(addr, "GET", &encoded, None).await;
+    assert_eq!((reply.status, reply.body["from"].as_str()), (200, Some("2026-11-30")), "{}", reply.body);
+    let reply = http(addr, "GET", &raw, None).await;
+    assert_eq!(reply.status, 400, "signed, then refused by the function for a space: {}", reply.body);
+    assert!(reply.body["detail"].as_str().unwrap().starts_with("from must be"), "{}", reply.body);
+    for query in ["/users/u-1/events?cursor=a+b", "/users/u-1/events?cursor=a%20b", "/users/u-1/events?cursor=a%2Bb"] {
+        assert_eq!(http(addr, "GET", query, None).await.status, 400, "{query}: signed, a cursor it never gave");
+    }
+
+    // botocore signs the query as written: right when it is written canonically (every
+    // reserved byte encoded, a space as %20, a plus as %2B), refused with a raw `+`.
+    let canonical =
+        format!("{url}/aggregates?{}%2B01%3A00&{}%2B01%3A00", DAY_FROM.replace(':', "%3A"), DAY_TO.replace(':', "%3A"));
+    let (status, body) = python_signed("botocore", "GET", &canonical, None);
+    assert_eq!((status, body["from"].as_str()), (200, Some("2026-11-30")), "{body}");
+    assert_eq!(python_signed("botocore", "GET", &format!("{url}/users/u-1/events?cursor=a%20b"), None).0, 400);
+    assert_eq!(python_signed("botocore", "GET", &format!("{url}/users/u-1/events?cursor=a%2Bb"), None).0, 400);
+    let (status, body) = python_signed("botocore", "GET", &format!("{url}/users/u-1/events?cursor=a+b"), None);
+    assert_eq!(status, 403, "botocore signs a raw + as written: {body}");
+    assert!(body["message"].as_str().unwrap().starts_with("The request signature we calculated"), "{body}");
+
+    // awscurl encodes the query once more: unencoded values are right, a space among them,
+    // but it signs a raw `+` as a plus (and `%2B` as `%252B`), so no plus gets through.
+    assert_eq!(python_signed("awscurl", "GET", &format!("{url}/users/u-1/events?cursor=a b"), None).0, 400);
+    let (status, body) = python_signed("awscurl", "GET", &format!("{url}{raw}"), None);
+    assert_eq!(status, 403, "awscurl signs + as %2B: {body}");
+    assert_eq!(python_signed("awscurl", "GET", &format!("{url}{encoded}"), None).0, 403);
+
+    running.stop(Duration::from_secs(30)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_for_another_host_or_over_an_unsigned_payload_is_refused() {
+    let stack = stack(&[]).await;
+    let running = stack.spawn(any_port()).await.unwrap();
+    let addr = running.addr;
+    let url = running.url();
+    let port = addr.port();
+
+    // Another name of the address served is the same host.
+    assert_eq!(python_signed("botocore", "GET", &format!("{url}/metrics"), Some(&format!("localhost:{port}"))).0, 200);
+    for host in [
+        format!("example.com:{port}"),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+        "abc.execute-api.us-east-1.amazonaws.com".into(),
+    ] {
+        let (status, body) = python_signed("botocore", "GET", &format!("{url}/metrics"), Some(&host));
+        assert_eq!(status, 403, "signed for {host}: {body}");
+        assert!(body["message"].as_str().unwrap().starts_with("The request signature we calculated"), "{body}");
+    }
+
+    // UNSIGNED-PAYLOAD is S3's; API Gateway signs the body's hash, so this does not match.
+    let identity = Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "test").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(REGION)
+        .name("execute-api")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let host = addr.to_string();
+    let headers =
+        [("host", host.as_str()), ("content-type", "application/json"), ("x-amz-content-sha256", "UNSIGNED-PAYLOAD")];
+    let uri = format!("{url}{REFERENCE_USERS}");
+    let request =
+        SignableRequest::new("PUT", uri.as_str(), headers.into_iter(), SignableBody::UnsignedPayload).unwrap();
+    let (instructions, _) = sign(request, &params).unwrap().into_parts();
+    let mut signed: Vec<(String, String)> =
+        instructions.headers().map(|(name, value)| (name.to_owned(), value.to_owned())).collect();
+    signed.push(("x-amz-content-sha256".into(), "UNSIGNED-PAYLOAD".into()));
+    let reply = http_raw(addr, "PUT", REFERENCE_USERS, BODY.into(), signed).await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(reply.body["message"].as_str().unwrap().starts_with("The request signature we calculated"));
+    // The same body with its hash signed is served.
+    assert_eq!(
+        http_raw(
+            addr,
+            "PUT",
+            REFERENCE_USERS,
+            BODY.into(),
+            sigv4_headers(addr, "PUT", REFERENCE_USERS, BODY, SECRET_ACCESS_KEY)
+        )
+        .await
+        .status,
+        200
+    );
 
     running.stop(Duration::from_secs(30)).await.unwrap();
 }

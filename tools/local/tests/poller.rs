@@ -28,6 +28,8 @@ enum Behaviour {
     CheckpointAtFirst,
     /// A function error whenever the batch holds this record.
     CrashOn(String),
+    /// Reports these records failed on the first invocation, then finishes.
+    FailOnce(Vec<String>),
 }
 
 impl StandIn {
@@ -54,16 +56,32 @@ impl StreamFunction for &'static StandIn {
             }
             Behaviour::CrashOn(bad) if sequences.contains(bad) => Err("crashed".into()),
             Behaviour::CrashOn(_) => Ok(response),
+            Behaviour::FailOnce(failed) if self.batches.lock().unwrap().len() == 1 => {
+                for seq in failed {
+                    let mut failure = KinesisBatchItemFailure::default();
+                    failure.item_identifier = Some(seq.clone());
+                    response.batch_item_failures.push(failure);
+                }
+                Ok(response)
+            }
+            Behaviour::FailOnce(_) => Ok(response),
         }
     }
 }
 
 fn records(count: usize, arrived_seconds_ago: i64) -> Vec<Record> {
+    let sequence_numbers: Vec<String> = (1..=count).map(|i| format!("{i:056}")).collect();
+    records_numbered(&sequence_numbers, arrived_seconds_ago)
+}
+
+fn records_numbered(sequence_numbers: &[String], arrived_seconds_ago: i64) -> Vec<Record> {
     let arrival = time::OffsetDateTime::now_utc().unix_timestamp() - arrived_seconds_ago;
-    (1..=count)
-        .map(|i| {
+    sequence_numbers
+        .iter()
+        .zip(1..)
+        .map(|(seq, i)| {
             Record::builder()
-                .sequence_number(format!("{i:056}"))
+                .sequence_number(seq)
                 .partition_key(format!("k{i}"))
                 .data(Blob::new(format!("{{\"n\":{i}}}")))
                 .approximate_arrival_timestamp(DateTime::from_secs(arrival))
@@ -148,4 +166,18 @@ async fn records_older_than_the_maximum_age_are_reported_not_processed() {
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0]["requestContext"]["condition"], "RecordAgeExceeded");
     assert_eq!(reports[0]["KinesisBatchInfo"]["batchSize"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_reported_failures_resume_the_batch_at_the_lowest_sequence_number() {
+    let stack = stack(&[]).await;
+    // Of different lengths, as after a resharding: 9 is lower than 10, though not as text.
+    let numbered: Vec<String> = ["8", "9", "10", "11"].map(str::to_owned).to_vec();
+    let failed = vec!["11".to_owned(), "10".to_owned(), "9".to_owned()];
+    let function: &'static StandIn = Box::leak(Box::new(StandIn::new(Behaviour::FailOnce(failed))));
+    let poller = poller(&stack, function);
+    poller.deliver(SHARD, records_numbered(&numbered, 0)).await;
+
+    assert_eq!(function.batches(), [vec!["8", "9", "10", "11"], vec!["9", "10", "11"]]);
+    assert_eq!(poller.stats().await.sent_to_on_failure, 0);
 }
