@@ -227,9 +227,10 @@ mod tests {
         match finished.recv_timeout(std::time::Duration::from_secs(30)) {
             Ok(checked) => assert_eq!(checked, Ok(KEYS)),
             Err(_) => {
-                // The check cannot be stopped, and the test binary would wait for it:
-                // end the process with the failure.
-                eprintln!("checking an object of {KEYS} keys took over 30 s: the check is quadratic");
+                // The check cannot be stopped, and the test binary would wait for it: end the
+                // process with the failure, said on stderr itself (test output is captured).
+                let message = format!("checking an object of {KEYS} keys took over 30 s: the check is quadratic\n");
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
                 std::process::abort();
             }
         }
