@@ -77,7 +77,7 @@ fuzz-tool:
 
 # Mutation testing of the model's hostile-input core (event validation, JSON reading,
 # stream-record decoding) against the model crate's own tests, one mutant at a time: about
-# 25 minutes on 2 cores, so it is not part of `make test`. The model's default features
+# 30 minutes on 2 cores, so it is not part of `make test`. The model's default features
 # leave out the AWS adapters, which none of these files use. Exclusions, each with its
 # reason, are in .cargo/mutants.toml; results go to mutants.out. A mutant that hangs is
 # stopped after MUTANTS_TIMEOUT seconds and fails the run.
