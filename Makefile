@@ -7,7 +7,7 @@ ADDR        ?= 127.0.0.1:3000
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test lint check-template build deploy bench-generate clean tools fuzz fuzz-smoke fuzz-tool
+.PHONY: run test lint check-template build deploy bench-generate clean tools fuzz fuzz-smoke fuzz-tool mutants mutants-tool
 
 ## run: the whole pipeline locally on $(ADDR) (override: make run ADDR=127.0.0.1:8080)
 run: $(VENV)/.run
@@ -74,6 +74,23 @@ fuzz-smoke: fuzz-tool
 
 fuzz-tool:
 	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+
+# Mutation testing of the model's hostile-input core (event validation, JSON reading,
+# stream-record decoding) against the model crate's own tests, one mutant at a time: about
+# 30 minutes on 2 cores, so it is not part of `make test`. The model's default features
+# leave out the AWS adapters, which none of these files use. Exclusions, each with its
+# reason, are in .cargo/mutants.toml; results go to mutants.out. A mutant that hangs is
+# stopped after MUTANTS_TIMEOUT seconds and fails the run.
+CARGO_MUTANTS_VERSION := 27.1.0
+MUTANTS_FILES         := shared/src/validation.rs shared/src/json.rs shared/src/record.rs
+MUTANTS_TIMEOUT       ?= 120
+
+## mutants: every mutant of the model's validation, JSON reading and stream-record decoding must fail a model test (results in mutants.out)
+mutants: mutants-tool
+	nice -n 15 cargo mutants -j 1 -p eventline-model $(addprefix -f ,$(MUTANTS_FILES)) --timeout $(MUTANTS_TIMEOUT)
+
+mutants-tool:
+	@command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants --version $(CARGO_MUTANTS_VERSION)
 
 $(VENV)/bin/pip:
 	$(PYTHON) -m venv $(VENV)

@@ -180,4 +180,59 @@ mod tests {
         let err = Members::parse(&raw(r#"{"id":1,"\u0069d":2}"#)).unwrap_err();
         assert_eq!(err, JsonError::DuplicateKey("id".into()));
     }
+
+    #[test]
+    fn array_elements_are_each_element_as_written() {
+        let value = raw(r#"[1e400, {"a":[-0]}, "\u00e9", null]"#);
+        let got: Vec<&str> = array_elements(&value).unwrap().iter().map(|element| element.get()).collect();
+        assert_eq!(got, ["1e400", r#"{"a":[-0]}"#, r#""\u00e9""#, "null"]);
+        assert!(array_elements(&raw("[]")).unwrap().is_empty());
+        assert!(matches!(array_elements(&raw(r#"{"a":1}"#)), Err(JsonError::Syntax(_))));
+    }
+
+    #[test]
+    fn objects_nested_deeper_than_the_limit_are_refused() {
+        let nested = |levels: usize| format!("{}1{}", r#"{"a":"#.repeat(levels), "}".repeat(levels));
+        let err = check_unique_keys(&raw(&nested(MAX_DEPTH + 1)), "data").unwrap_err();
+        assert!(matches!(&err, JsonError::Syntax(m) if m.contains("nests deeper than")), "{err:?}");
+        assert!(check_unique_keys(&raw(&nested(MAX_DEPTH)), "data").is_ok());
+    }
+
+    #[test]
+    fn reading_members_from_anything_but_an_object_says_an_object_was_expected() {
+        let err = serde_json::from_str::<Members<'_>>("[1]").unwrap_err();
+        assert!(err.to_string().contains("expected a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn a_repeat_among_many_keys_is_named() {
+        let keys: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        assert_eq!(Members::parse(&raw(&format!("{{{}}}", keys.join(",")))).unwrap().0.len(), 40);
+        let repeated = format!(r#"{{{},"k7":0,"k3":0}}"#, keys.join(","));
+        assert_eq!(Members::parse(&raw(&repeated)).unwrap_err(), JsonError::DuplicateKey("k7".into()));
+    }
+
+    /// A client controls how many keys an object has: checking them must not compare every
+    /// key with every other. Checked against a deadline far above the linear time (well under
+    /// a second) and far below the quadratic one (minutes).
+    #[test]
+    fn an_object_with_very_many_keys_is_checked_in_linear_time() {
+        const KEYS: usize = 100_000;
+        let text = format!("{{{}}}", (0..KEYS).map(|i| format!(r#""k{i}":{i}"#)).collect::<Vec<_>>().join(","));
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let value = raw(&text);
+            let _ = done.send(check_unique_keys(&value, "data").and(Members::parse(&value).map(|m| m.0.len())));
+        });
+        match finished.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(checked) => assert_eq!(checked, Ok(KEYS)),
+            Err(_) => {
+                // The check cannot be stopped, and the test binary would wait for it: end the
+                // process with the failure, said on stderr itself (test output is captured).
+                let message = format!("checking an object of {KEYS} keys took over 30 s: the check is quadratic\n");
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
+                std::process::abort();
+            }
+        }
+    }
 }

@@ -445,6 +445,12 @@ mod tests {
     }
 
     #[test]
+    fn null_data_is_read_as_absent() {
+        let line = r#"{"id":"e1","source":"web","type":"t","timestamp":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z","data":null}"#;
+        assert_eq!(StreamRecord::decode(line.as_bytes()).unwrap().event.data, None);
+    }
+
+    #[test]
     fn invalid_utf8_is_a_decode_error() {
         assert_eq!(StreamRecord::decode(b"{\"id\":\"\xff\"}"), Err(DecodeError::NotUtf8 { valid_up_to: 7 }));
     }

@@ -483,6 +483,16 @@ mod tests {
     }
 
     #[test]
+    fn an_event_of_exactly_the_size_limit_is_accepted_and_one_byte_more_is_refused() {
+        let with_payload = |len: usize| parse(json!({"id": "x", "payload": "a".repeat(len)}));
+        let overhead = with_payload(0).unwrap().serialized_len();
+        let at_limit = with_payload(MAX_EVENT_BYTES - overhead).unwrap();
+        assert_eq!(at_limit.serialized_len(), MAX_EVENT_BYTES);
+        let err = with_payload(MAX_EVENT_BYTES - overhead + 1).unwrap_err();
+        assert_eq!((err[0].field.as_str(), err[0].rule), ("", Rule::Size));
+    }
+
+    #[test]
     fn allow_lists_restrict_types_and_sources() {
         let rules = Rules {
             allowed_types: vec![EventType::parse("click").unwrap()],
