@@ -110,16 +110,27 @@ async fn aggregates(stack: &LocalStack, path: &str) -> BTreeMap<String, Value> {
     body["periods"].as_array().unwrap().iter().map(|p| (p["period"].as_str().unwrap().to_owned(), p.clone())).collect()
 }
 
+/// Days of both years the events fall in: one answer covers at most 366 days.
+async fn days(stack: &LocalStack, route: &str) -> BTreeMap<String, Value> {
+    let mut days = BTreeMap::new();
+    for span in
+        ["from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "from=2026-01-01T00:00:00Z&to=2026-12-01T00:00:00Z"]
+    {
+        days.extend(aggregates(stack, &format!("{route}?granularity=day&{span}")).await);
+    }
+    days
+}
+
 /// Every user's and everyone's days and months, as the API answers them, against the events.
 async fn check(stack: &LocalStack, events: &[Value]) {
     let all = "from=2025-01-01T00:00:00Z&to=2026-12-01T00:00:00Z";
     for user in ["sub-0", "sub-1", "sub-2"] {
-        let by_day = aggregates(stack, &format!("/users/{user}/aggregates?granularity=day&{all}")).await;
+        let by_day = days(stack, &format!("/users/{user}/aggregates")).await;
         assert_eq!(by_day, expected(events, Some(user), false), "{user} by day");
         let by_month = aggregates(stack, &format!("/users/{user}/aggregates?granularity=month&{all}")).await;
         assert_eq!(by_month, expected(events, Some(user), true), "{user} by month");
     }
-    assert_eq!(aggregates(stack, &format!("/aggregates?granularity=day&{all}")).await, expected(events, None, false));
+    assert_eq!(days(stack, "/aggregates").await, expected(events, None, false));
     assert_eq!(aggregates(stack, &format!("/aggregates?granularity=month&{all}")).await, expected(events, None, true));
 }
 
