@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use eventline_model::latency::Histogram;
 use eventline_model::response::{Problem, json};
 use eventline_model::validation::echo;
-use eventline_model::{EventId, Source, UserId, format_rfc3339};
+use eventline_model::{EventId, ProcessedEvent, Source, UserId, format_rfc3339};
 
 use crate::reader::{Counters, MetricsReader, ReadError, WindowRead};
 use crate::timeline;
@@ -53,6 +53,8 @@ pub enum RequestError {
     MethodNotAllowed(Method),
     #[error("{field} {rule}")]
     BadParameter { field: &'static str, rule: &'static str },
+    #[error("from and to span {periods} {unit}s; granularity={unit} allows at most {limit} per request")]
+    SpanTooLong { periods: i64, unit: &'static str, limit: i64 },
     #[error("event {0} has not been processed")]
     EventNotFound(String),
     #[error("{0}")]
@@ -66,7 +68,7 @@ impl RequestError {
         let status = match &self {
             Self::NotFound(_) | Self::EventNotFound(_) | Self::ReferenceNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            Self::BadParameter { .. } | Self::SpanTooLong { .. } => StatusCode::BAD_REQUEST,
             Self::Read(error) => {
                 tracing::error!(error = %eventline_model::aws::error_chain(error), "read failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -116,6 +118,17 @@ pub struct Totals {
     /// With `?window=N`: the last N seconds by event time.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub window: Option<WindowView>,
+}
+
+/// One page of a user's timeline. Serialized as it is (not through `serde_json::Value`), so
+/// each event's `data` is the client's text byte for byte and the page's size is what the
+/// reader counted.
+#[derive(Serialize)]
+struct TimelinePage<'a> {
+    user_id: &'a UserId,
+    events: &'a [ProcessedEvent],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
 /// `GET /metrics?window=N`: events whose event time lies in the last N seconds.
@@ -292,11 +305,8 @@ impl<R: MetricsReader> Metrics<R> {
         }
         let (events, next) =
             if from < to { self.reader.user_events(&user, range, limit, cursor).await? } else { (Vec::new(), None) };
-        let mut body = serde_json::json!({"user_id": user, "events": events});
-        if let Some(next) = next {
-            body["next_cursor"] = next.encode().into();
-        }
-        Ok(json(StatusCode::OK, &body))
+        let page = TimelinePage { user_id: &user, events: &events, next_cursor: next.map(|c| c.encode()) };
+        Ok(json(StatusCode::OK, &page))
     }
 
     /// Day or month aggregates of the given partitions (a user's, or every shard's).
@@ -313,6 +323,11 @@ impl<R: MetricsReader> Metrics<R> {
         let from = param("from").map(|t| timeline::time_param("from", &t)).transpose().map_err(bad)?;
         let to = param("to").map(|t| timeline::time_param("to", &t)).transpose().map_err(bad)?;
         let (first, last) = timeline::period_range(granularity, from, to, OffsetDateTime::now_utc());
+        let (limit, unit) = timeline::span_limit(granularity);
+        let span = timeline::periods_between(first, last);
+        if span > limit {
+            return Err(RequestError::SpanTooLong { periods: span, unit, limit });
+        }
         let periods = if first <= last {
             self.reader.aggregates(&partitions, timeline::period_sk_range(first, last)).await?
         } else {
@@ -726,12 +741,6 @@ mod tests {
 
     #[tokio::test]
     async fn timeline_and_aggregate_parameters_are_checked() {
-        let get = |uri: &str| {
-            let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
-            let query: std::collections::HashMap<String, String> =
-                query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
-            http::Request::builder().uri(path).body(Body::Empty).unwrap().with_query_string_parameters(query)
-        };
         for (uri, field) in [
             ("/users/u-1/events?limit=0", "limit"),
             ("/users/u-1/events?from=soon", "from"),
@@ -749,6 +758,50 @@ mod tests {
         let (status, body) = call(FakeReader::default(), get("/users/u-1/events")).await;
         assert_eq!((status, body["events"].as_array().map(Vec::len)), (200, Some(0)));
         assert!(body.get("next_cursor").is_none());
+    }
+
+    fn get(uri: &str) -> Request {
+        let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+        let query: std::collections::HashMap<String, String> =
+            query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
+        http::Request::builder().uri(path).body(Body::Empty).unwrap().with_query_string_parameters(query)
+    }
+
+    #[tokio::test]
+    async fn aggregate_spans_up_to_366_days_or_120_months_are_served_and_longer_ones_refused() {
+        for (route, granularity, from, to, status) in [
+            ("/aggregates", "day", "2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z", 200),
+            ("/aggregates", "day", "2024-01-01T00:00:00Z", "2025-01-02T00:00:00Z", 400),
+            ("/users/u-1/aggregates", "day", "2024-01-01T12:00:00Z", "2025-01-01T00:00:00Z", 200),
+            ("/users/u-1/aggregates", "day", "2024-01-01T12:00:00Z", "2025-01-01T12:00:00Z", 400),
+            ("/aggregates", "month", "2016-01-01T00:00:00Z", "2026-01-01T00:00:00Z", 200),
+            ("/aggregates", "month", "2016-01-01T00:00:00Z", "2026-01-01T00:00:01Z", 400),
+            ("/users/u-1/aggregates", "month", "0001-01-01T00:00:00Z", "9999-12-31T00:00:00Z", 400),
+        ] {
+            let uri = format!("{route}?granularity={granularity}&from={from}&to={to}");
+            let (got, body) = call(FakeReader::default(), get(&uri)).await;
+            assert_eq!(got, status, "{uri}: {body}");
+            if status == 400 {
+                let limit = if granularity == "day" { "at most 366" } else { "at most 120" };
+                let detail = body["detail"].as_str().unwrap();
+                assert!(detail.starts_with("from and to span") && detail.contains(limit), "{detail}");
+            }
+        }
+        // Only a start: up to now, which is more than ten years after year 1.
+        let (status, _) =
+            call(FakeReader::default(), get("/aggregates?granularity=month&from=0001-01-01T00:00:00Z")).await;
+        assert_eq!(status, 400);
+    }
+
+    #[tokio::test]
+    async fn a_timeline_page_carries_data_as_the_client_wrote_it() {
+        let mut event = stored_event();
+        let data = r#"{"n":1e2,"big":123456789012345678901234567890}"#;
+        event.event.data = Some(eventline_model::RawObject::from_text(data.to_owned()).unwrap());
+        let metrics = Metrics::new(FakeReader { event: Some(event), ..Default::default() });
+        let response = metrics.handle(get("/users/u-1/events")).await;
+        let Body::Text(text) = response.body() else { panic!("JSON answers are sent as text") };
+        assert!(text.contains(r#""data":{"n":1e2,"big":123456789012345678901234567890}"#), "{text}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use crate::timeline::Cursor;
+use crate::timeline::{self, Cursor};
 use eventline_model::UserId;
 use eventline_model::aggregate::{AggregateTally, Sum};
 use eventline_model::aws::error_chain;
@@ -96,8 +96,69 @@ pub trait MetricsReader: Send + Sync {
     fn check_stream(&self) -> impl Future<Output = Result<(), ReadError>> + Send;
 }
 
-/// Bytes of events one timeline page may hold, well inside Lambda's 6 MB response.
+/// Bytes of events one timeline page may hold, counted as they travel in Lambda's response
+/// to API Gateway (the body is a JSON string there): well inside Lambda's 6 MB response.
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// One page of a DynamoDB Query: its items, and where the next page starts if there may be one.
+struct QueryPage {
+    items: Vec<Item>,
+    last_evaluated_key: Option<Item>,
+}
+
+/// A timeline page read from Query pages, in order: up to `limit` events and up to
+/// `max_bytes` of them (always at least one), with the cursor of the last event returned when
+/// more follow. Reading stops where the page does: beyond what it returns, it reads at most
+/// the rest of the Query page (1 MB at most) it stopped in, or one item to learn that more
+/// follow. `query(start, n)` reads up to `n` items after the key `start`.
+async fn timeline_page<Q, F>(
+    mut query: Q,
+    mut start: Option<Item>,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<(Vec<ProcessedEvent>, Option<Cursor>), ReadError>
+where
+    Q: FnMut(Option<Item>, i32) -> F,
+    F: Future<Output = Result<QueryPage, ReadError>>,
+{
+    let mut events = Vec::new();
+    let mut bytes = 0;
+    let mut last: Option<Cursor> = None;
+    loop {
+        // The items still wanted, and one more: its presence says that there is a next page.
+        let wanted = i32::try_from(limit + 1 - events.len()).unwrap_or(i32::MAX);
+        let page = query(start.take(), wanted).await?;
+        for item in &page.items {
+            if events.len() == limit {
+                return Ok((events, last));
+            }
+            let event = from_item(item).map_err(|e| ReadError::new("a user's events", e))?;
+            // `,` between events.
+            let size = timeline::invocation_bytes(&event.to_json()) + 1;
+            if !events.is_empty() && bytes + size > max_bytes {
+                return Ok((events, last));
+            }
+            bytes += size;
+            last = Some(cursor_of(item)?);
+            events.push(event);
+        }
+        match page.last_evaluated_key {
+            Some(key) => start = Some(key),
+            None => return Ok((events, None)),
+        }
+    }
+}
+
+/// Where a page that ends with this event item resumes.
+fn cursor_of(item: &Item) -> Result<Cursor, ReadError> {
+    let text = |name: &'static str| {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .ok_or_else(|| ReadError::new("a user's events", format!("an indexed event lacks {name}")))
+    };
+    Ok(Cursor { user_sk: text(keys::USER_SK)?, pk: text(keys::PK)? })
+}
 
 /// What a window read found, and what it cost.
 #[derive(Debug, Clone, Default)]
@@ -329,7 +390,7 @@ impl MetricsReader for AwsMetricsReader {
         after: Option<Cursor>,
     ) -> Result<(Vec<ProcessedEvent>, Option<Cursor>), ReadError> {
         let user_pk = keys::user_pk(user);
-        let mut start: Option<Item> = after.map(|c| {
+        let start = after.map(|c| {
             Item::from([
                 (keys::USER_PK.to_owned(), s(&user_pk)),
                 (keys::USER_SK.to_owned(), s(c.user_sk)),
@@ -337,9 +398,8 @@ impl MetricsReader for AwsMetricsReader {
                 (keys::SK.to_owned(), s(keys::EVENT_SK)),
             ])
         });
-        // One more than asked: its presence says whether there is a next page.
-        let mut items: Vec<Item> = Vec::new();
-        loop {
+        let (user_pk, range) = (&user_pk, &range);
+        let query = move |start: Option<Item>, items: i32| async move {
             let output = self
                 .dynamodb
                 .query()
@@ -348,41 +408,17 @@ impl MetricsReader for AwsMetricsReader {
                 .key_condition_expression("#upk = :upk AND #usk BETWEEN :from AND :to")
                 .expression_attribute_names("#upk", keys::USER_PK)
                 .expression_attribute_names("#usk", keys::USER_SK)
-                .expression_attribute_values(":upk", s(&user_pk))
+                .expression_attribute_values(":upk", s(user_pk))
                 .expression_attribute_values(":from", s(&range.0))
                 .expression_attribute_values(":to", s(&range.1))
-                .limit((limit + 1 - items.len()) as i32)
-                .set_exclusive_start_key(start.take())
+                .limit(items)
+                .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| ReadError::new("a user's events", error_chain(&e)))?;
-            items.extend(output.items.unwrap_or_default());
-            match output.last_evaluated_key {
-                Some(key) if items.len() <= limit => start = Some(key),
-                _ => break,
-            }
-        }
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let mut events: Vec<ProcessedEvent> =
-            items.iter().map(from_item).collect::<Result<_, _>>().map_err(|e| ReadError::new("a user's events", e))?;
-        // A page also stops before its answer would outgrow Lambda's 6 MB response (events
-        // can be hundreds of KB each); it always holds at least one event.
-        let mut bytes = 0;
-        let keep = events
-            .iter()
-            .position(|e| {
-                bytes += e.to_json().len() + 1;
-                bytes > MAX_PAGE_BYTES
-            })
-            .map_or(events.len(), |i| i.max(1));
-        let next = (more || keep < events.len()).then(|| {
-            let last = &items[keep - 1];
-            let text = |name: &str| last.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            Cursor { user_sk: text(keys::USER_SK), pk: text(keys::PK) }
-        });
-        events.truncate(keep);
-        Ok((events, next))
+            Ok(QueryPage { items: output.items.unwrap_or_default(), last_evaluated_key: output.last_evaluated_key })
+        };
+        timeline_page(query, start, limit, MAX_PAGE_BYTES).await
     }
 
     #[tracing::instrument(skip(self, range))]
@@ -422,5 +458,142 @@ impl MetricsReader for AwsMetricsReader {
             Some(status) if status == "ACTIVE" || status == "UPDATING" => Ok(()),
             other => Err(ReadError::new("the stream's status", format!("stream status {other:?}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventline_model::aws::item::{item_size, to_item};
+    use eventline_model::{Position, Rules, StreamRecord, parse_event};
+    use std::cell::Cell;
+    use time::OffsetDateTime;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-23 12:00:00 UTC);
+
+    /// A user's event as the transform stores it, one second after the one before.
+    fn stored(i: usize, payload: &str) -> Item {
+        let raw = serde_json::value::RawValue::from_string(
+            serde_json::json!({
+                "id": format!("e-{i:03}"), "source": "web", "user_id": "u-1",
+                "timestamp": 1_795_000_000 + i, "payload": payload,
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let event = parse_event(&raw, &Rules::default(), NOW).unwrap();
+        let position = Position { shard_id: "shardId-000000000000".into(), sequence_number: i.to_string() };
+        to_item(&ProcessedEvent::from_record(StreamRecord { event, received_at: NOW, ingest_id: None }, position, NOW))
+    }
+
+    fn text(item: &Item, name: &str) -> String {
+        item[name].as_s().unwrap().clone()
+    }
+
+    /// The user index in memory, paged as DynamoDB pages a Query: at most `n` items and
+    /// about 1 MB per page, with a last evaluated key whenever either bound stopped the page
+    /// (even when nothing follows).
+    struct FakeIndex {
+        items: Vec<Item>,
+        page_bytes: usize,
+        pages: Cell<usize>,
+        items_read: Cell<usize>,
+    }
+
+    impl FakeIndex {
+        fn new(items: Vec<Item>) -> Self {
+            Self { items, page_bytes: 1024 * 1024, pages: Cell::new(0), items_read: Cell::new(0) }
+        }
+
+        fn query(&self, start: Option<Item>, n: i32) -> std::future::Ready<Result<QueryPage, ReadError>> {
+            let key = |item: &Item| (text(item, keys::USER_SK), text(item, keys::PK));
+            let after = start.as_ref().map(key);
+            let mut items = Vec::new();
+            let mut bytes = 0;
+            let mut stopped = false;
+            for item in self.items.iter().filter(|item| after.as_ref().is_none_or(|a| key(item) > *a)) {
+                items.push(item.clone());
+                bytes += item_size(item);
+                if items.len() == n as usize || bytes >= self.page_bytes {
+                    stopped = true;
+                    break;
+                }
+            }
+            self.pages.set(self.pages.get() + 1);
+            self.items_read.set(self.items_read.get() + items.len());
+            let last_evaluated_key = items.last().filter(|_| stopped).map(|last| {
+                [keys::USER_PK, keys::USER_SK, keys::PK, keys::SK]
+                    .into_iter()
+                    .map(|name| (name.to_owned(), last[name].clone()))
+                    .collect()
+            });
+            std::future::ready(Ok(QueryPage { items, last_evaluated_key }))
+        }
+
+        /// Every page from the first, following cursors: each page's ids.
+        async fn pages(&self, limit: usize, max_bytes: usize) -> Vec<Vec<String>> {
+            let mut pages = Vec::new();
+            let mut start = None;
+            loop {
+                let (events, next) =
+                    timeline_page(|start, n| self.query(start, n), start, limit, max_bytes).await.unwrap();
+                let bytes: usize = events.iter().map(|e| timeline::invocation_bytes(&e.to_json()) + 1).sum();
+                assert!(events.len() == 1 || bytes <= max_bytes, "a page of {bytes} bytes");
+                assert!(!events.is_empty() && events.len() <= limit);
+                pages.push(events.iter().map(|e| e.event.id.to_string()).collect());
+                let Some(next) = next else { return pages };
+                start = Some(Item::from([
+                    (keys::USER_PK.to_owned(), s(keys::user_pk(&UserId::parse("u-1").unwrap()))),
+                    (keys::USER_SK.to_owned(), s(next.user_sk)),
+                    (keys::PK.to_owned(), s(next.pk)),
+                    (keys::SK.to_owned(), s(keys::EVENT_SK)),
+                ]));
+            }
+        }
+    }
+
+    fn ids(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("e-{i:03}")).collect()
+    }
+
+    #[tokio::test]
+    async fn a_page_of_large_events_stops_reading_at_its_byte_cap() {
+        // 100,000 quotes: 100 KB stored, 200 KB in the body, 400 KB once the body is a string.
+        let quotes = "\"".repeat(100_000);
+        let index = FakeIndex::new((0..40).map(|i| stored(i, &quotes)).collect());
+        let (events, next) = timeline_page(|start, n| index.query(start, n), None, 1000, MAX_PAGE_BYTES).await.unwrap();
+        assert_eq!(events.len(), 10, "4 MiB of 400 KB events");
+        assert_eq!(next.unwrap().pk, "EVENT#web#e-009");
+        // What it read beyond its events: the rest of the 1 MB Query page it stopped in.
+        let per_page = index.page_bytes / item_size(&index.items[0]) + 1;
+        assert!(index.items_read.get() <= events.len() + per_page, "read {} items", index.items_read.get());
+        assert!(index.pages.get() <= events.len().div_ceil(per_page) + 1);
+    }
+
+    #[tokio::test]
+    async fn following_cursors_returns_every_event_once_in_order() {
+        // Small and large events mixed, so that limits and the byte cap both end pages.
+        let items: Vec<Item> =
+            (0..30).map(|i| stored(i, &if i % 4 == 0 { "\"".repeat(400) } else { "x".repeat(i * 10) })).collect();
+        for (limit, max_bytes) in [(1, MAX_PAGE_BYTES), (7, MAX_PAGE_BYTES), (1000, 3000), (4, 2500), (1000, 10)] {
+            let mut index = FakeIndex::new(items.clone());
+            index.page_bytes = 2000;
+            let pages = index.pages(limit, max_bytes).await;
+            assert_eq!(pages.concat(), ids(0..30), "limit {limit}, cap {max_bytes}");
+            if max_bytes == 10 {
+                assert_eq!(pages.len(), 30, "an event larger than the cap is a page of its own");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_that_ends_with_the_last_event_has_no_cursor() {
+        // DynamoDB may hand back a last evaluated key with nothing after it.
+        let mut index = FakeIndex::new((0..6).map(|i| stored(i, "x")).collect());
+        index.page_bytes = item_size(&index.items[0]) * 3;
+        assert_eq!(index.pages(3, MAX_PAGE_BYTES).await, [ids(0..3), ids(3..6)]);
+        assert_eq!(index.pages(6, MAX_PAGE_BYTES).await, [ids(0..6)]);
+        assert_eq!(index.pages(1000, MAX_PAGE_BYTES).await, [ids(0..6)]);
     }
 }

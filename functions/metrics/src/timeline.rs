@@ -13,6 +13,12 @@ use eventline_model::keys;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
+/// Most periods one aggregates answer covers: a leap year of days, or ten years of months.
+/// A read costs one item per period per partition (per shard for everyone's), so a span
+/// bounds both the read and the answer.
+pub const MAX_DAYS: i64 = 366;
+pub const MAX_MONTHS: i64 = 120;
+
 /// Why a parameter was refused: its name and the rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadParameter {
@@ -104,6 +110,40 @@ pub fn period_range(
     (Period::of(from, granularity), Period::of(last, granularity))
 }
 
+/// How many periods `first..=last` holds (0 or less when `last` comes first).
+pub fn periods_between(first: Period, last: Period) -> i64 {
+    match (first, last) {
+        (Period::Day(first), Period::Day(last)) => (last - first).whole_days() + 1,
+        (Period::Month(first_year, first_month), Period::Month(last_year, last_month)) => {
+            let index = |year: i32, month: time::Month| i64::from(year) * 12 + i64::from(u8::from(month));
+            index(last_year, last_month) - index(first_year, first_month) + 1
+        }
+        // Both ends come from one granularity.
+        _ => 0,
+    }
+}
+
+/// The most periods an answer of this granularity may cover, and the unit's name.
+pub fn span_limit(granularity: Granularity) -> (i64, &'static str) {
+    match granularity {
+        Granularity::Day => (MAX_DAYS, "day"),
+        Granularity::Month => (MAX_MONTHS, "month"),
+    }
+}
+
+/// Bytes a JSON text takes inside Lambda's response to API Gateway, where the body travels
+/// as a JSON string: quotes and backslashes gain a backslash (JSON text holds no raw
+/// control characters, but they are counted as `\u00XX` all the same).
+pub fn invocation_bytes(json: &[u8]) -> usize {
+    json.iter()
+        .map(|&b| match b {
+            b'"' | b'\\' => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
 pub fn period_sk_range(first: Period, last: Period) -> (String, String) {
     (keys::period_sk(first), keys::period_sk(last))
 }
@@ -147,6 +187,33 @@ mod tests {
         assert!(from <= at(datetime!(2026-11-30 12:00 UTC)));
         assert!(at(datetime!(2026-11-30 12:59:59.999999999 UTC)) <= to);
         assert!(at(datetime!(2026-11-30 13:00 UTC)) > to);
+    }
+
+    #[test]
+    fn spans_count_the_periods_they_touch() {
+        let days = |from, to| {
+            let (first, last) = period_range(Granularity::Day, Some(from), Some(to), datetime!(2030-01-01 0:00 UTC));
+            periods_between(first, last)
+        };
+        assert_eq!(days(datetime!(2024-01-01 0:00 UTC), datetime!(2025-01-01 0:00 UTC)), 366);
+        assert_eq!(days(datetime!(2024-01-01 0:00 UTC), datetime!(2025-01-01 0:00:00.000000001 UTC)), 367);
+        assert_eq!(days(datetime!(2024-01-01 12:00 UTC), datetime!(2024-01-01 13:00 UTC)), 1);
+        assert!(days(datetime!(2024-01-02 0:00 UTC), datetime!(2024-01-01 0:00 UTC)) <= 0);
+        let (first, last) = period_range(
+            Granularity::Month,
+            Some(datetime!(0001-01-01 0:00 UTC)),
+            Some(datetime!(9999-12-31 0:00 UTC)),
+            datetime!(2030-01-01 0:00 UTC),
+        );
+        assert_eq!(periods_between(first, last), 9999 * 12);
+    }
+
+    #[test]
+    fn invocation_bytes_count_the_escapes_a_json_string_adds() {
+        let body = serde_json::json!({"payload": "say \"hi\" \\ \u{1}", "n": 1}).to_string();
+        let embedded = serde_json::to_string(&body).unwrap();
+        assert_eq!(invocation_bytes(body.as_bytes()), embedded.len() - 2);
+        assert_eq!(invocation_bytes(b"abc"), 3);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http_body_util::BodyExt;
 use lambda_http::RequestExt;
+use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 
 use crate::auth::Verifier;
@@ -22,6 +23,11 @@ use crate::{Error, Functions};
 
 /// API Gateway's payload limit.
 const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
+
+/// Lambda's limit on a synchronous invocation's response: the JSON the function hands back,
+/// the body inside it as a JSON string (base64 if binary). Lambda refuses a larger one
+/// ("Exceeded maximum allowed payload size (6291556 bytes)") and the HTTP API answers 500.
+const MAX_RESPONSE_BYTES: usize = 6_291_556;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -193,6 +199,22 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
         Target::Ingest => app.functions.ingest.handle(lambda_request).await,
         Target::Metrics => app.functions.metrics.handle(lambda_request).await,
     };
+    into_http(response)
+}
+
+/// The function's answer as the HTTP API sends it, or the HTTP API's own 500 when Lambda
+/// would have refused it for size.
+fn into_http(response: lambda_http::Response<lambda_http::Body>) -> Response {
+    let size = invocation_size(&response);
+    if size > MAX_RESPONSE_BYTES {
+        tracing::error!(size, limit = MAX_RESPONSE_BYTES, "the function's response is over Lambda's limit");
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "application/json")],
+            r#"{"message":"Internal Server Error"}"#,
+        )
+            .into_response();
+    }
     let (parts, body) = response.into_parts();
     let bytes: Vec<u8> = match body {
         lambda_http::Body::Empty => Vec::new(),
@@ -201,6 +223,32 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
         _ => Vec::new(),
     };
     Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// Bytes of the response as the function hands it to Lambda: the payload format 2.0 JSON
+/// that lambda_http writes for an HTTP API.
+fn invocation_size(response: &lambda_http::Response<lambda_http::Body>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut payload = ApiGatewayV2httpResponse::default();
+    payload.status_code = response.status().as_u16().into();
+    payload.headers = response.headers().clone();
+    payload.is_base64_encoded = matches!(response.body(), lambda_http::Body::Binary(_));
+    payload.body = Some(response.body().clone()).filter(|body| !matches!(body, lambda_http::Body::Empty));
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, &payload) {
+        Ok(()) => count.0,
+        // Lambda could not carry what cannot be written either.
+        Err(_) => usize::MAX,
+    }
 }
 
 fn query_map(query: Option<&str>) -> QueryMap {
@@ -246,6 +294,35 @@ mod tests {
         // A JWT route whose settings went missing is not served open.
         assert_eq!(Authorization::of("JWT", None), Authorization::Iam);
         assert_eq!(Authorization::of("SomeLambdaAuthorizer", None), Authorization::Iam);
+    }
+
+    fn text_response(body: String) -> lambda_http::Response<lambda_http::Body> {
+        let mut response = lambda_http::Response::new(lambda_http::Body::Text(body));
+        response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+        response
+    }
+
+    #[test]
+    fn a_response_over_lambdas_limit_is_the_gateways_500() {
+        let fits = format!("\"{}\"", "a".repeat(MAX_RESPONSE_BYTES - 200));
+        assert_eq!(into_http(text_response(fits)).status(), StatusCode::OK);
+        let over = format!("\"{}\"", "a".repeat(MAX_RESPONSE_BYTES));
+        assert_eq!(into_http(text_response(over)).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // 4 MB of quotes in the body is 8 MB once the body is a JSON string.
+        let quotes = serde_json::to_string(&"\"".repeat(2_000_000)).unwrap();
+        assert!(quotes.len() < MAX_RESPONSE_BYTES);
+        assert_eq!(into_http(text_response(quotes)).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // Binary bodies travel in base64, a third larger.
+        let binary = lambda_http::Response::new(lambda_http::Body::Binary(vec![0xff; 5_000_000]));
+        assert_eq!(into_http(binary).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    async fn the_refusal_is_the_gateways_own_message() {
+        let over = format!("\"{}\"", "a".repeat(MAX_RESPONSE_BYTES));
+        let response = into_http(text_response(over));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], br#"{"message":"Internal Server Error"}"#);
     }
 
     #[test]

@@ -56,8 +56,9 @@ checks.negative_data_rejection.expected-statuses = ["207", "400", "413", "415", 
 include-operation-id = ["putReferenceUsers"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "409", "413"]
 
-# Times are strings in RFC 3339 or epoch digits, and a cursor is one this service gave:
-# the schema cannot say which strings those are, so a schema-valid one may get a 400.
+# Times are strings in RFC 3339 or epoch digits, a cursor is one this service gave, and an
+# aggregates span is at most 366 days or 120 months: the schema cannot say which strings
+# those are, so a schema-valid one may get a 400.
 [[operations]]
 include-operation-id = ["getUserEvents", "getUserAggregates", "getAggregates"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]

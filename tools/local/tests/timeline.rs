@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use common::{call, read_stream, stack, until};
+use common::{call, http, read_stream, stack, until};
 use eventline_local::LocalStack;
 use eventline_local::poller::kinesis_event;
 use serde_json::{Value, json};
@@ -110,16 +110,27 @@ async fn aggregates(stack: &LocalStack, path: &str) -> BTreeMap<String, Value> {
     body["periods"].as_array().unwrap().iter().map(|p| (p["period"].as_str().unwrap().to_owned(), p.clone())).collect()
 }
 
+/// Days of both years the events fall in: one answer covers at most 366 days.
+async fn days(stack: &LocalStack, route: &str) -> BTreeMap<String, Value> {
+    let mut days = BTreeMap::new();
+    for span in
+        ["from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "from=2026-01-01T00:00:00Z&to=2026-12-01T00:00:00Z"]
+    {
+        days.extend(aggregates(stack, &format!("{route}?granularity=day&{span}")).await);
+    }
+    days
+}
+
 /// Every user's and everyone's days and months, as the API answers them, against the events.
 async fn check(stack: &LocalStack, events: &[Value]) {
     let all = "from=2025-01-01T00:00:00Z&to=2026-12-01T00:00:00Z";
     for user in ["sub-0", "sub-1", "sub-2"] {
-        let by_day = aggregates(stack, &format!("/users/{user}/aggregates?granularity=day&{all}")).await;
+        let by_day = days(stack, &format!("/users/{user}/aggregates")).await;
         assert_eq!(by_day, expected(events, Some(user), false), "{user} by day");
         let by_month = aggregates(stack, &format!("/users/{user}/aggregates?granularity=month&{all}")).await;
         assert_eq!(by_month, expected(events, Some(user), true), "{user} by month");
     }
-    assert_eq!(aggregates(stack, &format!("/aggregates?granularity=day&{all}")).await, expected(events, None, false));
+    assert_eq!(days(stack, "/aggregates").await, expected(events, None, false));
     assert_eq!(aggregates(stack, &format!("/aggregates?granularity=month&{all}")).await, expected(events, None, true));
 }
 
@@ -201,35 +212,59 @@ async fn timelines_page_in_order_and_aggregates_count_each_event_once() {
     running.stop(Duration::from_secs(60)).await.unwrap();
 }
 
+/// Lambda's limit on a function's response, the payload-2.0 JSON with the body as a string.
+const LAMBDA_RESPONSE_LIMIT: usize = 6_291_556;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_of_large_events_stops_before_the_response_limit() {
+async fn pages_of_large_events_stay_under_lambdas_response_limit() {
     let stack = stack(&[]).await;
     let running = stack.spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
-    // 24 events of about 250 KB: all of them would make a 6 MB answer.
-    let payload = "p".repeat(250_000);
-    let events: Vec<Value> = (0..24)
-        .map(|i| json!({"id": format!("big-{i:02}"), "user_id": "heavy", "timestamp": 1_795_000_000 + i, "payload": payload}))
+    let addr = running.addr;
+    // 40 events of 100,000 quotes: 200 KB each as sent and in the body, 400 KB each once the
+    // body is the JSON string Lambda carries. All in one answer: 16 MB.
+    let quotes = "\"".repeat(100_000);
+    let events: Vec<Value> = (0..40)
+        .map(|i| json!({"id": format!("big-{i:02}"), "source": "web", "user_id": "heavy", "timestamp": 1_795_000_000 + i, "payload": quotes}))
         .collect();
     for event in &events {
         post(&stack, std::slice::from_ref(event)).await;
     }
-    drained(&stack, 24, 0).await;
+    drained(&stack, 40, 0).await;
 
+    // Through the HTTP API, signed: the local gateway refuses what Lambda would.
     let mut seen = Vec::new();
-    let mut uri = "/users/heavy/events?limit=1000".to_owned();
+    let mut pages = 0;
+    let mut path = "/users/heavy/events?limit=1000".to_owned();
     loop {
-        let (status, body) = call(&stack, "GET", &uri, None).await;
-        assert_eq!(status, 200);
-        let page = body["events"].as_array().unwrap();
-        assert!(body.to_string().len() < 5 * 1024 * 1024, "a page of {} bytes", body.to_string().len());
+        let response = http(addr, "GET", &path, None).await;
+        assert_eq!(response.status, 200, "{path}: {}", response.body);
+        pages += 1;
+        let carried = serde_json::to_string(&response.body.to_string()).unwrap().len();
+        assert!(carried < LAMBDA_RESPONSE_LIMIT, "a page of {carried} bytes in Lambda's response");
+        let page = response.body["events"].as_array().unwrap();
+        assert!(page.iter().all(|e| e["payload"] == quotes.as_str()));
         seen.extend(page.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
-        match body["next_cursor"].as_str() {
-            Some(next) => uri = format!("/users/heavy/events?limit=1000&cursor={next}"),
+        match response.body["next_cursor"].as_str() {
+            Some(next) => path = format!("/users/heavy/events?limit=1000&cursor={next}"),
             None => break,
         }
     }
-    let expected: Vec<String> = (0..24).map(|i| format!("big-{i:02}")).collect();
-    assert_eq!(seen, expected, "every event once, in order, over several pages");
+    let expected: Vec<String> = (0..40).map(|i| format!("big-{i:02}")).collect();
+    assert_eq!(seen, expected, "every event once, in order");
+    assert!(pages >= 4, "{pages} pages");
+
+    // One event is one item (at most 400 KB): always under the limit.
+    let one = http(addr, "GET", "/events/web/big-00", None).await;
+    assert_eq!((one.status, one.body["id"].as_str()), (200, Some("big-00")));
+    // Aggregates cover at most 120 months (or 366 days) per answer.
+    let months = |to: i64| format!("/aggregates?granularity=month&from=1451606400&to={to}");
+    let within = http(addr, "GET", &months(1_767_225_600), None).await;
+    assert_eq!(within.status, 200, "{}", within.body);
+    let beyond = http(addr, "GET", &months(1_769_904_000), None).await;
+    assert_eq!(beyond.status, 400, "{}", beyond.body);
+    assert!(beyond.body["detail"].as_str().unwrap().contains("at most 120"), "{}", beyond.body);
+    let user_days = http(addr, "GET", "/users/heavy/aggregates?from=1704067200&to=1735776000", None).await;
+    assert_eq!(user_days.status, 400, "{}", user_days.body);
 
     // A cursor used with other bounds than the page it came from is refused.
     let (_, first) = call(&stack, "GET", "/users/heavy/events?limit=2", None).await;
