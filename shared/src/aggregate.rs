@@ -30,6 +30,30 @@ pub const DEFAULT_BREAKDOWN_KEYS: u32 = 100;
 /// The key a breakdown counts folded keys under (with events whose key is literally this).
 pub const OTHER_KEY: &str = "other";
 
+/// Keys a breakdown shows in one answer's period or window: the largest counts (ties by
+/// key), the rest added to [`OTHER_KEY`]. Items read from several shards can together hold
+/// more keys than one item keeps; this bounds an answer (366 days of two breakdowns stay
+/// near 3 MB at worst) whatever the deployment's `MaxBreakdownKeys`.
+pub const ANSWER_KEYS: usize = 50;
+
+/// Folds a breakdown to at most [`ANSWER_KEYS`] keys besides [`OTHER_KEY`]; returns the
+/// count it moved.
+pub fn fold_for_answer(counts: &mut BTreeMap<String, u64>) -> u64 {
+    let other = counts.remove(OTHER_KEY);
+    let mut folded = 0;
+    if counts.len() > ANSWER_KEYS {
+        let mut ranked: Vec<(String, u64)> = std::mem::take(counts).into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        folded = ranked[ANSWER_KEYS..].iter().map(|(_, count)| count).sum();
+        ranked.truncate(ANSWER_KEYS);
+        counts.extend(ranked);
+    }
+    if other.is_some() || folded > 0 {
+        counts.insert(OTHER_KEY.to_owned(), other.unwrap_or(0) + folded);
+    }
+    folded
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Granularity {
     Day,
@@ -189,6 +213,11 @@ pub struct AggregateTally {
 }
 
 impl AggregateTally {
+    /// Folds each breakdown to what one answer shows ([`fold_for_answer`]).
+    pub fn fold_for_answer(&mut self) {
+        self.folded += fold_for_answer(&mut self.by_type) + fold_for_answer(&mut self.by_source);
+    }
+
     pub fn add(&mut self, other: &AggregateTally) {
         self.events += other.events;
         self.folded += other.folded;
@@ -315,5 +344,21 @@ mod tests {
         assert_eq!(Sum::parse_stored("12345678901234567.123456").unwrap().to_json(), "12345678901234567.123456");
         assert_eq!(Sum::parse_stored("-7").unwrap().to_json(), serde_json::json!(-7));
         assert_eq!(Sum::parse_stored("100000000000000000000").unwrap().to_json(), "100000000000000000000");
+    }
+
+    #[test]
+    fn an_answer_shows_the_largest_keys_and_the_rest_as_other() {
+        let mut counts: BTreeMap<String, u64> = (0..ANSWER_KEYS as u64 + 10).map(|i| (format!("k{i:03}"), i + 1)).collect();
+        counts.insert(OTHER_KEY.into(), 7);
+        let total: u64 = counts.values().sum();
+        let folded = fold_for_answer(&mut counts);
+        assert_eq!(folded, (1..=10).sum::<u64>(), "the ten smallest fold");
+        assert_eq!(counts.len(), ANSWER_KEYS + 1);
+        assert_eq!(counts.values().sum::<u64>(), total);
+        assert_eq!(counts[OTHER_KEY], 7 + folded);
+        assert!(!counts.contains_key("k000") && counts.contains_key("k059"));
+        let mut few = BTreeMap::from([("a".to_owned(), 1)]);
+        assert_eq!(fold_for_answer(&mut few), 0);
+        assert_eq!(few, BTreeMap::from([("a".to_owned(), 1)]), "nothing to fold adds no other");
     }
 }

@@ -100,6 +100,15 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Folds each breakdown to what one answer shows.
+    pub fn fold_for_answer(&mut self) {
+        use crate::aggregate::fold_for_answer;
+        self.folded += fold_for_answer(&mut self.by_type)
+            + fold_for_answer(&mut self.by_source)
+            + fold_for_answer(&mut self.by_plan)
+            + fold_for_answer(&mut self.by_region);
+    }
+
     pub fn add(&mut self, other: &Tally) {
         self.events += other.events;
         self.unknown += other.unknown;

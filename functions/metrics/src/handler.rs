@@ -16,7 +16,7 @@ use eventline_model::{EventId, ProcessedEvent, Source, UserId, format_rfc3339};
 
 use crate::reader::{Counters, MetricsReader, ReadError, WindowRead};
 use crate::timeline;
-use eventline_model::aggregate::{Granularity, PeriodView};
+use eventline_model::aggregate::{AggregateTally, Granularity, PeriodView};
 use eventline_model::window::{DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS, ReadPlan};
 use std::collections::BTreeMap;
 
@@ -148,7 +148,8 @@ pub struct WindowView {
 
 impl WindowView {
     pub fn of(seconds: i64, read: WindowRead) -> Self {
-        let tally = read.tally;
+        let mut tally = read.tally;
+        tally.fold_for_answer();
         Self {
             window_sec: seconds,
             events_per_sec: (tally.events as f64 / seconds as f64 * 1000.0).round() / 1000.0,
@@ -333,6 +334,8 @@ impl<R: MetricsReader> Metrics<R> {
         } else {
             BTreeMap::new()
         };
+        let mut periods = periods;
+        periods.values_mut().for_each(AggregateTally::fold_for_answer);
         let folded = periods.values().any(|tally| tally.folded > 0);
         let periods: Vec<PeriodView> = periods.into_iter().map(|(label, tally)| PeriodView::of(label, tally)).collect();
         let mut body = serde_json::json!({
