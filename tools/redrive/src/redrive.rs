@@ -177,7 +177,7 @@ async fn from_bucket<B: FailureBucket, S: RecordSink>(
     let objects: Vec<ObjectInfo> = listed
         .into_iter()
         .filter(|object| !object.key.ends_with('/'))
-        // Dead-lettered records go back through their messages, which are deleted with them.
+        // Dead-lettered records go back through the messages that name them.
         .filter(|object| !object.key.starts_with(DEAD_LETTER_PREFIX))
         .filter(|object| match (options.since, object.last_modified) {
             (Some(since), Some(modified)) => modified >= since,
