@@ -78,6 +78,8 @@ pub mod names {
     pub const INGEST_STREAM: &str = "INGEST_STREAM";
     pub const OUTPUT_STREAM: &str = "OUTPUT_STREAM";
     pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
+    /// The failure bucket, where the transform keeps poison records too large for a message.
+    pub const DEAD_LETTER_BUCKET: &str = "DEAD_LETTER_BUCKET";
     pub const MAX_FUTURE_SKEW_SECONDS: &str = "MAX_FUTURE_SKEW_SECONDS";
     pub const ALLOWED_TYPES: &str = "ALLOWED_TYPES";
     pub const ALLOWED_SOURCES: &str = "ALLOWED_SOURCES";

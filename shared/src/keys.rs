@@ -155,6 +155,16 @@ pub fn poison_pk(ingest_id: Option<&IngestId>, shard_id: &str, sequence_number: 
     format!("POISON#{}", record_key(ingest_id, shard_id, sequence_number))
 }
 
+/// Where in the failure bucket (S3) the transform keeps the data of poison records too large
+/// for their dead-letter message. Lambda's own failure records are under `aws/lambda/`.
+pub const DEAD_LETTER_PREFIX: &str = "dead-letters/";
+
+/// The object of one poison record: named by its stream position, so every delivery of the
+/// record writes the same object.
+pub fn dead_letter_key(shard_id: &str, sequence_number: &str) -> String {
+    format!("{DEAD_LETTER_PREFIX}{shard_id}/{sequence_number}")
+}
+
 pub fn reference_bucket_pk(generation_key: &str) -> String {
     format!("REFERENCE#{generation_key}")
 }

@@ -9,6 +9,8 @@ pub struct Config {
     pub table_name: String,
     pub output_stream: String,
     pub dead_letter_queue_url: String,
+    /// The failure bucket: poison records too large for a queue message are kept there.
+    pub dead_letter_bucket: String,
     /// Numeric `data` fields the day and month aggregates sum.
     pub aggregate_measures: Vec<String>,
     /// The rules ingest applies, applied again to records other producers write.
@@ -29,6 +31,7 @@ impl Config {
             table_name: required(env, names::EVENTS_TABLE)?,
             output_stream: required(env, names::OUTPUT_STREAM)?,
             dead_letter_queue_url: required(env, names::DEAD_LETTER_QUEUE_URL)?,
+            dead_letter_bucket: required(env, names::DEAD_LETTER_BUCKET)?,
             aggregate_measures: match env.get(names::AGGREGATE_MEASURES) {
                 None => DEFAULT_MEASURES.split(',').map(str::to_owned).collect(),
                 Some(_) => list(env, names::AGGREGATE_MEASURES, measure)?,

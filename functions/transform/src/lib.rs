@@ -34,7 +34,7 @@ pub type AwsTransform = Transform<DynamoEventStore, KinesisSink, SqsDeadLetters,
 
 pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsTransform {
     // One client per service: a clone shares its connections and costs nothing at start-up.
-    // The dead-letter client waits for the first poison record, which most environments never see.
+    // The dead-letter clients wait for the first poison record, which most environments never see.
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     Transform {
         store: DynamoEventStore::new(
@@ -53,6 +53,7 @@ pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsTransform {
         dead_letters: SqsDeadLetters::built_on_first_use(
             sdk,
             config.dead_letter_queue_url,
+            config.dead_letter_bucket,
             Backoff::default().with_budget(DEAD_LETTER_BUDGET),
         ),
         backoff: Backoff::default().with_budget(PUBLISH_BUDGET),

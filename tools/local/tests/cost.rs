@@ -34,9 +34,10 @@ async fn write_units_per_event_with_and_without_aggregates() {
     let transform = Transform {
         store: transform::dynamo::DynamoEventStore::new(dynamodb.clone(), table, Backoff::default()),
         output: eventline_model::aws::KinesisSink::new(aws_sdk_kinesis::Client::new(&stack.sdk), &env["OUTPUT_STREAM"]),
-        dead_letters: transform::dead_letter::SqsDeadLetters::new(
-            aws_sdk_sqs::Client::new(&stack.sdk),
+        dead_letters: transform::dead_letter::SqsDeadLetters::built_on_first_use(
+            &stack.sdk,
             &env["DEAD_LETTER_QUEUE_URL"],
+            &env["DEAD_LETTER_BUCKET"],
             Backoff::default(),
         ),
         reference: transform::enrich::CachedReference::new(eventline_model::aws::reference::ReferenceStore::new(

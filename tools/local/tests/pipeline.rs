@@ -269,9 +269,10 @@ async fn transform_failing_mid_batch_and_redelivered_stores_and_counts_every_eve
     let flaky = Transform {
         store: FailingCommit { inner: real_store(), calls: AtomicUsize::new(0), fail_call: 1 },
         output: KinesisSink::new(aws_sdk_kinesis::Client::new(&stack.sdk), &env["OUTPUT_STREAM"]),
-        dead_letters: SqsDeadLetters::new(
-            aws_sdk_sqs::Client::new(&stack.sdk),
+        dead_letters: SqsDeadLetters::built_on_first_use(
+            &stack.sdk,
             &env["DEAD_LETTER_QUEUE_URL"],
+            &env["DEAD_LETTER_BUCKET"],
             Backoff::default(),
         ),
         reference: transform::enrich::CachedReference::new(reference_store(&stack, &env["EVENTS_TABLE"])),
@@ -320,9 +321,10 @@ async fn events_stored_but_not_published_are_published_on_redelivery() {
             Backoff::default(),
         ),
         output: FailingFirstPut { inner: output_sink, calls: AtomicUsize::new(0) },
-        dead_letters: SqsDeadLetters::new(
-            aws_sdk_sqs::Client::new(&stack.sdk),
+        dead_letters: SqsDeadLetters::built_on_first_use(
+            &stack.sdk,
             &env["DEAD_LETTER_QUEUE_URL"],
+            &env["DEAD_LETTER_BUCKET"],
             Backoff::default(),
         ),
         reference: transform::enrich::CachedReference::new(reference_store(&stack, &env["EVENTS_TABLE"])),

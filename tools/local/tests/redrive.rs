@@ -27,7 +27,7 @@ use eventline_redrive::{Error, NoProgress, Options, Sources, Summary, Target};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use transform::dead_letter::{MAX_RAW_BYTES, PoisonMessage};
+use transform::dead_letter::PoisonMessage;
 
 const THROUGH_INGEST: usize = 60;
 const DIRECT: usize = 6;
@@ -208,7 +208,8 @@ async fn a_redrive_brings_back_every_event_once_with_exact_counts() {
     crashing.store(false, Ordering::SeqCst);
 
     // Valid events in the dead-letter queue, as the transform writes them: three that ingest
-    // wrote, one another producer wrote without an id; and one too large to have been kept whole.
+    // wrote, one another producer wrote without an id; and one from before records were kept
+    // whole, too large to have been kept.
     let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
     let queue_url = &outputs["DeadLetterQueueUrl"];
     let shard = &positions[0].0;
@@ -227,13 +228,16 @@ async fn a_redrive_brings_back_every_event_once_with_exact_counts() {
         .zip(&letter_positions)
         .map(|(letter, (shard, sequence))| {
             let data = letter.to_string();
-            let message =
-                PoisonMessage::new(reason.into(), shard, sequence, field(letter, "user_id"), None, data.as_bytes());
-            serde_json::to_string(&message).unwrap()
+            PoisonMessage::new(reason.into(), shard, sequence, field(letter, "user_id"), None, data.as_bytes())
+                .body(None)
         })
         .collect();
-    let too_large = PoisonMessage::new(reason.into(), shard, "4959", "u-big", None, &vec![b'x'; MAX_RAW_BYTES + 1]);
-    bodies.push(serde_json::to_string(&too_large).unwrap());
+    let too_large = json!({
+        "reason": reason, "shard_id": shard, "sequence_number": "4959", "partition_key": "u-big",
+        "data_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, vec![b'x'; 98_304]),
+        "data_bytes": 98_305, "truncated": true,
+    });
+    bodies.push(too_large.to_string());
     for body in bodies {
         sqs.send_message().queue_url(queue_url).message_body(body).send().await.unwrap();
     }
@@ -325,4 +329,68 @@ async fn a_redrive_brings_back_every_event_once_with_exact_counts() {
 
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(30), polling).await.unwrap().unwrap().unwrap();
+}
+
+/// A record of 200 KiB written straight to the ingest stream, which the transform refuses
+/// (its `type` is not a token): too large for a queue message, it is kept whole in the
+/// failure bucket under its stream position, the message names the object, and a redrive
+/// puts it back on the stream byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_refused_record_is_kept_whole_and_redriven_byte_for_byte() {
+    let stack = stack(&[("TransformBatchWindowSeconds", "0")]).await;
+    let outputs = stack.manifest.outputs.clone();
+    let ingest_stream = &outputs["IngestStreamName"];
+    let bucket = &outputs["StreamFailureBucketName"];
+    let shared = &stack;
+
+    let head = r#"{"id":"big-1","source":"web","type":"Not A Token","timestamp":"2026-11-30T10:00:00Z","payload":""#;
+    let mut data = head.as_bytes().to_vec();
+    data.resize(200 * 1024 - 2, b'x');
+    data.extend_from_slice(br#""}"#);
+    assert_eq!(data.len(), 200 * 1024);
+    let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk);
+    let put = kinesis
+        .put_record()
+        .stream_name(ingest_stream)
+        .partition_key("u-big")
+        .data(Blob::new(data.clone()))
+        .send()
+        .await
+        .unwrap();
+    let (shard, sequence) = (put.shard_id().to_owned(), put.sequence_number().to_owned());
+
+    let running = stack.spawn(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    until(Duration::from_secs(30), "the record dead-lettered", || async move {
+        (queue_depth(shared).await == (1, 0)).then_some(())
+    })
+    .await;
+    running.stop(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(metrics(&stack).await["events_failed"], 1);
+
+    // The message, left visible: it names the object, which holds the record whole.
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+    let received =
+        sqs.receive_message().queue_url(&outputs["DeadLetterQueueUrl"]).visibility_timeout(0).send().await.unwrap();
+    let body: Value = serde_json::from_str(received.messages()[0].body().unwrap()).unwrap();
+    assert!(field(&body, "reason").contains("type"), "{body}");
+    let key = format!("dead-letters/{shard}/{sequence}");
+    assert_eq!(body["data_object"], json!({"bucket": bucket, "key": key}));
+    assert_eq!(body["data_bytes"], data.len());
+    assert!(body.get("data_base64").is_none(), "{body}");
+    let object = s3(&stack).get_object().bucket(bucket).key(&key).send().await.unwrap();
+    assert_eq!(object.body.collect().await.unwrap().into_bytes(), data);
+
+    let summary = redrive(&stack, Options { from: Sources::Dlq, ..Options::default() }).await;
+    assert_eq!(summary.total().resubmitted, 1, "{summary}");
+    assert!(!summary.has_failures());
+    assert_eq!(queue_depth(&stack).await, (0, 0), "the message is deleted once its record is back");
+
+    let copies: Vec<String> = read_stream(&stack, ingest_stream)
+        .await
+        .into_iter()
+        .filter(|r| r.data().as_ref() == data.as_slice() && r.partition_key() == Some("u-big"))
+        .map(|r| r.sequence_number().to_owned())
+        .collect();
+    assert_eq!(copies.len(), 2, "the first put and the redriven one, byte for byte");
+    assert_eq!(copies[0], sequence);
 }

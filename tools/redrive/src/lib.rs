@@ -2,7 +2,8 @@
 //!
 //! - the failure bucket: batches the event source mapping stopped retrying
 //!   ([`failure_record`]), each record as the stream held it;
-//! - the dead-letter queue: records the transform judged poison ([`dead_letter`]).
+//! - the dead-letter queue: records the transform judged poison ([`dead_letter`]), each in
+//!   its message or, when too large for one, in an object of the failure bucket it names.
 //!
 //! Their records go back on the ingest stream with PutRecords, with their data and partition
 //! key, so identities are kept and the transform's dedup makes a second redrive harmless;
@@ -67,11 +68,10 @@ pub async fn run(
     let sink = KinesisSink::new(kinesis, target.stream.clone());
     let bucket =
         target.bucket.as_ref().filter(|_| options.from.bucket()).map(|name| s3::S3Bucket::new(s3_client(sdk), name));
-    let queue = target
-        .queue_url
-        .as_ref()
-        .filter(|_| options.from.queue())
-        .map(|url| sqs::SqsQueue::new(aws_sdk_sqs::Client::new(sdk), url, Backoff::default()));
+    let queue = target.queue_url.as_ref().filter(|_| options.from.queue()).map(|url| {
+        let client = aws_sdk_sqs::Client::new(sdk);
+        sqs::SqsQueue::new(client, url, Backoff::default(), s3_client(sdk), target.bucket.clone())
+    });
     redrive(bucket.as_ref(), queue.as_ref(), &sink, options, progress).await
 }
 

@@ -6,12 +6,13 @@ use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
+use eventline_model::keys::DEAD_LETTER_PREFIX;
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{MAX_BYTES_PER_PUT, OutRecord, RecordSink, put_all};
 use futures_util::future::join_all;
 use time::OffsetDateTime;
 
-use crate::dead_letter::{self, Unusable};
+use crate::dead_letter::{self, Data, DataObject, Unusable};
 use crate::error::Error;
 use crate::failure_record;
 use crate::prepare::{Origin, prepare};
@@ -113,6 +114,8 @@ pub trait DeadLetterQueue: Send + Sync {
     fn delete(&self, receipts: &[String]) -> impl Future<Output = Vec<Result<(), String>>> + Send;
     /// Makes the messages visible again now; a result per receipt handle, in order.
     fn release(&self, receipts: &[String]) -> impl Future<Output = Vec<Result<(), String>>> + Send;
+    /// The data of a record too large for its message, from the object the message names.
+    fn read_object(&self, object: &DataObject) -> impl Future<Output = Result<Vec<u8>, Error>> + Send;
 }
 
 /// Progress of a long run, e.g. for a progress bar.
@@ -174,6 +177,8 @@ async fn from_bucket<B: FailureBucket, S: RecordSink>(
     let objects: Vec<ObjectInfo> = listed
         .into_iter()
         .filter(|object| !object.key.ends_with('/'))
+        // Dead-lettered records go back through the messages that name them.
+        .filter(|object| !object.key.starts_with(DEAD_LETTER_PREFIX))
         .filter(|object| match (options.since, object.last_modified) {
             (Some(since), Some(modified)) => modified >= since,
             _ => true,
@@ -377,25 +382,34 @@ async fn redrive_round<Q: DeadLetterQueue, S: RecordSink>(
         let checked = match dead_letter::parse(&message.body) {
             Ok(letter) => {
                 *counts.reasons.entry(reason_group(&letter.reason)).or_default() += 1;
-                prepare(&letter.data, Origin::DeadLettered, Some(&letter.position), None)
-                    .and_then(|prepared| Ok((out_record(letter.partition_key, prepared.data)?, prepared.adjustments)))
-                    .and_then(|(out, adjustments)| {
-                        // Dry runs put nothing, so nothing can come back.
-                        if !options.dry_run && !resubmitted.insert(record_hash(&out)) {
-                            return Err("holds the same record as a message re-submitted earlier in this run (a \
-                                        duplicate message, or the record was dead-lettered again)"
-                                .to_owned());
-                        }
-                        Ok((out, adjustments))
-                    })
+                match letter_data(queue, letter.data).await {
+                    Err(problem) => Err(problem),
+                    Ok(data) => prepare(&data, Origin::DeadLettered, Some(&letter.position), None)
+                        .and_then(|prepared| {
+                            Ok((out_record(letter.partition_key, prepared.data)?, prepared.adjustments))
+                        })
+                        .and_then(|(out, adjustments)| {
+                            // Dry runs put nothing, so nothing can come back.
+                            if !options.dry_run && !resubmitted.insert(record_hash(&out)) {
+                                return Err("holds the same record as a message re-submitted earlier in this run (a \
+                                            duplicate message, or the record was dead-lettered again)"
+                                    .to_owned());
+                            }
+                            Ok((out, adjustments))
+                        })
+                        .map_err(|reason| (ProblemKind::Skipped, reason)),
+                }
             }
             Err(unusable) => {
                 let group = unusable.reason().map_or_else(|| "(not a dead-lettered record)".to_owned(), reason_group);
                 *counts.reasons.entry(group).or_default() += 1;
-                Err(match unusable {
-                    Unusable::Truncated { .. } => unusable.to_string(),
-                    Unusable::Malformed(_) => format!("the message {unusable}"),
-                })
+                Err((
+                    ProblemKind::Skipped,
+                    match unusable {
+                        Unusable::Truncated { .. } => unusable.to_string(),
+                        Unusable::Malformed(_) => format!("the message {unusable}"),
+                    },
+                ))
             }
         };
         match checked {
@@ -405,9 +419,12 @@ async fn redrive_round<Q: DeadLetterQueue, S: RecordSink>(
                 records.push(out);
                 owners.push(index);
             }
-            Err(reason) => {
-                counts.records.skipped += 1;
-                summary.problem(item, ProblemKind::Skipped, format!("{reason}; left in the queue"));
+            Err((kind, reason)) => {
+                match kind {
+                    ProblemKind::Skipped => counts.records.skipped += 1,
+                    ProblemKind::Failed => counts.records.failed += 1,
+                }
+                summary.problem(item, kind, format!("{reason}; left in the queue"));
                 staying.insert(message.id.clone(), message.receipt.clone());
             }
         }
@@ -449,6 +466,31 @@ async fn redrive_round<Q: DeadLetterQueue, S: RecordSink>(
     }
 }
 
+/// A dead-lettered record's data: from the message, or read from the object it names
+/// (which must hold as many bytes as the message says). Objects are left for the bucket's
+/// lifecycle rule: a copy of the message (SQS delivers at least once) may still name one.
+async fn letter_data<Q: DeadLetterQueue>(queue: &Q, data: Data) -> Result<Vec<u8>, (ProblemKind, String)> {
+    let (object, bytes) = match data {
+        Data::Inline(data) => return Ok(data),
+        Data::Stored { object, bytes } => (object, bytes),
+    };
+    let name = format!("s3://{}/{}", object.bucket, object.key);
+    if bytes > MAX_RECORD_BYTES {
+        let reason = format!("names {name} of {bytes} bytes; a Kinesis record takes {MAX_RECORD_BYTES}");
+        return Err((ProblemKind::Skipped, reason));
+    }
+    match queue.read_object(&object).await {
+        Ok(data) if data.len() == bytes => Ok(data),
+        Ok(data) => {
+            let reason = format!("{name} holds {} bytes but the message says {bytes}", data.len());
+            Err((ProblemKind::Skipped, reason))
+        }
+        // Gone, or not to be read: a later run cannot do better.
+        Err(error @ (Error::NotFound { .. } | Error::Refused { .. })) => Err((ProblemKind::Skipped, error.to_string())),
+        Err(error) => Err((ProblemKind::Failed, error.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,7 +502,7 @@ mod tests {
     use eventline_model::sink::PutFailure;
     use serde_json::json;
     use time::macros::datetime;
-    use transform::dead_letter::{MAX_RAW_BYTES, PoisonMessage};
+    use transform::dead_letter::{DataObject as Object, PoisonMessage};
 
     use crate::summary::Tally;
 
@@ -498,9 +540,27 @@ mod tests {
         .into_bytes()
     }
 
+    const REASON: &str = "the stored item could be 411000 bytes";
+
     fn poison(key: &str, data: &[u8]) -> String {
-        let message = PoisonMessage::new("the stored item could be 411000 bytes".into(), SHARD, "77", key, None, data);
-        serde_json::to_string(&message).unwrap()
+        PoisonMessage::new(REASON.into(), SHARD, "77", key, None, data).body(None)
+    }
+
+    /// The message of a record kept in the bucket, at stream position `sequence_number`.
+    fn stored_poison(key: &str, data: &[u8], sequence_number: &str) -> (String, Object) {
+        let message = PoisonMessage::new(REASON.into(), SHARD, sequence_number, key, None, data);
+        let object = Object { bucket: "failures".into(), key: message.object_key() };
+        (message.body(Some(&object)), object)
+    }
+
+    /// A message from before records were kept whole, holding the first 96 KiB of 96 KiB + 1.
+    fn truncated_poison(key: &str) -> String {
+        json!({
+            "reason": REASON, "shard_id": SHARD, "sequence_number": "78", "partition_key": key,
+            "event_source_arn": null, "data_base64": STANDARD.encode(vec![b'x'; 98_304]),
+            "data_bytes": 98_305, "truncated": true,
+        })
+        .to_string()
     }
 
     #[derive(Default)]
@@ -550,6 +610,8 @@ mod tests {
         /// (id, body, visible), in order.
         messages: Mutex<Vec<(String, String, bool)>>,
         receives: Mutex<u32>,
+        /// Objects of records too large for their message, by (bucket, key).
+        objects: BTreeMap<(String, String), Vec<u8>>,
     }
 
     impl FakeQueue {
@@ -610,6 +672,14 @@ mod tests {
             }
             vec![Ok(()); receipts.len()]
         }
+
+        async fn read_object(&self, object: &DataObject) -> Result<Vec<u8>, Error> {
+            let what = format!("s3://{}/{}", object.bucket, object.key);
+            self.objects
+                .get(&(object.bucket.clone(), object.key.clone()))
+                .cloned()
+                .ok_or(Error::NotFound { what, hint: "it expired".into() })
+        }
     }
 
     /// Takes every record but those with a refused partition key.
@@ -656,7 +726,7 @@ mod tests {
     fn queue() -> FakeQueue {
         FakeQueue::with(&[
             poison("u-3", ingest_record("e-3").as_bytes()),
-            poison("u-4", &vec![b'x'; MAX_RAW_BYTES + 1]),
+            truncated_poison("u-4"),
             poison("u-5", b"not json"),
             "not a poison message".to_owned(),
         ])
@@ -811,6 +881,70 @@ mod tests {
                 .await
                 .unwrap_err();
         assert!(matches!(error, Error::Usage(_)), "{error}");
+    }
+
+    /// A 200 KiB event another producer wrote, as JSON text.
+    fn large_event(id: &str) -> Vec<u8> {
+        let head = format!(r#"{{"id":"{id}","source":"web","type":"t","timestamp":"2026-11-30T10:00:00Z","payload":""#);
+        let mut data = head.into_bytes();
+        data.resize(200 * 1024 - 2, b'x');
+        data.extend_from_slice(b"\"}");
+        data
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_kept_in_the_bucket_goes_back_byte_for_byte_and_then_its_message_is_deleted() {
+        let data = large_event("big-1");
+        let (body, object) = stored_poison("u-9", &data, "79");
+        let mut queue = FakeQueue::with(&[body.clone(), body]);
+        queue.objects.insert((object.bucket, object.key), data.clone());
+        let stream = FakeStream::default();
+        let options = Options { from: Sources::Dlq, ..Options::default() };
+        let summary = redrive::<FakeBucket, _, _>(None, Some(&queue), &stream, &options, &NoProgress).await.unwrap();
+
+        let records = stream.records.lock().unwrap().clone();
+        assert_eq!(records, [OutRecord { partition_key: "u-9".into(), data }], "once, byte for byte");
+        assert_eq!(queue.left(), [("m1".to_owned(), true)], "the copy stays for a later run, its object with it");
+        let messages = summary.queue.as_ref().unwrap();
+        assert_eq!((messages.deleted, messages.records.resubmitted, messages.records.skipped), (1, 1, 1));
+        assert!(!summary.has_failures());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_whose_object_is_gone_or_differs_stays_in_the_queue() {
+        let data = large_event("big-2");
+        let (gone, _) = stored_poison("u-1", &data, "80");
+        let (short, short_object) = stored_poison("u-2", &data, "81");
+        let mut queue = FakeQueue::with(&[gone, short]);
+        queue.objects.insert((short_object.bucket, short_object.key), data[1..].to_vec());
+        let stream = FakeStream::default();
+        let options = Options { from: Sources::Dlq, ..Options::default() };
+        let summary = redrive::<FakeBucket, _, _>(None, Some(&queue), &stream, &options, &NoProgress).await.unwrap();
+
+        assert!(stream.records.lock().unwrap().is_empty());
+        assert_eq!(queue.left().len(), 2);
+        let reasons: Vec<&str> = summary.problems.iter().map(|p| p.reason.as_str()).collect();
+        assert!(
+            reasons[0].starts_with("s3://failures/dead-letters/shardId-000000000000/80 does not exist"),
+            "{reasons:?}"
+        );
+        assert!(reasons[1].contains("holds 204799 bytes but the message says 204800"), "{reasons:?}");
+        assert_eq!(summary.queue.as_ref().unwrap().records.skipped, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dead_lettered_objects_are_not_read_as_failure_records() {
+        let e1 = ingest_record("e-1");
+        let bucket = FakeBucket::with(&[
+            ("aws/lambda/m/s/2026/11/30/a", failure_object(&[("u-1", e1.as_bytes())])),
+            ("dead-letters/shardId-000000000000/79", large_event("big-1")),
+        ]);
+        let options = Options { from: Sources::S3, delete_failure_objects: true, ..Options::default() };
+        let stream = FakeStream::default();
+        let summary = redrive::<_, FakeQueue, _>(Some(&bucket), None, &stream, &options, &NoProgress).await.unwrap();
+        assert_eq!(summary.bucket.as_ref().unwrap().objects, 1);
+        assert!(summary.problems.is_empty(), "{summary}");
+        assert_eq!(*bucket.deleted.lock().unwrap(), ["aws/lambda/m/s/2026/11/30/a"]);
     }
 
     #[test]

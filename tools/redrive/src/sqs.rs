@@ -1,4 +1,5 @@
-//! The dead-letter queue in SQS.
+//! The dead-letter queue in SQS, and the objects in S3 that hold the records too large for
+//! their message.
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,8 +13,10 @@ use aws_sdk_sqs::types::{
 use eventline_model::aws::error_chain;
 use eventline_model::retry::Backoff;
 
+use crate::dead_letter::DataObject;
 use crate::error::{Error, classify};
-use crate::redrive::{DeadLetterQueue, QueueMessage};
+use crate::redrive::{DeadLetterQueue, FailureBucket, QueueMessage};
+use crate::s3::S3Bucket;
 
 /// SQS's limit on messages per receive and per batch call.
 const MAX_MESSAGES_PER_CALL: usize = 10;
@@ -29,6 +32,9 @@ pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     url: String,
     backoff: Backoff,
+    s3: aws_sdk_s3::Client,
+    /// The only bucket objects are read from, when known (`--bucket`).
+    bucket: Option<String>,
 }
 
 /// An entry a batch call did not carry out.
@@ -40,8 +46,15 @@ struct Refused {
 }
 
 impl SqsQueue {
-    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>, backoff: Backoff) -> Self {
-        Self { client, url: url.into(), backoff }
+    /// `s3` reads the objects messages name, from `bucket` only when it is given.
+    pub fn new(
+        client: aws_sdk_sqs::Client,
+        url: impl Into<String>,
+        backoff: Backoff,
+        s3: aws_sdk_s3::Client,
+        bucket: Option<String>,
+    ) -> Self {
+        Self { client, url: url.into(), backoff, s3, bucket }
     }
 
     fn what(&self) -> String {
@@ -196,6 +209,18 @@ impl DeadLetterQueue for SqsQueue {
         })
         .await
     }
+
+    #[tracing::instrument(skip(self), fields(queue = %self.url))]
+    async fn read_object(&self, object: &DataObject) -> Result<Vec<u8>, Error> {
+        if let Some(bucket) = self.bucket.as_ref().filter(|bucket| **bucket != object.bucket) {
+            return Err(Error::Refused {
+                action: "s3:GetObject",
+                what: format!("s3://{}/{}", object.bucket, object.key),
+                detail: format!("the message names another bucket than {bucket} (--bucket)"),
+            });
+        }
+        S3Bucket::new(self.s3.clone(), &object.bucket).read(&object.key).await
+    }
 }
 
 fn refused(entry: &aws_sdk_sqs::types::BatchResultErrorEntry) -> Refused {
@@ -203,5 +228,33 @@ fn refused(entry: &aws_sdk_sqs::types::BatchResultErrorEntry) -> Refused {
         id: entry.id().to_owned(),
         reason: format!("{}: {}", entry.code(), entry.message().unwrap_or_default()),
         sender_fault: entry.sender_fault(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn objects_are_read_from_the_given_bucket_only() {
+        // Nothing listens on port 1: a call would fail at once, on loopback.
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .build();
+        let queue = SqsQueue::new(
+            aws_sdk_sqs::Client::new(&sdk),
+            "http://127.0.0.1:1/000000000000/dead-letters",
+            Backoff::default(),
+            aws_sdk_s3::Client::new(&sdk),
+            Some("failures".into()),
+        );
+        let elsewhere = DataObject { bucket: "someone-elses".into(), key: "dead-letters/s/1".into() };
+        let error = queue.read_object(&elsewhere).await.unwrap_err();
+        assert!(
+            matches!(&error, Error::Refused { detail, .. } if detail.contains("another bucket than failures")),
+            "{error}"
+        );
     }
 }
