@@ -27,6 +27,7 @@ const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
 enum Target {
     Ingest,
     Metrics,
+    Admin,
 }
 
 /// What a route asks of a request before its handler sees it.
@@ -100,6 +101,7 @@ impl App {
             let target = match name.as_str() {
                 "ingest" => Target::Ingest,
                 "metrics" => Target::Metrics,
+                "admin" => Target::Admin,
                 _ => continue,
             };
             for route in &function.routes {
@@ -192,6 +194,7 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let response = match route.target {
         Target::Ingest => app.functions.ingest.handle(lambda_request).await,
         Target::Metrics => app.functions.metrics.handle(lambda_request).await,
+        Target::Admin => app.functions.admin.handle(lambda_request).await,
     };
     let (parts, body) = response.into_parts();
     let bytes: Vec<u8> = match body {
