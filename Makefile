@@ -32,7 +32,7 @@ lint: $(VENV)/.dev $(LINT_VENV)/.installed
 check-template: $(VENV)/.dev
 	sam validate --lint
 
-## build: the three functions for Lambda with SAM (arm64 by default)
+## build: the functions for Lambda with SAM (arm64 by default)
 build: $(VENV)/.dev
 	rustup target add aarch64-unknown-linux-gnu
 	sam build
@@ -127,7 +127,7 @@ SAM_LOCAL_PACKAGES := podman runc slirp4netns busybox-static
 
 ## sam-local: every events/ file through `sam local invoke`, then HTTP checks through `sam local start-api`, against the emulator
 sam-local: $(VENV)/.dev sam-local-packages
-	cargo build --bin ingest --bin transform --bin metrics
+	cargo build --bin ingest --bin transform --bin metrics --bin admin
 	$(VENV)/bin/python tools/sam-local/sam_local.py
 
 # Installs the Debian packages that are missing (apt-get, as root). Elsewhere the run itself

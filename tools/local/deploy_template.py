@@ -7,7 +7,8 @@ The emulator skips HTTP API resources, so the routes and their authorization are
 from the OpenAPI document the translator makes for the HTTP API. Prints one JSON document describing what the functions need to run:
 
   {"stack": ..., "outputs": {...},
-   "functions": {binary: {"logical_id", "environment", "routes": [{"method", "path", "auth", "jwt"?}]}},
+   "functions": {binary: {"logical_id", "environment", "routes": [{"method", "path", "auth", "jwt"?}],
+                          "timeout_seconds", "reserved_concurrency"}},
    "event_sources": [{"function": binary, "stream_arn", "batch_size", ...}]}
 """
 
@@ -372,6 +373,9 @@ def main():
             "environment": {k: str(v) for k, v in config.get("Environment", {}).get("Variables", {}).items()},
             "routes": routes[binary],
             "timeout_seconds": config.get("Timeout", 3),
+            "reserved_concurrency": lam.get_function_concurrency(FunctionName=physical_ids[logical_id]).get(
+                "ReservedConcurrentExecutions"
+            ),
         }
 
     json.dump(

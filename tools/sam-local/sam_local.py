@@ -2,14 +2,15 @@
 """`sam local` over template.yaml, against the AWS emulator, with every answer checked.
 
 1. Every file in events/ goes through `sam local invoke` with the function its name starts
-   with (ingest-, transform-, metrics-), and its answer is checked against EXPECTED below.
+   with (admin-, ingest-, transform-, metrics-), and its answer is checked against EXPECTED
+   below; the reference table (admin-) goes first, so the transform enriches from it.
    In between, GET /metrics (through the metrics function) must show the totals those
    answers add up to, and the records the ingest invocations put on the ingest stream are
    read back and invoked on the transform as the Kinesis event the event source mapping
    would send, so the metrics and GET /events/{source}/{id} files find them processed.
 2. `sam local start-api` serves the template's routes; signed HTTP requests through it
    check POST /events, GET /events/{source}/{id} before and after the transform processed
-   the event, GET /health and GET /metrics.
+   the event, GET /health, GET /metrics and PUT /reference/users.
 
 Everything runs against a moto emulator started for the run, holding the template's own
 resources (tools/local/deploy_template.py), on loopback. The functions are the host's
@@ -58,7 +59,13 @@ REGION = "us-east-1"
 ACCESS_KEY = SECRET_KEY = "testing"
 API_SERVICE = "execute-api"
 STACK_NAME = "eventline-sam-local"
-FUNCTION_PREFIXES = {"ingest-": "IngestFunction", "transform-": "TransformFunction", "metrics-": "MetricsFunction"}
+FUNCTION_PREFIXES = {
+    "admin-": "AdminFunction",
+    "ingest-": "IngestFunction",
+    "transform-": "TransformFunction",
+    "metrics-": "MetricsFunction",
+}
+BINARIES = ("ingest", "transform", "metrics", "admin")
 METRICS_FILE = "metrics-get-metrics.json"
 INVOKE_TIMEOUT_SECONDS = 180
 # Debian's busybox-static: a shell and file commands for the image, needing no libraries.
@@ -104,6 +111,11 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class Admin:
+    status: int
+
+
+@dataclass(frozen=True)
 class Transform:
     adds: Counts
     failures: list = field(default_factory=list)
@@ -115,7 +127,9 @@ class Transform:
 # every record accounted for once (received, and processed, failed or duplicate).
 GENERIC_INGEST_STATUSES = (202, 207, 400, 413, 415)
 GENERIC_METRICS_STATUSES = (200, 404)
+GENERIC_ADMIN_STATUSES = (200, 400, 409, 413, 415)
 EXPECTED = {
+    "admin-put-reference-users.json": Admin(200),
     "ingest-post-event.json": Ingest(202, accepted=1),
     "ingest-post-array.json": Ingest(202, accepted=3),
     "ingest-post-batch.json": Ingest(202, accepted=2),
@@ -166,9 +180,9 @@ def find_missing(binaries_dir, events):
         missing.append("/bin/busybox (apt-get install busybox-static; `make sam-local` installs it)")
     if not (VENV_BIN / "sam").exists() or rapid_interface_emulator(lambda_architecture()) is None:
         missing.append(f"the SAM CLI in {VENV_BIN} (`make .venv/.dev`)")
-    for binary in ("ingest", "transform", "metrics"):
+    for binary in BINARIES:
         if not (binaries_dir / binary).exists():
-            missing.append(f"{binaries_dir / binary} (cargo build --bin ingest --bin transform --bin metrics)")
+            missing.append(f"{binaries_dir / binary} (cargo build {' '.join(f'--bin {b}' for b in BINARIES)})")
     if not events:
         missing.append(f"event files in {REPO / 'events'}")
     unprefixed = [e.name for e in events if function_of(e.name) is None]
@@ -499,6 +513,8 @@ class InvokePhase:
 
     def run(self):
         names = sorted(self.events)
+        for name in [n for n in names if n.startswith("admin-")]:
+            self.admin(name)
         for name in [n for n in names if n.startswith("ingest-")]:
             self.ingest(name)
         self.expect_totals("after the ingest files")
@@ -515,6 +531,21 @@ class InvokePhase:
         started = time.monotonic()
         answer = self.sam.invoke(logical_id, path, label)
         return answer, time.monotonic() - started
+
+    def admin(self, name):
+        expected = EXPECTED.get(name)
+        answer, seconds = self.invoke("AdminFunction", self.events[name], name)
+        status, body = http_answer(answer, name)
+        allowed = GENERIC_ADMIN_STATUSES if expected is None else (expected.status,)
+        check(status in allowed, f"{name}: expected {' or '.join(map(str, allowed))}, got {status}: {body}")
+        if status == 200:
+            check(
+                isinstance(body.get("generation"), int) and isinstance(body.get("users"), int),
+                f"{name}: 200 without the generation stored: {body}",
+            )
+        else:
+            check(body.get("status") == status and body.get("title"), f"{name}: a {status} must be a problem: {body}")
+        step(f"ok  {name}: {status} ({seconds:.1f} s){generic_note(expected)}")
 
     def ingest(self, name):
         expected = EXPECTED.get(name)
@@ -758,6 +789,14 @@ def start_api_phase(sam, run_dir, stream, totals):
             f"start-api GET /metrics: expected {totals}, got {got}, queue depth {depth}",
         )
         step(f"ok  start-api GET /metrics totals: {got}, queue depth {depth}")
+
+        # Newer than the sample file's table, and not in the future.
+        ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+        table = {"user_metadata": {"user-api": {"plan": "pro", "region": "eu"}}, "ts": ts}
+        replaced = expect("PUT", "/reference/users", 200, table)
+        check(replaced.get("users") == 1 and replaced.get("ts") == ts, f"start-api PUT /reference/users: {replaced}")
+        current = expect("GET", "/reference/users", 200)
+        check(current == replaced, f"start-api GET /reference/users: {current}, after {replaced}")
     finally:
         # SAM removes its warm containers when interrupted, as after Ctrl-C.
         stop_process(process, sig=signal.SIGINT, timeout_seconds=30)
@@ -801,7 +840,7 @@ def run(args, run_dir, socket_dir, events):
         cleanup.callback(report_problems, engine.close)
         engine.start()
         rapid_image = f"public.ecr.aws/lambda/provided:al2023-rapid-{architecture}"
-        binaries = [args.binaries / b for b in ("ingest", "transform", "metrics")]
+        binaries = [args.binaries / b for b in BINARIES]
         engine.import_lambda_image(run_dir, rapid_image, binaries, rapid_interface_emulator(architecture), BUSYBOX)
         docker_socket = socket_dir / "docker.sock"
         passthrough = PassThrough(str(docker_socket), str(engine.socket_path), {"AWS_ENDPOINT_URL": emulator.endpoint})
@@ -849,7 +888,7 @@ def main():
         "--binaries",
         type=Path,
         default=REPO / "target" / "debug",
-        help="folder with the ingest, transform and metrics binaries (default: target/debug)",
+        help="folder with the function binaries (default: target/debug)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the run's logs when every check passes too")
     args = parser.parse_args()

@@ -10,13 +10,10 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use eventline_model::IngestId;
 use eventline_model::Rules;
-use eventline_model::aws::reference::ReferenceError;
-use eventline_model::reference::{Generation, ReferenceTable};
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, PutFailure, RecordSink};
 use ingest::counter::{CounterError, ReceivedCounter};
 use ingest::handler::Ingest;
-use ingest::reference::ReferenceWriter;
 use lambda_http::{Body, Request};
 use serde_json::{Value, json};
 
@@ -36,15 +33,6 @@ struct AcceptingCounter;
 impl ReceivedCounter for AcceptingCounter {
     async fn add(&self, _: &IngestId, _: u64) -> Result<(), CounterError> {
         Ok(())
-    }
-}
-
-/// Not reached by `POST /events`.
-struct NoReference;
-
-impl ReferenceWriter for NoReference {
-    async fn replace(&self, _: &ReferenceTable) -> Result<Generation, ReferenceError> {
-        Err(ReferenceError::Malformed("not part of this benchmark".into()))
     }
 }
 
@@ -79,7 +67,6 @@ fn ingest_request(c: &mut Criterion) {
     let ingest = Ingest {
         sink: AcceptingStream,
         counter: AcceptingCounter,
-        reference: NoReference,
         rules: Rules::default(),
         backoff: Backoff::default(),
     };

@@ -8,10 +8,7 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use eventline_model::aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
-use eventline_model::aws::reference::ReferenceError;
-use eventline_model::format_rfc3339;
 use eventline_model::json::{JsonError, Members, array_elements};
-use eventline_model::reference::{Generation, ReferenceTable};
 use eventline_model::response::{Problem, json, retry_after};
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, RecordSink, put_all};
@@ -19,7 +16,6 @@ use eventline_model::validation::echo;
 use eventline_model::{Event, FieldError, IngestId, Rule, Rules, StreamRecord, parse_event};
 
 use crate::counter::ReceivedCounter;
-use crate::reference::{MAX_REFERENCE_BODY_BYTES, ReferenceWriter};
 
 /// Most events one request may carry.
 pub const MAX_BATCH: usize = 100;
@@ -30,10 +26,9 @@ pub const MAX_ERRORS_PER_ITEM: usize = 8;
 /// Seconds a client should wait after a 503.
 const RETRY_AFTER_SECONDS: u32 = 1;
 
-pub struct Ingest<S, C, R> {
+pub struct Ingest<S, C> {
     pub sink: S,
     pub counter: C,
-    pub reference: R,
     pub rules: Rules,
     /// Budget for putting one request's events on the stream.
     pub backoff: Backoff,
@@ -58,13 +53,6 @@ pub enum RequestError {
     /// The stream did not take the events within the retry budget; nothing was accepted.
     #[error("the stream is not taking events now; retry later")]
     Unavailable,
-    #[error("the reference table is invalid")]
-    InvalidReference(Vec<FieldError>),
-    /// A reference table not newer than the current one.
-    #[error("the table's ts is not newer than the current generation's ({})", format_rfc3339(.0.ts))]
-    StaleReference(Generation),
-    #[error("the reference table could not be stored now; retry later")]
-    ReferenceUnavailable(#[source] ReferenceError),
 }
 
 impl RequestError {
@@ -77,9 +65,7 @@ impl RequestError {
             Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::InvalidEvent(errors) if errors.iter().any(|e| e.rule == Rule::Size) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidEvent(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable | Self::ReferenceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::InvalidReference(_) => StatusCode::BAD_REQUEST,
-            Self::StaleReference(_) => StatusCode::CONFLICT,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -92,18 +78,8 @@ impl RequestError {
                 response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static(allowed));
                 response
             }
-            Self::InvalidEvent(errors) | Self::InvalidReference(errors) => {
-                Problem::new(status, detail).with_errors(errors).into_response()
-            }
-            Self::StaleReference(current) => Problem::new(status, detail)
-                .with_extension("current_generation", current.number)
-                .with_extension("current_ts", format_rfc3339(current.ts))
-                .into_response(),
+            Self::InvalidEvent(errors) => Problem::new(status, detail).with_errors(errors).into_response(),
             Self::Unavailable => retry_after(Problem::new(status, detail).into_response(), RETRY_AFTER_SECONDS),
-            Self::ReferenceUnavailable(error) => {
-                tracing::error!(error = %eventline_model::aws::error_chain(&error), "reference table not stored");
-                retry_after(Problem::new(status, detail).into_response(), RETRY_AFTER_SECONDS)
-            }
             _ => Problem::new(status, detail).into_response(),
         }
     }
@@ -145,7 +121,7 @@ impl ItemResult {
     }
 }
 
-impl<S: RecordSink, C: ReceivedCounter, R: ReferenceWriter> Ingest<S, C, R> {
+impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
     #[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path()))]
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let response = match self.respond(request).await {
@@ -159,10 +135,7 @@ impl<S: RecordSink, C: ReceivedCounter, R: ReferenceWriter> Ingest<S, C, R> {
     }
 
     async fn respond(&self, request: Request) -> Result<Response<String>, RequestError> {
-        let route = route_of(&request)?;
-        if route == Route::ReferenceUsers {
-            return self.replace_reference(&request).await;
-        }
+        route_of(&request)?;
         let body = request_body(&request, MAX_BODY_BYTES)?;
         let Submission { single, items } = parse_submission(&request, body)?;
         let now = OffsetDateTime::now_utc();
@@ -189,21 +162,6 @@ impl<S: RecordSink, C: ReceivedCounter, R: ReferenceWriter> Ingest<S, C, R> {
             return single_response(results.next());
         }
         batch_response(results.collect())
-    }
-
-    /// Replaces the reference table: 200 with the new generation, 409 when not newer.
-    async fn replace_reference(&self, request: &Request) -> Result<Response<String>, RequestError> {
-        let body = request_body(request, MAX_REFERENCE_BODY_BYTES)?;
-        let table = ReferenceTable::parse(body).map_err(RequestError::InvalidReference)?;
-        let generation = self.reference.replace(&table).await.map_err(|error| match error {
-            ReferenceError::Stale(current) => RequestError::StaleReference(current),
-            other => RequestError::ReferenceUnavailable(other),
-        })?;
-        tracing::info!(generation = generation.number, users = generation.users, "reference table replaced");
-        Ok(json(
-            StatusCode::OK,
-            &serde_json::json!({"generation": generation.number, "users": generation.users, "ts": format_rfc3339(generation.ts)}),
-        ))
     }
 
     /// Validates one item and checks that the transform could store it.
@@ -328,28 +286,17 @@ struct BatchAnswer<'a> {
     results: &'a [ItemResult],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Events,
-    ReferenceUsers,
-}
-
-/// The route, with its method checked. Matches the end of the path, so a stage prefix does
-/// not matter.
-fn route_of(request: &Request) -> Result<Route, RequestError> {
+/// Checks the route and its method. Matches the end of the path, so a stage prefix does not
+/// matter.
+fn route_of(request: &Request) -> Result<(), RequestError> {
     let path = request.uri().path().trim_end_matches('/');
-    let (route, allowed) = if path.ends_with("/events/batch") || path.ends_with("/events") {
-        (Route::Events, Method::POST)
-    } else if path.ends_with("/reference/users") {
-        (Route::ReferenceUsers, Method::PUT)
-    } else {
+    if !(path.ends_with("/events/batch") || path.ends_with("/events")) {
         return Err(RequestError::NotFound { method: request.method().clone(), path: echo(path, 256) });
-    };
-    if request.method() != allowed {
-        let allowed = if allowed == Method::POST { "POST" } else { "PUT" };
-        return Err(RequestError::MethodNotAllowed { method: request.method().clone(), allowed });
     }
-    Ok(route)
+    if request.method() != Method::POST {
+        return Err(RequestError::MethodNotAllowed { method: request.method().clone(), allowed: "POST" });
+    }
+    Ok(())
 }
 
 /// The body as UTF-8 text, after the content type and size are checked.
@@ -472,35 +419,12 @@ mod tests {
         }
     }
 
-    /// Keeps the current generation in memory, refusing tables that are not newer.
-    #[derive(Default)]
-    struct FakeReference(Mutex<Option<Generation>>);
-
-    impl ReferenceWriter for FakeReference {
-        async fn replace(&self, table: &ReferenceTable) -> Result<Generation, ReferenceError> {
-            let mut current = self.0.lock().unwrap();
-            if let Some(current) = current.as_ref().filter(|c| c.ts >= table.ts) {
-                return Err(ReferenceError::Stale(current.clone()));
-            }
-            let next = Generation {
-                number: current.as_ref().map_or(1, |c| c.number + 1),
-                key: "k".into(),
-                ts: table.ts,
-                users: table.users.len() as u64,
-                buckets: 1,
-            };
-            *current = Some(next.clone());
-            Ok(next)
-        }
-    }
-
-    type TestIngest = Ingest<FakeStream, FakeCounter, FakeReference>;
+    type TestIngest = Ingest<FakeStream, FakeCounter>;
 
     fn ingest(refuse_keys: &[&str]) -> TestIngest {
         Ingest {
             sink: FakeStream { refuse_keys: refuse_keys.iter().map(|k| k.to_string()).collect(), ..Default::default() },
             counter: FakeCounter::default(),
-            reference: FakeReference::default(),
             rules: Rules::default(),
             backoff: Backoff {
                 base: Duration::from_millis(1),
@@ -770,38 +694,15 @@ mod tests {
         assert_eq!(ingest.counter.1.lock().unwrap().len(), 2, "one token per request");
     }
 
-    fn put(path: &str, body: impl Into<Body>) -> Request {
-        http::Request::builder()
+    #[tokio::test(start_paused = true)]
+    async fn reference_tables_are_not_taken_here() {
+        let put = http::Request::builder()
             .method("PUT")
-            .uri(format!("https://api.example.com{path}"))
+            .uri("https://api.example.com/reference/users")
             .header("content-type", "application/json")
-            .body(body.into())
-            .unwrap()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_reference_table_replaces_the_current_one_only_when_newer() {
-        let ingest = ingest(&[]);
-        let table = |ts: &str| json!({"user_metadata": {"u-1": {"plan": "pro", "region": "eu"}}, "ts": ts}).to_string();
-        let (status, body, _) = call(&ingest, put("/reference/users", table("2026-11-30T12:00:00Z"))).await;
-        assert_eq!((status, &body), (200, &json!({"generation": 1, "users": 1, "ts": "2026-11-30T12:00:00Z"})));
-        for stale in ["2026-11-30T12:00:00Z", "2026-11-30T11:00:00Z"] {
-            let (status, body, _) = call(&ingest, put("/reference/users", table(stale))).await;
-            assert_eq!(status, 409, "{stale}");
-            assert_eq!(body["current_ts"], "2026-11-30T12:00:00Z");
-            assert_eq!(body["current_generation"], 1);
-        }
-        let (status, body, _) = call(&ingest, put("/reference/users", table("2026-11-30T13:00:00Z"))).await;
-        assert_eq!((status, body["generation"].as_u64()), (200, Some(2)));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_invalid_reference_table_is_400_naming_the_field() {
-        let body = json!({"user_metadata": {"u-1": {"plan": "Pro", "region": "eu"}}, "ts": "2026-11-30T12:00:00Z"});
-        let (status, body, _) = call(&ingest(&[]), put("/reference/users", body.to_string())).await;
-        assert_eq!(status, 400);
-        assert_eq!(body["errors"][0]["field"], "user_metadata.u-1.plan");
-        let (status, _, headers) = call(&ingest(&[]), post("/reference/users", "application/json", "{}")).await;
-        assert_eq!((status, headers["allow"].to_str().unwrap()), (405, "PUT"));
+            .body(Body::from(r#"{"user_metadata":{},"ts":"2026-11-30T12:00:00Z"}"#))
+            .unwrap();
+        let (status, _, _) = call(&ingest(&[]), put).await;
+        assert_eq!(status, 404, "the administrator function replaces the reference table");
     }
 }

@@ -40,11 +40,12 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-/// The three functions, built from the environment the template gives each of them.
+/// The functions, built from the environment the template gives each of them.
 pub struct Functions {
     pub ingest: ingest::AwsIngest,
     pub transform: transform::AwsTransform,
     pub metrics: metrics::AwsMetrics,
+    pub admin: eventline_admin::AwsAdmin,
 }
 
 /// Where things are and what to create.
@@ -288,6 +289,7 @@ pub fn build_functions(manifest: &Manifest, sdk: &aws_config::SdkConfig) -> Resu
         ingest: ingest::with_aws(ingest::config::Config::from_lookup(&env("ingest")?)?, sdk),
         transform: transform::with_aws(transform::config::Config::from_lookup(&env("transform")?)?, sdk),
         metrics: metrics::with_aws(metrics::config::Config::from_lookup(&env("metrics")?)?, sdk),
+        admin: eventline_admin::with_aws(eventline_admin::config::Config::from_lookup(&env("admin")?)?, sdk),
     })
 }
 

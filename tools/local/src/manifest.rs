@@ -13,7 +13,7 @@ pub struct Manifest {
     pub stack: String,
     pub region: String,
     pub outputs: HashMap<String, String>,
-    /// Keyed by binary name: `ingest`, `transform`, `metrics`.
+    /// Keyed by binary name: `ingest`, `transform`, `metrics`, `admin`.
     pub functions: HashMap<String, Function>,
     pub event_sources: Vec<EventSource>,
 }
@@ -25,6 +25,9 @@ pub struct Function {
     pub routes: Vec<Route>,
     /// The function's timeout as the template sets it.
     pub timeout_seconds: u64,
+    /// Concurrency reserved for the function, if any.
+    #[serde(default)]
+    pub reserved_concurrency: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -33,6 +33,7 @@ const MAX_RESPONSE_BYTES: usize = 6_291_556;
 enum Target {
     Ingest,
     Metrics,
+    Admin,
 }
 
 /// What a route asks of a request before its handler sees it.
@@ -106,6 +107,7 @@ impl App {
             let target = match name.as_str() {
                 "ingest" => Target::Ingest,
                 "metrics" => Target::Metrics,
+                "admin" => Target::Admin,
                 _ => continue,
             };
             for route in &function.routes {
@@ -198,6 +200,7 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let response = match route.target {
         Target::Ingest => app.functions.ingest.handle(lambda_request).await,
         Target::Metrics => app.functions.metrics.handle(lambda_request).await,
+        Target::Admin => app.functions.admin.handle(lambda_request).await,
     };
     into_http(response)
 }

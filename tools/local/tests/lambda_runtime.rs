@@ -113,6 +113,9 @@ async fn function_binaries_answer_every_sample_event_through_the_runtime_api() {
     let stack = stack(&[]).await;
     let watch = Watch::start(&stack).await;
 
+    let (status, generation) = watch.http("admin", "admin-put-reference-users.json").await;
+    assert_eq!((status, &generation["generation"]), (200, &Value::from(1)), "{generation}");
+
     let expected_ingest = [
         ("ingest-post-event.json", 202),
         ("ingest-post-array.json", 202),

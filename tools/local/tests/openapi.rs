@@ -129,7 +129,8 @@ async fn schemathesis_finds_no_server_error_and_every_response_conforms() {
         schemathesis.display()
     );
     let stack = stack(&[]).await;
-    // Straight to ingest, as the gateway passes a request once its signature verifies.
+    // Straight to the administrator function, as the gateway passes a request once its
+    // signature verifies.
     let (status, body) = call(&stack, "PUT", "/reference/users", Some(REFERENCE_TABLE.to_owned())).await;
     assert_eq!(
         (status, body),

@@ -388,7 +388,6 @@ async fn put_records_partial_failure_is_retried_and_every_event_lands_once() {
             &config.table_name,
             Backoff::default(),
         ),
-        reference: reference_store(&stack, &config.table_name),
         rules: config.rules,
         backoff: Backoff {
             base: Duration::from_millis(5),

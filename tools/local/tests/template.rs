@@ -16,7 +16,7 @@ async fn function_timeouts_leave_room_for_every_retry_budget() {
     let stack = stack(&[]).await;
     let timeout = |name: &str| Duration::from_secs(stack.manifest.functions[name].timeout_seconds);
 
-    for name in ["ingest", "metrics"] {
+    for name in ["ingest", "metrics", "admin"] {
         assert!(timeout(name) < HTTP_API_TIMEOUT, "{name} must answer before API Gateway gives up");
         assert!(SDK_OPERATION_TIMEOUT < timeout(name) && SDK_ATTEMPT_TIMEOUT < SDK_OPERATION_TIMEOUT);
     }
@@ -37,18 +37,7 @@ async fn function_timeouts_leave_room_for_every_retry_budget() {
 
 /// The template as CloudFormation, as the SAM translator makes it for the emulator.
 async fn translated() -> serde_json::Value {
-    let script = "import json, sys\nsys.path.insert(0, 'tools/local')\nimport deploy_template\n\
-        from samtranslator.yaml_helper import yaml_parse\n\
-        print(json.dumps(deploy_template.translate(yaml_parse(open('template.yaml').read()), {})))";
-    let output = tokio::process::Command::new(common::checkout().join(".venv/bin/python"))
-        .args(["-c", script])
-        .current_dir(common::checkout())
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .output()
-        .await
-        .expect("the venv's python");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap()
+    common::translated_template().await
 }
 
 #[tokio::test]
@@ -67,7 +56,7 @@ async fn throttling_log_retention_and_retained_state_are_in_the_translated_templ
     }
 
     let functions: Vec<_> = of_type("AWS::Lambda::Function").collect();
-    assert_eq!(functions.len(), 3);
+    assert_eq!(functions.len(), 4);
     for (name, function) in functions {
         let logging = &function["Properties"]["LoggingConfig"];
         assert_eq!(logging["SystemLogLevel"], "INFO", "{name} keeps the REPORT lines");
@@ -135,6 +124,7 @@ async fn access_logs_scoped_roles_ceilings_failure_bucket_and_alarms_are_in_the_
         ("IngestFunction", "IngestFunctionLogs"),
         ("TransformFunction", "TransformFunctionLogs"),
         ("MetricsFunction", "MetricsFunctionLogs"),
+        ("AdminFunction", "AdminFunctionLogs"),
     ] {
         let role = resources[function]["Properties"]["Role"]["Fn::GetAtt"][0].as_str().unwrap();
         let role = &resources[role]["Properties"];
@@ -208,7 +198,7 @@ async fn access_logs_scoped_roles_ceilings_failure_bucket_and_alarms_are_in_the_
         assert_eq!(alarm["AlarmActions"], serde_json::json!([topic]), "{}", alarm["AlarmDescription"]);
     }
     let errors = alarms.iter().filter(|a| a["MetricName"] == "Errors").count();
-    assert_eq!(errors, 3, "one error alarm per function");
+    assert_eq!(errors, 4, "one error alarm per function");
     let (_, dashboard) = of_type("AWS::CloudWatch::Dashboard").next().expect("a dashboard");
     let body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"].as_str().unwrap();
     assert!(body.contains("IteratorAge") && body.contains("EventsStored"), "the dashboard shows the same signals");
@@ -230,5 +220,106 @@ async fn parameters_the_template_does_not_take_are_refused() {
     ] {
         let Err(error) = common::try_stack(&[parameter]).await else { panic!("a stack started with {parameter:?}") };
         assert!(error.to_string().contains(expected), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn the_alarm_topic_is_encrypted_with_a_key_cloudwatch_alarms_of_this_account_may_use() {
+    let template = translated().await;
+    let resources = &template["Resources"];
+    let sub = |text: &str| serde_json::json!({"Fn::Sub": text});
+    let this_account = serde_json::json!({
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        "ArnLike": {"aws:SourceArn": sub("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*")},
+    });
+
+    // A key of the stack's own, rotated, with an alias; the topic uses it, not alias/aws/sns,
+    // whose policy no alarm can be granted.
+    let topic = &resources["AlarmTopic"]["Properties"];
+    assert_eq!(topic["KmsMasterKeyId"], serde_json::json!({"Ref": "AlarmTopicKeyAlias"}));
+    let alias = &resources["AlarmTopicKeyAlias"];
+    assert_eq!(alias["Type"], "AWS::KMS::Alias");
+    assert_eq!(alias["Properties"]["TargetKeyId"], serde_json::json!({"Ref": "AlarmTopicKey"}));
+    let key = &resources["AlarmTopicKey"];
+    assert_eq!(key["Type"], "AWS::KMS::Key");
+    assert_eq!(key["Properties"]["EnableKeyRotation"], true);
+    let statements = key["Properties"]["KeyPolicy"]["Statement"].as_array().unwrap();
+    let administers = statements
+        .iter()
+        .find(|s| s["Principal"]["AWS"] == sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root"))
+        .expect("the account administers the key");
+    assert_eq!((&administers["Effect"], &administers["Action"]), (&"Allow".into(), &"kms:*".into()));
+    let alarms: Vec<_> =
+        statements.iter().filter(|s| s["Principal"]["Service"] == "cloudwatch.amazonaws.com").collect();
+    assert_eq!(alarms.len(), 1, "one grant to CloudWatch");
+    assert_eq!(alarms[0]["Effect"], "Allow");
+    assert_eq!(alarms[0]["Action"], serde_json::json!(["kms:Decrypt", "kms:GenerateDataKey*"]));
+    assert_eq!(alarms[0]["Condition"], this_account, "only this account's alarms");
+    assert_eq!(statements.len(), 2, "nobody else: {statements:?}");
+
+    // The topic takes alarms of this account, and nothing without TLS.
+    let policy = &resources["AlarmTopicPolicy"];
+    assert_eq!(policy["Type"], "AWS::SNS::TopicPolicy");
+    assert_eq!(policy["Properties"]["Topics"], serde_json::json!([{"Ref": "AlarmTopic"}]));
+    let statements = policy["Properties"]["PolicyDocument"]["Statement"].as_array().unwrap();
+    let publish = statements.iter().find(|s| s["Effect"] == "Allow").expect("alarms may publish");
+    assert_eq!(publish["Principal"], serde_json::json!({"Service": "cloudwatch.amazonaws.com"}));
+    assert_eq!(publish["Action"], "sns:Publish");
+    assert_eq!(publish["Resource"], serde_json::json!({"Ref": "AlarmTopic"}));
+    assert_eq!(publish["Condition"], this_account);
+    let deny = statements.iter().find(|s| s["Effect"] == "Deny").expect("requests without TLS are denied");
+    assert_eq!((&deny["Principal"], &deny["Action"]), (&"*".into(), &"sns:*".into()));
+    assert_eq!(deny["Condition"], serde_json::json!({"Bool": {"aws:SecureTransport": "false"}}));
+
+    // All of it exists only when the stack makes its own topic; with AlarmTopicArn the alarms
+    // notify that topic instead.
+    for name in ["AlarmTopic", "AlarmTopicKey", "AlarmTopicKeyAlias", "AlarmTopicPolicy"] {
+        assert_eq!(resources[name]["Condition"], "CreateAlarmTopic", "{name}");
+    }
+    assert_eq!(
+        template["Conditions"]["CreateAlarmTopic"],
+        serde_json::json!({"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]})
+    );
+}
+
+#[tokio::test]
+async fn the_transform_reserves_one_per_shard_by_default_a_set_number_or_none() {
+    let template = translated().await;
+    let reserved = &template["Resources"]["TransformFunction"]["Properties"]["ReservedConcurrentExecutions"];
+    assert_eq!(
+        *reserved,
+        serde_json::json!({"Fn::If": ["ReserveTransformPerShard", {"Ref": "IngestShardCount"},
+            {"Fn::If": ["ReserveTransform", {"Ref": "TransformReservedConcurrency"}, {"Ref": "AWS::NoValue"}]}]})
+    );
+    let conditions = &template["Conditions"];
+    assert_eq!(
+        conditions["ReserveTransformPerShard"],
+        serde_json::json!({"Fn::Equals": [{"Ref": "TransformReservedConcurrency"}, -1]})
+    );
+    assert_eq!(
+        conditions["ReserveTransform"],
+        serde_json::json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "TransformReservedConcurrency"}, 0]}]})
+    );
+    let parameter = &template["Parameters"]["TransformReservedConcurrency"];
+    assert_eq!((&parameter["Default"], &parameter["MinValue"]), (&serde_json::json!(-1), &serde_json::json!(-1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_deploys_with_an_external_alarm_topic_and_each_transform_reservation() {
+    for reservation in ["-1", "0", "4"] {
+        let stack = stack(&[
+            ("AlarmTopicArn", "arn:aws:sns:us-east-1:123456789012:on-call"),
+            ("TransformReservedConcurrency", reservation),
+            ("IngestShardCount", "2"),
+        ])
+        .await;
+        assert_eq!(stack.manifest.outputs["AlarmTopicArn"], "arn:aws:sns:us-east-1:123456789012:on-call");
+        let expected = match reservation {
+            "-1" => Some(2),
+            "0" => None,
+            n => n.parse().ok(),
+        };
+        let reserved = stack.manifest.functions["transform"].reserved_concurrency;
+        assert_eq!(reserved, expected, "TransformReservedConcurrency={reservation}");
     }
 }

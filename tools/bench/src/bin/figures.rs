@@ -499,7 +499,6 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
             &config.table_name,
             Backoff::default().with_budget(ingest::COUNT_BUDGET),
         ),
-        reference: ReferenceStore::new(recorder.dynamodb(&stack.sdk), &config.table_name, Backoff::default()),
         rules: config.rules,
         backoff: Backoff::default().with_budget(ingest::PUT_BUDGET),
     };

@@ -168,8 +168,8 @@ pub async fn read_stream(stack: &LocalStack, stream: &str) -> Vec<Record> {
     stack.read_stream(stream).await.unwrap()
 }
 
-/// A request straight to the function that serves it (GET: metrics, else ingest), as the
-/// local gateway would pass it; the status and the JSON body.
+/// A request straight to the function that serves it (GET: metrics, PUT /reference/users:
+/// admin, else ingest), as the local gateway would pass it; the status and the JSON body.
 pub async fn call(stack: &LocalStack, method: &str, uri: &str, body: Option<String>) -> (u16, Value) {
     let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
     let query: std::collections::HashMap<String, String> =
@@ -183,9 +183,28 @@ pub async fn call(stack: &LocalStack, method: &str, uri: &str, body: Option<Stri
     let request = lambda_http::RequestExt::with_query_string_parameters(request, query);
     let response = if method == "GET" {
         stack.functions.metrics.handle(request).await
+    } else if path == "/reference/users" {
+        stack.functions.admin.handle(request).await
     } else {
         stack.functions.ingest.handle(request).await
     };
     let lambda_http::Body::Text(text) = response.body() else { panic!("a text answer") };
     (response.status().as_u16(), serde_json::from_str(text).unwrap_or(Value::Null))
+}
+
+/// The template as CloudFormation, as the SAM translator makes it for the emulator (the
+/// parameters' defaults; conditions left for CloudFormation to resolve).
+pub async fn translated_template() -> Value {
+    let script = "import json, sys\nsys.path.insert(0, 'tools/local')\nimport deploy_template\n\
+        from samtranslator.yaml_helper import yaml_parse\n\
+        print(json.dumps(deploy_template.translate(yaml_parse(open('template.yaml').read()), {})))";
+    let output = tokio::process::Command::new(checkout().join(".venv/bin/python"))
+        .args(["-c", script])
+        .current_dir(checkout())
+        .env("AWS_DEFAULT_REGION", REGION)
+        .output()
+        .await
+        .expect("the venv's python");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
 }

@@ -1,0 +1,45 @@
+//! Settings the administrator function reads once, from the variables `template.yaml` sets.
+
+use eventline_model::config::{ConfigError, Lookup, names, parsed_or, required};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub table_name: String,
+    /// How far in the future a table's `ts` may be: the setting ingest holds timestamps to.
+    pub max_future_skew: time::Duration,
+}
+
+impl Config {
+    pub fn from_lookup(env: &impl Lookup) -> Result<Self, ConfigError> {
+        let skew_seconds: u32 = parsed_or(env, names::MAX_FUTURE_SKEW_SECONDS, 300)?;
+        Ok(Self {
+            table_name: required(env, names::EVENTS_TABLE)?,
+            max_future_skew: time::Duration::seconds(i64::from(skew_seconds)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn reads_template_variables() {
+        let config = Config::from_lookup(&env(&[("EVENTS_TABLE", "t"), ("MAX_FUTURE_SKEW_SECONDS", "60")])).unwrap();
+        assert_eq!((config.table_name.as_str(), config.max_future_skew), ("t", time::Duration::seconds(60)));
+        let defaulted = Config::from_lookup(&env(&[("EVENTS_TABLE", "t")])).unwrap();
+        assert_eq!(defaulted.max_future_skew, time::Duration::minutes(5));
+    }
+
+    #[test]
+    fn when_table_missing_or_skew_invalid_should_fail_fast() {
+        assert!(Config::from_lookup(&env(&[])).is_err());
+        let bad = env(&[("EVENTS_TABLE", "t"), ("MAX_FUTURE_SKEW_SECONDS", "-1")]);
+        assert!(Config::from_lookup(&bad).unwrap_err().to_string().contains("MAX_FUTURE_SKEW_SECONDS"));
+    }
+}

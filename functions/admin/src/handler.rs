@@ -1,0 +1,341 @@
+//! `PUT /reference/users`: decode the table, check it, replace the current generation, and
+//! answer with the new one.
+
+use http::{Method, StatusCode, header};
+use lambda_http::{Body, Request, Response};
+use time::OffsetDateTime;
+
+use eventline_model::aws::reference::ReferenceError;
+use eventline_model::format_rfc3339;
+use eventline_model::reference::{Generation, ReferenceTable};
+use eventline_model::response::{Problem, json, retry_after};
+use eventline_model::validation::echo;
+use eventline_model::{FieldError, Rule};
+
+use crate::reference::{MAX_REFERENCE_BODY_BYTES, ReferenceWriter};
+
+/// Seconds a client should wait after a 503.
+const RETRY_AFTER_SECONDS: u32 = 1;
+
+pub struct Admin<R> {
+    pub reference: R,
+    /// How far in the future a table's `ts` may be. A later one would make every
+    /// replacement until that date a 409.
+    pub max_future_skew: time::Duration,
+}
+
+/// Why a request is refused. The one place that turns an error into a status.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no route for {method} {path}")]
+    NotFound { method: Method, path: String },
+    #[error("{method} is not allowed here; use PUT")]
+    MethodNotAllowed { method: Method },
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("request body is {size} bytes; the limit is {limit}")]
+    BodyTooLarge { size: usize, limit: usize },
+    #[error("{0}")]
+    BadBody(String),
+    #[error("the reference table is invalid")]
+    InvalidReference(Vec<FieldError>),
+    /// A reference table not newer than the current one.
+    #[error("the table's ts is not newer than the current generation's ({})", format_rfc3339(.0.ts))]
+    StaleReference(Generation),
+    #[error("the reference table could not be stored now; retry later")]
+    ReferenceUnavailable(#[source] ReferenceError),
+}
+
+impl RequestError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadBody(_) | Self::InvalidReference(_) => StatusCode::BAD_REQUEST,
+            Self::StaleReference(_) => StatusCode::CONFLICT,
+            Self::ReferenceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn into_response(self) -> Response<String> {
+        let status = self.status();
+        let detail = self.to_string();
+        match self {
+            Self::MethodNotAllowed { .. } => {
+                let mut response = Problem::new(status, detail).into_response();
+                response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("PUT"));
+                response
+            }
+            Self::InvalidReference(errors) => Problem::new(status, detail).with_errors(errors).into_response(),
+            Self::StaleReference(current) => Problem::new(status, detail)
+                .with_extension("current_generation", current.number)
+                .with_extension("current_ts", format_rfc3339(current.ts))
+                .into_response(),
+            Self::ReferenceUnavailable(error) => {
+                tracing::error!(error = %eventline_model::aws::error_chain(&error), "reference table not stored");
+                retry_after(Problem::new(status, detail).into_response(), RETRY_AFTER_SECONDS)
+            }
+            _ => Problem::new(status, detail).into_response(),
+        }
+    }
+}
+
+impl<R: ReferenceWriter> Admin<R> {
+    #[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path()))]
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let response = match self.respond(&request).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::info!(%error, status = error.status().as_u16(), "request refused");
+                error.into_response()
+            }
+        };
+        response.map(Body::Text)
+    }
+
+    async fn respond(&self, request: &Request) -> Result<Response<String>, RequestError> {
+        route_of(request)?;
+        let table = decode(request)?;
+        refuse_future(&table, OffsetDateTime::now_utc(), self.max_future_skew)?;
+        let generation = self.replace(&table).await?;
+        Ok(report(&generation))
+    }
+
+    /// Makes the table the current generation, unless the current one is as new or newer.
+    async fn replace(&self, table: &ReferenceTable) -> Result<Generation, RequestError> {
+        let generation = self.reference.replace(table).await.map_err(|error| match error {
+            ReferenceError::Stale(current) => RequestError::StaleReference(current),
+            other => RequestError::ReferenceUnavailable(other),
+        })?;
+        tracing::info!(generation = generation.number, users = generation.users, "reference table replaced");
+        Ok(generation)
+    }
+}
+
+/// The one route, with its method checked. Matches the end of the path, so a stage prefix
+/// does not matter.
+fn route_of(request: &Request) -> Result<(), RequestError> {
+    let path = request.uri().path().trim_end_matches('/');
+    if !path.ends_with("/reference/users") {
+        return Err(RequestError::NotFound { method: request.method().clone(), path: echo(path, 256) });
+    }
+    if request.method() != Method::PUT {
+        return Err(RequestError::MethodNotAllowed { method: request.method().clone() });
+    }
+    Ok(())
+}
+
+/// The table, after the content type and size are checked.
+fn decode(request: &Request) -> Result<ReferenceTable, RequestError> {
+    if !is_json(request.headers().get(header::CONTENT_TYPE)) {
+        return Err(RequestError::UnsupportedMediaType);
+    }
+    let bytes: &[u8] = match request.body() {
+        Body::Empty => &[],
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    };
+    if bytes.len() > MAX_REFERENCE_BODY_BYTES {
+        return Err(RequestError::BodyTooLarge { size: bytes.len(), limit: MAX_REFERENCE_BODY_BYTES });
+    }
+    if bytes.is_empty() {
+        return Err(RequestError::BadBody("request body is empty".into()));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| RequestError::BadBody(format!("request body is not UTF-8 (byte {})", e.valid_up_to())))?;
+    ReferenceTable::parse(text).map_err(RequestError::InvalidReference)
+}
+
+/// A table dated beyond `now` plus the skew ingest allows event timestamps is refused: it
+/// would stay current, and refuse every later table as stale, until that date.
+fn refuse_future(table: &ReferenceTable, now: OffsetDateTime, max_skew: time::Duration) -> Result<(), RequestError> {
+    if table.ts - now > max_skew {
+        return Err(RequestError::InvalidReference(vec![FieldError::new(
+            "ts",
+            Rule::Future,
+            format!("must not be more than {} seconds in the future", max_skew.whole_seconds()),
+        )]));
+    }
+    Ok(())
+}
+
+fn report(generation: &Generation) -> Response<String> {
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"generation": generation.number, "users": generation.users, "ts": format_rfc3339(generation.ts)}),
+    )
+}
+
+/// `application/json` or any `+json` type, with or without parameters.
+fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use std::sync::Mutex;
+    use time::format_description::well_known::Rfc3339;
+
+    /// Keeps the current generation in memory, refusing tables that are not newer.
+    #[derive(Default)]
+    struct FakeReference(Mutex<Option<Generation>>);
+
+    impl ReferenceWriter for FakeReference {
+        async fn replace(&self, table: &ReferenceTable) -> Result<Generation, ReferenceError> {
+            let mut current = self.0.lock().unwrap();
+            if let Some(current) = current.as_ref().filter(|c| c.ts >= table.ts) {
+                return Err(ReferenceError::Stale(current.clone()));
+            }
+            let next = Generation {
+                number: current.as_ref().map_or(1, |c| c.number + 1),
+                key: "k".into(),
+                ts: table.ts,
+                users: table.users.len() as u64,
+                buckets: 1,
+            };
+            *current = Some(next.clone());
+            Ok(next)
+        }
+    }
+
+    /// Refuses every write as the table would when unreachable.
+    struct DownReference;
+
+    impl ReferenceWriter for DownReference {
+        async fn replace(&self, _: &ReferenceTable) -> Result<Generation, ReferenceError> {
+            Err(ReferenceError::Unavailable("the table is unreachable".into()))
+        }
+    }
+
+    fn admin() -> Admin<FakeReference> {
+        Admin { reference: FakeReference::default(), max_future_skew: time::Duration::seconds(300) }
+    }
+
+    fn fixture(name: &str) -> Request {
+        let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        lambda_http::request::from_str(&text).unwrap()
+    }
+
+    fn request(method: &str, path: &str, content_type: &str, body: impl Into<Body>) -> Request {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("https://api.example.com{path}"))
+            .header("content-type", content_type)
+            .body(body.into())
+            .unwrap()
+    }
+
+    fn put(body: impl Into<Body>) -> Request {
+        request("PUT", "/reference/users", "application/json", body)
+    }
+
+    async fn call<R: ReferenceWriter>(admin: &Admin<R>, request: Request) -> (u16, Value, http::HeaderMap) {
+        let response = admin.handle(request).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let Body::Text(text) = response.body() else { panic!("JSON answers are sent as text") };
+        (status, serde_json::from_str(text).unwrap_or(Value::Null), headers)
+    }
+
+    fn table(ts: &str) -> String {
+        json!({"user_metadata": {"u-1": {"plan": "pro", "region": "eu"}}, "ts": ts}).to_string()
+    }
+
+    fn from_now(offset: time::Duration) -> String {
+        (OffsetDateTime::now_utc() + offset).format(&Rfc3339).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_sample_event_replaces_the_table() {
+        let admin = admin();
+        let (status, body, _) = call(&admin, fixture("admin-put-reference-users.json")).await;
+        assert_eq!((status, &body), (200, &json!({"generation": 1, "users": 2, "ts": "2026-11-30T12:00:00Z"})));
+    }
+
+    #[tokio::test]
+    async fn a_reference_table_replaces_the_current_one_only_when_newer() {
+        let admin = admin();
+        let (status, body, _) = call(&admin, put(table("2026-11-30T12:00:00Z"))).await;
+        assert_eq!((status, &body), (200, &json!({"generation": 1, "users": 1, "ts": "2026-11-30T12:00:00Z"})));
+        for stale in ["2026-11-30T12:00:00Z", "2026-11-30T11:00:00Z"] {
+            let (status, body, _) = call(&admin, put(table(stale))).await;
+            assert_eq!(status, 409, "{stale}");
+            assert_eq!(body["current_ts"], "2026-11-30T12:00:00Z");
+            assert_eq!(body["current_generation"], 1);
+        }
+        let (status, body, _) = call(&admin, put(table("2026-11-30T13:00:00Z"))).await;
+        assert_eq!((status, body["generation"].as_u64()), (200, Some(2)));
+    }
+
+    #[tokio::test]
+    async fn a_table_dated_beyond_the_allowed_skew_is_400_and_does_not_block_later_tables() {
+        let admin = admin();
+        for ts in ["9999-12-31T23:59:59Z".to_owned(), from_now(time::Duration::seconds(360))] {
+            let (status, body, headers) = call(&admin, put(table(&ts))).await;
+            assert_eq!(status, 400, "{ts}");
+            assert_eq!(headers["content-type"], "application/problem+json");
+            assert_eq!(
+                (body["errors"][0]["field"].as_str(), body["errors"][0]["rule"].as_str()),
+                (Some("ts"), Some("future"))
+            );
+            assert!(body["errors"][0]["message"].as_str().unwrap().contains("300 seconds"), "{body}");
+        }
+        assert!(admin.reference.0.lock().unwrap().is_none(), "nothing was stored");
+        // Within the skew (a client's clock a little ahead) is taken, and a later table still is.
+        let (status, _, _) = call(&admin, put(table(&from_now(time::Duration::seconds(240))))).await;
+        assert_eq!(status, 200);
+        let (status, body, _) = call(&admin, put(table(&from_now(time::Duration::seconds(280))))).await;
+        assert_eq!((status, body["generation"].as_u64()), (200, Some(2)));
+    }
+
+    #[tokio::test]
+    async fn the_skew_is_the_configured_one() {
+        let strict = Admin { reference: FakeReference::default(), max_future_skew: time::Duration::ZERO };
+        let (status, body, _) = call(&strict, put(table(&from_now(time::Duration::seconds(30))))).await;
+        assert_eq!((status, body["errors"][0]["rule"].as_str()), (400, Some("future")));
+        let (status, _, _) = call(&strict, put(table(&from_now(time::Duration::seconds(-1))))).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_reference_table_is_400_naming_the_field() {
+        let body = json!({"user_metadata": {"u-1": {"plan": "Pro", "region": "eu"}}, "ts": "2026-11-30T12:00:00Z"});
+        let (status, body, _) = call(&admin(), put(body.to_string())).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["errors"][0]["field"], "user_metadata.u-1.plan");
+    }
+
+    #[tokio::test]
+    async fn other_methods_routes_types_and_bodies_are_refused() {
+        let (status, _, headers) = call(&admin(), request("POST", "/reference/users", "application/json", "{}")).await;
+        assert_eq!((status, headers["allow"].to_str().unwrap()), (405, "PUT"));
+        let (status, _, _) = call(&admin(), request("PUT", "/events", "application/json", "{}")).await;
+        assert_eq!(status, 404);
+        let (status, _, _) = call(&admin(), request("PUT", "/reference/users", "text/csv", "a,b")).await;
+        assert_eq!(status, 415);
+        let (status, _, _) = call(&admin(), put(Body::Empty)).await;
+        assert_eq!(status, 400);
+        let (status, _, _) = call(&admin(), put(vec![b'{', 0xff, b'}'])).await;
+        assert_eq!(status, 400);
+        let (status, _, _) = call(&admin(), put("x".repeat(MAX_REFERENCE_BODY_BYTES + 1))).await;
+        assert_eq!(status, 413);
+    }
+
+    #[tokio::test]
+    async fn when_the_table_cannot_be_written_should_return_503_with_retry_after() {
+        let admin = Admin { reference: DownReference, max_future_skew: time::Duration::seconds(300) };
+        let (status, body, headers) = call(&admin, put(table("2026-11-30T12:00:00Z"))).await;
+        assert_eq!((status, headers["retry-after"].to_str().unwrap()), (503, "1"));
+        assert!(!body["detail"].as_str().unwrap().contains("unreachable"), "5xx bodies say nothing internal");
+    }
+}

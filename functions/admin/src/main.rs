@@ -1,0 +1,15 @@
+use eventline_admin::config::Config;
+use eventline_model::aws::{init_tracing, sdk_config};
+use eventline_model::config::ProcessEnv;
+use lambda_http::{Error, Request, run, service_fn};
+
+// Lambda sends one invocation at a time; one thread starts sooner (README, "A one-thread runtime").
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let config =
+        Config::from_lookup(&ProcessEnv).inspect_err(|error| tracing::error!(%error, "invalid configuration"))?;
+    let admin = eventline_admin::with_aws(config, &sdk_config().await);
+    let admin = &admin;
+    run(service_fn(move |request: Request| async move { Ok::<_, Error>(admin.handle(request).await) })).await
+}
