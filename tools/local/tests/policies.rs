@@ -288,6 +288,8 @@ async fn each_role_reaches_only_the_partitions_its_function_uses() {
         ("TransformFunction", "BatchGetItem", table, vec![bucket, bucket], true),
         ("TransformFunction", "BatchGetItem", table, vec![window, window], true),
         ("TransformFunction", "BatchGetItem", table, vec![window, event], false),
+        // Counter items re-read when their breakdown key counts changed under a commit.
+        ("TransformFunction", "BatchGetItem", table, vec![window, shard_aggregate, user_aggregate], true),
         ("TransformFunction", "PutItem", table, vec![reference], false),
         ("TransformFunction", "PutItem", table, vec![bucket], false),
         ("TransformFunction", "UpdateItem", table, vec![bucket], false),
