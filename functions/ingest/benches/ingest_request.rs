@@ -81,6 +81,7 @@ fn ingest_request(c: &mut Criterion) {
         counter: AcceptingCounter,
         reference: NoReference,
         rules: Rules::default(),
+        user_claim: "sub".to_owned(),
         backoff: Backoff::default(),
     };
     let body = body();
