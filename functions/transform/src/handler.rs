@@ -248,9 +248,8 @@ fn checkpoint(records: &[KinesisEventRecord], unfinished: usize) -> KinesisEvent
 }
 
 /// One entry per record, in order: a later record with an identity seen earlier in the batch
-/// is a duplicate (one transaction cannot write the same item twice), a conflict when its
-/// sender or content differs from the earlier one's, or a mere copy when ingest put that same
-/// record twice.
+/// is an event too, judged against the stored one in a later commit group (a duplicate or a
+/// conflict), or a mere copy when ingest put that same record twice.
 fn entries_of(decoded: &[Decoded]) -> Vec<Entry> {
     let mut seen: HashMap<(Source, EventId), &ProcessedEvent> = HashMap::new();
     let mut poison_seen: HashSet<IngestId> = HashSet::new();
@@ -277,16 +276,7 @@ fn entries_of(decoded: &[Decoded]) -> Vec<Entry> {
                         Entry::Event(event.clone())
                     }
                     Some(first) if first.ingest_id.is_some() && event.ingest_id == first.ingest_id => Entry::Copy,
-                    Some(first) if matches!((&first.provenance, &event.provenance), (Some(a), Some(b)) if a != b) => {
-                        Entry::Conflict(event.clone())
-                    }
-                    Some(_) => Entry::Duplicate {
-                        source: source.clone(),
-                        id: id.clone(),
-                        ingest_id: event.ingest_id.clone(),
-                        shard_id: event.shard_id.clone(),
-                        sequence_number: event.sequence_number.clone(),
-                    },
+                    Some(_) => Entry::Event(event.clone()),
                 }
             }
         })
@@ -368,6 +358,7 @@ mod tests {
     #[derive(Default)]
     struct FakeStore {
         events: Mutex<HashMap<String, StoredAt>>,
+        senders: Mutex<HashMap<String, Option<eventline_model::Provenance>>>,
         markers: Mutex<HashSet<String>>,
         counts: Mutex<HashMap<&'static str, u64>>,
         fail_commits: Mutex<u32>,
@@ -403,6 +394,7 @@ mod tests {
                 }
             }
             let mut events = self.events.lock().unwrap();
+            let mut senders = self.senders.lock().unwrap();
             let mut markers = self.markers.lock().unwrap();
             let mut counts = self.counts.lock().unwrap();
             Ok(entries
@@ -417,6 +409,7 @@ mod tests {
                             let key = format!("{}#{}", e.event.source, e.event.id);
                             match events.get(&key) {
                                 None => {
+                                    senders.insert(key.clone(), e.provenance.clone());
                                     events.insert(
                                         key,
                                         (e.shard_id.clone(), e.sequence_number.clone(), e.ingest_id.clone()),
@@ -429,10 +422,13 @@ mod tests {
                                 Some((_, _, Some(ingest))) if e.ingest_id.as_ref() == Some(ingest) => {
                                     (Outcome::Redelivered, None)
                                 }
-                                Some(_) => (
-                                    Outcome::Duplicate,
-                                    Some(format!("dup {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
-                                ),
+                                Some(_) => {
+                                    let other = matches!((senders.get(&key), &e.provenance), (Some(Some(a)), Some(b)) if a != b);
+                                    (
+                                        if other { Outcome::Conflict } else { Outcome::Duplicate },
+                                        Some(format!("dup {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
+                                    )
+                                }
                             }
                         }
                         Entry::Duplicate { ingest_id, shard_id, sequence_number, .. } => (

@@ -14,7 +14,8 @@ use eventline_model::{EventId, IngestId, ProcessedEvent, Source, UserId};
 pub enum Entry {
     /// A decoded event: store it unless its identity is already stored.
     Event(ProcessedEvent),
-    /// A later record of an identity that appeared earlier in the same batch.
+    /// A later record of an identity that appeared earlier in the same batch (kept for markers
+    /// that other callers of the store write; the handler judges such records as events).
     Duplicate { source: Source, id: EventId, ingest_id: Option<IngestId>, shard_id: String, sequence_number: String },
     /// A later record of an identity that appeared earlier in the same batch, from another
     /// sender or with other content: kept as a conflict, never stored over the first.
@@ -245,7 +246,14 @@ pub fn commit_groups(entries: &[Entry], measures: &[String]) -> Vec<std::ops::Ra
     let mut start = 0;
     let mut bytes = 0;
     let mut terms: HashMap<CounterItem, HashSet<(u8, String)>> = HashMap::new();
+    // One transaction cannot write an item twice, and a later copy of an identity is judged
+    // against the stored event: it waits for the next group.
+    let mut identities: HashSet<(&Source, &EventId)> = HashSet::new();
     for (index, entry) in entries.iter().enumerate() {
+        let identity = match entry {
+            Entry::Event(event) => Some(event.event.identity()),
+            _ => None,
+        };
         let weight = entry_weight(entry);
         let adds = counter_terms(entry, measures);
         let mut trial = terms.clone();
@@ -257,11 +265,13 @@ pub fn commit_groups(entries: &[Entry], measures: &[String]) -> Vec<std::ops::Ra
         let fits = index - start < MAX_ENTRIES_PER_COMMIT
             && bytes + weight <= MAX_BYTES_PER_COMMIT
             && actions <= MAX_ACTIONS_PER_COMMIT
-            && widest <= MAX_TERMS_PER_BUCKET;
+            && widest <= MAX_TERMS_PER_BUCKET
+            && identity.is_none_or(|identity| !identities.contains(&identity));
         if index > start && !fits {
             groups.push(start..index);
             start = index;
             bytes = 0;
+            identities.clear();
             terms = HashMap::new();
             for (bucket, term) in adds {
                 terms.entry(bucket).or_default().insert(term);
@@ -269,6 +279,7 @@ pub fn commit_groups(entries: &[Entry], measures: &[String]) -> Vec<std::ops::Ra
         } else {
             terms = trial;
         }
+        identities.extend(identity);
         bytes += weight;
     }
     if start < entries.len() {
@@ -361,6 +372,13 @@ mod tests {
         let groups = commit_groups(&entries, &[]);
         // Per bucket: count, unknown, plan and region, and a type and a source per event.
         assert_eq!(groups[0], 0..((MAX_TERMS_PER_BUCKET - 4) / 2));
+    }
+
+    #[test]
+    fn a_later_copy_of_an_identity_waits_for_the_next_group() {
+        let entries =
+            [event_at(1, 1_795_435_100, "a"), event_at(2, 1_795_435_100, "a"), event_at(1, 1_795_435_100, "b")];
+        assert_eq!(commit_groups(&entries, &[]), vec![0..2, 2..3]);
     }
 
     #[test]
