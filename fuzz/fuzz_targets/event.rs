@@ -48,7 +48,7 @@ fuzz_target!(|bytes: &[u8]| {
     });
     assert_eq!(reparsed, event.timestamp, "timestamp text {formatted:?} reads back as another instant");
 
-    let record = StreamRecord { event, received_at: NOW, ingest_id: Some(IngestId::generate()) };
+    let record = StreamRecord { event, received_at: NOW, ingest_id: Some(IngestId::generate()), provenance: None };
     let encoded = record.encode();
     let decoded = StreamRecord::decode(&encoded).unwrap_or_else(|e| {
         panic!("an accepted event's stream record does not decode: {e}\nrecord: {}", String::from_utf8_lossy(&encoded))

@@ -85,6 +85,8 @@ pub mod names {
     pub const ALLOWED_SOURCES: &str = "ALLOWED_SOURCES";
     pub const AGGREGATE_MEASURES: &str = "AGGREGATE_MEASURES";
     pub const MAX_BREAKDOWN_KEYS: &str = "MAX_BREAKDOWN_KEYS";
+    /// The token claim a JWT caller's events must name as their `user_id`.
+    pub const JWT_USER_CLAIM: &str = "JWT_USER_CLAIM";
     /// The stack's name, the `Stack` dimension of the pipeline's own metrics.
     pub const STACK_NAME: &str = "STACK_NAME";
     /// Another endpoint for every AWS client (a local emulator); empty means AWS itself.

@@ -4,7 +4,7 @@
 //! | item | pk | sk |
 //! |---|---|---|
 //! | processed event | `EVENT#{source}#{id}` | `EVENT` |
-//! | duplicate marker | `EVENT#{source}#{id}` | `DUP#{ingest id}`, or `DUP#{shard}#{sequence}` for other producers' records |
+//! | duplicate marker, or conflict item | `EVENT#{source}#{id}` | `DUP#{ingest id}`, or `DUP#{shard}#{sequence}` for other producers' records |
 //! | poison record marker | `POISON#{ingest id}`, or `POISON#{shard}#{sequence}` | `POISON` |
 //! | received marker (one per ingest request) | `RECEIVED#{request token}` | `RECEIVED` |
 //! | current reference generation | `REFERENCE` | `CURRENT` |
@@ -21,7 +21,10 @@
 //! (`n#t#` counts them); later keys add to `t#other` and to `folded`.
 //!
 //! Events with a user also carry `user_pk` = `USER#{user_id}` and
-//! `user_sk` = `{timestamp, fixed width}#{source}#{id}` for the `ByUser` index.
+//! `user_sk` = `{timestamp, fixed width}#{source}#{id}` for the `ByUser` index. Conflict
+//! items carry `user_pk` = `CONFLICTS` and `user_sk` = `{when judged, fixed width}#{source}#{id}`
+//! there too, so that they can be listed with one Query. A record's duplicate marker and its
+//! conflict item share one key: a record is counted once, whichever it was judged.
 //! `#` cannot occur in a source, an id or an ingest id, so keys never collide.
 //! Markers are keyed by the ingest id when the record has one, so every copy of a record
 //! that ingest put twice finds the same marker and is counted once.
@@ -81,10 +84,22 @@ pub mod attr {
     pub const SHARD_ID: &str = "shard_id";
     pub const SEQUENCE_NUMBER: &str = "sequence_number";
     pub const INGEST_ID: &str = "ingest_id";
+    /// Who sent the event, and the digest of what they sent (`identity.rs`); also on a
+    /// conflict item, for the conflicting copy.
+    pub const SENDER: &str = "sender";
+    pub const DIGEST: &str = "digest";
+
+    // A conflict item: the copy as it would have been stored (JSON, when small enough), its
+    // size, and when the transform judged it (`processed_at`).
+    pub const KIND: &str = "kind";
+    pub const KIND_CONFLICT: &str = "conflict";
+    pub const COPY: &str = "copy";
+    pub const COPY_BYTES: &str = "copy_bytes";
 
     // Counter items.
     pub const PROCESSED: &str = "processed";
     pub const DUPLICATE: &str = "duplicate";
+    pub const CONFLICT: &str = "conflict";
     pub const FAILED: &str = "failed";
     pub const LATENCY_SUM_MS: &str = "latency_sum_ms";
     pub const LAST_ACTIVE_MS: &str = "last_active_ms";
@@ -145,6 +160,13 @@ fn record_key(ingest_id: Option<&IngestId>, shard_id: &str, sequence_number: &st
         Some(ingest_id) => ingest_id.to_string(),
         None => format!("{shard_id}#{sequence_number}"),
     }
+}
+
+/// The `ByUser` index partition that lists conflict items (no user key starts so).
+pub const CONFLICTS_INDEX_PK: &str = "CONFLICTS";
+
+pub fn conflict_index_sk(judged_at: OffsetDateTime, source: &Source, id: &EventId) -> String {
+    format!("{}#{source}#{id}", sortable_timestamp(judged_at))
 }
 
 pub fn duplicate_sk(ingest_id: Option<&IngestId>, shard_id: &str, sequence_number: &str) -> String {

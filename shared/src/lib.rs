@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod batch;
 pub mod config;
 pub mod event;
+pub mod identity;
 pub mod json;
 pub mod keys;
 pub mod latency;
@@ -22,5 +23,6 @@ pub mod window;
 pub mod aws;
 
 pub use event::{Event, EventId, EventType, IngestId, RawObject, Source, UserId, format_rfc3339};
+pub use identity::{Digest, Provenance, Sender};
 pub use record::{Arrival, DecodeError, Position, ProcessedEvent, StreamRecord};
 pub use validation::{FieldError, Rule, Rules, parse_event};

@@ -9,17 +9,20 @@ use time::format_description::well_known::Rfc3339;
 use crate::event::{
     Event, EventId, EventType, IngestId, RawObject, Source, TIMESTAMP_RANGE_RULE, UserId, checked_utc, format_rfc3339,
 };
+use crate::identity::{Digest, Provenance, Sender};
 use crate::json::{Members, check_unique_keys};
 use crate::reference::Enrichment;
 use crate::validation::{FieldError, Rules, parse_event_with_id};
 
-/// One ingest-stream record: the validated event, when the service received it, and the
-/// id ingest gave this record (absent in records other producers write).
+/// One ingest-stream record: the validated event, when the service received it, the id
+/// ingest gave this record (absent in records other producers write), and who sent it with
+/// the digest of what they sent (absent in records written before senders were recorded).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamRecord {
     pub event: Event,
     pub received_at: OffsetDateTime,
     pub ingest_id: Option<IngestId>,
+    pub provenance: Option<Provenance>,
 }
 
 /// Why a stream record cannot be processed; such a record goes to the dead-letter queue.
@@ -69,6 +72,10 @@ impl Serialize for StreamRecord {
         if let Some(ingest_id) = &self.ingest_id {
             map.serialize_entry("ingest_id", ingest_id)?;
         }
+        if let Some(provenance) = &self.provenance {
+            map.serialize_entry("sender", &provenance.sender)?;
+            map.serialize_entry("digest", &provenance.digest)?;
+        }
         map.end()
     }
 }
@@ -91,6 +98,10 @@ struct RecordWire {
     received_at: String,
     #[serde(default)]
     ingest_id: Option<IngestId>,
+    #[serde(default)]
+    sender: Option<Sender>,
+    #[serde(default)]
+    digest: Option<Digest>,
 }
 
 fn stream_time(name: &str, text: &str) -> Result<OffsetDateTime, DecodeError> {
@@ -131,13 +142,20 @@ impl StreamRecord {
             },
             received_at: stream_time("received_at", &wire.received_at)?,
             ingest_id: wire.ingest_id,
+            // Both or neither: a record with one of them was not written by ingest.
+            provenance: match (wire.sender, wire.digest) {
+                (Some(sender), Some(digest)) => Some(Provenance { sender, digest }),
+                (None, None) => None,
+                _ => return Err(DecodeError::Invalid("sender and digest must come together".into())),
+            },
         })
     }
 
     /// Decodes a record whoever wrote it: ingest's shape as [`StreamRecord::decode`] does,
     /// held to the deployment's rules again ([`Rules::check_received`]), or, when the data
     /// has no `received_at`, an event in the API's shape, validated as ingest validates it
-    /// (with its defaults) and received when it arrived on the stream.
+    /// (with its defaults) and received when it arrived on the stream, sent by
+    /// [`Sender::stream`].
     pub fn decode_arrived(data: &[u8], arrival: &Arrival<'_>) -> Result<Self, DecodeError> {
         let not_ingest_shape = match Self::decode(data) {
             Ok(record) => {
@@ -161,7 +179,8 @@ impl StreamRecord {
         };
         let event =
             parse_event_with_id(raw, arrival.rules, at, || arrival.default_id()).map_err(DecodeError::Rejected)?;
-        Ok(Self { event, received_at: at, ingest_id: None })
+        let provenance = Provenance { sender: Sender::stream(), digest: Digest::of_event(raw) };
+        Ok(Self { event, received_at: at, ingest_id: None, provenance: Some(provenance) })
     }
 }
 
@@ -183,6 +202,8 @@ pub struct ProcessedEvent {
     pub sequence_number: String,
     /// Kept with the stored item (not published) to recognise ingest's copies of a record.
     pub ingest_id: Option<IngestId>,
+    /// Kept with the stored item (not published) to tell a duplicate from a conflict.
+    pub provenance: Option<Provenance>,
     /// The user's plan and region from the reference generation current when the batch
     /// was processed.
     pub enrichment: Option<Enrichment>,
@@ -221,6 +242,7 @@ impl ProcessedEvent {
             shard_id: position.shard_id,
             sequence_number: position.sequence_number,
             ingest_id: record.ingest_id,
+            provenance: record.provenance,
             enrichment: None,
         }
     }
@@ -240,7 +262,11 @@ mod tests {
     fn record(payload: &str) -> StreamRecord {
         let now = datetime!(2026-11-23 12:00:00 UTC);
         let event = parse_value(&json!({"id": "e1", "payload": payload}), &Rules::default(), now).unwrap();
-        StreamRecord { event, received_at: now, ingest_id: Some(IngestId::generate()) }
+        let provenance = Provenance {
+            sender: Sender::iam("arn:aws:iam::123456789012:user/test"),
+            digest: Digest::try_from("0".repeat(32)).unwrap(),
+        };
+        StreamRecord { event, received_at: now, ingest_id: Some(IngestId::generate()), provenance: Some(provenance) }
     }
 
     fn position() -> Position {
@@ -279,6 +305,45 @@ mod tests {
     }
 
     #[test]
+    fn records_written_before_senders_were_recorded_still_decode() {
+        let old = r#"{"id":"e1","source":"web","type":"t","timestamp":"2026-01-01T00:00:00Z","received_at":"2026-01-01T00:00:00Z","ingest_id":"abc"}"#;
+        let decoded = StreamRecord::decode(old.as_bytes()).unwrap();
+        assert_eq!(decoded.provenance, None);
+        assert!(!String::from_utf8(decoded.encode()).unwrap().contains("sender"), "no empty members are written");
+        let with = record("x");
+        let text = String::from_utf8(with.encode()).unwrap();
+        assert!(
+            text.ends_with(
+                r#","sender":"arn:aws:iam::123456789012:user/test","digest":"00000000000000000000000000000000"}"#
+            ),
+            "{text}"
+        );
+        let half = old.replace(r#""ingest_id":"abc""#, r#""sender":"stream""#);
+        assert!(matches!(StreamRecord::decode(half.as_bytes()), Err(DecodeError::Invalid(_))));
+    }
+
+    #[test]
+    fn the_provenance_is_kept_for_the_stored_item() {
+        let original = record("x");
+        let out = ProcessedEvent::from_record(original.clone(), position(), datetime!(2026-11-23 12:00:01 UTC));
+        assert_eq!(out.provenance, original.provenance);
+        let json: serde_json::Value = serde_json::from_slice(&out.to_json()).unwrap();
+        assert!(json.get("sender").is_none() && json.get("digest").is_none(), "not published");
+    }
+
+    #[test]
+    fn a_direct_record_is_sent_by_the_stream_with_the_digest_of_its_data() {
+        let data = r#"{"id":"k-1", "source":"sam","payload":"hi"}"#;
+        let record = arrived(data, &Rules::default()).unwrap();
+        let expected = Digest::of_event(&RawValue::from_string(data.to_owned()).unwrap());
+        assert_eq!(record.provenance, Some(Provenance { sender: Sender::stream(), digest: expected }));
+        // The defaults filled in (type, timestamp) are not part of it.
+        let explicit =
+            arrived(r#"{"id":"k-1","source":"sam","payload":"hi","type":"event"}"#, &Rules::default()).unwrap();
+        assert_ne!(explicit.provenance, record.provenance);
+    }
+
+    #[test]
     fn data_travels_byte_for_byte_to_the_processed_event() {
         let data = r#"{"a":1e15,"b":12345678901234567890123,"c":-0}"#;
         let line = format!(
@@ -309,6 +374,7 @@ mod tests {
         let record = arrived(r#"{"id":"k-1","source":"sam","payload":"hi"}"#, &Rules::default()).unwrap();
         assert_eq!(record.received_at, ARRIVED);
         assert_eq!(record.ingest_id, None);
+        assert_eq!(record.provenance.as_ref().map(|p| p.sender.as_str()), Some("stream"));
         assert_eq!(record.event.id.as_str(), "k-1");
         assert_eq!(record.event.source.as_str(), "sam");
         assert_eq!(record.event.event_type.as_str(), "event");

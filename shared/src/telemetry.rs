@@ -13,6 +13,8 @@ pub const EVENTS_ACCEPTED: &str = "EventsAccepted";
 pub const EVENTS_REJECTED: &str = "EventsRejected";
 pub const EVENTS_STORED: &str = "EventsStored";
 pub const EVENTS_DUPLICATE: &str = "EventsDuplicate";
+/// Copies of a stored identity from another sender or with other content.
+pub const EVENTS_CONFLICT: &str = "EventsConflict";
 pub const EVENTS_POISON: &str = "EventsPoison";
 pub const COMMIT_RETRIES: &str = "CommitRetries";
 /// Analytics updates (window buckets, aggregates, users sketches) the table refused or that
@@ -35,6 +37,12 @@ pub fn transformed(stored: u64, duplicate: u64, poison: u64) {
     metrics::counter!(EVENTS_STORED).increment(stored);
     metrics::counter!(EVENTS_DUPLICATE).increment(duplicate);
     metrics::counter!(EVENTS_POISON).increment(poison);
+}
+
+/// Conflicts a transform batch kept (copies of stored identities from another sender or with
+/// other content).
+pub fn conflicted(conflicts: u64) {
+    metrics::counter!(EVENTS_CONFLICT).increment(conflicts);
 }
 
 /// A commit (transaction) tried again after a transient error.

@@ -68,6 +68,7 @@ fn ingest_request(c: &mut Criterion) {
         sink: AcceptingStream,
         counter: AcceptingCounter,
         rules: Rules::default(),
+        user_claim: "sub".to_owned(),
         backoff: Backoff::default(),
     };
     let body = body();

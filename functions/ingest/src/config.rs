@@ -8,6 +8,8 @@ pub struct Config {
     pub stream_name: String,
     pub table_name: String,
     pub rules: Rules,
+    /// The token claim a JWT caller's `user_id` is bound to.
+    pub user_claim: String,
 }
 
 impl Config {
@@ -16,6 +18,7 @@ impl Config {
             stream_name: required(env, names::INGEST_STREAM)?,
             table_name: required(env, names::EVENTS_TABLE)?,
             rules: rules(env)?,
+            user_claim: env.get(names::JWT_USER_CLAIM).filter(|c| !c.is_empty()).unwrap_or_else(|| "sub".to_owned()),
         })
     }
 }
@@ -42,6 +45,7 @@ mod tests {
         assert_eq!(config.rules.max_future_skew, time::Duration::seconds(60));
         assert_eq!(config.rules.allowed_types.len(), 2);
         assert!(config.rules.allowed_sources.is_empty());
+        assert_eq!(config.user_claim, "sub", "the template's default");
     }
 
     #[test]

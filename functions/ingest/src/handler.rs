@@ -13,8 +13,9 @@ use eventline_model::response::{Problem, json, retry_after};
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, RecordSink, put_all};
 use eventline_model::validation::echo;
-use eventline_model::{Event, FieldError, IngestId, Rule, Rules, StreamRecord, parse_event};
+use eventline_model::{Digest, Event, FieldError, IngestId, Provenance, Rule, Rules, StreamRecord, parse_event};
 
+use crate::caller::Caller;
 use crate::counter::ReceivedCounter;
 
 /// Most events one request may carry.
@@ -30,6 +31,8 @@ pub struct Ingest<S, C> {
     pub sink: S,
     pub counter: C,
     pub rules: Rules,
+    /// The token claim a JWT caller's `user_id` is bound to.
+    pub user_claim: String,
     /// Budget for putting one request's events on the stream.
     pub backoff: Backoff,
 }
@@ -140,7 +143,8 @@ impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
         let Submission { single, items } = parse_submission(&request, body)?;
         let now = OffsetDateTime::now_utc();
         let request_token = IngestId::generate();
-        let parsed: Vec<_> = items.iter().map(|raw| self.stream_record(raw, now)).collect();
+        let caller = Caller::of(&request, &self.user_claim);
+        let parsed: Vec<_> = items.iter().map(|raw| self.stream_record(raw, now, &caller)).collect();
         let outcomes = self.put_valid(parsed).await;
 
         let accepted = outcomes.iter().filter(|o| matches!(o, Outcome::Accepted(_))).count();
@@ -164,10 +168,23 @@ impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
         batch_response(results.collect())
     }
 
-    /// Validates one item and checks that the transform could store it.
-    fn stream_record(&self, raw: &RawValue, now: OffsetDateTime) -> Result<StreamRecord, Vec<FieldError>> {
-        let event = parse_event(raw, &self.rules, now)?;
-        let record = StreamRecord { event, received_at: now, ingest_id: Some(IngestId::generate()) };
+    /// Validates one item, binds it to a JWT caller's user, and checks that the transform
+    /// could store it. The digest is of the item as the client wrote it.
+    fn stream_record(
+        &self,
+        raw: &RawValue,
+        now: OffsetDateTime,
+        caller: &Caller,
+    ) -> Result<StreamRecord, Vec<FieldError>> {
+        let mut event = parse_event(raw, &self.rules, now)?;
+        bind_user(&mut event, caller, &self.user_claim)?;
+        let provenance = Provenance { sender: caller.sender.clone(), digest: Digest::of_event(raw) };
+        let record = StreamRecord {
+            event,
+            received_at: now,
+            ingest_id: Some(IngestId::generate()),
+            provenance: Some(provenance),
+        };
         // Uppercasing can triple a payload: refuse what the table could not hold, now,
         // rather than accept it and fail in the transform. (The output record, JSON, is
         // bounded by the serialized event plus that growth, well inside Kinesis's 1 MiB.)
@@ -206,6 +223,20 @@ impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
             })
             .collect()
     }
+}
+
+/// A JWT caller sends its own user's events: a `user_id` naming another user is refused, and
+/// a missing one is the caller's.
+fn bind_user(event: &mut Event, caller: &Caller, claim: &str) -> Result<(), Vec<FieldError>> {
+    let Some(bound) = &caller.user else { return Ok(()) };
+    let refused = |message: String| vec![FieldError::new("user_id", Rule::NotAllowed, message)];
+    let user = bound.as_ref().map_err(|reason| refused(reason.clone()))?;
+    match &event.user_id {
+        None => event.user_id = Some(user.clone()),
+        Some(named) if named == user => {}
+        Some(_) => return Err(refused(format!("must be the caller's own user (the token's {claim} claim)"))),
+    }
+    Ok(())
 }
 
 /// What became of one item of a request.
@@ -426,6 +457,7 @@ mod tests {
             sink: FakeStream { refuse_keys: refuse_keys.iter().map(|k| k.to_string()).collect(), ..Default::default() },
             counter: FakeCounter::default(),
             rules: Rules::default(),
+            user_claim: "sub".to_owned(),
             backoff: Backoff {
                 base: Duration::from_millis(1),
                 max: Duration::from_millis(2),
@@ -704,5 +736,51 @@ mod tests {
             .unwrap();
         let (status, _, _) = call(&ingest(&[]), put).await;
         assert_eq!(status, 404, "the administrator function replaces the reference table");
+    }
+    #[tokio::test(start_paused = true)]
+    async fn each_record_carries_its_sender_and_the_digest_of_what_the_client_wrote() {
+        use crate::caller::tests::with_iam;
+        let signed = ingest(&[]);
+        let body =
+            r#"[{"id":"e1","source":"web","data":{"b":1,"a":2}}, {"data":{"a":2,"b":1},"source":"web","id":"e2"}]"#;
+        let request =
+            with_iam(post("/events", "application/json", body), "arn:aws:sts::123456789012:assumed-role/Writer/s-1");
+        let (status, _, _) = call(&signed, request).await;
+        assert_eq!(status, 202);
+        let records = put_records(&signed);
+        assert_eq!(records[0]["sender"], "arn:aws:sts::123456789012:assumed-role/Writer");
+        assert_eq!(records[0]["digest"].as_str().map(str::len), Some(32));
+        assert_eq!(records[0]["digest"], records[1]["digest"], "the same content in another order");
+        let raw = serde_json::value::RawValue::from_string(r#"{"source":"web","data":{"a":2,"b":1}}"#.into()).unwrap();
+        assert_eq!(records[0]["digest"], Digest::of_event(&raw).as_str(), "before defaults (type, timestamp)");
+        // Without an authorizer (a public collector) every caller is the same anonymous sender.
+        let open = ingest(&[]);
+        call(&open, post("/events", "application/json", r#"{"id":"e3"}"#)).await;
+        assert_eq!(put_records(&open)[0]["sender"], "anonymous");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_jwt_caller_sends_only_its_own_users_events() {
+        use crate::caller::tests::with_jwt;
+        let claims = [("iss", "https://issuer.example"), ("sub", "device-7")];
+        let jwt = ingest(&[]);
+        let other = with_jwt(post("/events", "application/json", r#"{"id":"e1","user_id":"someone-else"}"#), &claims);
+        let (status, body, _) = call(&jwt, other).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["errors"][0]["field"], "user_id");
+        assert_eq!(body["errors"][0]["rule"], "not_allowed");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("sub claim"), "{body}");
+        assert!(jwt.sink.calls.lock().unwrap().is_empty());
+
+        let batch = r#"[{"id":"e2","user_id":"device-7"},{"id":"e3","user_id":"u-1"},{"id":"e4"}]"#;
+        let (status, body, _) = call(&jwt, with_jwt(post("/events", "application/json", batch), &claims)).await;
+        assert_eq!(status, 207);
+        let statuses: Vec<&str> =
+            body["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+        assert_eq!(statuses, ["accepted", "rejected", "accepted"]);
+        let records = put_records(&jwt);
+        assert_eq!(records[1]["user_id"], "device-7", "a missing user_id is the caller's");
+        assert_eq!(records[1]["sender"], "jwt:https://issuer.example device-7");
+        assert_eq!(jwt.sink.calls.lock().unwrap()[0][1].partition_key, "device-7");
     }
 }

@@ -1,5 +1,6 @@
 //! The ingest function: validates events and puts them on the ingest stream.
 
+pub mod caller;
 pub mod config;
 pub mod counter;
 pub mod handler;
@@ -30,6 +31,7 @@ pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsIngest {
             Backoff::default().with_budget(COUNT_BUDGET),
         ),
         rules: config.rules,
+        user_claim: config.user_claim,
         backoff: Backoff::default().with_budget(PUT_BUDGET),
     }
 }

@@ -100,11 +100,13 @@ pub struct Totals {
     pub events_processed: u64,
     pub events_failed: u64,
     pub events_duplicate: u64,
+    /// Copies of a stored identity from another sender or with other content.
+    pub events_conflict: u64,
     pub average_processing_latency_ms: Option<f64>,
     pub p50_processing_latency_ms: Option<u64>,
     pub p95_processing_latency_ms: Option<u64>,
     pub p99_processing_latency_ms: Option<u64>,
-    /// Received minus processed, failed and duplicate: 0 when drained. Negative only if a
+    /// Received minus processed, failed, duplicate and conflict: 0 when drained. Negative only if a
     /// received count was lost (ingest could not count a request within its budget): shown,
     /// not hidden.
     pub current_queue_depth: i64,
@@ -191,6 +193,7 @@ impl Totals {
         let sum = |f: fn(&crate::reader::ShardCounters) -> u64| counters.shards.iter().map(f).sum::<u64>();
         let processed = sum(|s| s.processed);
         let duplicate = sum(|s| s.duplicate);
+        let conflict = sum(|s| s.conflict);
         let failed = sum(|s| s.failed);
         let latency_sum = sum(|s| s.latency_sum_ms);
         let received = counters.received + sum(|s| s.received_direct);
@@ -208,13 +211,16 @@ impl Totals {
             events_processed: processed,
             events_failed: failed,
             events_duplicate: duplicate,
+            events_conflict: conflict,
             average_processing_latency_ms: (processed > 0)
                 .then(|| (latency_sum as f64 / processed as f64 * 10.0).round() / 10.0),
             p50_processing_latency_ms: latency.quantile(0.50),
             p95_processing_latency_ms: latency.quantile(0.95),
             p99_processing_latency_ms: latency.quantile(0.99),
-            current_queue_depth: i64::try_from(i128::from(received) - i128::from(processed + failed + duplicate))
-                .unwrap_or(i64::MIN),
+            current_queue_depth: i64::try_from(
+                i128::from(received) - i128::from(processed + failed + duplicate + conflict),
+            )
+            .unwrap_or(i64::MIN),
             analytics_lost: sum(|s| s.analytics_lost),
             events_per_second: processed_recently as f64 / RECENT_SECONDS as f64,
             uptime_seconds: first_seen.map_or(0, |first| u64::try_from((now_ms - first) / 1000).unwrap_or(0)),
@@ -557,7 +563,7 @@ mod tests {
         .unwrap();
         let event = eventline_model::parse_event(&raw, &Rules::default(), NOW).unwrap();
         ProcessedEvent::from_record(
-            StreamRecord { event, received_at: NOW, ingest_id: None },
+            StreamRecord { event, received_at: NOW, ingest_id: None, provenance: None },
             Position { shard_id: "shardId-000000000000".into(), sequence_number: "1".into() },
             NOW,
         )
@@ -606,6 +612,7 @@ mod tests {
                     received_direct: 3,
                     processed: 90,
                     duplicate: 2,
+                    conflict: 4,
                     failed: 1,
                     latency_sum_ms: 900,
                     latency: fast,
@@ -622,14 +629,15 @@ mod tests {
                     ..Default::default()
                 },
             ],
-            received: 110,
+            received: 114,
             first_received_ms: Some(NOW_MS - 120_500),
         };
         let totals = Totals::compute(&counters, 120, NOW);
         assert_eq!(totals.events_processed, 100);
         assert_eq!(totals.events_duplicate, 2);
         assert_eq!(totals.events_failed, 1);
-        assert_eq!(totals.events_received, 113, "ingest's count and the records other producers wrote");
+        assert_eq!(totals.events_conflict, 4);
+        assert_eq!(totals.events_received, 117, "ingest's count and the records other producers wrote");
         assert_eq!(totals.current_queue_depth, 10);
         assert_eq!(totals.average_processing_latency_ms, Some(109.0));
         assert_eq!(totals.p50_processing_latency_ms, Some(10));

@@ -24,6 +24,7 @@ pub struct ShardCounters {
     pub received_direct: u64,
     pub processed: u64,
     pub duplicate: u64,
+    pub conflict: u64,
     pub failed: u64,
     pub latency_sum_ms: u64,
     pub latency: Histogram,
@@ -292,6 +293,8 @@ fn shard_counters(shard_id: &str, item: &Item) -> Result<ShardCounters, ReadErro
         received_direct: number(item, attr::RECEIVED_DIRECT).unwrap_or(0),
         processed: counter(item, attr::PROCESSED)?,
         duplicate: counter(item, attr::DUPLICATE)?,
+        // Absent on items written before conflicts were counted: counted from 0.
+        conflict: number(item, attr::CONFLICT).unwrap_or(0),
         failed: counter(item, attr::FAILED)?,
         latency_sum_ms: counter(item, attr::LATENCY_SUM_MS)?,
         latency,

@@ -17,6 +17,7 @@ use eventline_model::aws::item::{Item, n, s, to_item};
 use eventline_model::keys::{self, attr};
 use eventline_model::retry::Backoff;
 use eventline_model::window::{BUCKET_TTL_SECONDS, Bucket, Distinct, Tally};
+use eventline_model::{ProcessedEvent, format_rfc3339};
 use time::OffsetDateTime;
 
 use crate::breakdown::{self, Guard, Known};
@@ -103,6 +104,8 @@ struct SharedUpdate {
 enum Step {
     StoreEvent,
     MarkDuplicate,
+    /// A copy from another sender or with other content: its conflict item counts it once.
+    MarkConflict,
     MarkPoison,
     /// An event the table refused: its poison marker counts it as failed once.
     MarkRefused,
@@ -114,6 +117,7 @@ impl Step {
         match self {
             Step::StoreEvent => Outcome::Stored,
             Step::MarkDuplicate => Outcome::Duplicate,
+            Step::MarkConflict => Outcome::Conflict,
             Step::MarkPoison => Outcome::Failed,
             Step::MarkRefused => Outcome::Refused,
             Step::Done(outcome) => outcome,
@@ -124,6 +128,7 @@ impl Step {
         match entry {
             Entry::Event(_) => Step::StoreEvent,
             Entry::Duplicate { .. } => Step::MarkDuplicate,
+            Entry::Conflict(_) => Step::MarkConflict,
             Entry::Poison { .. } => Step::MarkPoison,
             Entry::Copy => Step::Done(Outcome::AlreadyCounted),
         }
@@ -324,6 +329,7 @@ impl DynamoEventStore {
                 keys::poison_pk(event.ingest_id.as_ref(), &event.shard_id, &event.sequence_number),
                 keys::POISON_SK.to_owned(),
             ),
+            (Entry::Event(event) | Entry::Conflict(event), Step::MarkConflict) => conflict_item(event),
             (Entry::Event(event), _) => marker(
                 keys::event_pk(&event.event.source, &event.event.id),
                 keys::duplicate_sk(event.ingest_id.as_ref(), &event.shard_id, &event.sequence_number),
@@ -334,7 +340,9 @@ impl DynamoEventStore {
             (Entry::Poison { ingest_id, shard_id, sequence_number }, _) => {
                 marker(keys::poison_pk(ingest_id.as_ref(), shard_id, sequence_number), keys::POISON_SK.to_owned())
             }
-            (Entry::Copy, _) => return Err(StoreError::Permanent("a copy has nothing to write".into())),
+            (Entry::Copy | Entry::Conflict(_), _) => {
+                return Err(StoreError::Permanent("nothing to write for this entry at this step".into()));
+            }
         };
         let put = Put::builder()
             .table_name(&self.table_name)
@@ -388,6 +396,7 @@ impl DynamoEventStore {
             "#received_direct :r".to_owned(),
             "#processed :p".to_owned(),
             "#duplicate :d".to_owned(),
+            "#conflict :c".to_owned(),
             "#failed :f".to_owned(),
             "#latency_sum :ls".to_owned(),
         ];
@@ -398,6 +407,7 @@ impl DynamoEventStore {
             .expression_attribute_names("#received_direct", attr::RECEIVED_DIRECT)
             .expression_attribute_names("#processed", attr::PROCESSED)
             .expression_attribute_names("#duplicate", attr::DUPLICATE)
+            .expression_attribute_names("#conflict", attr::CONFLICT)
             .expression_attribute_names("#failed", attr::FAILED)
             .expression_attribute_names("#latency_sum", attr::LATENCY_SUM_MS)
             .expression_attribute_names("#last_active", attr::LAST_ACTIVE_MS)
@@ -405,6 +415,7 @@ impl DynamoEventStore {
             .expression_attribute_values(":r", n(delta.received_direct))
             .expression_attribute_values(":p", n(delta.processed))
             .expression_attribute_values(":d", n(delta.duplicate))
+            .expression_attribute_values(":c", n(delta.conflict))
             .expression_attribute_values(":f", n(delta.failed))
             .expression_attribute_values(":ls", n(delta.latency_sum_ms))
             .expression_attribute_values(":now", n(now_ms));
@@ -687,7 +698,13 @@ fn resolve(reasons: &[CancellationReason], entries: &[Entry], pending: &[usize],
                             && field(attr::SEQUENCE_NUMBER) == Some(&event.sequence_number);
                         let same_ingest =
                             event.ingest_id.as_ref().is_some_and(|id| field(attr::INGEST_ID) == Some(&id.to_string()));
-                        if same_record || same_ingest { Step::Done(Outcome::Redelivered) } else { Step::MarkDuplicate }
+                        if same_record || same_ingest {
+                            Step::Done(Outcome::Redelivered)
+                        } else if same_provenance(event, field(attr::SENDER), field(attr::DIGEST)) {
+                            Step::MarkDuplicate
+                        } else {
+                            Step::MarkConflict
+                        }
                     }
                     (_, Step::MarkRefused) => Step::Done(Outcome::RefusedBefore),
                     _ => Step::Done(Outcome::AlreadyCounted),
@@ -701,6 +718,53 @@ fn resolve(reasons: &[CancellationReason], entries: &[Entry], pending: &[usize],
         }
     }
     resolved
+}
+
+/// Whether a copy comes from the sender of the stored event with the same content. An event
+/// stored before senders were recorded, or a record without them, is judged by its identity
+/// alone, as it was then: a duplicate.
+fn same_provenance(copy: &ProcessedEvent, stored_sender: Option<&String>, stored_digest: Option<&String>) -> bool {
+    match (&copy.provenance, stored_sender, stored_digest) {
+        (Some(copy), Some(sender), Some(digest)) => copy.sender.as_str() == sender && copy.digest.as_str() == digest,
+        _ => true,
+    }
+}
+
+/// The largest copy a conflict item keeps; a larger one is kept by its stream position.
+pub const MAX_CONFLICT_COPY_BYTES: usize = 64 * 1024;
+
+/// A conflicting copy, kept for inspection under the event's partition (on the record's
+/// marker key, so it is counted once) and listed through the `ByUser` index.
+fn conflict_item(copy: &ProcessedEvent) -> Item {
+    let e = &copy.event;
+    let mut item = marker(
+        keys::event_pk(&e.source, &e.id),
+        keys::duplicate_sk(copy.ingest_id.as_ref(), &copy.shard_id, &copy.sequence_number),
+    );
+    let json = copy.to_json();
+    item.extend([
+        (attr::KIND.to_owned(), s(attr::KIND_CONFLICT)),
+        (attr::SOURCE.to_owned(), s(e.source.as_str())),
+        (attr::ID.to_owned(), s(e.id.as_str())),
+        (attr::RECEIVED_AT.to_owned(), s(format_rfc3339(copy.received_at))),
+        (attr::PROCESSED_AT.to_owned(), s(format_rfc3339(copy.processed_at))),
+        (attr::SHARD_ID.to_owned(), s(&copy.shard_id)),
+        (attr::SEQUENCE_NUMBER.to_owned(), s(&copy.sequence_number)),
+        (attr::COPY_BYTES.to_owned(), n(json.len())),
+        (keys::USER_PK.to_owned(), s(keys::CONFLICTS_INDEX_PK)),
+        (keys::USER_SK.to_owned(), s(keys::conflict_index_sk(copy.processed_at, &e.source, &e.id))),
+    ]);
+    if json.len() <= MAX_CONFLICT_COPY_BYTES {
+        item.insert(attr::COPY.to_owned(), s(String::from_utf8_lossy(&json).into_owned()));
+    }
+    if let Some(ingest_id) = &copy.ingest_id {
+        item.insert(attr::INGEST_ID.to_owned(), s(ingest_id.as_str()));
+    }
+    if let Some(provenance) = &copy.provenance {
+        item.insert(attr::SENDER.to_owned(), s(provenance.sender.as_str()));
+        item.insert(attr::DIGEST.to_owned(), s(provenance.digest.as_str()));
+    }
+    item
 }
 
 /// Adds each `(attribute, number)` through numbered placeholders (the names may be reserved
@@ -775,11 +839,23 @@ mod tests {
     use time::macros::datetime;
 
     fn event(id: &str, sequence_number: &str, ingest_id: Option<&IngestId>) -> Entry {
+        sent(id, sequence_number, ingest_id, None)
+    }
+
+    const DIGEST_A: &str = "0000000000000000000000000000000a";
+    const DIGEST_B: &str = "0000000000000000000000000000000b";
+
+    /// An event from `sender` with content of digest `digest`.
+    fn sent(id: &str, sequence_number: &str, ingest_id: Option<&IngestId>, from: Option<(&str, &str)>) -> Entry {
         let now = datetime!(2026-11-23 12:00:00 UTC);
         let raw = serde_json::value::RawValue::from_string(format!(r#"{{"id":"{id}","source":"web"}}"#)).unwrap();
         let event = eventline_model::parse_event(&raw, &Rules::default(), now).unwrap();
+        let provenance = from.map(|(sender, digest)| eventline_model::Provenance {
+            sender: eventline_model::Sender::iam(sender),
+            digest: eventline_model::Digest::try_from(digest.to_owned()).unwrap(),
+        });
         Entry::Event(ProcessedEvent::from_record(
-            StreamRecord { event, received_at: now, ingest_id: ingest_id.cloned() },
+            StreamRecord { event, received_at: now, ingest_id: ingest_id.cloned(), provenance },
             Position { shard_id: "shardId-0".into(), sequence_number: sequence_number.into() },
             now,
         ))
@@ -812,6 +888,67 @@ mod tests {
         ];
         assert!(resolve(&reasons, &entries, &[0, 1, 2], &mut steps));
         assert_eq!(steps, [Step::Done(Outcome::Redelivered), Step::Done(Outcome::Redelivered), Step::MarkDuplicate]);
+    }
+
+    #[test]
+    fn a_copy_from_another_sender_or_with_other_content_is_a_conflict() {
+        let (alice, bob) = ("arn:aws:iam::1:user/alice", "arn:aws:iam::1:user/bob");
+        let entries = [
+            sent("a", "1", Some(&IngestId::generate()), Some((alice, DIGEST_A))),
+            sent("b", "2", Some(&IngestId::generate()), Some((bob, DIGEST_A))),
+            sent("c", "3", Some(&IngestId::generate()), Some((alice, DIGEST_B))),
+            sent("d", "4", Some(&IngestId::generate()), Some((alice, DIGEST_A))),
+        ];
+        let mut steps: Vec<Step> = entries.iter().map(Step::first).collect();
+        let stored = [("shard_id", "shardId-0"), ("sequence_number", "0"), ("sender", alice), ("digest", DIGEST_A)];
+        let reasons =
+            [conflict(Some(&stored)), conflict(Some(&stored)), conflict(Some(&stored)), conflict(Some(&stored))];
+        assert!(resolve(&reasons, &entries, &[0, 1, 2, 3], &mut steps));
+        assert_eq!(steps, [Step::MarkDuplicate, Step::MarkConflict, Step::MarkConflict, Step::MarkDuplicate]);
+        // Redelivery is recognised first, whoever the sender.
+        let mut steps = vec![Step::StoreEvent];
+        let same_position =
+            [("shard_id", "shardId-0"), ("sequence_number", "2"), ("sender", alice), ("digest", DIGEST_A)];
+        assert!(resolve(&[conflict(Some(&same_position))], &entries[1..2], &[0], &mut steps));
+        assert_eq!(steps, [Step::Done(Outcome::Redelivered)]);
+    }
+
+    #[test]
+    fn without_a_sender_on_either_side_a_copy_is_a_duplicate_as_before() {
+        let alice = "arn:aws:iam::1:user/alice";
+        let entries = [sent("a", "1", None, Some((alice, DIGEST_B))), sent("b", "2", None, None)];
+        let mut steps: Vec<Step> = entries.iter().map(Step::first).collect();
+        let stored_before = [("shard_id", "shardId-0"), ("sequence_number", "0")];
+        let stored_now = [("shard_id", "shardId-0"), ("sequence_number", "0"), ("sender", alice), ("digest", DIGEST_A)];
+        assert!(resolve(&[conflict(Some(&stored_before)), conflict(Some(&stored_now))], &entries, &[0, 1], &mut steps));
+        assert_eq!(steps, [Step::MarkDuplicate, Step::MarkDuplicate]);
+    }
+
+    #[test]
+    fn a_conflict_item_keeps_the_copy_its_sender_and_where_it_was() {
+        let Entry::Event(copy) = sent("a", "7", None, Some(("arn:aws:iam::1:user/bob", DIGEST_B))) else { panic!() };
+        let item = conflict_item(&copy);
+        assert_eq!(item["pk"].as_s().unwrap(), "EVENT#web#a");
+        assert_eq!(item["sk"].as_s().unwrap(), "DUP#shardId-0#7", "the record's marker key: counted once");
+        assert_eq!(item["kind"].as_s().unwrap(), "conflict");
+        assert_eq!(item["sender"].as_s().unwrap(), "arn:aws:iam::1:user/bob");
+        assert_eq!(item["digest"].as_s().unwrap(), DIGEST_B);
+        assert_eq!(item["user_pk"].as_s().unwrap(), "CONFLICTS");
+        assert!(item["copy"].as_s().unwrap().contains(r#""id":"a""#));
+        let mut large = copy.clone();
+        large.event.payload = Some("x".repeat(MAX_CONFLICT_COPY_BYTES));
+        let item = conflict_item(&large);
+        assert!(!item.contains_key("copy"), "too large: kept by its stream position");
+        assert_eq!(item["sequence_number"].as_s().unwrap(), "7");
+        assert!(eventline_model::aws::item::item_size(&item) < 2048);
+    }
+
+    #[test]
+    fn conflict_items_that_exist_were_counted_before() {
+        let entries = [event("a", "1", None)];
+        let mut steps = vec![Step::MarkConflict];
+        assert!(resolve(&[conflict(None)], &entries, &[0], &mut steps));
+        assert_eq!(steps, [Step::Done(Outcome::AlreadyCounted)]);
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub struct BatchReport {
     pub stored: usize,
     pub redelivered: usize,
     pub duplicates: usize,
+    pub conflicts: usize,
     pub poison: usize,
     /// Index of the first record not finished, when the batch must be retried from there.
     pub retry_from: Option<usize>,
@@ -63,12 +64,14 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
             stored = report.stored,
             redelivered = report.redelivered,
             duplicates = report.duplicates,
+            conflicts = report.conflicts,
             poison = report.poison,
             retry_from = ?report.retry_from,
             analytics_lost = report.analytics_lost,
             "batch processed"
         );
         eventline_model::telemetry::transformed(report.stored as u64, report.duplicates as u64, report.poison as u64);
+        eventline_model::telemetry::conflicted(report.conflicts as u64);
         eventline_model::telemetry::processing_latency(&report.latencies_ms);
         response
     }
@@ -219,6 +222,7 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
                 (_, Outcome::Stored) => report.stored += 1,
                 (_, Outcome::Redelivered) => report.redelivered += 1,
                 (_, Outcome::Duplicate) => report.duplicates += 1,
+                (_, Outcome::Conflict) => report.conflicts += 1,
                 _ => {}
             }
         }
@@ -241,10 +245,10 @@ fn checkpoint(records: &[KinesisEventRecord], unfinished: usize) -> KinesisEvent
 }
 
 /// One entry per record, in order: a later record with an identity seen earlier in the batch
-/// is a duplicate (one transaction cannot write the same item twice), or a mere copy when
-/// ingest put that same record twice.
+/// is an event too, judged against the stored one in a later commit group (a duplicate or a
+/// conflict), or a mere copy when ingest put that same record twice.
 fn entries_of(decoded: &[Decoded]) -> Vec<Entry> {
-    let mut seen: HashMap<(Source, EventId), Option<IngestId>> = HashMap::new();
+    let mut seen: HashMap<(Source, EventId), &ProcessedEvent> = HashMap::new();
     let mut poison_seen: HashSet<IngestId> = HashSet::new();
     decoded
         .iter()
@@ -265,17 +269,11 @@ fn entries_of(decoded: &[Decoded]) -> Vec<Entry> {
                 let (source, id) = event.event.identity();
                 match seen.get(&(source.clone(), id.clone())) {
                     None => {
-                        seen.insert((source.clone(), id.clone()), event.ingest_id.clone());
+                        seen.insert((source.clone(), id.clone()), event);
                         Entry::Event(event.clone())
                     }
-                    Some(Some(first)) if event.ingest_id.as_ref() == Some(first) => Entry::Copy,
-                    Some(_) => Entry::Duplicate {
-                        source: source.clone(),
-                        id: id.clone(),
-                        ingest_id: event.ingest_id.clone(),
-                        shard_id: event.shard_id.clone(),
-                        sequence_number: event.sequence_number.clone(),
-                    },
+                    Some(first) if first.ingest_id.is_some() && event.ingest_id == first.ingest_id => Entry::Copy,
+                    Some(_) => Entry::Event(event.clone()),
                 }
             }
         })
@@ -357,6 +355,7 @@ mod tests {
     #[derive(Default)]
     struct FakeStore {
         events: Mutex<HashMap<String, StoredAt>>,
+        senders: Mutex<HashMap<String, Option<eventline_model::Provenance>>>,
         markers: Mutex<HashSet<String>>,
         counts: Mutex<HashMap<&'static str, u64>>,
         fail_commits: Mutex<u32>,
@@ -397,6 +396,7 @@ mod tests {
                 }
             }
             let mut events = self.events.lock().unwrap();
+            let mut senders = self.senders.lock().unwrap();
             let mut markers = self.markers.lock().unwrap();
             let mut counts = self.counts.lock().unwrap();
             Ok(entries
@@ -411,6 +411,7 @@ mod tests {
                             let key = format!("{}#{}", e.event.source, e.event.id);
                             match events.get(&key) {
                                 None => {
+                                    senders.insert(key.clone(), e.provenance.clone());
                                     events.insert(
                                         key,
                                         (e.shard_id.clone(), e.sequence_number.clone(), e.ingest_id.clone()),
@@ -423,10 +424,13 @@ mod tests {
                                 Some((_, _, Some(ingest))) if e.ingest_id.as_ref() == Some(ingest) => {
                                     (Outcome::Redelivered, None)
                                 }
-                                Some(_) => (
-                                    Outcome::Duplicate,
-                                    Some(format!("dup {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
-                                ),
+                                Some(_) => {
+                                    let other = matches!((senders.get(&key), &e.provenance), (Some(Some(a)), Some(b)) if a != b);
+                                    (
+                                        if other { Outcome::Conflict } else { Outcome::Duplicate },
+                                        Some(format!("dup {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
+                                    )
+                                }
                             }
                         }
                         Entry::Duplicate { ingest_id, shard_id, sequence_number, .. } => (
@@ -436,6 +440,10 @@ mod tests {
                         Entry::Poison { ingest_id, shard_id, sequence_number } => (
                             Outcome::Failed,
                             Some(format!("poison {}", marker_key(ingest_id, shard_id, sequence_number))),
+                        ),
+                        Entry::Conflict(e) => (
+                            Outcome::Conflict,
+                            Some(format!("dup {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
                         ),
                         Entry::Copy => (Outcome::AlreadyCounted, None),
                     };
@@ -448,6 +456,7 @@ mod tests {
                     match outcome {
                         Outcome::Stored => *counts.entry("processed").or_default() += 1,
                         Outcome::Duplicate => *counts.entry("duplicate").or_default() += 1,
+                        Outcome::Conflict => *counts.entry("conflict").or_default() += 1,
                         Outcome::Failed | Outcome::Refused => *counts.entry("failed").or_default() += 1,
                         _ => {}
                     }
@@ -748,6 +757,33 @@ mod tests {
         t.handle(batch(&[("e1", &c, "x"), ("e1", &c, "x")])).await;
         t.handle(batch(&[("e1", &c, "x")])).await;
         assert_eq!(counts(&t), (2, 1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_copy_in_the_same_batch_from_another_sender_is_a_conflict_not_stored() {
+        let t = transform();
+        let ids = [IngestId::generate(), IngestId::generate(), IngestId::generate(), IngestId::generate()];
+        let mut event = batch(&[
+            ("e1", &ids[0], "mine"),
+            ("e1", &ids[1], "theirs"),
+            ("e1", &ids[2], "mine"),
+            ("e1", &ids[3], "mine"),
+        ]);
+        let senders = [("alice", "a"), ("bob", "a"), ("alice", "a"), ("alice", "b")];
+        for (record, (sender, digest)) in event.records.iter_mut().zip(senders) {
+            let text = String::from_utf8(record.kinesis.data.to_vec()).unwrap();
+            let envelope = format!(r#","sender":"arn:aws:iam::1:user/{sender}","digest":"{}"}}"#, digest.repeat(32));
+            *record.kinesis.data = text.replacen('}', &envelope, 1).into_bytes();
+            assert!(StreamRecord::decode(&record.kinesis.data).unwrap().provenance.is_some());
+        }
+        let (response, report) = t.process(&event.records).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!((report.stored, report.duplicates, report.conflicts), (1, 1, 2));
+        assert_eq!(counts(&t), (1, 1, 0));
+        assert_eq!(t.store.counts.lock().unwrap().get("conflict"), Some(&2));
+        let published = t.output.records.lock().unwrap();
+        assert_eq!(published.len(), 1, "conflicts are not published");
+        assert_eq!(published[0]["payload"], "MINE");
     }
 
     #[tokio::test(start_paused = true)]

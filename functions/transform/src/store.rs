@@ -14,8 +14,12 @@ use eventline_model::{EventId, IngestId, ProcessedEvent, Source, UserId};
 pub enum Entry {
     /// A decoded event: store it unless its identity is already stored.
     Event(ProcessedEvent),
-    /// A later record of an identity that appeared earlier in the same batch.
+    /// A later record of an identity that appeared earlier in the same batch (kept for markers
+    /// that other callers of the store write; the handler judges such records as events).
     Duplicate { source: Source, id: EventId, ingest_id: Option<IngestId>, shard_id: String, sequence_number: String },
+    /// A later record of an identity that appeared earlier in the same batch, from another
+    /// sender or with other content: kept as a conflict, never stored over the first.
+    Conflict(ProcessedEvent),
     /// A second copy of an earlier record of the same batch, put twice by ingest (same
     /// ingest id): nothing to write or count.
     Copy,
@@ -27,7 +31,7 @@ impl Entry {
     /// Whether ingest wrote the record (and so counted it received).
     pub fn came_through_ingest(&self) -> bool {
         match self {
-            Entry::Event(event) => event.ingest_id.is_some(),
+            Entry::Event(event) | Entry::Conflict(event) => event.ingest_id.is_some(),
             Entry::Duplicate { ingest_id, .. } | Entry::Poison { ingest_id, .. } => ingest_id.is_some(),
             Entry::Copy => true,
         }
@@ -43,6 +47,9 @@ pub enum Outcome {
     Redelivered,
     /// Another record already holds this identity; counted as a duplicate now.
     Duplicate,
+    /// Another sender, or other content, already holds this identity: the copy is kept as a
+    /// conflict item (not stored over the first) and counted as a conflict now.
+    Conflict,
     /// A duplicate or poison record an earlier delivery already counted.
     AlreadyCounted,
     /// A poison record, counted as failed now.
@@ -119,6 +126,7 @@ pub struct CounterDelta {
     pub received_direct: u64,
     pub processed: u64,
     pub duplicate: u64,
+    pub conflict: u64,
     pub failed: u64,
     pub latency_sum_ms: u64,
     pub latency: Histogram,
@@ -160,7 +168,10 @@ pub fn aggregate_tally_of(event: &ProcessedEvent, measures: &[String]) -> Aggreg
 
 impl CounterDelta {
     pub fn count(&mut self, entry: &Entry, outcome: Outcome, measures: &[String]) {
-        let counted_now = matches!(outcome, Outcome::Stored | Outcome::Duplicate | Outcome::Failed | Outcome::Refused);
+        let counted_now = matches!(
+            outcome,
+            Outcome::Stored | Outcome::Duplicate | Outcome::Conflict | Outcome::Failed | Outcome::Refused
+        );
         if counted_now && !entry.came_through_ingest() {
             self.received_direct += 1;
         }
@@ -179,13 +190,14 @@ impl CounterDelta {
                 }
             }
             (_, Outcome::Duplicate) => self.duplicate += 1,
+            (_, Outcome::Conflict) => self.conflict += 1,
             (_, Outcome::Failed | Outcome::Refused) => self.failed += 1,
             _ => {}
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.processed == 0 && self.duplicate == 0 && self.failed == 0
+        self.processed == 0 && self.duplicate == 0 && self.conflict == 0 && self.failed == 0
     }
 }
 
@@ -216,7 +228,7 @@ fn tally_of(event: &ProcessedEvent) -> Tally {
 /// Rough size of an entry in a transaction, for splitting batches.
 pub fn entry_weight(entry: &Entry) -> usize {
     match entry {
-        Entry::Event(event) => event.to_json().len() + 512,
+        Entry::Event(event) | Entry::Conflict(event) => event.to_json().len() + 512,
         Entry::Duplicate { .. } | Entry::Poison { .. } | Entry::Copy => 512,
     }
 }
@@ -235,7 +247,14 @@ pub fn commit_groups(entries: &[Entry], measures: &[String]) -> Vec<std::ops::Ra
     let mut start = 0;
     let mut bytes = 0;
     let mut terms: HashMap<CounterItem, HashSet<(u8, String)>> = HashMap::new();
+    // One transaction cannot write an item twice, and a later copy of an identity is judged
+    // against the stored event: it waits for the next group.
+    let mut identities: HashSet<(&Source, &EventId)> = HashSet::new();
     for (index, entry) in entries.iter().enumerate() {
+        let identity = match entry {
+            Entry::Event(event) => Some(event.event.identity()),
+            _ => None,
+        };
         let weight = entry_weight(entry);
         let adds = counter_terms(entry, measures);
         let mut trial = terms.clone();
@@ -247,11 +266,13 @@ pub fn commit_groups(entries: &[Entry], measures: &[String]) -> Vec<std::ops::Ra
         let fits = index - start < MAX_ENTRIES_PER_COMMIT
             && bytes + weight <= MAX_BYTES_PER_COMMIT
             && actions <= MAX_ACTIONS_PER_COMMIT
-            && widest <= MAX_TERMS_PER_BUCKET;
+            && widest <= MAX_TERMS_PER_BUCKET
+            && identity.is_none_or(|identity| !identities.contains(&identity));
         if index > start && !fits {
             groups.push(start..index);
             start = index;
             bytes = 0;
+            identities.clear();
             terms = HashMap::new();
             for (bucket, term) in adds {
                 terms.entry(bucket).or_default().insert(term);
@@ -259,6 +280,7 @@ pub fn commit_groups(entries: &[Entry], measures: &[String]) -> Vec<std::ops::Ra
         } else {
             terms = trial;
         }
+        identities.extend(identity);
         bytes += weight;
     }
     if start < entries.len() {
@@ -323,7 +345,7 @@ mod tests {
         let text = format!(r#"{{"id":"e{id}","type":"{event_type}","source":"{source}","timestamp":{second}}}"#);
         let raw = serde_json::value::RawValue::from_string(text).unwrap();
         let event = eventline_model::parse_event(&raw, &eventline_model::Rules::default(), now).unwrap();
-        let record = eventline_model::StreamRecord { event, received_at: now, ingest_id: None };
+        let record = eventline_model::StreamRecord { event, received_at: now, ingest_id: None, provenance: None };
         let position = eventline_model::Position { shard_id: "s".into(), sequence_number: id.to_string() };
         Entry::Event(ProcessedEvent::from_record(record, position, now))
     }
@@ -354,6 +376,13 @@ mod tests {
     }
 
     #[test]
+    fn a_later_copy_of_an_identity_waits_for_the_next_group() {
+        let entries =
+            [event_at(1, 1_795_435_100, "a"), event_at(2, 1_795_435_100, "a"), event_at(1, 1_795_435_100, "b")];
+        assert_eq!(commit_groups(&entries, &[]), vec![0..2, 2..3]);
+    }
+
+    #[test]
     fn window_counts_come_from_events_stored_now() {
         let mut delta = CounterDelta::default();
         delta.count(&event_at(1, 1_795_435_100, "a"), Outcome::Stored, &[]);
@@ -372,7 +401,9 @@ mod tests {
         delta.count(&poison(1), Outcome::Failed, &[]);
         delta.count(&poison(2), Outcome::AlreadyCounted, &[]);
         delta.count(&poison(3), Outcome::Duplicate, &[]);
-        assert_eq!((delta.processed, delta.duplicate, delta.failed), (0, 1, 1));
-        assert_eq!(delta.received_direct, 2, "records no ingest counted are counted received once, here");
+        delta.count(&event_at(4, 1_795_435_100, "a"), Outcome::Conflict, &[]);
+        assert_eq!((delta.processed, delta.duplicate, delta.conflict, delta.failed), (0, 1, 1, 1));
+        assert_eq!(delta.received_direct, 3, "records no ingest counted are counted received once, here");
+        assert!(delta.windows.is_empty() && delta.aggregates.is_empty(), "a conflict adds to no analytics");
     }
 }

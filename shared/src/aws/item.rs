@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::event::{Event, EventId, EventType, IngestId, RawObject, Source, UserId, format_rfc3339};
+use crate::identity::{Digest, Provenance, Sender};
 use crate::keys::{self, attr};
 use crate::record::{Position, ProcessedEvent, StreamRecord};
 use crate::reference::{Enrichment, Label};
@@ -58,6 +59,10 @@ pub fn to_item(event: &ProcessedEvent) -> Item {
     }
     if let Some(ingest_id) = &event.ingest_id {
         item.insert(attr::INGEST_ID.to_owned(), s(ingest_id.as_str()));
+    }
+    if let Some(provenance) = &event.provenance {
+        item.insert(attr::SENDER.to_owned(), s(provenance.sender.as_str()));
+        item.insert(attr::DIGEST.to_owned(), s(provenance.digest.as_str()));
     }
     if let Some(enrichment) = &event.enrichment {
         item.insert(attr::PLAN.to_owned(), s(enrichment.plan.as_str()));
@@ -130,6 +135,7 @@ fn stored_size_bound(record: &StreamRecord) -> usize {
         + 2 * user
         + 3 * e.payload.as_ref().map_or(0, String::len)
         + e.data.as_ref().map_or(0, |data| data.get().len())
+        + record.provenance.as_ref().map_or(0, |p| p.sender.as_str().len() + p.digest.as_str().len())
 }
 
 /// Why a stored item could not be read back as an event.
@@ -173,6 +179,13 @@ pub fn from_item(item: &Item) -> Result<ProcessedEvent, MalformedItem> {
         shard_id: text(attr::SHARD_ID)?.to_owned(),
         sequence_number: text(attr::SEQUENCE_NUMBER)?.to_owned(),
         ingest_id: optional(attr::INGEST_ID).map(IngestId::parse).transpose().map_err(bad("ingest_id"))?,
+        provenance: match (optional(attr::SENDER), optional(attr::DIGEST)) {
+            (Some(sender), Some(digest)) => Some(Provenance {
+                sender: Sender::try_from(sender).map_err(bad("sender"))?,
+                digest: Digest::try_from(digest).map_err(bad("digest"))?,
+            }),
+            _ => None,
+        },
         enrichment: match (optional(attr::PLAN), optional(attr::REGION)) {
             (Some(plan), Some(region)) => Some(Enrichment {
                 plan: Label::parse(plan).map_err(bad("plan"))?,
@@ -197,9 +210,16 @@ mod tests {
 
     const NOW: OffsetDateTime = datetime!(2026-11-23 12:00:00 UTC);
 
+    fn provenance() -> Provenance {
+        Provenance {
+            sender: Sender::jwt("https://issuer.example", "device-7"),
+            digest: Digest::try_from("0123456789abcdef0123456789abcdef".to_owned()).unwrap(),
+        }
+    }
+
     fn record(value: serde_json::Value) -> StreamRecord {
         let event = parse_value(&value, &Rules::default(), NOW).unwrap();
-        StreamRecord { event, received_at: NOW, ingest_id: Some(IngestId::generate()) }
+        StreamRecord { event, received_at: NOW, ingest_id: Some(IngestId::generate()), provenance: None }
     }
 
     #[test]
@@ -215,7 +235,9 @@ mod tests {
         let mut processed = processed;
         processed.enrichment =
             Some(Enrichment { plan: Label::parse("pro").unwrap(), region: Label::parse("eu").unwrap(), generation: 4 });
+        processed.provenance = Some(provenance());
         let item = to_item(&processed);
+        assert_eq!(item["sender"].as_s().unwrap(), "jwt:https://issuer.example device-7");
         assert_eq!(item["pk"].as_s().unwrap(), "EVENT#web#e1");
         assert_eq!(item["user_pk"].as_s().unwrap(), "USER#u1");
         assert_eq!(item["user_sk"].as_s().unwrap(), "2026-11-23T12:00:00.000000000Z#web#e1");
@@ -238,6 +260,13 @@ mod tests {
                 "user_id": longest_label.repeat(2), "payload": "ΐ".repeat(1000), "data": {"k": "v".repeat(500)},
             })),
             StreamRecord { ingest_id: None, ..record(json!({"id": "e", "source": "s", "payload": "ß"})) },
+            StreamRecord {
+                provenance: Some(Provenance {
+                    sender: Sender::jwt("https://issuer.example", &"s".repeat(1000)),
+                    ..provenance()
+                }),
+                ..record(json!({"id": "e", "source": "s"}))
+            },
         ];
         for record in &records {
             assert!(stored_size_bound(record) >= largest_stored_size(record), "{record:?}");

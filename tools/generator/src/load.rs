@@ -426,12 +426,15 @@ async fn send_batch(
 }
 
 /// Events the pipeline has finished with, as `GET /metrics` counts them: each accepted event
-/// ends up processed, a duplicate, or failed (dead-lettered).
+/// ends up processed, a duplicate, a conflict (counted by deployments that record senders),
+/// or failed (dead-lettered).
 fn settled_events(metrics: &serde_json::Value) -> Option<u64> {
+    let conflict = metrics.get("events_conflict").and_then(serde_json::Value::as_u64).unwrap_or(0);
     ["events_processed", "events_duplicate", "events_failed"]
         .iter()
         .map(|name| metrics.get(name).and_then(serde_json::Value::as_u64))
-        .sum()
+        .sum::<Option<u64>>()
+        .map(|settled| settled + conflict)
 }
 
 /// Waits until `GET /metrics` counts `target` events settled, or the deadline passes, or
@@ -683,6 +686,9 @@ mod tests {
         let metrics =
             serde_json::json!({"events_received": 9, "events_processed": 5, "events_duplicate": 2, "events_failed": 1});
         assert_eq!(settled_events(&metrics), Some(8));
+        let with_conflicts =
+            serde_json::json!({"events_processed": 5, "events_duplicate": 2, "events_conflict": 3, "events_failed": 1});
+        assert_eq!(settled_events(&with_conflicts), Some(11));
         assert_eq!(settled_events(&serde_json::json!({"events_processed": 5})), None, "not the pipeline's metrics");
         assert_eq!(settled_events(&serde_json::json!({"message": "Forbidden"})), None);
     }

@@ -35,6 +35,10 @@ pub const SERVICE: &str = "execute-api";
 /// The pair accepted whatever the environment holds: the emulator's own dummy credentials.
 const TEST_ACCESS_KEY: &str = "testing";
 const TEST_SECRET_KEY: &str = "testing";
+/// A second local principal (`testing-other`/`testing`), for trying what two producers do.
+pub const OTHER_ACCESS_KEY: &str = "testing-other";
+/// The account of the local callers: the emulator's default account.
+pub const LOCAL_ACCOUNT: &str = "123456789012";
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const TERMINATOR: &str = "aws4_request";
@@ -151,7 +155,8 @@ impl Verifier {
     }
 
     fn from_lookup(region: impl Into<String>, lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let mut keys = vec![AccessKey::new(TEST_ACCESS_KEY, TEST_SECRET_KEY)];
+        let mut keys =
+            vec![AccessKey::new(TEST_ACCESS_KEY, TEST_SECRET_KEY), AccessKey::new(OTHER_ACCESS_KEY, TEST_SECRET_KEY)];
         if let (Some(id), Some(secret)) = (lookup("AWS_ACCESS_KEY_ID"), lookup("AWS_SECRET_ACCESS_KEY"))
             && !id.is_empty()
         {
@@ -229,6 +234,15 @@ fn check_host(parts: &Parts) -> Result<(), Denied> {
             Err(Denied::WrongHost { signed: host.to_owned(), served })
         }
     }
+}
+
+/// The principal API Gateway reports as `userArn` for a request [`Verifier::verify`] accepted:
+/// locally each access key is an IAM user of its own name, `testing` is
+/// `arn:aws:iam::123456789012:user/testing`.
+pub fn caller_arn(parts: &Parts) -> Option<String> {
+    let authorization = parts.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let header = parse_authorization(authorization, true).ok()?;
+    Some(format!("arn:aws:iam::{LOCAL_ACCOUNT}:user/{}", header.scope.access_key))
 }
 
 /// `Credential=AKID/DATE/REGION/SERVICE/aws4_request`.
@@ -659,6 +673,15 @@ mod tests {
         let client = Client { key: "AKIDLOCAL", secret: "local-secret", ..Client::new() };
         assert_eq!(verifier.verify(&client.sign("PUT", "/reference/users", BODY), BODY, now()), Ok(()));
         assert_eq!(verifier.verify(&signed(), BODY, now()), Ok(()));
+    }
+
+    #[test]
+    fn each_local_key_is_a_principal_of_its_own() {
+        let verifier = Verifier::from_lookup(REGION, |_| None);
+        let other = Client { key: OTHER_ACCESS_KEY, ..Client::new() }.sign("PUT", "/reference/users", BODY);
+        assert_eq!(verifier.verify(&other, BODY, now()), Ok(()));
+        assert_eq!(caller_arn(&other).as_deref(), Some("arn:aws:iam::123456789012:user/testing-other"));
+        assert_eq!(caller_arn(&signed()).as_deref(), Some("arn:aws:iam::123456789012:user/testing"));
     }
 
     #[test]

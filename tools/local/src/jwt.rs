@@ -3,7 +3,7 @@
 //! issuer's key set named by its `kid`, from the configured issuer, for one of the configured
 //! audiences (`aud`, else `client_id`), and current (`exp`, `nbf`, `iat`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use axum::response::{IntoResponse, Response};
@@ -106,8 +106,10 @@ impl JwtVerifier {
         Ok(Self::new(keys))
     }
 
-    /// Accepts the request when its token passes every check of `authorizer`.
-    pub fn verify(&self, parts: &Parts, authorizer: &JwtAuthorizer) -> Result<(), Rejected> {
+    /// Accepts the request when its token passes every check of `authorizer`, with the
+    /// token's claims as API Gateway hands them to the function (`authorizer.jwt.claims`:
+    /// strings as they are, other values as JSON text).
+    pub fn verify(&self, parts: &Parts, authorizer: &JwtAuthorizer) -> Result<HashMap<String, String>, Rejected> {
         let header = parts.headers.get(http::header::AUTHORIZATION).ok_or(Rejected::MissingToken)?;
         let value = header.to_str().map_err(|_| Rejected::Malformed("not ASCII".into()))?.trim();
         let token = value.strip_prefix("Bearer ").unwrap_or(value).trim();
@@ -126,9 +128,11 @@ impl JwtVerifier {
         validation.leeway = 0;
         // `aud` or `client_id`: checked below, since the library knows only `aud`.
         validation.validate_aud = false;
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+        let all = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation)
             .map_err(|e| Rejected::Invalid(e.to_string()))?
             .claims;
+        let claims: Claims = serde_json::from_value(serde_json::Value::Object(all.clone()))
+            .map_err(|e| Rejected::Invalid(e.to_string()))?;
 
         if claims.iat.is_some_and(|iat| iat > jsonwebtoken::get_current_timestamp()) {
             return Err(Rejected::Invalid("issued in the future (iat)".into()));
@@ -140,6 +144,15 @@ impl JwtVerifier {
             (None, Some(client_id)) => allowed.contains(client_id.as_str()),
             (None, None) => false,
         };
-        if named { Ok(()) } else { Err(Rejected::Audience) }
+        if !named {
+            return Err(Rejected::Audience);
+        }
+        Ok(all
+            .into_iter()
+            .map(|(name, value)| match value {
+                serde_json::Value::String(text) => (name, text),
+                other => (name, other.to_string()),
+            })
+            .collect())
     }
 }

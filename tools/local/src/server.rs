@@ -13,8 +13,12 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http_body_util::BodyExt;
 use lambda_http::RequestExt;
-use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse;
+use lambda_http::aws_lambda_events::apigw::{
+    ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerIamDescription, ApiGatewayRequestAuthorizerJwtDescription,
+    ApiGatewayV2httpRequestContext, ApiGatewayV2httpResponse,
+};
 use lambda_http::aws_lambda_events::query_map::QueryMap;
+use lambda_http::request::RequestContext;
 
 use crate::auth::Verifier;
 use crate::jwt::JwtVerifier;
@@ -166,6 +170,9 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
                 .into_response();
         }
     };
+    // What the authorizer tells the function about the caller, as API Gateway puts it in the
+    // request context.
+    let mut authorizer = ApiGatewayRequestAuthorizer::default();
     match &route.authorization {
         Authorization::None => {}
         Authorization::Iam => {
@@ -173,14 +180,26 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
                 tracing::info!(method = %method, path = %path, reason = %denied, "request refused by the IAM authorizer");
                 return denied.into_response();
             }
+            let mut iam = ApiGatewayRequestAuthorizerIamDescription::default();
+            iam.user_arn = crate::auth::caller_arn(&parts);
+            authorizer.iam = Some(iam);
         }
-        Authorization::Jwt(authorizer) => {
-            let checked = app.jwt.as_ref().map(|jwt| jwt.verify(&parts, authorizer));
-            if let Some(Err(rejected)) = checked {
+        Authorization::Jwt(jwt_authorizer) => match app.jwt.as_ref().map(|jwt| jwt.verify(&parts, jwt_authorizer)) {
+            Some(Err(rejected)) => {
                 tracing::info!(method = %method, path = %path, reason = %rejected, "request refused by the JWT authorizer");
                 return rejected.into_response();
             }
-        }
+            Some(Ok(claims)) => {
+                let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
+                jwt.claims = claims;
+                authorizer.jwt = Some(jwt);
+            }
+            None => {}
+        },
+    }
+    let mut context = ApiGatewayV2httpRequestContext::default();
+    if authorizer != ApiGatewayRequestAuthorizer::default() {
+        context.authorizer = Some(authorizer);
     }
     // API Gateway passes UTF-8 bodies as text and anything else base64-encoded, which
     // lambda_http turns into binary.
@@ -195,7 +214,8 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let query = query_map(parts.uri.query());
     let lambda_request = http::Request::from_parts(parts, body)
         .with_path_parameters(QueryMap::from(params))
-        .with_query_string_parameters(query);
+        .with_query_string_parameters(query)
+        .with_request_context(RequestContext::ApiGatewayV2(context));
 
     let response = match route.target {
         Target::Ingest => app.functions.ingest.handle(lambda_request).await,

@@ -179,6 +179,7 @@ async fn the_dashboard_shows_live_figures_of_what_was_sent() {
     assert_eq!(number(&dom, "events_received"), 5.0);
     assert_eq!(number(&dom, "events_processed"), 5.0);
     assert_eq!(number(&dom, "events_duplicate"), 0.0);
+    assert_eq!(number(&dom, "events_conflict"), 0.0);
     assert_eq!(number(&dom, "events_failed"), 0.0);
     assert_eq!(number(&dom, "dead_letters"), 0.0);
     assert_eq!(text(&dom, "window_sec"), "60");
@@ -188,18 +189,21 @@ async fn the_dashboard_shows_live_figures_of_what_was_sent() {
     assert_eq!(breakdown(&dom, "by_plan"), counts(&[("pro", 3), ("free", 2)]));
     assert_eq!(breakdown(&dom, "by_region"), counts(&[("eu", 3), ("us", 2)]));
 
-    // Four more clicks from another source, one event sent again and one poison record.
+    // Four more clicks from another source, one event sent again, one identity sent again
+    // with other content (a conflict) and one poison record.
     let mut second: Vec<Value> = (3..7).map(|i| event(&format!("c-{i}"), "mobile", "click", "u-1")).collect();
     second.push(event("v-0", "app", "view", "u-2"));
+    second.push(event("c-0", "web", "view", "u-1"));
     send(&running, second).await;
     put_poison(&stack).await;
     drained(&running, 9, 1, 1).await;
     let dom = render(&running.url()).await;
 
     assert_consistent(&dom, &running, started.elapsed()).await;
-    assert_eq!(number(&dom, "events_received"), 11.0, "5 + 5 through ingest, and the poison record");
+    assert_eq!(number(&dom, "events_received"), 12.0, "5 + 6 through ingest, and the poison record");
     assert_eq!(number(&dom, "events_processed"), 9.0);
     assert_eq!(number(&dom, "events_duplicate"), 1.0);
+    assert_eq!(number(&dom, "events_conflict"), 1.0);
     assert_eq!(number(&dom, "events_failed"), 1.0);
     assert_eq!(number(&dom, "dead_letters"), 1.0);
     assert_eq!(breakdown(&dom, "by_type"), counts(&[("click", 7), ("view", 2)]));

@@ -84,7 +84,7 @@ async fn events_flow_from_http_to_table_and_metrics_with_exact_counts() {
     // An array with a duplicate inside it and one invalid item.
     let array = json!([
         {"id": "e-2", "source": "web", "payload": "two"},
-        {"id": "e-2", "source": "web", "payload": "two again"},
+        {"id": "e-2", "source": "web", "payload": "two"},
         {"id": "e-3", "source": "mobile"},
         {"id": "not valid!", "source": "web"}
     ]);
@@ -105,7 +105,8 @@ async fn events_flow_from_http_to_table_and_metrics_with_exact_counts() {
     let two = loop_get(addr, "/events/web/e-2").await;
     assert_eq!(two["payload"], "TWO", "the first of two records with one identity is kept");
 
-    // The same identity again, in a later request: stored and counted once.
+    // The same identity again with other content, in a later request: stored once, and
+    // counted as a conflict rather than a duplicate.
     let again = http(addr, "POST", "/events", Some(&json!({"id": "e-1", "source": "web", "payload": "later"}))).await;
     assert_eq!(again.status, 202);
     let totals = until(WAIT, "all received events accounted for", || async move {
@@ -115,7 +116,8 @@ async fn events_flow_from_http_to_table_and_metrics_with_exact_counts() {
     .await;
     assert_eq!(totals["events_received"], 6);
     assert_eq!(totals["events_processed"], 4);
-    assert_eq!(totals["events_duplicate"], 2);
+    assert_eq!(totals["events_duplicate"], 1);
+    assert_eq!(totals["events_conflict"], 1);
     assert_eq!(totals["events_failed"], 0);
     assert_eq!(totals["active_workers"], 1);
     assert!(totals["p99_processing_latency_ms"].is_u64());
@@ -389,6 +391,7 @@ async fn put_records_partial_failure_is_retried_and_every_event_lands_once() {
             Backoff::default(),
         ),
         rules: config.rules,
+        user_claim: config.user_claim,
         backoff: Backoff {
             base: Duration::from_millis(5),
             max: Duration::from_millis(20),

@@ -10,6 +10,7 @@
 //! [`prepare`] says what little is changed and why. A dead-letter message is deleted only
 //! once its record is back on the stream.
 
+pub mod conflicts;
 pub mod dead_letter;
 pub mod error;
 pub mod failure_record;

@@ -151,6 +151,20 @@ mod tests {
     }
 
     #[test]
+    fn dead_lettered_records_keep_their_sender_and_digest_so_a_stored_copy_judges_them() {
+        let written = INGEST_SHAPED.replace(
+            r#","ingest_id":"4f1c"}"#,
+            r#","ingest_id":"4f1c","sender":"arn:aws:iam::1:user/a","digest":"0123456789abcdef0123456789abcdef"}"#,
+        );
+        let original = StreamRecord::decode(written.as_bytes()).unwrap();
+        let prepared = prepared(&written, Origin::DeadLettered);
+        let again = StreamRecord::decode(&prepared.data).unwrap();
+        assert_eq!(again.ingest_id, None);
+        assert!(again.provenance.is_some());
+        assert_eq!(again.provenance, original.provenance, "judged a duplicate or a conflict as the first delivery was");
+    }
+
+    #[test]
     fn an_api_shaped_record_keeps_the_identity_and_time_its_first_arrival_gave_it() {
         let data = r#"{"source":"sam","payload":"hi"}"#;
         let first = position("7");

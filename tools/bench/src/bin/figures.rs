@@ -445,7 +445,7 @@ fn stream_record(event: &Value, sequence: usize, now: time::OffsetDateTime) -> R
     let raw = RawValue::from_string(event.to_string())?;
     let event = parse_event(&raw, &Rules::default(), now).map_err(|errors| format!("invalid event: {errors:?}"))?;
     let partition_key = event.partition_key();
-    let record = StreamRecord { event, received_at: now, ingest_id: Some(IngestId::generate()) };
+    let record = StreamRecord { event, received_at: now, ingest_id: Some(IngestId::generate()), provenance: None };
     Ok(Record::builder()
         .sequence_number(format!("{sequence:056}"))
         .partition_key(partition_key)
@@ -500,6 +500,7 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
             Backoff::default().with_budget(ingest::COUNT_BUDGET),
         ),
         rules: config.rules,
+        user_claim: config.user_claim,
         backoff: Backoff::default().with_budget(ingest::PUT_BUDGET),
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

@@ -64,7 +64,19 @@ pub fn load_options(url: &str, source: EventSource) -> LoadOptions {
 /// The headers a client adds to sign `method path` (with its query) and `body` for
 /// execute-api with `testing` and `secret`, over `host` and `content-type`.
 pub fn sigv4_headers(addr: SocketAddr, method: &str, path: &str, body: &str, secret: &str) -> Vec<(String, String)> {
-    let identity = Credentials::new(ACCESS_KEY_ID, secret, None, None, "test").into();
+    sigv4_headers_as(ACCESS_KEY_ID, addr, method, path, body, secret)
+}
+
+/// [`sigv4_headers`] with another access key.
+pub fn sigv4_headers_as(
+    access_key: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    secret: &str,
+) -> Vec<(String, String)> {
+    let identity = Credentials::new(access_key, secret, None, None, "test").into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(REGION)
@@ -88,6 +100,19 @@ pub fn sigv4_headers(addr: SocketAddr, method: &str, path: &str, body: &str, sec
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> HttpResponse {
     let body = body.map(Value::to_string).unwrap_or_default();
     let headers = sigv4_headers(addr, method, path, &body, SECRET_ACCESS_KEY);
+    http_raw(addr, method, path, body, headers).await
+}
+
+/// [`http`] signed with another of the local gateway's access keys (another principal).
+pub async fn http_as(
+    access_key: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> HttpResponse {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let headers = sigv4_headers_as(access_key, addr, method, path, &body, SECRET_ACCESS_KEY);
     http_raw(addr, method, path, body, headers).await
 }
 
