@@ -348,7 +348,8 @@ mod tests {
 
     #[test]
     fn an_answer_shows_the_largest_keys_and_the_rest_as_other() {
-        let mut counts: BTreeMap<String, u64> = (0..ANSWER_KEYS as u64 + 10).map(|i| (format!("k{i:03}"), i + 1)).collect();
+        let mut counts: BTreeMap<String, u64> =
+            (0..ANSWER_KEYS as u64 + 10).map(|i| (format!("k{i:03}"), i + 1)).collect();
         counts.insert(OTHER_KEY.into(), 7);
         let total: u64 = counts.values().sum();
         let folded = fold_for_answer(&mut counts);

@@ -487,7 +487,11 @@ mod tests {
         .unwrap();
         let event = parse_event(&raw, &Rules::default(), NOW).unwrap();
         let position = Position { shard_id: "shardId-000000000000".into(), sequence_number: i.to_string() };
-        to_item(&ProcessedEvent::from_record(StreamRecord { event, received_at: NOW, ingest_id: None }, position, NOW))
+        to_item(&ProcessedEvent::from_record(
+            StreamRecord { event, received_at: NOW, ingest_id: None, provenance: None },
+            position,
+            NOW,
+        ))
     }
 
     fn text(item: &Item, name: &str) -> String {

@@ -12,8 +12,8 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use eventline_model::aws::batch_get::{BoxError, batch_get};
-use eventline_model::aws::{error_chain, refused_for_good};
 use eventline_model::aws::item::{Item, n, s, to_item};
+use eventline_model::aws::{error_chain, refused_for_good};
 use eventline_model::keys::{self, attr};
 use eventline_model::retry::Backoff;
 use eventline_model::window::{BUCKET_TTL_SECONDS, Bucket, Distinct, Tally};

@@ -167,13 +167,12 @@ impl LocalStack {
         // The local dashboard answers its own two paths; the template's routes answer the rest.
         let in_flight = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&in_flight);
-        let router = page::router(Arc::new(dashboard), self.app().router()).layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
+        let router = page::router(Arc::new(dashboard), self.app().router())
+            .layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
                 let _request = InFlight::enter(Arc::clone(&counter));
                 async move { next.run(request).await }
-            },
-        ))
-        .layer(axum::Extension(auth::Served(local_addr)));
+            }))
+            .layer(axum::Extension(auth::Served(local_addr)));
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {
             axum::serve(listener, router)

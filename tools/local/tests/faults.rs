@@ -98,7 +98,8 @@ async fn every_accepted_event_is_stored_and_counted_once_under_ten_percent_fault
     assert_eq!(first.verified, first.accepted, "every accepted event can be read back");
     assert!(first.accepted >= EVENTS - 5, "ingest's retries ride out the faults: {first:?}");
 
-    // A client sending the start of the same run again: the same identities.
+    // A client sending the start of the same run again: the same identities, restamped, so
+    // other content: conflicts, never stored over the first.
     let mut again = load_options(&running.url(), EventSource::Generated { seed: 42, count: Some(CLIENT_DUPLICATES) });
     again.concurrency = 2;
     again.retries = 10;
@@ -118,13 +119,15 @@ async fn every_accepted_event_is_stored_and_counted_once_under_ten_percent_fault
         assert!(injected["injected"][kind].as_u64().unwrap() > 0, "no {kind} was injected: {injected}");
     }
 
-    let (processed, duplicate, failed) = (
+    let (processed, duplicate, conflict, failed) = (
         totals["events_processed"].as_u64().unwrap(),
         totals["events_duplicate"].as_u64().unwrap(),
+        totals["events_conflict"].as_u64().unwrap(),
         totals["events_failed"].as_u64().unwrap(),
     );
     assert_eq!(failed, POISON as u64, "only the poison records failed: {totals}");
-    assert_eq!(processed + duplicate + failed, received, "{totals}");
+    assert_eq!(processed + duplicate + conflict + failed, received, "{totals}");
+    assert!(conflict > 0 && duplicate + conflict <= second.accepted, "restamped copies are conflicts: {totals}");
     assert_eq!(processed, first.accepted.max(second.accepted), "each identity stored once: {totals}");
 
     // Published at least once: every stored identity is on the output stream.
