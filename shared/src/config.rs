@@ -44,12 +44,17 @@ where
     }
 }
 
+/// How far in the future a timestamp may be (`MAX_FUTURE_SKEW_SECONDS`, 300 s unless set).
+pub fn max_future_skew(env: &impl Lookup) -> Result<time::Duration, ConfigError> {
+    let seconds: u32 = parsed_or(env, names::MAX_FUTURE_SKEW_SECONDS, 300)?;
+    Ok(time::Duration::seconds(i64::from(seconds)))
+}
+
 /// The rules events are held to, read by ingest and the transform from the same variables,
 /// so a record written to the stream directly meets what an API request must.
 pub fn rules(env: &impl Lookup) -> Result<crate::Rules, ConfigError> {
-    let skew_seconds: u32 = parsed_or(env, names::MAX_FUTURE_SKEW_SECONDS, 300)?;
     Ok(crate::Rules {
-        max_future_skew: time::Duration::seconds(i64::from(skew_seconds)),
+        max_future_skew: max_future_skew(env)?,
         allowed_types: list(env, names::ALLOWED_TYPES, crate::EventType::parse)?,
         allowed_sources: list(env, names::ALLOWED_SOURCES, crate::Source::parse)?,
     })

@@ -1,6 +1,6 @@
 //! Settings the administrator function reads once, from the variables `template.yaml` sets.
 
-use eventline_model::config::{ConfigError, Lookup, names, parsed_or, required};
+use eventline_model::config::{ConfigError, Lookup, max_future_skew, names, required};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -11,11 +11,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_lookup(env: &impl Lookup) -> Result<Self, ConfigError> {
-        let skew_seconds: u32 = parsed_or(env, names::MAX_FUTURE_SKEW_SECONDS, 300)?;
-        Ok(Self {
-            table_name: required(env, names::EVENTS_TABLE)?,
-            max_future_skew: time::Duration::seconds(i64::from(skew_seconds)),
-        })
+        Ok(Self { table_name: required(env, names::EVENTS_TABLE)?, max_future_skew: max_future_skew(env)? })
     }
 }
 
