@@ -51,6 +51,15 @@ impl Problem {
     }
 }
 
+/// `application/json` or any `+json` type, with or without parameters.
+pub fn is_json(content_type: Option<&HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 pub fn json(status: StatusCode, body: &impl Serialize) -> Response<String> {
     with_body(status, "application/json", body)
 }

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use eventline_model::aws::reference::ReferenceError;
 use eventline_model::format_rfc3339;
 use eventline_model::reference::{Generation, ReferenceTable};
-use eventline_model::response::{Problem, json, retry_after};
+use eventline_model::response::{Problem, is_json, json, retry_after};
 use eventline_model::validation::echo;
 use eventline_model::{FieldError, Rule};
 
@@ -167,15 +167,6 @@ fn report(generation: &Generation) -> Response<String> {
         StatusCode::OK,
         &serde_json::json!({"generation": generation.number, "users": generation.users, "ts": format_rfc3339(generation.ts)}),
     )
-}
-
-/// `application/json` or any `+json` type, with or without parameters.
-fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
-    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 #[cfg(test)]

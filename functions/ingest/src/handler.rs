@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use eventline_model::aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
 use eventline_model::json::{JsonError, Members, array_elements};
-use eventline_model::response::{Problem, json, retry_after};
+use eventline_model::response::{Problem, is_json, json, retry_after};
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, RecordSink, put_all};
 use eventline_model::validation::echo;
@@ -392,15 +392,6 @@ fn parse_submission<'a>(request: &Request, text: &'a str) -> Result<Submission<'
 
 fn elements(array: &RawValue) -> Result<Vec<&RawValue>, RequestError> {
     array_elements(array).map_err(|e| RequestError::BadBody(format!("request body {e}")))
-}
-
-/// `application/json` or any `+json` type, with or without parameters.
-fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
-    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 #[cfg(test)]
