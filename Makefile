@@ -82,7 +82,7 @@ fuzz-tool:
 # reason, are in .cargo/mutants.toml; results go to mutants.out. A mutant that hangs is
 # stopped after MUTANTS_TIMEOUT seconds and fails the run.
 CARGO_MUTANTS_VERSION := 27.1.0
-MUTANTS_FILES         := shared/src/validation.rs shared/src/json.rs shared/src/record.rs
+MUTANTS_FILES         := model/src/validation.rs model/src/json.rs model/src/record.rs
 MUTANTS_TIMEOUT       ?= 120
 
 ## mutants: every mutant of the model's validation, JSON reading and stream-record decoding must fail a model test (results in mutants.out)

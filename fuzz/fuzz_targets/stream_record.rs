@@ -53,7 +53,7 @@ fuzz_target!(|bytes: &[u8]| {
 
 #[cfg(feature = "aws")]
 mod item {
-    use eventline_model::aws::item::{fits_in_an_item, from_item, item_size, largest_stored_size, to_item};
+    use eventline_aws::item::{fits_in_an_item, from_item, item_size, largest_stored_size, to_item};
     use eventline_model::{ProcessedEvent, StreamRecord};
 
     pub fn check(record: &StreamRecord, processed: &ProcessedEvent) {

@@ -2,9 +2,9 @@
 """`sam local` over template.yaml, against the AWS emulator, with every answer checked.
 
 1. Every file in events/ goes through `sam local invoke` with the function its name starts
-   with (admin-, ingest-, transform-, metrics-), and its answer is checked against EXPECTED
+   with (admin-, ingest-, transform-, query-), and its answer is checked against EXPECTED
    below; the reference table (admin-) goes first, so the transform enriches from it.
-   In between, GET /metrics (through the metrics function) must show the totals those
+   In between, GET /metrics (through the query function) must show the totals those
    answers add up to, and the records the ingest invocations put on the ingest stream are
    read back and invoked on the transform as the Kinesis event the event source mapping
    would send, so the metrics and GET /events/{source}/{id} files find them processed.
@@ -63,10 +63,10 @@ FUNCTION_PREFIXES = {
     "admin-": "AdminFunction",
     "ingest-": "IngestFunction",
     "transform-": "TransformFunction",
-    "metrics-": "MetricsFunction",
+    "query-": "QueryFunction",
 }
-BINARIES = ("ingest", "transform", "metrics", "admin")
-METRICS_FILE = "metrics-get-metrics.json"
+BINARIES = ("ingest", "transform", "query", "admin")
+METRICS_FILE = "query-get-metrics.json"
 INVOKE_TIMEOUT_SECONDS = 180
 # Debian's busybox-static: a shell and file commands for the image, needing no libraries.
 BUSYBOX = Path("/bin/busybox")
@@ -137,11 +137,11 @@ EXPECTED = {
     "ingest-post-invalid.json": Ingest(400),
     "ingest-post-not-json.json": Ingest(400),
     "ingest-post-wrong-content-type.json": Ingest(415),
-    "metrics-get-event.json": Metrics(200),
-    "metrics-get-event-missing.json": Metrics(404),
-    "metrics-get-health.json": Metrics(200),
-    "metrics-get-healthz.json": Metrics(200),
-    "metrics-get-metrics.json": Metrics(200),
+    "query-get-event.json": Metrics(200),
+    "query-get-event-missing.json": Metrics(404),
+    "query-get-health.json": Metrics(200),
+    "query-get-healthz.json": Metrics(200),
+    "query-get-metrics.json": Metrics(200),
     # Records without an ingest id came from no ingest request: the transform counts them
     # received as well, so the queue depth still drains to 0.
     "transform-kinesis-good.json": Transform(Counts(received=3, processed=3)),
@@ -520,7 +520,7 @@ class InvokePhase:
         self.expect_totals("after the ingest files")
         self.transform_stream()
         self.expect_totals("after the ingest stream")
-        for name in [n for n in names if n.startswith("metrics-")]:
+        for name in [n for n in names if n.startswith("query-")]:
             self.metrics(name)
         for name in [n for n in names if n.startswith("transform-")]:
             self.transform_file(name)
@@ -584,8 +584,8 @@ class InvokePhase:
         step(f"ok  {name}: {status}, {len(accepted)} accepted ({seconds:.1f} s){generic_note(expected)}")
 
     def read_totals(self, label):
-        """GET /metrics through the metrics function, with its sample event."""
-        answer, _ = self.invoke("MetricsFunction", self.events[METRICS_FILE], label)
+        """GET /metrics through the query function, with its sample event."""
+        answer, _ = self.invoke("QueryFunction", self.events[METRICS_FILE], label)
         status, body = http_answer(answer, label)
         check(status == 200, f"GET /metrics {label}: expected 200, got {status}: {body}")
         return Counts.of_metrics(body), body["current_queue_depth"]
@@ -618,7 +618,7 @@ class InvokePhase:
 
     def metrics(self, name):
         expected = EXPECTED.get(name)
-        answer, seconds = self.invoke("MetricsFunction", self.events[name], name)
+        answer, seconds = self.invoke("QueryFunction", self.events[name], name)
         status, body = http_answer(answer, name)
         allowed = GENERIC_METRICS_STATUSES if expected is None else (expected.status,)
         check(status in allowed, f"{name}: expected {' or '.join(map(str, allowed))}, got {status}: {body}")

@@ -5,10 +5,10 @@ use http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use time::OffsetDateTime;
 
-use eventline_model::aws::reference::ReferenceError;
+use eventline_aws::http::{Problem, is_json, json, retry_after};
+use eventline_aws::reference::ReferenceError;
 use eventline_model::format_rfc3339;
 use eventline_model::reference::{Generation, ReferenceTable};
-use eventline_model::response::{Problem, is_json, json, retry_after};
 use eventline_model::validation::echo;
 use eventline_model::{FieldError, Rule};
 
@@ -74,7 +74,7 @@ impl RequestError {
                 .with_extension("current_ts", format_rfc3339(current.ts))
                 .into_response(),
             Self::ReferenceUnavailable(error) => {
-                tracing::error!(error = %eventline_model::aws::error_chain(&error), "reference table not stored");
+                tracing::error!(error = %eventline_aws::error_chain(&error), "reference table not stored");
                 retry_after(Problem::new(status, detail).into_response(), RETRY_AFTER_SECONDS)
             }
             _ => Problem::new(status, detail).into_response(),

@@ -7,7 +7,7 @@ pub mod reference;
 
 use std::time::Duration;
 
-use eventline_model::aws::reference::ReferenceStore;
+use eventline_aws::reference::ReferenceStore;
 use eventline_model::retry::Backoff;
 
 use crate::config::Config;

@@ -1,5 +1,5 @@
 use eventline_admin::config::Config;
-use eventline_model::aws::{init_tracing, sdk_config};
+use eventline_aws::{init_tracing, sdk_config};
 use eventline_model::config::ProcessEnv;
 use lambda_http::{Error, Request, run, service_fn};
 

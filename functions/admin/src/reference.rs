@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use eventline_model::aws::reference::{ReferenceError, ReferenceStore};
+use eventline_aws::reference::{ReferenceError, ReferenceStore};
 use eventline_model::reference::{Generation, ReferenceTable};
 
 /// Largest table body: Lambda takes at most 6 MB per synchronous request.

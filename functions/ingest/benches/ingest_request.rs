@@ -8,12 +8,12 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use eventline_ingest::counter::{CounterError, ReceivedCounter};
+use eventline_ingest::handler::Ingest;
 use eventline_model::IngestId;
 use eventline_model::Rules;
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, PutFailure, RecordSink};
-use ingest::counter::{CounterError, ReceivedCounter};
-use ingest::handler::Ingest;
 use lambda_http::{Body, Request};
 use serde_json::{Value, json};
 

@@ -6,10 +6,10 @@ use std::future::Future;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use eventline_aws::item::{Item, n, s};
+use eventline_aws::keys::{self, attr};
+use eventline_aws::{error_chain, refused_for_good};
 use eventline_model::IngestId;
-use eventline_model::aws::item::{Item, n, s};
-use eventline_model::aws::{error_chain, refused_for_good};
-use eventline_model::keys::{self, attr};
 use eventline_model::retry::{Backoff, MIN_ATTEMPT_TIME};
 use rand::Rng;
 

@@ -7,9 +7,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
-use eventline_model::aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
+use eventline_aws::http::{Problem, is_json, json, retry_after};
+use eventline_aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
 use eventline_model::json::{JsonError, Members, array_elements};
-use eventline_model::response::{Problem, is_json, json, retry_after};
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, RecordSink, put_all};
 use eventline_model::validation::echo;
@@ -149,14 +149,14 @@ impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
 
         let accepted = outcomes.iter().filter(|o| matches!(o, Outcome::Accepted(_))).count();
         let rejected = outcomes.iter().filter(|o| matches!(o, Outcome::Rejected(_))).count();
-        eventline_model::telemetry::ingested(accepted as u64, rejected as u64);
+        eventline_aws::telemetry::ingested(accepted as u64, rejected as u64);
         if accepted > 0
             && let Err(error) = self.counter.add(&request_token, accepted as u64).await
         {
             // The events are on the stream and will be processed; answering an error now would
             // make the client send them again. The received total is short by `accepted`,
             // which the metrics show as a negative queue depth rather than hide.
-            tracing::error!(error = %eventline_model::aws::error_chain(&error), accepted, "could not count received events");
+            tracing::error!(error = %eventline_aws::error_chain(&error), accepted, "could not count received events");
         }
         tracing::info!(items = items.len(), accepted, "request handled");
 

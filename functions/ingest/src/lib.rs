@@ -7,7 +7,7 @@ pub mod handler;
 
 use std::time::Duration;
 
-use eventline_model::aws::KinesisSink;
+use eventline_aws::KinesisSink;
 use eventline_model::retry::Backoff;
 
 use crate::config::Config;

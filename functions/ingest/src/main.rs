@@ -1,6 +1,6 @@
-use eventline_model::aws::{flush_metrics, init_tracing, metrics_recorder, sdk_config};
+use eventline_aws::{flush_metrics, init_tracing, metrics_recorder, sdk_config};
+use eventline_ingest::config::Config;
 use eventline_model::config::ProcessEnv;
-use ingest::config::Config;
 use lambda_http::{Error, Request, run, service_fn};
 
 // Lambda sends one invocation at a time; one thread starts sooner (README, "A one-thread runtime").
@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     let config =
         Config::from_lookup(&ProcessEnv).inspect_err(|error| tracing::error!(%error, "invalid configuration"))?;
     let metrics = metrics_recorder()?;
-    let ingest = ingest::with_aws(config, &sdk_config().await);
+    let ingest = eventline_ingest::with_aws(config, &sdk_config().await);
     let ingest = &ingest;
     run(service_fn(move |request: Request| async move {
         let response = ingest.handle(request).await;

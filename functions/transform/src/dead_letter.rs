@@ -11,9 +11,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use eventline_model::aws::{SDK_OPERATION_TIMEOUT, error_chain};
+use eventline_aws::keys;
+use eventline_aws::{SDK_OPERATION_TIMEOUT, error_chain};
 use eventline_model::batch;
-use eventline_model::keys;
 use eventline_model::retry::Backoff;
 use serde::Serialize;
 

@@ -11,10 +11,10 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
-use eventline_model::aws::batch_get::{BoxError, batch_get};
-use eventline_model::aws::item::{Item, n, s, to_item};
-use eventline_model::aws::{error_chain, refused_for_good};
-use eventline_model::keys::{self, attr};
+use eventline_aws::batch_get::{BoxError, batch_get};
+use eventline_aws::item::{Item, n, s, to_item};
+use eventline_aws::keys::{self, attr};
+use eventline_aws::{error_chain, refused_for_good};
 use eventline_model::retry::Backoff;
 use eventline_model::window::{BUCKET_TTL_SECONDS, Bucket, Distinct, Tally};
 use eventline_model::{ProcessedEvent, format_rfc3339};
@@ -187,7 +187,7 @@ impl EventStore for DynamoEventStore {
                     }
                     Some(Failure::Transient(error)) => {
                         tracing::warn!(error = %error_chain(&error), retries = retries.count(), "transaction failed; retrying");
-                        eventline_model::telemetry::commit_retried();
+                        eventline_aws::telemetry::commit_retried();
                         if !retries.wait().await {
                             return Err(StoreError::Transient(error.into()));
                         }
@@ -387,7 +387,7 @@ impl DynamoEventStore {
             shared.push(self.aggregate_update(key, tally)?);
         }
         if analytics_lost > 0 {
-            eventline_model::telemetry::analytics_lost(analytics_lost);
+            eventline_aws::telemetry::analytics_lost(analytics_lost);
         }
 
         let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
@@ -625,7 +625,7 @@ impl DynamoEventStore {
         }
         let lost: u64 = given_up.iter().map(|bucket| users[bucket].len() as u64).sum();
         if lost > 0 {
-            eventline_model::telemetry::analytics_lost(lost);
+            eventline_aws::telemetry::analytics_lost(lost);
             self.count_lost_analytics(shard_id, lost).await;
         }
         lost
@@ -940,7 +940,7 @@ mod tests {
         let item = conflict_item(&large);
         assert!(!item.contains_key("copy"), "too large: kept by its stream position");
         assert_eq!(item["sequence_number"].as_s().unwrap(), "7");
-        assert!(eventline_model::aws::item::item_size(&item) < 2048);
+        assert!(eventline_aws::item::item_size(&item) < 2048);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
-use eventline_model::aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
+use eventline_aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
 use eventline_model::event::checked_utc;
 use eventline_model::reference::Enrichment;
 use eventline_model::retry::Backoff;
@@ -70,9 +70,9 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
             analytics_lost = report.analytics_lost,
             "batch processed"
         );
-        eventline_model::telemetry::transformed(report.stored as u64, report.duplicates as u64, report.poison as u64);
-        eventline_model::telemetry::conflicted(report.conflicts as u64);
-        eventline_model::telemetry::processing_latency(&report.latencies_ms);
+        eventline_aws::telemetry::transformed(report.stored as u64, report.duplicates as u64, report.poison as u64);
+        eventline_aws::telemetry::conflicted(report.conflicts as u64);
+        eventline_aws::telemetry::processing_latency(&report.latencies_ms);
         response
     }
 
@@ -94,7 +94,7 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
         let lookup = match self.reference.lookup(&users).await {
             Ok(lookup) => lookup,
             Err(error) => {
-                tracing::error!(error = %eventline_model::aws::error_chain(&error), "reference table not read; retrying the batch");
+                tracing::error!(error = %eventline_aws::error_chain(&error), "reference table not read; retrying the batch");
                 return (
                     checkpoint(records, 0),
                     BatchReport { retry_from: (!records.is_empty()).then_some(0), ..report },
@@ -130,7 +130,7 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
             for ((index, message), sent) in poison.iter().zip(self.dead_letters.send(&messages).await) {
                 tracing::warn!(sequence_number = %message.sequence_number, reason = %message.reason, "poison record");
                 if let Err(error) = sent {
-                    tracing::error!(error = %eventline_model::aws::error_chain(&error), sequence_number = %message.sequence_number, "dead-letter queue refused a record");
+                    tracing::error!(error = %eventline_aws::error_chain(&error), sequence_number = %message.sequence_number, "dead-letter queue refused a record");
                     unfinished = unfinished.min(*index);
                 }
             }
@@ -187,7 +187,7 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
             for ((index, message), sent) in refused.iter().zip(self.dead_letters.send(&messages).await) {
                 tracing::warn!(sequence_number = %message.sequence_number, reason = %message.reason, "refused record");
                 if let Err(error) = sent {
-                    tracing::error!(error = %eventline_model::aws::error_chain(&error), sequence_number = %message.sequence_number, "dead-letter queue refused a record");
+                    tracing::error!(error = %eventline_aws::error_chain(&error), sequence_number = %message.sequence_number, "dead-letter queue refused a record");
                     unfinished = unfinished.min(*index);
                 }
             }
@@ -519,9 +519,9 @@ mod tests {
         async fn lookup(
             &self,
             users: &[&UserId],
-        ) -> Result<crate::enrich::Lookup, eventline_model::aws::reference::ReferenceError> {
+        ) -> Result<crate::enrich::Lookup, eventline_aws::reference::ReferenceError> {
             if self.down {
-                return Err(eventline_model::aws::reference::ReferenceError::Unavailable("down".into()));
+                return Err(eventline_aws::reference::ReferenceError::Unavailable("down".into()));
             }
             let users = users.iter().filter_map(|u| self.users.get(*u).map(|m| ((*u).clone(), m.clone()))).collect();
             Ok(crate::enrich::Lookup { generation: self.generation, users })

@@ -11,8 +11,8 @@ pub mod store;
 
 use std::time::Duration;
 
-use eventline_model::aws::KinesisSink;
-use eventline_model::aws::reference::ReferenceStore;
+use eventline_aws::KinesisSink;
+use eventline_aws::reference::ReferenceStore;
 use eventline_model::retry::Backoff;
 
 use crate::config::Config;

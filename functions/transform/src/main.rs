@@ -1,11 +1,11 @@
 // The handler future nests several retrying AWS calls deeper than the default limit allows.
 #![recursion_limit = "256"]
 
-use eventline_model::aws::{flush_metrics, init_tracing, metrics_recorder, sdk_config};
+use eventline_aws::{flush_metrics, init_tracing, metrics_recorder, sdk_config};
 use eventline_model::config::ProcessEnv;
+use eventline_transform::config::Config;
+use eventline_transform::event::StreamEvent;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use transform::config::Config;
-use transform::event::StreamEvent;
 
 // Lambda sends one invocation at a time; one thread starts sooner (README, "A one-thread runtime").
 #[tokio::main(flavor = "current_thread")]
@@ -14,7 +14,7 @@ async fn main() -> Result<(), Error> {
     let config =
         Config::from_lookup(&ProcessEnv).inspect_err(|error| tracing::error!(%error, "invalid configuration"))?;
     let metrics = metrics_recorder()?;
-    let transform = transform::with_aws(config, &sdk_config().await);
+    let transform = eventline_transform::with_aws(config, &sdk_config().await);
     let transform = &transform;
     run(service_fn(move |event: LambdaEvent<StreamEvent>| async move {
         let response = transform.handle(event.payload.0).await;

@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemInput;
 use aws_smithy_types::config_bag::ConfigBag;
-use eventline_model::aws::item::{Item, item_size};
+use eventline_aws::item::{Item, item_size};
 use serde_json::{Value, json};
 
 /// One DynamoDB write: the item's key, whether it was part of a transaction, and the

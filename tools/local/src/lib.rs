@@ -42,9 +42,9 @@ pub enum Error {
 
 /// The functions, built from the environment the template gives each of them.
 pub struct Functions {
-    pub ingest: ingest::AwsIngest,
-    pub transform: transform::AwsTransform,
-    pub metrics: metrics::AwsMetrics,
+    pub ingest: eventline_ingest::AwsIngest,
+    pub transform: eventline_transform::AwsTransform,
+    pub query: eventline_query::AwsQuery,
     pub admin: eventline_admin::AwsAdmin,
 }
 
@@ -275,7 +275,7 @@ pub async fn emulator_sdk_config(endpoint: &str, region: &str) -> aws_config::Sd
         .endpoint_url(endpoint)
         .region(Region::new(region.to_owned()))
         .credentials_provider(Credentials::new("local", "local", None, None, "eventline-local"))
-        .timeout_config(eventline_model::aws::sdk_timeouts())
+        .timeout_config(eventline_aws::sdk_timeouts())
         .load()
         .await
 }
@@ -285,9 +285,12 @@ pub fn build_functions(manifest: &Manifest, sdk: &aws_config::SdkConfig) -> Resu
     let env =
         |name: &str| -> Result<HashMap<String, String>, Error> { Ok(manifest.function(name)?.environment.clone()) };
     Ok(Functions {
-        ingest: ingest::with_aws(ingest::config::Config::from_lookup(&env("ingest")?)?, sdk),
-        transform: transform::with_aws(transform::config::Config::from_lookup(&env("transform")?)?, sdk),
-        metrics: metrics::with_aws(metrics::config::Config::from_lookup(&env("metrics")?)?, sdk),
+        ingest: eventline_ingest::with_aws(eventline_ingest::config::Config::from_lookup(&env("ingest")?)?, sdk),
+        transform: eventline_transform::with_aws(
+            eventline_transform::config::Config::from_lookup(&env("transform")?)?,
+            sdk,
+        ),
+        query: eventline_query::with_aws(eventline_query::config::Config::from_lookup(&env("query")?)?, sdk),
         admin: eventline_admin::with_aws(eventline_admin::config::Config::from_lookup(&env("admin")?)?, sdk),
     })
 }

@@ -53,7 +53,7 @@ fn parse_args() -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    eventline_model::aws::init_tracing();
+    eventline_aws::init_tracing();
     let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {

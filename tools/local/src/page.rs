@@ -14,12 +14,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use eventline_model::aws::error_chain;
+use eventline_aws::error_chain;
+use eventline_aws::http::Problem;
 use eventline_model::latency::Histogram;
-use eventline_model::response::Problem;
+use eventline_query::reader::Reader;
 use http::{StatusCode, Uri, header};
 use lambda_http::RequestExt;
-use metrics::reader::MetricsReader;
 use serde_json::{Value, json};
 
 use crate::manifest::Manifest;
@@ -67,8 +67,8 @@ impl Dashboard {
         *request.uri_mut() = Uri::from_static("/metrics");
         let request = request.with_query_string_parameters(HashMap::from([("window".to_owned(), window.to_owned())]));
         let (answer, counters, poller, dead_letters) = tokio::join!(
-            self.functions.metrics.handle(request),
-            self.functions.metrics.reader.counters(),
+            self.functions.query.handle(request),
+            self.functions.query.reader.counters(),
             self.poller.stats(),
             self.dead_letters(),
         );

@@ -14,7 +14,7 @@ use aws_lambda_events::streams::KinesisEventResponse;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use eventline_model::aws::error_chain;
+use eventline_aws::error_chain;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -462,7 +462,7 @@ pub fn kinesis_event(
         .collect();
     // Read as the deployed transform reads Lambda's event: arrival times exactly.
     serde_json::from_value(json!({ "Records": records }))
-        .map(|transform::event::StreamEvent(event)| event)
+        .map(|eventline_transform::event::StreamEvent(event)| event)
         .map_err(|e| format!("cannot build KinesisEvent: {e}"))
 }
 

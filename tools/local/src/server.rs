@@ -36,7 +36,7 @@ const MAX_RESPONSE_BYTES: usize = 6_291_556;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Ingest,
-    Metrics,
+    Query,
     Admin,
 }
 
@@ -110,7 +110,7 @@ impl App {
         for (name, function) in &manifest.functions {
             let target = match name.as_str() {
                 "ingest" => Target::Ingest,
-                "metrics" => Target::Metrics,
+                "query" => Target::Query,
                 "admin" => Target::Admin,
                 _ => continue,
             };
@@ -219,7 +219,7 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
 
     let response = match route.target {
         Target::Ingest => app.functions.ingest.handle(lambda_request).await,
-        Target::Metrics => app.functions.metrics.handle(lambda_request).await,
+        Target::Query => app.functions.query.handle(lambda_request).await,
         Target::Admin => app.functions.admin.handle(lambda_request).await,
     };
     into_http(response)
@@ -293,7 +293,7 @@ mod tests {
         RouteEntry {
             method: method.into(),
             segments: path.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
-            target: Target::Metrics,
+            target: Target::Query,
             authorization: Authorization::None,
         }
     }

@@ -184,7 +184,7 @@ async fn jwt_ingest_routes_take_only_current_tokens_of_the_issuer_for_the_audien
         stored,
         std::collections::HashMap::from([("source".to_owned(), "app".to_owned()), ("id".to_owned(), "j-3".to_owned())]),
     );
-    assert_eq!(stack.functions.metrics.handle(stored).await.status(), 200, "an accepted event was stored");
+    assert_eq!(stack.functions.query.handle(stored).await.status(), 200, "an accepted event was stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,8 @@ use common::{call, read_stream, stack};
 use eventline_local::cost::{self, AGGREGATE_KINDS, Recorder};
 use eventline_local::poller::kinesis_event;
 use eventline_model::retry::Backoff;
+use eventline_transform::handler::Transform;
 use serde_json::Value;
-use transform::handler::Transform;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_units_per_event_with_and_without_aggregates() {
@@ -31,23 +31,22 @@ async fn write_units_per_event_with_and_without_aggregates() {
     let dynamodb = recorder.dynamodb(&stack.sdk);
     let env = &stack.manifest.functions["transform"].environment;
     let table = &env["EVENTS_TABLE"];
-    let transform = Transform {
-        store: transform::dynamo::DynamoEventStore::new(dynamodb.clone(), table, Backoff::default()),
-        output: eventline_model::aws::KinesisSink::new(aws_sdk_kinesis::Client::new(&stack.sdk), &env["OUTPUT_STREAM"]),
-        dead_letters: transform::dead_letter::SqsDeadLetters::built_on_first_use(
-            &stack.sdk,
-            &env["DEAD_LETTER_QUEUE_URL"],
-            &env["DEAD_LETTER_BUCKET"],
-            Backoff::default(),
-        ),
-        reference: transform::enrich::CachedReference::new(eventline_model::aws::reference::ReferenceStore::new(
-            dynamodb,
-            table,
-            Backoff::default(),
-        )),
-        backoff: Backoff::default(),
-        rules: eventline_model::Rules::default(),
-    };
+    let transform =
+        Transform {
+            store: eventline_transform::dynamo::DynamoEventStore::new(dynamodb.clone(), table, Backoff::default()),
+            output: eventline_aws::KinesisSink::new(aws_sdk_kinesis::Client::new(&stack.sdk), &env["OUTPUT_STREAM"]),
+            dead_letters: eventline_transform::dead_letter::SqsDeadLetters::built_on_first_use(
+                &stack.sdk,
+                &env["DEAD_LETTER_QUEUE_URL"],
+                &env["DEAD_LETTER_BUCKET"],
+                Backoff::default(),
+            ),
+            reference: eventline_transform::enrich::CachedReference::new(
+                eventline_aws::reference::ReferenceStore::new(dynamodb, table, Backoff::default()),
+            ),
+            backoff: Backoff::default(),
+            rules: eventline_model::Rules::default(),
+        };
     let arn = &stack.manifest.event_sources[0].stream_arn;
     for batch in records.chunks(100) {
         let event = kinesis_event(batch, "shardId-000000000000", arn, "us-east-1").unwrap();

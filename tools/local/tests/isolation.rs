@@ -8,9 +8,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::{call, stack, until};
+use eventline_aws::keys;
 use eventline_local::LocalStack;
 use eventline_model::aggregate::{ANSWER_KEYS, Granularity, Period};
-use eventline_model::keys;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 

@@ -128,7 +128,7 @@ async fn function_binaries_answer_every_sample_event_through_the_runtime_api() {
     for (fixture, status) in expected_ingest {
         assert_eq!(watch.http("ingest", fixture).await.0, status, "{fixture}");
     }
-    assert_eq!(watch.http("metrics", "metrics-get-event.json").await.0, 404, "not processed yet");
+    assert_eq!(watch.http("query", "query-get-event.json").await.0, 404, "not processed yet");
 
     // Hand what ingest put on the stream to the transform binary, as Lambda would.
     let kinesis = aws_sdk_kinesis::Client::new(&stack.sdk);
@@ -160,11 +160,11 @@ async fn function_binaries_answer_every_sample_event_through_the_runtime_api() {
         assert_eq!(response["batchItemFailures"], Value::Array(vec![]), "{fixture}: {response}");
     }
 
-    let (status, event) = watch.http("metrics", "metrics-get-event.json").await;
+    let (status, event) = watch.http("query", "query-get-event.json").await;
     assert_eq!(status, 200);
     assert_eq!(event["payload"], "STRASSE CHECKOUT");
-    assert_eq!(watch.http("metrics", "metrics-get-event-missing.json").await.0, 404);
-    let (status, totals) = watch.http("metrics", "metrics-get-metrics.json").await;
+    assert_eq!(watch.http("query", "query-get-event-missing.json").await.0, 404);
+    let (status, totals) = watch.http("query", "query-get-metrics.json").await;
     assert_eq!(status, 200);
     // 7 from ingest, then the fixtures: 3 good, 2 good + 2 poison, 2 unique + 1 duplicate.
     assert_eq!(totals["events_processed"], 7 + 3 + 2 + 2);
@@ -174,8 +174,8 @@ async fn function_binaries_answer_every_sample_event_through_the_runtime_api() {
     // counts such records received as it processes them, so the queue drains to 0.
     assert_eq!(totals["events_received"], 7 + 3 + 4 + 3);
     assert_eq!(totals["current_queue_depth"], 0);
-    assert_eq!(watch.http("metrics", "metrics-get-health.json").await, (200, health_ok()));
-    assert_eq!(watch.http("metrics", "metrics-get-healthz.json").await.0, 200);
+    assert_eq!(watch.http("query", "query-get-health.json").await, (200, health_ok()));
+    assert_eq!(watch.http("query", "query-get-healthz.json").await.0, 200);
 
     // The same figures, as the functions' embedded-metric-format log lines report them.
     assert_eq!(watch.emitted("EventsAccepted"), 7);

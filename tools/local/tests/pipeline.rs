@@ -11,17 +11,17 @@ use std::time::Duration;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Record};
 use common::{eventually, http, read_stream, stack, until};
+use eventline_aws::KinesisSink;
 use eventline_local::LocalStack;
 use eventline_local::poller::kinesis_event;
 use eventline_model::Rules;
-use eventline_model::aws::KinesisSink;
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, PutFailure, RecordSink};
+use eventline_transform::dead_letter::SqsDeadLetters;
+use eventline_transform::dynamo::DynamoEventStore;
+use eventline_transform::handler::Transform;
+use eventline_transform::store::{Entry, EventStore, Outcome, StoreError};
 use serde_json::{Value, json};
-use transform::dead_letter::SqsDeadLetters;
-use transform::dynamo::DynamoEventStore;
-use transform::handler::Transform;
-use transform::store::{Entry, EventStore, Outcome, StoreError};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -35,14 +35,14 @@ fn output(stack: &LocalStack, key: &str) -> String {
 
 async fn metrics(stack: &LocalStack) -> Value {
     let request = http::Request::builder().uri("/metrics").body(lambda_http::Body::Empty).unwrap();
-    let response = stack.functions.metrics.handle(request).await;
+    let response = stack.functions.query.handle(request).await;
     serde_json::from_slice(response.body()).unwrap()
 }
 
 async fn stored(stack: &LocalStack, source: &str, id: &str) -> Option<Value> {
     let request =
         http::Request::builder().uri(format!("/events/{source}/{id}")).body(lambda_http::Body::Empty).unwrap();
-    let response = stack.functions.metrics.handle(request).await;
+    let response = stack.functions.query.handle(request).await;
     (response.status() == 200).then(|| serde_json::from_slice(response.body()).unwrap())
 }
 
@@ -236,12 +236,8 @@ impl<S: RecordSink> RecordSink for FailingFirstPut<S> {
     }
 }
 
-fn reference_store(stack: &LocalStack, table: &str) -> eventline_model::aws::reference::ReferenceStore {
-    eventline_model::aws::reference::ReferenceStore::new(
-        aws_sdk_dynamodb::Client::new(&stack.sdk),
-        table,
-        Backoff::default(),
-    )
+fn reference_store(stack: &LocalStack, table: &str) -> eventline_aws::reference::ReferenceStore {
+    eventline_aws::reference::ReferenceStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), table, Backoff::default())
 }
 
 fn no_retries() -> Backoff {
@@ -277,7 +273,7 @@ async fn transform_failing_mid_batch_and_redelivered_stores_and_counts_every_eve
             &env["DEAD_LETTER_BUCKET"],
             Backoff::default(),
         ),
-        reference: transform::enrich::CachedReference::new(reference_store(&stack, &env["EVENTS_TABLE"])),
+        reference: eventline_transform::enrich::CachedReference::new(reference_store(&stack, &env["EVENTS_TABLE"])),
         backoff: Backoff::default(),
         rules: Rules::default(),
     };
@@ -329,7 +325,7 @@ async fn events_stored_but_not_published_are_published_on_redelivery() {
             &env["DEAD_LETTER_BUCKET"],
             Backoff::default(),
         ),
-        reference: transform::enrich::CachedReference::new(reference_store(&stack, &env["EVENTS_TABLE"])),
+        reference: eventline_transform::enrich::CachedReference::new(reference_store(&stack, &env["EVENTS_TABLE"])),
         backoff: no_retries(),
         rules: Rules::default(),
     };
@@ -379,13 +375,13 @@ impl<S: RecordSink> RecordSink for PartialFailure<S> {
 async fn put_records_partial_failure_is_retried_and_every_event_lands_once() {
     let stack = stack(&[]).await;
     let env: HashMap<String, String> = stack.manifest.functions["ingest"].environment.clone();
-    let config = ingest::config::Config::from_lookup(&env).unwrap();
-    let ingest = ingest::handler::Ingest {
+    let config = eventline_ingest::config::Config::from_lookup(&env).unwrap();
+    let ingest = eventline_ingest::handler::Ingest {
         sink: PartialFailure {
             inner: KinesisSink::new(aws_sdk_kinesis::Client::new(&stack.sdk), &config.stream_name),
             first: AtomicUsize::new(0),
         },
-        counter: ingest::counter::DynamoReceivedCounter::new(
+        counter: eventline_ingest::counter::DynamoReceivedCounter::new(
             aws_sdk_dynamodb::Client::new(&stack.sdk),
             &config.table_name,
             Backoff::default(),

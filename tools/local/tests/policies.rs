@@ -15,7 +15,7 @@ use aws_smithy_runtime_api::client::http::{
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use eventline_model::keys;
+use eventline_aws::keys;
 use eventline_model::{EventId, IngestId, Source, UserId};
 use serde_json::{Value, json};
 
@@ -298,24 +298,24 @@ async fn each_role_reaches_only_the_partitions_its_function_uses() {
         ("TransformFunction", "DeleteItem", table, vec![event], false),
         ("TransformFunction", "GetItem", table, vec![event], false),
         // Metrics reads what it answers from, through the table and the user index.
-        ("MetricsFunction", "GetItem", table, vec![event], true),
-        ("MetricsFunction", "Query", table, vec![metrics], true),
-        ("MetricsFunction", "Query", table, vec![rate], true),
-        ("MetricsFunction", "Query", table, vec![window], true),
-        ("MetricsFunction", "Query", table, vec![user_aggregate], true),
-        ("MetricsFunction", "BatchGetItem", table, vec![shard_aggregate, user_aggregate], true),
-        ("MetricsFunction", "GetItem", table, vec![reference], true),
-        ("MetricsFunction", "BatchGetItem", table, vec![bucket], true),
-        ("MetricsFunction", "Query", by_user, vec![user_pk], true),
-        ("MetricsFunction", "DescribeTable", table, vec![], true),
-        ("MetricsFunction", "Query", by_user, vec![event], false),
-        ("MetricsFunction", "Query", other_index, vec![user_pk], false),
-        ("MetricsFunction", "Query", table, vec![user_pk], false),
-        ("MetricsFunction", "GetItem", table, vec![received], false),
-        ("MetricsFunction", "PutItem", table, vec![event], false),
-        ("MetricsFunction", "UpdateItem", table, vec![metrics], false),
-        ("MetricsFunction", "BatchWriteItem", table, vec![bucket], false),
-        ("MetricsFunction", "Scan", table, vec![], false),
+        ("QueryFunction", "GetItem", table, vec![event], true),
+        ("QueryFunction", "Query", table, vec![metrics], true),
+        ("QueryFunction", "Query", table, vec![rate], true),
+        ("QueryFunction", "Query", table, vec![window], true),
+        ("QueryFunction", "Query", table, vec![user_aggregate], true),
+        ("QueryFunction", "BatchGetItem", table, vec![shard_aggregate, user_aggregate], true),
+        ("QueryFunction", "GetItem", table, vec![reference], true),
+        ("QueryFunction", "BatchGetItem", table, vec![bucket], true),
+        ("QueryFunction", "Query", by_user, vec![user_pk], true),
+        ("QueryFunction", "DescribeTable", table, vec![], true),
+        ("QueryFunction", "Query", by_user, vec![event], false),
+        ("QueryFunction", "Query", other_index, vec![user_pk], false),
+        ("QueryFunction", "Query", table, vec![user_pk], false),
+        ("QueryFunction", "GetItem", table, vec![received], false),
+        ("QueryFunction", "PutItem", table, vec![event], false),
+        ("QueryFunction", "UpdateItem", table, vec![metrics], false),
+        ("QueryFunction", "BatchWriteItem", table, vec![bucket], false),
+        ("QueryFunction", "Scan", table, vec![], false),
         // The administrator function: the reference generations, nothing else.
         ("AdminFunction", "GetItem", table, vec![reference], true),
         ("AdminFunction", "PutItem", table, vec![reference], true),
@@ -348,7 +348,7 @@ async fn conditioned_statements_grant_only_keyed_actions_and_keyed_actions_are_a
     // actions under a LeadingKeys condition would read the whole table.
     let template = common::translated_template().await;
     let table = table_arn(&template);
-    for function in ["IngestFunction", "TransformFunction", "MetricsFunction", "AdminFunction"] {
+    for function in ["IngestFunction", "TransformFunction", "QueryFunction", "AdminFunction"] {
         for statement in role_statements(&template, function) {
             let on_table = statement.resources.iter().any(|r| r == "*" || r.starts_with(&table));
             let keyed = statement.actions.iter().any(|a| KEYED_ACTIONS.iter().any(|k| glob(a, k)));
@@ -534,16 +534,22 @@ async fn every_dynamodb_request_of_a_run_is_allowed_by_its_functions_role() {
         ))
         .build_https();
     let sent: HashMap<&str, Sent> =
-        ["ingest", "transform", "metrics", "admin"].into_iter().map(|f| (f, Sent::default())).collect();
+        ["ingest", "transform", "query", "admin"].into_iter().map(|f| (f, Sent::default())).collect();
     let sdk = |function: &str| {
         let client = RecordingClient { inner: inner.clone(), sent: sent[function].clone() };
         stack.sdk.to_builder().http_client(client).build()
     };
     let env = |function: &str| stack.manifest.functions[function].environment.clone();
-    let ingest = ingest::with_aws(ingest::config::Config::from_lookup(&env("ingest")).unwrap(), &sdk("ingest"));
-    let transform =
-        transform::with_aws(transform::config::Config::from_lookup(&env("transform")).unwrap(), &sdk("transform"));
-    let metrics = metrics::with_aws(metrics::config::Config::from_lookup(&env("metrics")).unwrap(), &sdk("metrics"));
+    let ingest = eventline_ingest::with_aws(
+        eventline_ingest::config::Config::from_lookup(&env("ingest")).unwrap(),
+        &sdk("ingest"),
+    );
+    let transform = eventline_transform::with_aws(
+        eventline_transform::config::Config::from_lookup(&env("transform")).unwrap(),
+        &sdk("transform"),
+    );
+    let metrics =
+        eventline_query::with_aws(eventline_query::config::Config::from_lookup(&env("query")).unwrap(), &sdk("query"));
     let admin =
         eventline_admin::with_aws(eventline_admin::config::Config::from_lookup(&env("admin")).unwrap(), &sdk("admin"));
 
@@ -607,7 +613,7 @@ async fn every_dynamodb_request_of_a_run_is_allowed_by_its_functions_role() {
     for (function, logical_id) in [
         ("ingest", "IngestFunction"),
         ("transform", "TransformFunction"),
-        ("metrics", "MetricsFunction"),
+        ("query", "QueryFunction"),
         ("admin", "AdminFunction"),
     ] {
         let statements = role_statements(&template, logical_id);

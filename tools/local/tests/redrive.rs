@@ -24,10 +24,10 @@ use eventline_local::poller::{Poller, StreamFunction};
 use eventline_local::{Functions, LocalStack};
 use eventline_model::{EventId, IngestId, format_rfc3339};
 use eventline_redrive::{Error, NoProgress, Options, Sources, Summary, Target};
+use eventline_transform::dead_letter::PoisonMessage;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use transform::dead_letter::PoisonMessage;
 
 const THROUGH_INGEST: usize = 60;
 const DIRECT: usize = 6;

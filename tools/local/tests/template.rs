@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::stack;
-use eventline_model::aws::{SDK_ATTEMPT_TIMEOUT, SDK_OPERATION_TIMEOUT};
+use eventline_aws::{SDK_ATTEMPT_TIMEOUT, SDK_OPERATION_TIMEOUT};
 use eventline_model::retry::MIN_ATTEMPT_TIME;
 
 /// API Gateway's integration timeout for HTTP APIs.
@@ -16,22 +16,22 @@ async fn function_timeouts_leave_room_for_every_retry_budget() {
     let stack = stack(&[]).await;
     let timeout = |name: &str| Duration::from_secs(stack.manifest.functions[name].timeout_seconds);
 
-    for name in ["ingest", "metrics", "admin"] {
+    for name in ["ingest", "query", "admin"] {
         assert!(timeout(name) < HTTP_API_TIMEOUT, "{name} must answer before API Gateway gives up");
         assert!(SDK_OPERATION_TIMEOUT < timeout(name) && SDK_ATTEMPT_TIMEOUT < SDK_OPERATION_TIMEOUT);
     }
     // Each retry loop starts no try after its budget and gives the last one at least
     // MIN_ATTEMPT_TIME beyond it.
-    let ingest_worst = ingest::PUT_BUDGET + ingest::COUNT_BUDGET + 2 * MIN_ATTEMPT_TIME;
+    let ingest_worst = eventline_ingest::PUT_BUDGET + eventline_ingest::COUNT_BUDGET + 2 * MIN_ATTEMPT_TIME;
     assert!(ingest_worst < timeout("ingest"), "{ingest_worst:?} of retries in a {:?} function", timeout("ingest"));
 
     // One commit group can spend its whole budget (a failing group ends the batch), then
     // publishing and two rounds of dead-lettering.
-    let transform_worst = transform::COMMIT_BUDGET
+    let transform_worst = eventline_transform::COMMIT_BUDGET
         + SDK_OPERATION_TIMEOUT
-        + transform::PUBLISH_BUDGET
+        + eventline_transform::PUBLISH_BUDGET
         + MIN_ATTEMPT_TIME
-        + 2 * (transform::DEAD_LETTER_BUDGET + SDK_OPERATION_TIMEOUT);
+        + 2 * (eventline_transform::DEAD_LETTER_BUDGET + SDK_OPERATION_TIMEOUT);
     assert!(transform_worst < timeout("transform"), "{transform_worst:?} in a {:?} function", timeout("transform"));
 }
 
@@ -75,7 +75,7 @@ async fn throttling_log_retention_and_retained_state_are_in_the_translated_templ
     );
 
     for (function, parameter) in
-        [("IngestFunction", "IngestReservedConcurrency"), ("MetricsFunction", "MetricsReservedConcurrency")]
+        [("IngestFunction", "IngestReservedConcurrency"), ("QueryFunction", "QueryReservedConcurrency")]
     {
         let reserved = &resources[function]["Properties"]["ReservedConcurrentExecutions"];
         assert_eq!(reserved["Fn::If"][1], reference(parameter), "{function}");
@@ -93,7 +93,7 @@ async fn throttling_log_retention_and_retained_state_are_in_the_translated_templ
 async fn the_stack_deploys_with_reserved_concurrency_and_without_deletion_protection() {
     let stack = stack(&[
         ("IngestReservedConcurrency", "5"),
-        ("MetricsReservedConcurrency", "3"),
+        ("QueryReservedConcurrency", "3"),
         ("TableDeletionProtection", "Disabled"),
     ])
     .await;
@@ -123,7 +123,7 @@ async fn access_logs_scoped_roles_ceilings_failure_bucket_and_alarms_are_in_the_
     for (function, logs) in [
         ("IngestFunction", "IngestFunctionLogs"),
         ("TransformFunction", "TransformFunctionLogs"),
-        ("MetricsFunction", "MetricsFunctionLogs"),
+        ("QueryFunction", "QueryFunctionLogs"),
         ("AdminFunction", "AdminFunctionLogs"),
     ] {
         let role = resources[function]["Properties"]["Role"]["Fn::GetAtt"][0].as_str().unwrap();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{call, read_stream, stack, until};
 use eventline_local::LocalStack;
 use eventline_local::poller::kinesis_event;
-use metrics::reader::{AwsMetricsReader, MetricsReader};
+use eventline_query::reader::{AwsReader, Reader};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -177,8 +177,8 @@ async fn a_30_minute_window_reads_at_most_148_items_per_shard_however_many_event
     }
     processed(&stack, 258).await;
 
-    let env = &stack.manifest.functions["metrics"].environment;
-    let reader = AwsMetricsReader::new(
+    let env = &stack.manifest.functions["query"].environment;
+    let reader = AwsReader::new(
         aws_sdk_dynamodb::Client::new(&stack.sdk),
         aws_sdk_kinesis::Client::new(&stack.sdk),
         &env["EVENTS_TABLE"],

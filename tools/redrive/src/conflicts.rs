@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::fmt;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use eventline_model::aws::batch_get::batch_get;
-use eventline_model::aws::item::{Item, s};
-use eventline_model::keys::{self, attr};
+use eventline_aws::batch_get::batch_get;
+use eventline_aws::item::{Item, s};
+use eventline_aws::keys::{self, attr};
 use eventline_model::retry::Backoff;
 use serde::Serialize;
 use time::OffsetDateTime;

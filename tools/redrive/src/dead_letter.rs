@@ -3,12 +3,12 @@
 //! (`data_base64`), or, for a record too large for a message, in the failure bucket
 //! (`data_object`: bucket and key). Messages written before records were kept whole may
 //! hold only the start of the data, marked `truncated`. The shape is
-//! `transform::dead_letter::PoisonMessage::body`.
+//! `eventline_transform::dead_letter::PoisonMessage::body`.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use eventline_aws::keys::DEAD_LETTER_PREFIX;
 use eventline_model::Position;
-use eventline_model::keys::DEAD_LETTER_PREFIX;
 use serde::Deserialize;
 
 /// The fields read; others (`event_source_arn`) are ignored.
@@ -118,7 +118,7 @@ pub fn parse(body: &str) -> Result<DeadLetter, Unusable> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use transform::dead_letter::{MAX_INLINE_BYTES, PoisonMessage};
+    use eventline_transform::dead_letter::{MAX_INLINE_BYTES, PoisonMessage};
 
     #[test]
     fn reads_what_the_transform_writes() {
@@ -142,7 +142,8 @@ mod tests {
     #[test]
     fn a_record_kept_in_the_bucket_is_read_as_its_object() {
         let message = PoisonMessage::new("too big".into(), "s", "7", "k", None, &vec![b'x'; MAX_INLINE_BYTES + 5]);
-        let object = transform::dead_letter::DataObject { bucket: "failures".into(), key: message.object_key() };
+        let object =
+            eventline_transform::dead_letter::DataObject { bucket: "failures".into(), key: message.object_key() };
         let letter = parse(&message.body(Some(&object))).unwrap();
         let expected = DataObject { bucket: "failures".into(), key: "dead-letters/s/7".into() };
         assert_eq!(letter.data, Data::Stored { object: expected, bytes: MAX_INLINE_BYTES + 5 });
@@ -155,7 +156,7 @@ mod tests {
         for (bucket, key) in
             [("failures", "aws/lambda/m/s/2026/11/30/x"), ("other", "secrets/key"), ("", "dead-letters/s/1")]
         {
-            let object = transform::dead_letter::DataObject { bucket: bucket.into(), key: key.into() };
+            let object = eventline_transform::dead_letter::DataObject { bucket: bucket.into(), key: key.into() };
             let error = parse(&message.body(Some(&object))).unwrap_err();
             assert!(matches!(&error, Unusable::Malformed(m) if m.contains("is not under dead-letters/")), "{error}");
         }

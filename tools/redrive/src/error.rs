@@ -2,7 +2,7 @@
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use eventline_model::aws::error_chain;
+use eventline_aws::error_chain;
 
 /// An error that stops the command. Problems with single records or messages are not errors:
 /// they are counted in the [`Summary`](crate::Summary) and the run goes on.

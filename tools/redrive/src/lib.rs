@@ -21,7 +21,7 @@ pub mod s3;
 pub mod sqs;
 pub mod summary;
 
-use eventline_model::aws::KinesisSink;
+use eventline_aws::KinesisSink;
 use eventline_model::retry::Backoff;
 
 pub use crate::error::Error;

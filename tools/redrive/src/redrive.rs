@@ -6,7 +6,7 @@ use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
-use eventline_model::keys::DEAD_LETTER_PREFIX;
+use eventline_aws::keys::DEAD_LETTER_PREFIX;
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{MAX_BYTES_PER_PUT, OutRecord, RecordSink, put_all};
 use futures_util::future::join_all;
@@ -500,9 +500,9 @@ mod tests {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use eventline_model::sink::PutFailure;
+    use eventline_transform::dead_letter::{DataObject as Object, PoisonMessage};
     use serde_json::json;
     use time::macros::datetime;
-    use transform::dead_letter::{DataObject as Object, PoisonMessage};
 
     use crate::summary::Tally;
 

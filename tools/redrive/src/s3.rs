@@ -4,7 +4,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-use eventline_model::aws::error_chain;
+use eventline_aws::error_chain;
 use time::OffsetDateTime;
 
 use crate::error::{Error, classify};

@@ -10,7 +10,7 @@ use aws_sdk_sqs::operation::receive_message::ReceiveMessageError;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, QueueAttributeName,
 };
-use eventline_model::aws::error_chain;
+use eventline_aws::error_chain;
 use eventline_model::retry::Backoff;
 
 use crate::dead_letter::DataObject;

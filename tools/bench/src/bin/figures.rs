@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::Record;
+use eventline_aws::KinesisSink;
+use eventline_aws::reference::ReferenceStore;
 use eventline_bench::package::{architecture, zipped_size};
 use eventline_bench::report::{Figure, Verdict, table};
 use eventline_bench::runtime_api::{ColdStart, RuntimeApiStub, lambda_environment, median};
 use eventline_local::cost::{self, AGGREGATE_KINDS, Recorder};
 use eventline_local::poller::kinesis_event;
 use eventline_local::{LocalStack, Options};
-use eventline_model::aws::KinesisSink;
-use eventline_model::aws::reference::ReferenceStore;
 use eventline_model::retry::Backoff;
 use eventline_model::{IngestId, Rules, StreamRecord, parse_event};
 use serde_json::Value;
@@ -40,7 +40,7 @@ const RUNS: usize = 20;
 /// The hello-world on a one-thread runtime, the functions' flavour: a second cold-start baseline.
 const ONE_THREAD_HELLO: &str = "hello-world-one-thread";
 /// The functions, by their binary names (`BuildProperties.Binary` in template.yaml).
-const FUNCTIONS: [&str; 3] = ["ingest", "transform", "metrics"];
+const FUNCTIONS: [&str; 3] = ["ingest", "transform", "query"];
 /// Events per ingest request and per transform batch in the cost run (the template's
 /// `TransformBatchSize`).
 const REQUEST_EVENTS: usize = 100;
@@ -491,17 +491,17 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
     eprintln!("bench: {COST_EVENTS} events through ingest and the transform, counting AWS calls");
     let recorder = Recorder::default();
     let ingest_env = &stack.manifest.function("ingest")?.environment;
-    let config = ingest::config::Config::from_lookup(ingest_env)?;
-    let ingest = ingest::handler::Ingest {
+    let config = eventline_ingest::config::Config::from_lookup(ingest_env)?;
+    let ingest = eventline_ingest::handler::Ingest {
         sink: KinesisSink::new(recorder.kinesis(&stack.sdk), &config.stream_name),
-        counter: ingest::counter::DynamoReceivedCounter::new(
+        counter: eventline_ingest::counter::DynamoReceivedCounter::new(
             recorder.dynamodb(&stack.sdk),
             &config.table_name,
-            Backoff::default().with_budget(ingest::COUNT_BUDGET),
+            Backoff::default().with_budget(eventline_ingest::COUNT_BUDGET),
         ),
         rules: config.rules,
         user_claim: config.user_claim,
-        backoff: Backoff::default().with_budget(ingest::PUT_BUDGET),
+        backoff: Backoff::default().with_budget(eventline_ingest::PUT_BUDGET),
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for chunk in cost::live_events(COST_EVENTS, now).chunks(REQUEST_EVENTS) {
@@ -526,9 +526,9 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
     }
     recorder.reset();
     let env = &stack.manifest.function("transform")?.environment;
-    let config = transform::config::Config::from_lookup(env)?;
-    let transform = transform::handler::Transform {
-        store: transform::dynamo::DynamoEventStore::new(
+    let config = eventline_transform::config::Config::from_lookup(env)?;
+    let transform = eventline_transform::handler::Transform {
+        store: eventline_transform::dynamo::DynamoEventStore::new(
             recorder.dynamodb(&stack.sdk),
             &config.table_name,
             Backoff::default(),
@@ -536,13 +536,13 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
         .with_measures(config.aggregate_measures)
         .with_breakdown_limit(config.max_breakdown_keys),
         output: KinesisSink::new(recorder.kinesis(&stack.sdk), &config.output_stream),
-        dead_letters: transform::dead_letter::SqsDeadLetters::built_on_first_use(
+        dead_letters: eventline_transform::dead_letter::SqsDeadLetters::built_on_first_use(
             &stack.sdk,
             &config.dead_letter_queue_url,
             &config.dead_letter_bucket,
             Backoff::default(),
         ),
-        reference: transform::enrich::CachedReference::new(ReferenceStore::new(
+        reference: eventline_transform::enrich::CachedReference::new(ReferenceStore::new(
             recorder.dynamodb(&stack.sdk),
             &config.table_name,
             Backoff::default(),
@@ -620,10 +620,10 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
 
 /// Items one `GET` of the metrics function reads, counted on its DynamoDB client.
 async fn items_read(stack: &LocalStack, uri: &str) -> Result<usize, BoxError> {
-    let env = &stack.manifest.function("metrics")?.environment;
-    let config = metrics::config::Config::from_lookup(env)?;
+    let env = &stack.manifest.function("query")?.environment;
+    let config = eventline_query::config::Config::from_lookup(env)?;
     let recorder = Recorder::default();
-    let handler = metrics::handler::Metrics::new(metrics::reader::AwsMetricsReader::new(
+    let handler = eventline_query::handler::Query::new(eventline_query::reader::AwsReader::new(
         recorder.dynamodb(&stack.sdk),
         recorder.kinesis(&stack.sdk),
         config.table_name,

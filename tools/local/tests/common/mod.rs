@@ -207,7 +207,7 @@ pub async fn call(stack: &LocalStack, method: &str, uri: &str, body: Option<Stri
         .unwrap();
     let request = lambda_http::RequestExt::with_query_string_parameters(request, query);
     let response = if method == "GET" {
-        stack.functions.metrics.handle(request).await
+        stack.functions.query.handle(request).await
     } else if path == "/reference/users" {
         stack.functions.admin.handle(request).await
     } else {

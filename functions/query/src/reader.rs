@@ -3,17 +3,18 @@
 use std::future::Future;
 
 use crate::timeline::{self, Cursor};
+use eventline_aws::error_chain;
+use eventline_aws::item::{Item, from_item, s};
+use eventline_aws::keys;
+use eventline_aws::keys::attr;
+use eventline_aws::reference::ReferenceStore;
 use eventline_model::UserId;
 use eventline_model::aggregate::{AggregateTally, Sum};
-use eventline_model::aws::error_chain;
-use eventline_model::aws::item::{Item, from_item, s};
-use eventline_model::aws::reference::ReferenceStore;
-use eventline_model::keys::attr;
 use eventline_model::latency::Histogram;
 use eventline_model::reference::{Generation, UserMeta};
 use eventline_model::retry::Backoff;
 use eventline_model::window::{Bucket, Distinct, ReadPlan, Tally};
-use eventline_model::{EventId, ProcessedEvent, Source, keys};
+use eventline_model::{EventId, ProcessedEvent, Source};
 use std::collections::BTreeMap;
 
 /// The counters of one shard of the ingest stream.
@@ -58,7 +59,7 @@ impl ReadError {
     }
 }
 
-pub trait MetricsReader: Send + Sync {
+pub trait Reader: Send + Sync {
     fn event(
         &self,
         source: &Source,
@@ -170,7 +171,7 @@ pub struct WindowRead {
 }
 
 #[derive(Debug, Clone)]
-pub struct AwsMetricsReader {
+pub struct AwsReader {
     dynamodb: aws_sdk_dynamodb::Client,
     kinesis: aws_sdk_kinesis::Client,
     table_name: String,
@@ -178,7 +179,7 @@ pub struct AwsMetricsReader {
     reference: ReferenceStore,
 }
 
-impl AwsMetricsReader {
+impl AwsReader {
     pub fn new(
         dynamodb: aws_sdk_dynamodb::Client,
         kinesis: aws_sdk_kinesis::Client,
@@ -305,7 +306,7 @@ fn shard_counters(shard_id: &str, item: &Item) -> Result<ShardCounters, ReadErro
     })
 }
 
-impl MetricsReader for AwsMetricsReader {
+impl Reader for AwsReader {
     #[tracing::instrument(skip(self))]
     async fn event(&self, source: &Source, id: &EventId) -> Result<Option<ProcessedEvent>, ReadError> {
         let output = self
@@ -467,7 +468,7 @@ impl MetricsReader for AwsMetricsReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventline_model::aws::item::{item_size, to_item};
+    use eventline_aws::item::{item_size, to_item};
     use eventline_model::{Position, Rules, StreamRecord, parse_event};
     use std::cell::Cell;
     use time::OffsetDateTime;

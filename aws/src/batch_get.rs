@@ -4,9 +4,9 @@
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::KeysAndAttributes;
 
-use crate::aws::error_chain;
-use crate::aws::item::Item;
-use crate::retry::Backoff;
+use crate::error_chain;
+use crate::item::Item;
+use eventline_model::retry::Backoff;
 
 /// BatchGetItem takes at most this many keys per call.
 pub const MAX_KEYS_PER_CALL: usize = 100;

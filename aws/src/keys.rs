@@ -31,9 +31,9 @@
 
 use time::OffsetDateTime;
 
-use crate::aggregate::Period;
-use crate::event::{EventId, IngestId, Source, UserId, sortable_timestamp};
-use crate::window::Bucket;
+use eventline_model::aggregate::Period;
+use eventline_model::event::{EventId, IngestId, Source, UserId, sortable_timestamp};
+use eventline_model::window::Bucket;
 
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";

@@ -3,7 +3,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 
-use crate::validation::FieldError;
+use eventline_model::validation::FieldError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -86,7 +86,7 @@ mod tests {
     #[test]
     fn problem_has_content_type_status_and_errors() {
         let response = Problem::new(StatusCode::BAD_REQUEST, "bad")
-            .with_errors(vec![FieldError::new("id", crate::validation::Rule::Format, "must be short")])
+            .with_errors(vec![FieldError::new("id", eventline_model::validation::Rule::Format, "must be short")])
             .into_response();
         assert_eq!(response.status(), 400);
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);

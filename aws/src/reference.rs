@@ -1,5 +1,5 @@
 //! The reference table in DynamoDB: the generation pointer, and the buckets of each
-//! generation (see [`crate::reference`] for the layout and why it is atomic).
+//! generation (see [`eventline_model::reference`] for the layout and why it is atomic).
 
 use std::collections::HashMap;
 
@@ -8,13 +8,13 @@ use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::aws::batch_get::{batch_get, is_transient};
-use crate::aws::error_chain;
-use crate::aws::item::{Item, n, s};
-use crate::event::UserId;
+use crate::batch_get::{batch_get, is_transient};
+use crate::error_chain;
+use crate::item::{Item, n, s};
 use crate::keys::{self, attr};
-use crate::reference::{Generation, ReferenceTable, UserMeta, bucket_of, pack, parse_bucket};
-use crate::retry::Backoff;
+use eventline_model::event::UserId;
+use eventline_model::reference::{Generation, ReferenceTable, UserMeta, bucket_of, pack, parse_bucket};
+use eventline_model::retry::Backoff;
 
 /// BatchWriteItem's limit.
 const WRITE_BATCH: usize = 25;
@@ -158,7 +158,7 @@ impl ReferenceStore {
             .item(keys::SK, s(keys::REFERENCE_CURRENT_SK))
             .item(attr::GENERATION, n(next.number))
             .item(attr::GENERATION_KEY, s(&next.key))
-            .item(attr::TS, s(crate::event::format_rfc3339(next.ts)))
+            .item(attr::TS, s(eventline_model::event::format_rfc3339(next.ts)))
             .item(attr::TS_NS, n(ts_ns))
             .item(attr::USERS, n(next.users))
             .item(attr::BUCKETS, n(next.buckets));

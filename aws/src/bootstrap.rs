@@ -1,23 +1,14 @@
-//! AWS adapters and start-up helpers used by more than one function.
-
-pub mod batch_get;
-pub mod item;
-pub mod reference;
+//! Starting the SDK in a function: the shared configuration (region, credentials, endpoint,
+//! timeouts) and the HTTPS client with its trust roots, built once per cold start.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{ConfigBag, HttpClient, RuntimeComponents, RuntimeComponentsBuilder, SharedHttpClient};
-use aws_sdk_kinesis::error::DisplayErrorContext;
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
 use aws_smithy_runtime_api::client::http::{HttpConnectorSettings, SharedHttpConnector};
-use tracing_subscriber::filter::{LevelFilter, Targets};
-
-use crate::sink::{OutRecord, PutFailure, RecordSink};
 
 /// How long an SDK call may take: one try, and all of a call's own retries together.
 /// Both stay well below the functions' timeouts, so a slow call ends in an error the
@@ -43,7 +34,7 @@ pub fn sdk_timeouts() -> TimeoutConfig {
 /// environment (see [`LambdaEnvironment`]); anywhere else, or with any other `AWS_*`
 /// setting, the SDK's default chains load it.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    let roots = TrustedRoots::from_setting(std::env::var(crate::config::names::TLS_ROOTS).ok().as_deref());
+    let roots = TrustedRoots::from_setting(std::env::var(eventline_model::config::names::TLS_ROOTS).ok().as_deref());
     let endpoint = endpoint_override(|name| std::env::var(name).ok());
     let variables =
         std::env::vars_os().filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
@@ -238,218 +229,12 @@ fn sdk_https_client(roots: TrustedRoots) -> SharedHttpClient {
 }
 
 fn endpoint_override(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
-    lookup(crate::config::names::ENDPOINT_URL).filter(|url| !url.trim().is_empty())
+    lookup(eventline_model::config::names::ENDPOINT_URL).filter(|url| !url.trim().is_empty())
 }
-
-/// Installs the recorder of the pipeline's own metrics (namespace `Eventline`, dimension
-/// `Stack` from `STACK_NAME`), once per cold start; [`flush_metrics`] writes what an
-/// invocation recorded as one CloudWatch embedded-metric-format log line.
-pub fn metrics_recorder() -> Result<&'static metrics_cloudwatch_embedded::Collector, metrics_cloudwatch_embedded::Error>
-{
-    let stack = std::env::var(crate::config::names::STACK_NAME).unwrap_or_else(|_| "unknown".to_owned());
-    metrics_cloudwatch_embedded::Builder::new()
-        .cloudwatch_namespace(crate::telemetry::NAMESPACE)
-        .with_dimension(crate::telemetry::STACK_DIMENSION, stack)
-        .init()
-}
-
-/// Writes the metrics recorded since the last flush to stdout, where Lambda's log capture
-/// turns them into CloudWatch metrics. A failed write loses metrics, never the invocation.
-pub fn flush_metrics(collector: &metrics_cloudwatch_embedded::Collector) {
-    if let Err(error) = collector.flush(std::io::stdout().lock()) {
-        tracing::warn!(%error, "could not write the invocation's metrics");
-    }
-}
-
-/// Structured logs: JSON when the Lambda logging configuration asks for it, text otherwise,
-/// filtered as [`log_filter`] reads the environment.
-pub fn init_tracing() {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let (filter, problem) =
-        log_filter(std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref(), std::env::var("RUST_LOG").ok().as_deref());
-    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    // Colours only on a terminal: CloudWatch and log files get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().without_time().with_target(false).with_ansi(ansi);
-    let installed =
-        if json { builder.json().finish().with(filter).try_init() } else { builder.finish().with(filter).try_init() };
-    // A second initialisation (tests, the local stack) keeps the first subscriber.
-    if let (Ok(()), Some(problem)) = (installed, problem) {
-        tracing::warn!("{problem}");
-    }
-}
-
-/// Which events are logged: Lambda's application log level (`AWS_LAMBDA_LOG_LEVEL`, from the
-/// template's `LogLevel`: `TRACE` to `FATAL`, where `FATAL` keeps errors, the most severe
-/// level a Rust event has); without it `RUST_LOG`, as `level` and `target=level` directives
-/// (`info,aws_smithy_runtime=debug`); else `info`. A value that cannot be read is reported
-/// (the second part, to be logged once logging works) and falls back to the next setting.
-///
-/// A target filter rather than `tracing_subscriber`'s `EnvFilter`, whose span-name and
-/// field-value directives nothing here uses and whose regex engine made up 0.4 MB of each
-/// function's binary.
-pub fn log_filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> (Targets, Option<String>) {
-    let mut problems = Vec::new();
-    let report = |problems: Vec<String>, instead: &str| {
-        (!problems.is_empty()).then(|| format!("{}; {instead}", problems.join("; ")))
-    };
-    if let Some(level) = lambda_level.map(str::trim).filter(|level| !level.is_empty()) {
-        let parsed = if level.eq_ignore_ascii_case("fatal") { Ok(LevelFilter::ERROR) } else { level.parse() };
-        match parsed {
-            Ok(level) => return (Targets::new().with_default(level), None),
-            Err(_) => problems.push(format!("AWS_LAMBDA_LOG_LEVEL={level:?} is not a log level (TRACE to FATAL)")),
-        }
-    }
-    if let Some(directives) = rust_log.map(str::trim).filter(|directives| !directives.is_empty()) {
-        match directives.parse::<Targets>() {
-            Ok(targets) => return (targets, report(problems, "logging as RUST_LOG says")),
-            Err(error) => problems.push(format!("RUST_LOG={directives:?} is not read ({error})")),
-        }
-    }
-    (Targets::new().with_default(LevelFilter::INFO), report(problems, "logging at INFO"))
-}
-
-/// Whether a service refused a call for what it is (invalid, too large, not allowed, no such
-/// resource), so that trying it again cannot help: such a refusal is never retried.
-pub fn refused_for_good<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
-    error: &aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> bool {
-    match error {
-        aws_sdk_dynamodb::error::SdkError::ServiceError(service) => {
-            crate::sink::is_permanent_code(service.err().code().unwrap_or_default())
-        }
-        aws_sdk_dynamodb::error::SdkError::ConstructionFailure(_) => true,
-        _ => false,
-    }
-}
-
-/// The whole error chain of an SDK error, for logs.
-pub fn error_chain(error: &(impl std::error::Error + 'static)) -> String {
-    DisplayErrorContext(error).to_string()
-}
-
-/// A Kinesis stream as a [`RecordSink`].
-#[derive(Debug, Clone)]
-pub struct KinesisSink {
-    client: aws_sdk_kinesis::Client,
-    stream_name: String,
-}
-
-impl KinesisSink {
-    pub fn new(client: aws_sdk_kinesis::Client, stream_name: impl Into<String>) -> Self {
-        Self { client, stream_name: stream_name.into() }
-    }
-}
-
-impl RecordSink for KinesisSink {
-    #[tracing::instrument(skip_all, fields(stream = %self.stream_name, records = records.len()))]
-    async fn put_once(&self, records: &[OutRecord]) -> Result<Vec<Result<(), PutFailure>>, PutFailure> {
-        let entries = records
-            .iter()
-            .map(|r| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(&r.partition_key)
-                    .data(Blob::new(r.data.clone()))
-                    .build()
-                    .map_err(|e| PutFailure { code: "InvalidRequest".into(), message: e.to_string() })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let output =
-            self.client.put_records().stream_name(&self.stream_name).set_records(Some(entries)).send().await.map_err(
-                |e| {
-                    let chain = error_chain(&e);
-                    tracing::warn!(error = %chain, "PutRecords call failed");
-                    PutFailure { code: e.code().unwrap_or("PutRecordsFailed").to_owned(), message: chain }
-                },
-            )?;
-        Ok(output
-            .records()
-            .iter()
-            .map(|entry| match entry.error_code() {
-                None => Ok(()),
-                Some(code) => Err(PutFailure {
-                    code: code.to_owned(),
-                    message: entry.error_message().unwrap_or_default().to_owned(),
-                }),
-            })
-            .collect())
-    }
-}
-
-use aws_sdk_kinesis::error::ProvideErrorMetadata;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn levels(filter: &Targets, target: &str) -> Vec<tracing::Level> {
-        use tracing::Level;
-        [Level::ERROR, Level::WARN, Level::INFO, Level::DEBUG, Level::TRACE]
-            .into_iter()
-            .filter(|level| filter.would_enable(target, level))
-            .collect()
-    }
-
-    #[test]
-    fn lambdas_log_level_sets_the_level_of_every_target() {
-        use tracing::Level;
-        let (filter, problem) = log_filter(Some("DEBUG"), Some("error"));
-        assert_eq!(levels(&filter, "ingest::handler"), [Level::ERROR, Level::WARN, Level::INFO, Level::DEBUG]);
-        assert_eq!(levels(&filter, "aws_smithy_runtime::client"), levels(&filter, "ingest::handler"));
-        assert_eq!(problem, None);
-        let (filter, _) = log_filter(Some("trace"), None);
-        assert_eq!(levels(&filter, "ingest").len(), 5);
-        let (filter, _) = log_filter(Some(" WARN "), None);
-        assert_eq!(levels(&filter, "ingest"), [Level::ERROR, Level::WARN]);
-    }
-
-    #[test]
-    fn lambdas_fatal_keeps_errors_only() {
-        let (filter, problem) = log_filter(Some("FATAL"), None);
-        assert_eq!(levels(&filter, "transform"), [tracing::Level::ERROR]);
-        assert_eq!(problem, None);
-    }
-
-    #[test]
-    fn rust_log_directives_apply_without_a_lambda_level() {
-        use tracing::Level;
-        let (filter, problem) = log_filter(None, Some("warn,eventline_model=debug"));
-        assert_eq!(levels(&filter, "eventline_model::aws"), [Level::ERROR, Level::WARN, Level::INFO, Level::DEBUG]);
-        assert_eq!(levels(&filter, "aws_smithy_runtime"), [Level::ERROR, Level::WARN]);
-        assert_eq!(problem, None);
-        let (filter, _) = log_filter(Some(""), Some("error"));
-        assert_eq!(levels(&filter, "ingest"), [Level::ERROR]);
-    }
-
-    #[test]
-    fn unreadable_settings_are_reported_and_the_next_one_used() {
-        use tracing::Level;
-        let (filter, problem) = log_filter(Some("LOUD"), Some("warn"));
-        assert_eq!(levels(&filter, "ingest"), [Level::ERROR, Level::WARN]);
-        let problem = problem.expect("the unreadable level is reported");
-        assert!(
-            problem.contains("AWS_LAMBDA_LOG_LEVEL=\"LOUD\"") && problem.ends_with("as RUST_LOG says"),
-            "{problem}"
-        );
-
-        let (filter, problem) = log_filter(None, Some("info,ingest=loud"));
-        assert_eq!(levels(&filter, "ingest"), [Level::ERROR, Level::WARN, Level::INFO]);
-        let problem = problem.expect("the unreadable directives are reported");
-        assert!(problem.contains("RUST_LOG=\"info,ingest=loud\"") && problem.ends_with("logging at INFO"), "{problem}");
-
-        let (filter, problem) = log_filter(Some("LOUD"), Some("ingest=loud"));
-        assert_eq!(levels(&filter, "ingest"), [Level::ERROR, Level::WARN, Level::INFO]);
-        let problem = problem.expect("both are reported");
-        assert!(problem.contains("AWS_LAMBDA_LOG_LEVEL") && problem.contains("RUST_LOG"), "{problem}");
-    }
-
-    #[test]
-    fn info_when_nothing_is_set() {
-        let (filter, problem) = log_filter(None, Some("  "));
-        assert_eq!(levels(&filter, "metrics").len(), 3);
-        assert_eq!(problem, None);
-    }
 
     #[test]
     fn the_trusted_roots_are_amazons_unless_the_system_store_is_asked_for() {
@@ -465,23 +250,6 @@ mod tests {
         let pem = std::str::from_utf8(AMAZON_TRUST_SERVICES_ROOTS).unwrap();
         assert_eq!(pem.matches("-----BEGIN CERTIFICATE-----").count(), 5);
         assert_eq!(pem.matches("-----END CERTIFICATE-----").count(), 5);
-    }
-
-    #[test]
-    fn metrics_are_written_as_one_embedded_metric_format_document() {
-        let collector = metrics_recorder().expect("the first recorder in this process");
-        crate::telemetry::ingested(7, 2);
-        crate::telemetry::processing_latency(&[120, 80]);
-        let mut line = Vec::new();
-        collector.flush(&mut line).unwrap();
-        let document: serde_json::Value = serde_json::from_slice(&line).expect("one JSON document");
-        let directive = &document["_aws"]["CloudWatchMetrics"][0];
-        assert_eq!(directive["Namespace"], crate::telemetry::NAMESPACE);
-        assert_eq!(directive["Dimensions"], serde_json::json!([[crate::telemetry::STACK_DIMENSION]]));
-        assert_eq!(document[crate::telemetry::EVENTS_ACCEPTED], 7);
-        assert_eq!(document[crate::telemetry::EVENTS_REJECTED], 2);
-        assert_eq!(document[crate::telemetry::PROCESSING_LATENCY], serde_json::json!([120.0, 80.0]));
-        assert!(document["_aws"]["Timestamp"].is_u64());
     }
 
     fn lambda_variables(extra: &[(&str, &str)]) -> Vec<(String, String)> {

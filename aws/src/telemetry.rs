@@ -2,7 +2,7 @@
 //! dimension `Stack`. Handlers record through these functions (the `metrics` facade, a
 //! no-op until a recorder is installed); each function's `main` installs the CloudWatch
 //! embedded-metric-format recorder and writes one log line per invocation
-//! (`aws::metrics`).
+//! (`metrics_recorder`, `flush_metrics`).
 
 /// The CloudWatch namespace of every metric here.
 pub const NAMESPACE: &str = "Eventline";
@@ -76,5 +76,47 @@ mod tests {
             assert!(samples <= MAX_LATENCY_SAMPLES, "{size}: {samples}");
             assert_eq!(samples == 0, size == 0);
         }
+    }
+}
+
+/// Installs the recorder of the pipeline's own metrics (namespace `Eventline`, dimension
+/// `Stack` from `STACK_NAME`), once per cold start; [`flush_metrics`] writes what an
+/// invocation recorded as one CloudWatch embedded-metric-format log line.
+pub fn metrics_recorder() -> Result<&'static metrics_cloudwatch_embedded::Collector, metrics_cloudwatch_embedded::Error>
+{
+    let stack = std::env::var(eventline_model::config::names::STACK_NAME).unwrap_or_else(|_| "unknown".to_owned());
+    metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace(NAMESPACE)
+        .with_dimension(STACK_DIMENSION, stack)
+        .init()
+}
+
+/// Writes the metrics recorded since the last flush to stdout, where Lambda's log capture
+/// turns them into CloudWatch metrics. A failed write loses metrics, never the invocation.
+pub fn flush_metrics(collector: &metrics_cloudwatch_embedded::Collector) {
+    if let Err(error) = collector.flush(std::io::stdout().lock()) {
+        tracing::warn!(%error, "could not write the invocation's metrics");
+    }
+}
+
+#[cfg(test)]
+mod recorder_tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_written_as_one_embedded_metric_format_document() {
+        let collector = metrics_recorder().expect("the first recorder in this process");
+        ingested(7, 2);
+        processing_latency(&[120, 80]);
+        let mut line = Vec::new();
+        collector.flush(&mut line).unwrap();
+        let document: serde_json::Value = serde_json::from_slice(&line).expect("one JSON document");
+        let directive = &document["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], NAMESPACE);
+        assert_eq!(directive["Dimensions"], serde_json::json!([[STACK_DIMENSION]]));
+        assert_eq!(document[EVENTS_ACCEPTED], 7);
+        assert_eq!(document[EVENTS_REJECTED], 2);
+        assert_eq!(document[PROCESSING_LATENCY], serde_json::json!([120.0, 80.0]));
+        assert!(document["_aws"]["Timestamp"].is_u64());
     }
 }

@@ -1,6 +1,7 @@
-//! Eventline's model: the event and its validation, the stream record, the pure
-//! transformation, the storage key layout, latency statistics and the stream port.
-//! Nothing here talks to AWS unless the `aws` feature brings in the shared adapters.
+//! Eventline's model: the event and its validation, who sent it, the stream record and
+//! what the transform makes of it, windows, aggregates, latency statistics, the reference
+//! table, retry budgets, and the stream port with its in-memory adapter. Nothing here talks
+//! to AWS: the adapters are in `eventline-aws`.
 
 pub mod aggregate;
 pub mod batch;
@@ -8,19 +9,14 @@ pub mod config;
 pub mod event;
 pub mod identity;
 pub mod json;
-pub mod keys;
 pub mod latency;
+pub mod memory;
 pub mod record;
 pub mod reference;
-pub mod response;
 pub mod retry;
 pub mod sink;
-pub mod telemetry;
 pub mod validation;
 pub mod window;
-
-#[cfg(feature = "aws")]
-pub mod aws;
 
 pub use event::{Event, EventId, EventType, IngestId, RawObject, Source, UserId, format_rfc3339};
 pub use identity::{Digest, Provenance, Sender};

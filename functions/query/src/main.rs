@@ -1,7 +1,7 @@
-use eventline_model::aws::{init_tracing, sdk_config};
+use eventline_aws::{init_tracing, sdk_config};
 use eventline_model::config::ProcessEnv;
+use eventline_query::config::Config;
 use lambda_http::{Error, Request, run, service_fn};
-use metrics::config::Config;
 
 // Lambda sends one invocation at a time; one thread starts sooner (README, "A one-thread runtime").
 #[tokio::main(flavor = "current_thread")]
@@ -9,7 +9,7 @@ async fn main() -> Result<(), Error> {
     init_tracing();
     let config =
         Config::from_lookup(&ProcessEnv).inspect_err(|error| tracing::error!(%error, "invalid configuration"))?;
-    let metrics = metrics::with_aws(config, &sdk_config().await);
+    let metrics = eventline_query::with_aws(config, &sdk_config().await);
     let metrics = &metrics;
     run(service_fn(move |request: Request| async move { Ok::<_, Error>(metrics.handle(request).await) })).await
 }

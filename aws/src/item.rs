@@ -8,11 +8,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::event::{Event, EventId, EventType, IngestId, RawObject, Source, UserId, format_rfc3339};
-use crate::identity::{Digest, Provenance, Sender};
 use crate::keys::{self, attr};
-use crate::record::{Position, ProcessedEvent, StreamRecord};
-use crate::reference::{Enrichment, Label};
+use eventline_model::event::{Event, EventId, EventType, IngestId, RawObject, Source, UserId, format_rfc3339};
+use eventline_model::identity::{Digest, Provenance, Sender};
+use eventline_model::record::{Position, ProcessedEvent, StreamRecord};
+use eventline_model::reference::{Enrichment, Label};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -204,7 +204,7 @@ pub fn from_item(item: &Item) -> Result<ProcessedEvent, MalformedItem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validation::{Rules, parse_value};
+    use eventline_model::validation::{ParsedItem, Rules, parse_event};
     use serde_json::json;
     use time::macros::datetime;
 
@@ -215,6 +215,10 @@ mod tests {
             sender: Sender::jwt("https://issuer.example", "device-7"),
             digest: Digest::try_from("0123456789abcdef0123456789abcdef".to_owned()).unwrap(),
         }
+    }
+
+    fn parse_value(value: &serde_json::Value, rules: &Rules, now: OffsetDateTime) -> ParsedItem {
+        parse_event(&serde_json::value::RawValue::from_string(value.to_string()).unwrap(), rules, now)
     }
 
     fn record(value: serde_json::Value) -> StreamRecord {
@@ -280,7 +284,7 @@ mod tests {
     fn a_payload_that_grows_when_uppercased_does_not_fit() {
         // ΐ is 2 bytes and uppercases to 6: 130,000 of them are 260 KB sent, 780 KB stored.
         let grows = record(json!({"payload": "ΐ".repeat(130_000)}));
-        assert!(grows.event.serialized_len() <= crate::event::MAX_EVENT_BYTES);
+        assert!(grows.event.serialized_len() <= eventline_model::event::MAX_EVENT_BYTES);
         let size = fits_in_an_item(&grows).unwrap_err();
         assert!(size > 700_000, "{size}");
         assert!(fits_in_an_item(&record(json!({"payload": "a".repeat(250_000)}))).is_ok());

@@ -9,12 +9,12 @@ use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use eventline_aws::http::{Problem, json};
 use eventline_model::latency::Histogram;
-use eventline_model::response::{Problem, json};
 use eventline_model::validation::echo;
 use eventline_model::{EventId, ProcessedEvent, Source, UserId, format_rfc3339};
 
-use crate::reader::{Counters, MetricsReader, ReadError, WindowRead};
+use crate::reader::{Counters, ReadError, Reader, WindowRead};
 use crate::timeline;
 use eventline_model::aggregate::{AggregateTally, Granularity, PeriodView};
 use eventline_model::window::{DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS, ReadPlan};
@@ -28,12 +28,12 @@ pub const RECENT_SECONDS: i64 = 60;
 /// with this, a flood of health checks costs each container one pair of calls per period.
 pub const HEALTH_CACHE: Duration = Duration::from_secs(10);
 
-pub struct Metrics<R> {
+pub struct Query<R> {
     pub reader: R,
     pub health_cache: HealthCache,
 }
 
-impl<R> Metrics<R> {
+impl<R> Query<R> {
     pub fn new(reader: R) -> Self {
         Self { reader, health_cache: HealthCache::default() }
     }
@@ -70,7 +70,7 @@ impl RequestError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadParameter { .. } | Self::SpanTooLong { .. } => StatusCode::BAD_REQUEST,
             Self::Read(error) => {
-                tracing::error!(error = %eventline_model::aws::error_chain(error), "read failed");
+                tracing::error!(error = %eventline_aws::error_chain(error), "read failed");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
@@ -248,7 +248,7 @@ struct HealthChecks {
     stream: &'static str,
 }
 
-impl<R: MetricsReader> Metrics<R> {
+impl<R: Reader> Query<R> {
     #[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path()))]
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let response = match self.respond(&request).await {
@@ -275,14 +275,13 @@ impl<R: MetricsReader> Metrics<R> {
             Route::UserEvents(user) => self.user_events(user, request).await,
             Route::UserAggregates(user) => {
                 let user = UserId::parse(user).map_err(|rule| RequestError::BadParameter { field: "user_id", rule })?;
-                let partitions = vec![eventline_model::keys::user_aggregate_pk(&user)];
+                let partitions = vec![eventline_aws::keys::user_aggregate_pk(&user)];
                 self.aggregates(partitions, Some(user), request).await
             }
             Route::Aggregates => {
                 // Everyone's aggregates are kept per shard: add up the shards' items.
                 let shards = self.reader.counters().await?.shards;
-                let partitions =
-                    shards.iter().map(|s| eventline_model::keys::shard_aggregate_pk(&s.shard_id)).collect();
+                let partitions = shards.iter().map(|s| eventline_aws::keys::shard_aggregate_pk(&s.shard_id)).collect();
                 self.aggregates(partitions, None, request).await
             }
             Route::ReferenceUsers => {
@@ -432,7 +431,7 @@ impl<R: MetricsReader> Metrics<R> {
         let state = |result: &Result<(), ReadError>, what: &str| match result {
             Ok(()) => "ok",
             Err(error) => {
-                tracing::error!(error = %eventline_model::aws::error_chain(error), what, "health check failed");
+                tracing::error!(error = %eventline_aws::error_chain(error), what, "health check failed");
                 "unavailable"
             }
         };
@@ -485,7 +484,7 @@ mod tests {
         reference: Option<Generation>,
     }
 
-    impl MetricsReader for FakeReader {
+    impl Reader for FakeReader {
         async fn event(&self, source: &Source, id: &EventId) -> Result<Option<ProcessedEvent>, ReadError> {
             Ok(self.event.clone().filter(|e| &e.event.source == source && &e.event.id == id))
         }
@@ -547,10 +546,10 @@ mod tests {
     }
 
     async fn call(reader: FakeReader, request: Request) -> (u16, Value) {
-        call_on(&Metrics::new(reader), request).await
+        call_on(&Query::new(reader), request).await
     }
 
-    async fn call_on(metrics: &Metrics<FakeReader>, request: Request) -> (u16, Value) {
+    async fn call_on(metrics: &Query<FakeReader>, request: Request) -> (u16, Value) {
         let response = metrics.handle(request).await;
         let Body::Text(text) = response.body() else { panic!("JSON answers are sent as text") };
         (response.status().as_u16(), serde_json::from_str(text).unwrap_or(Value::Null))
@@ -572,12 +571,12 @@ mod tests {
     #[tokio::test]
     async fn processed_event_is_returned_and_404_before() {
         let (status, body) =
-            call(FakeReader { event: Some(stored_event()), ..Default::default() }, fixture("metrics-get-event.json"))
+            call(FakeReader { event: Some(stored_event()), ..Default::default() }, fixture("query-get-event.json"))
                 .await;
         assert_eq!(status, 200);
         assert_eq!(body["payload"], "STRASSE");
         assert_eq!(body["sequence_number"], "1");
-        let (status, body) = call(FakeReader::default(), fixture("metrics-get-event-missing.json")).await;
+        let (status, body) = call(FakeReader::default(), fixture("query-get-event-missing.json")).await;
         assert_eq!(status, 404);
         assert!(body["detail"].as_str().unwrap().contains("web/never-sent"));
     }
@@ -650,7 +649,7 @@ mod tests {
 
     #[tokio::test]
     async fn metrics_route_answers_totals_and_empty_stack_has_no_latency() {
-        let (status, body) = call(FakeReader::default(), fixture("metrics-get-metrics.json")).await;
+        let (status, body) = call(FakeReader::default(), fixture("query-get-metrics.json")).await;
         assert_eq!(status, 200);
         assert_eq!(body["events_processed"], 0);
         assert_eq!(body["average_processing_latency_ms"], Value::Null);
@@ -659,11 +658,11 @@ mod tests {
 
     #[tokio::test]
     async fn health_is_200_when_table_and_stream_answer_else_503() {
-        let (status, body) = call(FakeReader::default(), fixture("metrics-get-health.json")).await;
+        let (status, body) = call(FakeReader::default(), fixture("query-get-health.json")).await;
         assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
         assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
         let (status, body) =
-            call(FakeReader { table_down: true, ..Default::default() }, fixture("metrics-get-healthz.json")).await;
+            call(FakeReader { table_down: true, ..Default::default() }, fixture("query-get-healthz.json")).await;
         assert_eq!(status, 503);
         assert_eq!(body["checks"]["table"], "unavailable");
         assert!(!body.to_string().contains("ResourceNotFound"), "5xx bodies hide internals");
@@ -671,9 +670,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_flood_of_health_checks_costs_one_check() {
-        let metrics = Metrics::new(FakeReader::default());
+        let metrics = Query::new(FakeReader::default());
         for _ in 0..50 {
-            assert_eq!(call_on(&metrics, fixture("metrics-get-health.json")).await.0, 200);
+            assert_eq!(call_on(&metrics, fixture("query-get-health.json")).await.0, 200);
         }
         assert_eq!(metrics.reader.health_checks.load(Ordering::SeqCst), 1);
     }
@@ -809,7 +808,7 @@ mod tests {
         let mut event = stored_event();
         let data = r#"{"n":1e2,"big":123456789012345678901234567890}"#;
         event.event.data = Some(eventline_model::RawObject::from_text(data.to_owned()).unwrap());
-        let metrics = Metrics::new(FakeReader { event: Some(event), ..Default::default() });
+        let metrics = Query::new(FakeReader { event: Some(event), ..Default::default() });
         let response = metrics.handle(get("/users/u-1/events")).await;
         let Body::Text(text) = response.body() else { panic!("JSON answers are sent as text") };
         assert!(text.contains(r#""data":{"n":1e2,"big":123456789012345678901234567890}"#), "{text}");

@@ -5,9 +5,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::{Duration, OffsetDateTime};
 
+use eventline_aws::keys;
 use eventline_model::aggregate::{Granularity, Period};
 use eventline_model::event::{checked_utc, sortable_timestamp};
-use eventline_model::keys;
 
 /// Events per page: default and most.
 pub const DEFAULT_LIMIT: usize = 100;

@@ -1,0 +1,92 @@
+//! In-memory adapters of the model's ports, for tests, benches and tools that need no AWS:
+//! they keep what they are given and refuse what they are told to.
+
+use std::sync::Mutex;
+
+use crate::sink::{OutRecord, PutFailure, RecordSink};
+
+/// Decides, per record, whether a [`MemoryStream`] refuses it, and with what.
+type Refusal = Box<dyn Fn(&OutRecord) -> Option<PutFailure> + Send + Sync>;
+
+/// A stream in memory: keeps every call as it was made and every record it took.
+#[derive(Default)]
+pub struct MemoryStream {
+    calls: Mutex<Vec<Vec<OutRecord>>>,
+    taken: Mutex<Vec<OutRecord>>,
+    refusal: Option<Refusal>,
+}
+
+impl MemoryStream {
+    /// Takes every record.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Refuses, every time, the records `refuse` gives a failure for; takes the others.
+    pub fn refusing(refuse: impl Fn(&OutRecord) -> Option<PutFailure> + Send + Sync + 'static) -> Self {
+        Self { refusal: Some(Box::new(refuse)), ..Self::default() }
+    }
+
+    /// Refuses, as a throttled shard does, the records with one of these partition keys.
+    pub fn throttling_keys(keys: &[&str]) -> Self {
+        let keys: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        Self::refusing(move |record| keys.contains(&record.partition_key).then(throttled))
+    }
+
+    /// Every call, in order, with the records as they were sent.
+    pub fn calls(&self) -> Vec<Vec<OutRecord>> {
+        self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// The records taken, in the order they were taken.
+    pub fn taken(&self) -> Vec<OutRecord> {
+        self.taken.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// The records taken, each read as JSON (records that are not JSON are left out).
+    pub fn taken_json(&self) -> Vec<serde_json::Value> {
+        self.taken().iter().filter_map(|record| serde_json::from_slice(&record.data).ok()).collect()
+    }
+}
+
+/// The failure Kinesis gives a record when its shard is over its write limit.
+pub fn throttled() -> PutFailure {
+    PutFailure { code: "ProvisionedThroughputExceededException".into(), message: "Rate exceeded for shard".into() }
+}
+
+impl RecordSink for MemoryStream {
+    async fn put_once(&self, records: &[OutRecord]) -> Result<Vec<Result<(), PutFailure>>, PutFailure> {
+        self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(records.to_vec());
+        let mut taken = self.taken.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(records
+            .iter()
+            .map(|record| match self.refusal.as_ref().and_then(|refuse| refuse(record)) {
+                Some(failure) => Err(failure),
+                None => {
+                    taken.push(record.clone());
+                    Ok(())
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str) -> OutRecord {
+        OutRecord { partition_key: key.to_owned(), data: format!("{{\"key\":\"{key}\"}}").into_bytes() }
+    }
+
+    #[tokio::test]
+    async fn a_throttled_key_is_refused_every_time_and_the_others_taken() {
+        let stream = MemoryStream::throttling_keys(&["b"]);
+        let results = stream.put_once(&[record("a"), record("b")]).await.unwrap();
+        assert_eq!(results, vec![Ok(()), Err(throttled())]);
+        assert_eq!(stream.put_once(&[record("b")]).await.unwrap(), vec![Err(throttled())]);
+        assert_eq!(stream.calls().len(), 2);
+        assert_eq!(stream.taken(), vec![record("a")]);
+        assert_eq!(stream.taken_json(), vec![serde_json::json!({"key": "a"})]);
+    }
+}
