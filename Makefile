@@ -7,7 +7,12 @@ ADDR        ?= 127.0.0.1:3000
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test lint check-template build deploy bench-generate clean tools fuzz fuzz-smoke fuzz-tool mutants mutants-tool
+.PHONY: help run test check lint check-template build deploy bench-generate clean tools fuzz fuzz-smoke fuzz-tool mutants mutants-tool
+.DEFAULT_GOAL := help
+
+## help: this list of targets
+help:
+	@sed -n 's/^## \([^:]*\): /\1\t/p' $(MAKEFILE_LIST) | awk -F'\t' '{ printf "  make %-22s %s\n", $$1, $$2 }'
 
 ## run: the whole pipeline locally on $(ADDR) (override: make run ADDR=127.0.0.1:8080)
 run: $(VENV)/.run
@@ -20,6 +25,12 @@ test: $(VENV)/.dev tools check-template
 	$(MAKE) sam-local-if-available
 	$(MAKE) fuzz-smoke
 	$(MAKE) bench-local-smoke
+
+## check: formatting, clippy and the unit tests (no emulator): the fast loop while changing code
+check:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo nextest run --workspace --exclude eventline-stack-tests
 
 ## lint: formatting, clippy, and the template's checks (cfn-lint with informational rules, checkov), as CI runs them
 # checkov findings left in place are skipped in the template itself, each with its reason.
@@ -127,7 +138,7 @@ SAM_LOCAL_PACKAGES := podman runc slirp4netns busybox-static
 
 ## sam-local: every events/ file through `sam local invoke`, then HTTP checks through `sam local start-api`, against the emulator
 sam-local: $(VENV)/.dev sam-local-packages
-	cargo build --bin ingest --bin transform --bin metrics --bin admin
+	cargo build --bin ingest --bin transform --bin query --bin admin
 	$(VENV)/bin/python tools/sam-local/sam_local.py
 
 # Installs the Debian packages that are missing (apt-get, as root). Elsewhere the run itself
@@ -183,7 +194,7 @@ BENCH_SAM_DIR := .aws-sam/bench
 
 ## bench: cold start, package size, CPU per request, AWS requests and write units, read cost; then bench-local
 bench: $(VENV)/.dev bench-build
-	cargo bench -p ingest --bench ingest_request
+	cargo bench -p eventline-ingest --bench ingest_request
 	cargo run -p eventline-bench --bin figures
 	$(MAKE) bench-local
 

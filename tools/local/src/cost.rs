@@ -5,7 +5,7 @@
 //! the item, 2 in a transaction; an update is charged for the item's size after it, taken
 //! here from the table afterwards (its final, largest size: an upper bound).
 //!
-//! `make bench` (tools/bench) and `tools/local/tests/cost.rs` count with it.
+//! `make bench` (tools/bench) and `stack-tests/tests/cost.rs` count with it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -69,9 +69,11 @@ const MAX_PACKAGE_BYTES: u64 = 5_000_000;
 const USAGE: &str = "\
 usage: figures                            every figure of `make bench`, beside its baseline
        figures --cold-start NAME=PATH...  cold starts of any bootstraps, interleaved
-  NAME is a function (ingest, transform, metrics: it gets that function's environment) or
+  NAME is a function (ingest, transform, query: it gets that function's environment) or
   any other name, such as hello-world or hello-world-one-thread (Lambda's variables only);
-  the same NAME may repeat. The first hello-world is the others' baseline.";
+  the same NAME may repeat. The first hello-world is the others' baseline.
+  NAME[KEY=VALUE,...] adds variables to that binary's environment, e.g.
+  'ingest[TLS_ROOTS=system]=PATH' (an empty VALUE removes the variable).";
 
 struct Paths {
     root: PathBuf,
@@ -242,15 +244,42 @@ fn binaries(
     let endpoint = format!("http://{}", stub.addr());
     named
         .into_iter()
-        .map(|(name, path)| {
+        .map(|(label, path)| {
+            let (name, extra) = split_label(&label)?;
             let mut env = lambda_environment(&format!("eventline-{name}"), stub.addr());
-            if FUNCTIONS.contains(&name.as_str()) {
-                env.extend(stack.manifest.function(&name)?.environment.clone());
+            if FUNCTIONS.contains(&name) {
+                env.extend(stack.manifest.function(name)?.environment.clone());
                 env.insert("ENDPOINT_URL".to_owned(), endpoint.clone());
             }
-            Ok((name, path, env))
+            for (key, value) in extra {
+                if value.is_empty() {
+                    env.remove(&key);
+                } else {
+                    env.insert(key, value);
+                }
+            }
+            Ok((label, path, env))
         })
         .collect()
+}
+
+/// Variables added to a binary's environment, `(KEY, VALUE)`.
+type Variables = Vec<(String, String)>;
+
+/// `ingest[TLS_ROOTS=system,AWS_MAX_ATTEMPTS=3]`: the binary's name and the variables its
+/// environment gets besides.
+fn split_label(label: &str) -> Result<(&str, Variables), BoxError> {
+    let Some((name, rest)) = label.split_once('[') else { return Ok((label, Vec::new())) };
+    let assignments = rest.strip_suffix(']').ok_or_else(|| format!("{label}: expected NAME[KEY=VALUE,...]"))?;
+    let extra = assignments
+        .split(',')
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            let (key, value) = a.split_once('=').ok_or_else(|| format!("{label}: {a} is not KEY=VALUE"))?;
+            Ok((key.to_owned(), value.to_owned()))
+        })
+        .collect::<Result<_, BoxError>>()?;
+    Ok((name, extra))
 }
 
 /// [`RUNS`] starts of each binary (after one each to warm the page cache), interleaved so
@@ -375,13 +404,17 @@ fn cold_starts(
 }
 
 /// `figures --cold-start NAME=PATH...`: the cold-start median, zipped size and ratio to the
-/// first hello-world of any bootstraps (a NAME of `ingest`, `transform` or `metrics` gets that
+/// first hello-world of any bootstraps (a NAME of `ingest`, `transform` or `query` gets that
 /// function's environment), as the README's cold-start comparisons were measured.
 async fn compare_cold_starts(paths: &Paths, pairs: &[String]) -> Result<(), BoxError> {
     let named = pairs
         .iter()
         .map(|pair| {
-            let (name, path) = pair.split_once('=').ok_or_else(|| format!("{pair}: expected NAME=PATH"))?;
+            // The path follows the first `=` after any `[...]` of added variables.
+            let after = pair.find(']').map_or(0, |end| end + 1);
+            let split = pair[after..].find('=').map(|at| after + at);
+            let (name, path) =
+                split.map(|at| (&pair[..at], &pair[at + 1..])).ok_or_else(|| format!("{pair}: expected NAME=PATH"))?;
             Ok((name.to_owned(), PathBuf::from(path)))
         })
         .collect::<Result<Vec<_>, BoxError>>()?;
@@ -486,7 +519,7 @@ fn count(n: usize) -> String {
 }
 
 /// Ingest and the transform on 1,000 events, with every AWS call recorded: the cost run of
-/// `tools/local/tests/cost.rs`.
+/// `stack-tests/tests/cost.rs`.
 async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxError> {
     eprintln!("bench: {COST_EVENTS} events through ingest and the transform, counting AWS calls");
     let recorder = Recorder::default();
@@ -656,4 +689,20 @@ async fn read_costs(few: &LocalStack, many: &LocalStack) -> Result<Vec<Figure>, 
         });
     }
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_names_the_binary_and_the_variables_it_gets_besides() {
+        assert_eq!(split_label("ingest").unwrap(), ("ingest", vec![]));
+        assert_eq!(
+            split_label("ingest[TLS_ROOTS=system,AWS_MAX_ATTEMPTS=]").unwrap(),
+            ("ingest", vec![("TLS_ROOTS".into(), "system".into()), ("AWS_MAX_ATTEMPTS".into(), String::new())])
+        );
+        assert!(split_label("ingest[TLS_ROOTS]").is_err());
+        assert!(split_label("ingest[TLS_ROOTS=system").is_err());
+    }
 }

@@ -1,5 +1,5 @@
-//! Helpers for the tests that run against the emulator.
-#![allow(dead_code)]
+//! The tests that start emulator stacks (each file in `tests/` is one test binary), and the
+//! helpers they share: a fresh local stack per test, signed requests, reading streams.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -21,7 +21,17 @@ pub const SECRET_ACCESS_KEY: &str = "testing";
 pub const REGION: &str = "us-east-1";
 
 pub fn checkout() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A binary of another workspace package, from the target directory this test binary runs
+/// from (`target/<profile>/deps/<test>`). `cargo nextest run --workspace` builds every
+/// binary first; a run of this package alone needs `cargo build -p <package>` before it.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's own path");
+    let path = exe.parent().and_then(std::path::Path::parent).expect("target/<profile>/deps").join(name);
+    assert!(path.exists(), "{} is not built: `cargo build --bin {name}` first", path.display());
+    path
 }
 
 /// A fresh emulator with the template's resources, each test its own.

@@ -6,7 +6,7 @@
 //! size: an upper bound). Run with `--no-capture` to see the table the README quotes;
 //! `make bench` prints the same figures beside the naive design's.
 
-mod common;
+use eventline_stack_tests as common;
 
 use common::{call, read_stream, stack};
 use eventline_local::cost::{self, AGGREGATE_KINDS, Recorder};

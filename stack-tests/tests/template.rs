@@ -1,6 +1,6 @@
 //! What the template sets, as the emulator created it, against what the code assumes.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::time::Duration;
 

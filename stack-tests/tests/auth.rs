@@ -7,7 +7,7 @@
 //! signed host is the one served, the payload is the body's hash, and a raw `+` in the query
 //! is a space.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

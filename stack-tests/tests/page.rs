@@ -2,7 +2,7 @@
 //! figures its script fills in are those of what was sent, and a later render shows the later
 //! figures.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -2,7 +2,7 @@
 //! invoked with every file in `events/` (`cargo lambda invoke --data-file`), talking to
 //! the emulator through the AWS SDK exactly as they talk to AWS when deployed.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::collections::HashMap;
 use std::net::TcpListener;

@@ -2,7 +2,7 @@
 //! emulator's life: it ends with the stack that started it, however the stack ends; and how
 //! `eventline-local` stops: a second Ctrl-C stops the drain at once and says what was left.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -90,7 +90,7 @@ struct StackProcess {
 
 impl StackProcess {
     fn start(parameters: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_eventline-local"));
+        let mut command = Command::new(common::workspace_binary("eventline-local"));
         command.args(["--addr", "127.0.0.1:0", "--root"]).arg(common::checkout());
         for parameter in parameters {
             command.args(["--parameter", parameter]);

@@ -2,7 +2,7 @@
 //! newer only, concurrent writers), reading it, and enrichment switching generations
 //! between batches, never within one.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -2,7 +2,7 @@
 //! and schemathesis, driven by the document, finds no server error and no response that
 //! breaks it on a fresh local stack.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};

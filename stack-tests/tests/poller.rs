@@ -2,7 +2,7 @@
 //! emulator's real failure queue: retries running out, bisection on function errors, and
 //! records too old to process.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::sync::Mutex;
 

@@ -2,7 +2,7 @@
 //! them: record data in the API's event shape, with no `received_at` or ingest id, handed to
 //! the transform against the emulator.
 
-mod common;
+use eventline_stack_tests as common;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use common::{call, checkout, stack};

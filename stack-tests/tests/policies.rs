@@ -5,7 +5,7 @@
 //! is caught: first as a table of role × action × key, then against every DynamoDB request
 //! the functions themselves send in a run on the emulator.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

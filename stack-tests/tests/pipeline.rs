@@ -1,7 +1,7 @@
 //! The pipeline against the AWS API emulator through the real SDK clients, with the
 //! resources of template.yaml: ingest → stream → transform → table → metrics.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -2,7 +2,7 @@
 //! against SQLite: the same seed's CSV loaded with the generator's DDL and grouped by the
 //! generator's SQL, an independent computation of what the aggregates must say.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! types in one day is folded under `other` while every event is stored and counted, and an
 //! analytics item the table refuses to grow costs no event and holds up no shard.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! first producer sending the same content again is a duplicate. In JWT mode a caller sends
 //! only its own user's events.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

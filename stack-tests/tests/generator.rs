@@ -1,7 +1,7 @@
 //! The generator against the real pipeline: `load` through the local stack's HTTP API, and
 //! `kinesis-event` output through the transform handler.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! of the same events made here; duplicates and redelivery change nothing; a backfilled
 //! event lands in its own day.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};

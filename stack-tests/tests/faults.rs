@@ -3,7 +3,7 @@
 //! thousands of events through the HTTP API, with client duplicates and poison records
 //! written straight to the stream. Afterwards every count must be exact.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -5,7 +5,7 @@
 //! with exact counts, a second redrive changes nothing but the duplicate count, and a dry
 //! run changes nothing at all.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

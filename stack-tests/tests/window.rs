@@ -3,7 +3,7 @@
 //! (late events in their own second, old ones outside), the 1-second edge, and the number
 //! of items a 30-minute window reads.
 
-mod common;
+use eventline_stack_tests as common;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
