@@ -183,7 +183,7 @@ bench-local-smoke: $(VENV)/.run
 	$(VENV)/bin/python tools/local/benches/bench_local.py --rate 100 --seconds 5 --raw-seconds 3 \
 		--stack target/debug/eventline-local --generator target/debug/eventline-gen
 
-# bench: the figures in the README's "Figures" section, each beside a baseline measured in
+# bench: the figures of docs/figures.md, each beside a baseline measured in
 # the same run (tools/bench/src/bin/figures.rs prints them as one table), then bench-local.
 # The functions are measured as `sam build` makes them: arm64 (the template's default) for
 # the package sizes, x86_64 (this machine's architecture) for the cold starts; the

@@ -3,7 +3,7 @@
 //! the emulator. Every write request is recorded by an SDK interceptor; units follow
 //! DynamoDB's rules (a transactional write costs 2 units per KB of the item, a plain write
 //! 1), with each updated item's size taken from the table afterwards (its final, largest
-//! size: an upper bound). Run with `--no-capture` to see the table the README quotes;
+//! size: an upper bound). Run with `--no-capture` to see the table docs/figures.md quotes;
 //! `make bench` prints the same figures beside the naive design's.
 
 use eventline_stack_tests as common;

@@ -3,7 +3,7 @@ use eventline_aws::{init_tracing, sdk_config};
 use eventline_model::config::ProcessEnv;
 use lambda_http::{Error, Request, run, service_fn};
 
-// Lambda sends one invocation at a time; one thread starts sooner (README, "A one-thread runtime").
+// Lambda sends one invocation at a time; one thread starts sooner (docs/design.md, "A one-thread runtime").
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();

@@ -213,7 +213,7 @@ impl SqsDeadLetters {
     /// Builds the clients from `sdk` when a message first needs them, not at start-up: the
     /// SQS client for the first poison record, the S3 client for the first one too large for
     /// its message. Most environments never see a poison record, and building an SDK client
-    /// is about a third of what a function adds to the runtime's own cold start (README,
+    /// is about a third of what a function adds to the runtime's own cold start (docs/figures.md,
     /// "Cold start").
     pub fn built_on_first_use(
         sdk: &aws_config::SdkConfig,

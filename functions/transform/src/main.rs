@@ -7,7 +7,7 @@ use eventline_transform::config::Config;
 use eventline_transform::event::StreamEvent;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
-// Lambda sends one invocation at a time; one thread starts sooner (README, "A one-thread runtime").
+// Lambda sends one invocation at a time; one thread starts sooner (docs/design.md, "A one-thread runtime").
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();

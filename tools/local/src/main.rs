@@ -1,4 +1,4 @@
-//! `eventline-local`: the whole pipeline on this machine. See README.md, "The two commands".
+//! `eventline-local`: the whole pipeline on this machine. See README.md, "Two commands".
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! `eventline-redrive`: re-submits the records in the failure bucket and the dead-letter
-//! queue to the ingest stream. See README.md, "Redrive".
+//! queue to the ingest stream. See tools/redrive/README.md.
 
 use std::process::ExitCode;
 use std::sync::Mutex;

@@ -405,7 +405,7 @@ fn cold_starts(
 
 /// `figures --cold-start NAME=PATH...`: the cold-start median, zipped size and ratio to the
 /// first hello-world of any bootstraps (a NAME of `ingest`, `transform` or `query` gets that
-/// function's environment), as the README's cold-start comparisons were measured.
+/// function's environment), as docs/figures.md's cold-start comparisons were measured.
 async fn compare_cold_starts(paths: &Paths, pairs: &[String]) -> Result<(), BoxError> {
     let named = pairs
         .iter()

@@ -1,5 +1,5 @@
 //! `eventline-conflicts list`: the copies of stored identities that came from another sender
-//! or with other content, kept in the table for inspection. See README.md, "Redrive".
+//! or with other content, kept in the table for inspection. See tools/redrive/README.md.
 
 use std::process::ExitCode;
 use std::time::Duration;
