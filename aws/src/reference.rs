@@ -13,22 +13,12 @@ use crate::error_chain;
 use crate::item::{Item, n, s};
 use crate::keys::{self, attr};
 use eventline_model::event::UserId;
+pub use eventline_model::reference::ReferenceError;
 use eventline_model::reference::{Generation, ReferenceTable, UserMeta, bucket_of, pack, parse_bucket};
 use eventline_model::retry::Backoff;
 
 /// BatchWriteItem's limit.
 const WRITE_BATCH: usize = 25;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReferenceError {
-    /// The table is not newer than the current one.
-    #[error("the reference table's ts is not newer than the current generation's")]
-    Stale(Generation),
-    #[error("the reference table could not be read or written")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("a stored reference item is malformed: {0}")]
-    Malformed(String),
-}
 
 fn unavailable(error: impl std::error::Error + 'static) -> ReferenceError {
     ReferenceError::Unavailable(error_chain(&error).into())

@@ -17,6 +17,18 @@ use crate::event::{TOKEN_RULE, UserId, checked_utc};
 use crate::json::{JsonError, Members};
 use crate::validation::{FieldError, Rule, echo};
 
+/// Why the reference table could not be read or replaced, whatever stores it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    /// The table is not newer than the current one.
+    #[error("the reference table's ts is not newer than the current generation's")]
+    Stale(Generation),
+    #[error("the reference table could not be read or written")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("a stored reference item is malformed: {0}")]
+    Malformed(String),
+}
+
 /// Most users one table may hold.
 pub const MAX_USERS: usize = 100_000;
 /// What enrichment says when the user is absent, or the event has no user.

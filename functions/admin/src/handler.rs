@@ -6,8 +6,8 @@ use lambda_http::{Body, Request, Response};
 use time::OffsetDateTime;
 
 use eventline_aws::http::{Problem, is_json, json, retry_after};
-use eventline_aws::reference::ReferenceError;
 use eventline_model::format_rfc3339;
+use eventline_model::reference::ReferenceError;
 use eventline_model::reference::{Generation, ReferenceTable};
 use eventline_model::validation::echo;
 use eventline_model::{FieldError, Rule};

@@ -2,7 +2,8 @@
 
 use std::future::Future;
 
-use eventline_aws::reference::{ReferenceError, ReferenceStore};
+use eventline_aws::reference::ReferenceStore;
+use eventline_model::reference::ReferenceError;
 use eventline_model::reference::{Generation, ReferenceTable};
 
 /// Largest table body: Lambda takes at most 6 MB per synchronous request.

@@ -6,8 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use eventline_aws::reference::{ReferenceError, ReferenceStore};
+use eventline_aws::reference::ReferenceStore;
 use eventline_model::UserId;
+use eventline_model::reference::ReferenceError;
 use eventline_model::reference::{Generation, UserMeta, bucket_of};
 
 /// The generation a batch is enriched from (0 before the first table), with the entries of
