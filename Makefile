@@ -27,7 +27,7 @@ test: $(VENV)/.dev tools check-template
 	$(MAKE) bench-local-smoke
 
 ## check: formatting, clippy and the unit tests (no emulator): the fast loop while changing code
-check:
+check: $(VENV)/.dev
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo nextest run --workspace --exclude eventline-stack-tests

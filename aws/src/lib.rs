@@ -1,6 +1,6 @@
 //! Eventline's AWS adapters, shared by the functions and tools: the DynamoDB key layout
 //! and item codec, the Kinesis record sink, the reference table store, the SDK bootstrap,
-//! logs and metrics, and the HTTP responses the API functions build.
+//! logs and metrics, and the routing and responses of the HTTP functions.
 
 pub mod batch_get;
 pub mod bootstrap;
@@ -11,6 +11,7 @@ pub mod keys;
 pub mod kinesis;
 pub mod logs;
 pub mod reference;
+pub mod routes;
 pub mod telemetry;
 
 pub use bootstrap::{SDK_ATTEMPT_TIMEOUT, SDK_CONNECT_TIMEOUT, SDK_OPERATION_TIMEOUT, sdk_config, sdk_timeouts};

@@ -14,12 +14,20 @@ pub struct MemoryStream {
     calls: Mutex<Vec<Vec<OutRecord>>>,
     taken: Mutex<Vec<OutRecord>>,
     refusal: Option<Refusal>,
+    /// Keeps neither calls nor records.
+    discard: bool,
 }
 
 impl MemoryStream {
     /// Takes every record.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Takes every record and keeps nothing: for benches, whose runs would otherwise keep
+    /// every record of every iteration.
+    pub fn discarding() -> Self {
+        Self { discard: true, ..Self::default() }
     }
 
     /// Refuses, every time, the records `refuse` gives a failure for; takes the others.
@@ -56,6 +64,9 @@ pub fn throttled() -> PutFailure {
 
 impl RecordSink for MemoryStream {
     async fn put_once(&self, records: &[OutRecord]) -> Result<Vec<Result<(), PutFailure>>, PutFailure> {
+        if self.discard {
+            return Ok(vec![Ok(()); records.len()]);
+        }
         self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(records.to_vec());
         let mut taken = self.taken.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(records
@@ -88,5 +99,12 @@ mod tests {
         assert_eq!(stream.calls().len(), 2);
         assert_eq!(stream.taken(), vec![record("a")]);
         assert_eq!(stream.taken_json(), vec![serde_json::json!({"key": "a"})]);
+    }
+
+    #[tokio::test]
+    async fn a_discarding_stream_takes_everything_and_keeps_nothing() {
+        let stream = MemoryStream::discarding();
+        assert_eq!(stream.put_once(&[record("a"), record("b")]).await.unwrap(), vec![Ok(()), Ok(())]);
+        assert!(stream.calls().is_empty() && stream.taken().is_empty());
     }
 }

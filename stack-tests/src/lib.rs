@@ -216,12 +216,13 @@ pub async fn call(stack: &LocalStack, method: &str, uri: &str, body: Option<Stri
         .body(body.map_or(lambda_http::Body::Empty, lambda_http::Body::Text))
         .unwrap();
     let request = lambda_http::RequestExt::with_query_string_parameters(request, query);
+    // Each with the route key and path parameters API Gateway sends with it.
     let response = if method == "GET" {
-        stack.functions.query.handle(request).await
+        stack.functions.query.handle(eventline_query::routes::routed(request)).await
     } else if path == "/reference/users" {
-        stack.functions.admin.handle(request).await
+        stack.functions.admin.handle(eventline_admin::routes::routed(request)).await
     } else {
-        stack.functions.ingest.handle(request).await
+        stack.functions.ingest.handle(eventline_ingest::routes::routed(request)).await
     };
     let lambda_http::Body::Text(text) = response.body() else { panic!("a text answer") };
     (response.status().as_u16(), serde_json::from_str(text).unwrap_or(Value::Null))

@@ -180,10 +180,7 @@ async fn jwt_ingest_routes_take_only_current_tokens_of_the_issuer_for_the_audien
 
     running.stop(Duration::from_secs(30)).await.unwrap();
     let stored = http::Request::builder().uri("/events/app/j-3").body(lambda_http::Body::Empty).unwrap();
-    let stored = lambda_http::RequestExt::with_path_parameters(
-        stored,
-        std::collections::HashMap::from([("source".to_owned(), "app".to_owned()), ("id".to_owned(), "j-3".to_owned())]),
-    );
+    let stored = eventline_query::routes::routed(stored);
     assert_eq!(stack.functions.query.handle(stored).await.status(), 200, "an accepted event was stored");
 }
 

@@ -34,7 +34,7 @@ async fn faults(stack: &LocalStack, settings: Value) -> Value {
 /// The totals, read through the metrics handler (which may itself meet a fault).
 async fn metrics(stack: &LocalStack) -> Option<Value> {
     let request = http::Request::builder().uri("/metrics").body(lambda_http::Body::Empty).unwrap();
-    let response = stack.functions.query.handle(request).await;
+    let response = stack.functions.query.handle(eventline_query::routes::routed(request)).await;
     let lambda_http::Body::Text(text) = response.body() else { return None };
     (response.status() == 200).then(|| serde_json::from_str(text).ok()).flatten()
 }

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 async fn metrics(stack: &eventline_local::LocalStack) -> Value {
     let request = http::Request::builder().uri("/metrics").body(lambda_http::Body::Empty).unwrap();
+    let request = eventline_query::routes::routed(request);
     serde_json::from_slice(stack.functions.query.handle(request).await.body()).unwrap()
 }
 
@@ -75,7 +76,8 @@ async fn a_signed_load_with_its_reference_table_fills_every_plan_and_region() {
 
     let request = http::Request::builder().uri("/metrics").body(lambda_http::Body::Empty).unwrap();
     let query = std::collections::HashMap::from([("window".to_owned(), "1800".to_owned())]);
-    let request = lambda_http::RequestExt::with_query_string_parameters(request, query);
+    let request =
+        eventline_query::routes::routed(lambda_http::RequestExt::with_query_string_parameters(request, query));
     let body: Value = match stack.functions.query.handle(request).await.into_body() {
         lambda_http::Body::Text(text) => serde_json::from_str(&text).unwrap(),
         other => panic!("{other:?}"),

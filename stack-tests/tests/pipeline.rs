@@ -35,14 +35,14 @@ fn output(stack: &LocalStack, key: &str) -> String {
 
 async fn metrics(stack: &LocalStack) -> Value {
     let request = http::Request::builder().uri("/metrics").body(lambda_http::Body::Empty).unwrap();
-    let response = stack.functions.query.handle(request).await;
+    let response = stack.functions.query.handle(eventline_query::routes::routed(request)).await;
     serde_json::from_slice(response.body()).unwrap()
 }
 
 async fn stored(stack: &LocalStack, source: &str, id: &str) -> Option<Value> {
     let request =
         http::Request::builder().uri(format!("/events/{source}/{id}")).body(lambda_http::Body::Empty).unwrap();
-    let response = stack.functions.query.handle(request).await;
+    let response = stack.functions.query.handle(eventline_query::routes::routed(request)).await;
     (response.status() == 200).then(|| serde_json::from_slice(response.body()).unwrap())
 }
 
@@ -60,7 +60,7 @@ async fn post_events(stack: &LocalStack, events: Value) -> Value {
         .header("content-type", "application/json")
         .body(lambda_http::Body::Text(events.to_string()))
         .unwrap();
-    let response = stack.functions.ingest.handle(request).await;
+    let response = stack.functions.ingest.handle(eventline_ingest::routes::routed(request)).await;
     assert!(response.status().is_success(), "{:?}", response.body());
     serde_json::from_slice(response.body()).unwrap()
 }
@@ -401,7 +401,7 @@ async fn put_records_partial_failure_is_retried_and_every_event_lands_once() {
         .header("content-type", "application/json")
         .body(lambda_http::Body::Text(Value::Array(events).to_string()))
         .unwrap();
-    let response = ingest.handle(request).await;
+    let response = ingest.handle(eventline_ingest::routes::routed(request)).await;
     assert_eq!(response.status(), 202);
     assert_eq!(ingest.sink.first.load(Ordering::SeqCst), 2, "one retry, of the failed half only");
     let mut ids = ids_of(&read_stream(&stack, &config.stream_name).await);

@@ -560,7 +560,8 @@ async fn every_dynamodb_request_of_a_run_is_allowed_by_its_functions_role() {
             .to_string()
     };
     for (ts, status) in [("2026-11-30T12:00:00Z", 200), ("2026-11-30T11:00:00Z", 409), ("2026-11-30T13:00:00Z", 200)] {
-        let response = admin.handle(request("PUT", "/reference/users", Some(table(ts)))).await;
+        let response =
+            admin.handle(eventline_admin::routes::routed(request("PUT", "/reference/users", Some(table(ts))))).await;
         assert_eq!(response.status(), status, "{ts}");
     }
     // Events through ingest, then the stream through the transform twice (the second time as
@@ -572,7 +573,8 @@ async fn every_dynamodb_request_of_a_run_is_allowed_by_its_functions_role() {
                    "timestamp": now - 5, "data": {"duration_seconds": i}})
         })
         .collect();
-    let response = ingest.handle(request("POST", "/events", Some(Value::Array(events).to_string()))).await;
+    let post = eventline_ingest::routes::routed(request("POST", "/events", Some(Value::Array(events).to_string())));
+    let response = ingest.handle(post).await;
     assert_eq!(response.status(), 202);
     let stream = &stack.manifest.outputs["IngestStreamName"];
     aws_sdk_kinesis::Client::new(&stack.sdk)
@@ -604,7 +606,7 @@ async fn every_dynamodb_request_of_a_run_is_allowed_by_its_functions_role() {
         "/reference/users?user_id=u-1",
         "/health",
     ] {
-        let response = metrics.handle(request("GET", uri, None)).await;
+        let response = metrics.handle(eventline_query::routes::routed(request("GET", uri, None))).await;
         assert_eq!(response.status(), 200, "GET {uri}");
     }
 

@@ -6,6 +6,7 @@ use lambda_http::{Body, Request, Response};
 use time::OffsetDateTime;
 
 use eventline_aws::http::{Problem, is_json, json, retry_after};
+use eventline_aws::routes::{Lookup, lookup};
 use eventline_model::format_rfc3339;
 use eventline_model::reference::ReferenceError;
 use eventline_model::reference::{Generation, ReferenceTable};
@@ -13,6 +14,7 @@ use eventline_model::validation::echo;
 use eventline_model::{FieldError, Rule};
 
 use crate::reference::{MAX_REFERENCE_BODY_BYTES, ReferenceWriter};
+use crate::routes::{ROUTES, Route};
 
 /// Seconds a client should wait after a 503.
 const RETRY_AFTER_SECONDS: u32 = 1;
@@ -96,7 +98,7 @@ impl<R: ReferenceWriter> Admin<R> {
     }
 
     async fn respond(&self, request: &Request) -> Result<Response<String>, RequestError> {
-        route_of(request)?;
+        let Route::ReferenceUsers = route_of(request)?;
         let table = decode(request)?;
         refuse_future(&table, OffsetDateTime::now_utc(), self.max_future_skew)?;
         let generation = self.replace(&table).await?;
@@ -114,17 +116,16 @@ impl<R: ReferenceWriter> Admin<R> {
     }
 }
 
-/// The one route, with its method checked. Matches the end of the path, so a stage prefix
-/// does not matter.
-fn route_of(request: &Request) -> Result<(), RequestError> {
-    let path = request.uri().path().trim_end_matches('/');
-    if !path.ends_with("/reference/users") {
-        return Err(RequestError::NotFound { method: request.method().clone(), path: echo(path, 256) });
+/// The route API Gateway matched, from its route key.
+fn route_of(request: &Request) -> Result<Route, RequestError> {
+    let method = request.method().clone();
+    match lookup(ROUTES, request) {
+        Lookup::Found(route) => Ok(route),
+        Lookup::MethodNotAllowed => Err(RequestError::MethodNotAllowed { method }),
+        Lookup::NotFound => {
+            Err(RequestError::NotFound { method, path: echo(request.uri().path().trim_end_matches('/'), 256) })
+        }
     }
-    if request.method() != Method::PUT {
-        return Err(RequestError::MethodNotAllowed { method: request.method().clone() });
-    }
-    Ok(())
 }
 
 /// The table, after the content type and size are checked.
@@ -172,31 +173,10 @@ fn report(generation: &Generation) -> Response<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::MemoryReference;
+    use crate::routes::routed;
     use serde_json::{Value, json};
-    use std::sync::Mutex;
     use time::format_description::well_known::Rfc3339;
-
-    /// Keeps the current generation in memory, refusing tables that are not newer.
-    #[derive(Default)]
-    struct FakeReference(Mutex<Option<Generation>>);
-
-    impl ReferenceWriter for FakeReference {
-        async fn replace(&self, table: &ReferenceTable) -> Result<Generation, ReferenceError> {
-            let mut current = self.0.lock().unwrap();
-            if let Some(current) = current.as_ref().filter(|c| c.ts >= table.ts) {
-                return Err(ReferenceError::Stale(current.clone()));
-            }
-            let next = Generation {
-                number: current.as_ref().map_or(1, |c| c.number + 1),
-                key: "k".into(),
-                ts: table.ts,
-                users: table.users.len() as u64,
-                buckets: 1,
-            };
-            *current = Some(next.clone());
-            Ok(next)
-        }
-    }
 
     /// Refuses every write as the table would when unreachable.
     struct DownReference;
@@ -207,8 +187,8 @@ mod tests {
         }
     }
 
-    fn admin() -> Admin<FakeReference> {
-        Admin { reference: FakeReference::default(), max_future_skew: time::Duration::seconds(300) }
+    fn admin() -> Admin<MemoryReference> {
+        Admin { reference: MemoryReference::new(), max_future_skew: time::Duration::seconds(300) }
     }
 
     fn fixture(name: &str) -> Request {
@@ -217,13 +197,16 @@ mod tests {
         lambda_http::request::from_str(&text).unwrap()
     }
 
+    /// A request as API Gateway hands it over when `path` is one of the function's routes.
     fn request(method: &str, path: &str, content_type: &str, body: impl Into<Body>) -> Request {
-        http::Request::builder()
-            .method(method)
-            .uri(format!("https://api.example.com{path}"))
-            .header("content-type", content_type)
-            .body(body.into())
-            .unwrap()
+        routed(
+            http::Request::builder()
+                .method(method)
+                .uri(format!("https://api.example.com{path}"))
+                .header("content-type", content_type)
+                .body(body.into())
+                .unwrap(),
+        )
     }
 
     fn put(body: impl Into<Body>) -> Request {
@@ -281,7 +264,7 @@ mod tests {
             );
             assert!(body["errors"][0]["message"].as_str().unwrap().contains("300 seconds"), "{body}");
         }
-        assert!(admin.reference.0.lock().unwrap().is_none(), "nothing was stored");
+        assert!(admin.reference.current().is_none(), "nothing was stored");
         // Within the skew (a client's clock a little ahead) is taken, and a later table still is.
         let (status, _, _) = call(&admin, put(table(&from_now(time::Duration::seconds(240))))).await;
         assert_eq!(status, 200);
@@ -291,7 +274,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_skew_is_the_configured_one() {
-        let strict = Admin { reference: FakeReference::default(), max_future_skew: time::Duration::ZERO };
+        let strict = Admin { reference: MemoryReference::new(), max_future_skew: time::Duration::ZERO };
         let (status, body, _) = call(&strict, put(table(&from_now(time::Duration::seconds(30))))).await;
         assert_eq!((status, body["errors"][0]["rule"].as_str()), (400, Some("future")));
         let (status, _, _) = call(&strict, put(table(&from_now(time::Duration::seconds(-1))))).await;

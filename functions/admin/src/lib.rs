@@ -3,7 +3,9 @@
 
 pub mod config;
 pub mod handler;
+pub mod memory;
 pub mod reference;
+pub mod routes;
 
 use std::time::Duration;
 

@@ -1,40 +1,24 @@
 //! CPU per request: the ingest handler on one `POST /events` of 100 events, through its
-//! ports with in-memory fakes as the unit tests use them, beside the least any handler must
-//! do with the same bytes: `serde_json` parsing them into `Vec<serde_json::Value>`.
+//! ports with the in-memory adapters the unit tests use (a stream that keeps nothing, so
+//! that iterations do not pile up records), beside the least any handler must do with the
+//! same bytes: `serde_json` parsing them into `Vec<serde_json::Value>`.
 //!
-//! `cargo bench -p ingest --bench ingest_request`; `make bench` reads the two medians from
+//! `cargo bench -p eventline-ingest --bench ingest_request`; `make bench` reads the two medians from
 //! `target/criterion/ingest_request/{handler,serde_json_values}/new/estimates.json`.
 
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use eventline_ingest::counter::{CounterError, ReceivedCounter};
 use eventline_ingest::handler::Ingest;
-use eventline_model::IngestId;
+use eventline_ingest::memory::MemoryCounter;
+use eventline_ingest::routes::routed;
 use eventline_model::Rules;
+use eventline_model::memory::MemoryStream;
 use eventline_model::retry::Backoff;
-use eventline_model::sink::{OutRecord, PutFailure, RecordSink};
 use lambda_http::{Body, Request};
 use serde_json::{Value, json};
 
 const EVENTS: usize = 100;
-
-/// A stream that takes every record.
-struct AcceptingStream;
-
-impl RecordSink for AcceptingStream {
-    async fn put_once(&self, records: &[OutRecord]) -> Result<Vec<Result<(), PutFailure>>, PutFailure> {
-        Ok(vec![Ok(()); records.len()])
-    }
-}
-
-struct AcceptingCounter;
-
-impl ReceivedCounter for AcceptingCounter {
-    async fn add(&self, _: &IngestId, _: u64) -> Result<(), CounterError> {
-        Ok(())
-    }
-}
 
 /// 100 call-detail events as a switch sends them: a user, an event time, a payload and
 /// three numeric measures each.
@@ -53,20 +37,23 @@ fn body() -> String {
     Value::Array(events).to_string()
 }
 
+/// The request as API Gateway hands it over, route key and all.
 fn request(body: &str) -> Request {
-    http::Request::builder()
-        .method("POST")
-        .uri("https://api.example.com/events")
-        .header("content-type", "application/json")
-        .body(Body::Text(body.to_owned()))
-        .expect("a valid request")
+    routed(
+        http::Request::builder()
+            .method("POST")
+            .uri("https://api.example.com/events")
+            .header("content-type", "application/json")
+            .body(Body::Text(body.to_owned()))
+            .expect("a valid request"),
+    )
 }
 
 fn ingest_request(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime");
     let ingest = Ingest {
-        sink: AcceptingStream,
-        counter: AcceptingCounter,
+        sink: MemoryStream::discarding(),
+        counter: MemoryCounter::new(),
         rules: Rules::default(),
         user_claim: "sub".to_owned(),
         backoff: Backoff::default(),

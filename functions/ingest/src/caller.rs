@@ -65,7 +65,12 @@ pub(crate) mod tests {
         with_authorizer(request, authorizer)
     }
 
-    fn with_authorizer(request: Request, authorizer: ApiGatewayRequestAuthorizer) -> Request {
+    /// Puts the authorizer in the request's context, keeping what is there (its route key).
+    fn with_authorizer(mut request: Request, authorizer: ApiGatewayRequestAuthorizer) -> Request {
+        if let Some(RequestContext::ApiGatewayV2(context)) = request.extensions_mut().get_mut::<RequestContext>() {
+            context.authorizer = Some(authorizer);
+            return request;
+        }
         let mut context = ApiGatewayV2httpRequestContext::default();
         context.authorizer = Some(authorizer);
         request.with_request_context(RequestContext::ApiGatewayV2(context))

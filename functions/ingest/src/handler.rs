@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use eventline_aws::http::{Problem, is_json, json, retry_after};
 use eventline_aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
+use eventline_aws::routes::{Lookup, lookup};
 use eventline_model::json::{JsonError, Members, array_elements};
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, RecordSink, put_all};
@@ -17,6 +18,7 @@ use eventline_model::{Digest, Event, FieldError, IngestId, Provenance, Rule, Rul
 
 use crate::caller::Caller;
 use crate::counter::ReceivedCounter;
+use crate::routes::{ROUTES, Route};
 
 /// Most events one request may carry.
 pub const MAX_BATCH: usize = 100;
@@ -138,9 +140,9 @@ impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
     }
 
     async fn respond(&self, request: Request) -> Result<Response<String>, RequestError> {
-        route_of(&request)?;
+        let route = route_of(&request)?;
         let body = request_body(&request, MAX_BODY_BYTES)?;
-        let Submission { single, items } = parse_submission(&request, body)?;
+        let Submission { single, items } = parse_submission(route, body)?;
         let now = OffsetDateTime::now_utc();
         let request_token = IngestId::generate();
         let caller = Caller::of(&request, &self.user_claim);
@@ -317,17 +319,16 @@ struct BatchAnswer<'a> {
     results: &'a [ItemResult],
 }
 
-/// Checks the route and its method. Matches the end of the path, so a stage prefix does not
-/// matter.
-fn route_of(request: &Request) -> Result<(), RequestError> {
-    let path = request.uri().path().trim_end_matches('/');
-    if !(path.ends_with("/events/batch") || path.ends_with("/events")) {
-        return Err(RequestError::NotFound { method: request.method().clone(), path: echo(path, 256) });
+/// The route API Gateway matched, from its route key.
+fn route_of(request: &Request) -> Result<Route, RequestError> {
+    let method = request.method().clone();
+    match lookup(ROUTES, request) {
+        Lookup::Found(route) => Ok(route),
+        Lookup::MethodNotAllowed => Err(RequestError::MethodNotAllowed { method, allowed: "POST" }),
+        Lookup::NotFound => {
+            Err(RequestError::NotFound { method, path: echo(request.uri().path().trim_end_matches('/'), 256) })
+        }
     }
-    if request.method() != Method::POST {
-        return Err(RequestError::MethodNotAllowed { method: request.method().clone(), allowed: "POST" });
-    }
-    Ok(())
 }
 
 /// The body as UTF-8 text, after the content type and size are checked.
@@ -351,8 +352,8 @@ fn request_body(request: &Request, limit: usize) -> Result<&str, RequestError> {
         .map_err(|e| RequestError::BadBody(format!("request body is not UTF-8 (byte {})", e.valid_up_to())))
 }
 
-fn parse_submission<'a>(request: &Request, text: &'a str) -> Result<Submission<'a>, RequestError> {
-    let batch_route = request.uri().path().trim_end_matches('/').ends_with("/events/batch");
+fn parse_submission(route: Route, text: &str) -> Result<Submission<'_>, RequestError> {
+    let batch_route = route == Route::EventsBatch;
     let body: &RawValue = serde_json::from_str(text)
         .map_err(|e| RequestError::BadBody(format!("request body is not valid JSON: {e}")))?;
     let first = body.get().as_bytes().first().copied();
@@ -397,56 +398,18 @@ fn elements(array: &RawValue) -> Result<Vec<&RawValue>, RequestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventline_model::sink::PutFailure;
+    use crate::memory::MemoryCounter;
+    use crate::routes::routed;
+    use eventline_model::memory::MemoryStream;
     use serde_json::{Value, json};
-    use std::sync::Mutex;
     use std::time::Duration;
 
-    /// Records what it was given; fails entries whose partition key is listed, every time.
-    #[derive(Default)]
-    struct FakeStream {
-        calls: Mutex<Vec<Vec<OutRecord>>>,
-        refuse_keys: Vec<String>,
-    }
-
-    impl RecordSink for FakeStream {
-        async fn put_once(&self, records: &[OutRecord]) -> Result<Vec<Result<(), PutFailure>>, PutFailure> {
-            self.calls.lock().unwrap().push(records.to_vec());
-            Ok(records
-                .iter()
-                .map(|r| {
-                    if self.refuse_keys.contains(&r.partition_key) {
-                        Err(PutFailure {
-                            code: "ProvisionedThroughputExceededException".into(),
-                            message: "busy".into(),
-                        })
-                    } else {
-                        Ok(())
-                    }
-                })
-                .collect())
-        }
-    }
-
-    /// Counts once per request token, like the marker in DynamoDB.
-    #[derive(Default)]
-    struct FakeCounter(Mutex<u64>, Mutex<std::collections::HashSet<IngestId>>);
-
-    impl ReceivedCounter for FakeCounter {
-        async fn add(&self, request: &IngestId, accepted: u64) -> Result<(), crate::counter::CounterError> {
-            if self.1.lock().unwrap().insert(request.clone()) {
-                *self.0.lock().unwrap() += accepted;
-            }
-            Ok(())
-        }
-    }
-
-    type TestIngest = Ingest<FakeStream, FakeCounter>;
+    type TestIngest = Ingest<MemoryStream, MemoryCounter>;
 
     fn ingest(refuse_keys: &[&str]) -> TestIngest {
         Ingest {
-            sink: FakeStream { refuse_keys: refuse_keys.iter().map(|k| k.to_string()).collect(), ..Default::default() },
-            counter: FakeCounter::default(),
+            sink: MemoryStream::throttling_keys(refuse_keys),
+            counter: MemoryCounter::new(),
             rules: Rules::default(),
             user_claim: "sub".to_owned(),
             backoff: Backoff {
@@ -463,13 +426,16 @@ mod tests {
         lambda_http::request::from_str(&text).unwrap()
     }
 
+    /// A POST as API Gateway hands it over when `path` is one of the function's routes.
     fn post(path: &str, content_type: &str, body: impl Into<Body>) -> Request {
-        http::Request::builder()
-            .method("POST")
-            .uri(format!("https://api.example.com{path}"))
-            .header("content-type", content_type)
-            .body(body.into())
-            .unwrap()
+        routed(
+            http::Request::builder()
+                .method("POST")
+                .uri(format!("https://api.example.com{path}"))
+                .header("content-type", content_type)
+                .body(body.into())
+                .unwrap(),
+        )
     }
 
     async fn call(ingest: &TestIngest, request: Request) -> (u16, Value, http::HeaderMap) {
@@ -482,7 +448,7 @@ mod tests {
     }
 
     fn put_records(ingest: &TestIngest) -> Vec<Value> {
-        ingest.sink.calls.lock().unwrap()[0].iter().map(|r| serde_json::from_slice(&r.data).unwrap()).collect()
+        ingest.sink.calls()[0].iter().map(|r| serde_json::from_slice(&r.data).unwrap()).collect()
     }
 
     #[tokio::test(start_paused = true)]
@@ -495,8 +461,8 @@ mod tests {
         assert_eq!(records.len(), 1);
         assert_eq!(records[0]["payload"], "straße checkout");
         assert!(records[0]["received_at"].is_string());
-        assert_eq!(ingest.sink.calls.lock().unwrap()[0][0].partition_key, "user-42");
-        assert_eq!(*ingest.counter.0.lock().unwrap(), 1);
+        assert_eq!(ingest.sink.calls()[0][0].partition_key, "user-42");
+        assert_eq!(ingest.counter.total(), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -506,7 +472,7 @@ mod tests {
         assert_eq!(status, 202);
         assert_eq!(body["accepted"], 3);
         assert_eq!(body["results"][2]["id"], "evt-0102");
-        assert_eq!(ingest.sink.calls.lock().unwrap().len(), 1);
+        assert_eq!(ingest.sink.calls().len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -542,7 +508,7 @@ mod tests {
         let errors = body["errors"].as_array().unwrap();
         assert!(errors.iter().any(|e| e["field"] == "colour" && e["rule"] == "unknown_field"));
         assert!(errors.iter().any(|e| e["field"] == "id" && e["rule"] == "format"));
-        assert!(ingest.sink.calls.lock().unwrap().is_empty() || put_records(&ingest).is_empty());
+        assert!(ingest.sink.calls().is_empty() || put_records(&ingest).is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -620,8 +586,8 @@ mod tests {
         let (status, _, headers) = call(&ingest, post("/events", "application/json", body)).await;
         assert_eq!(status, 503);
         assert_eq!(headers["retry-after"], "1");
-        assert!(ingest.sink.calls.lock().unwrap().len() >= 2, "retried with backoff");
-        assert_eq!(*ingest.counter.0.lock().unwrap(), 0, "a failed put is not counted as received");
+        assert!(ingest.sink.calls().len() >= 2, "retried with backoff");
+        assert_eq!(ingest.counter.total(), 0, "a failed put is not counted as received");
     }
 
     #[tokio::test(start_paused = true)]
@@ -632,16 +598,16 @@ mod tests {
         assert_eq!(status, 207);
         assert_eq!(body["results"][0]["status"], "accepted");
         assert_eq!(body["results"][1]["status"], "failed");
-        let calls = ingest.sink.calls.lock().unwrap();
+        let calls = ingest.sink.calls();
         assert_eq!(calls[1].len(), 1, "only the failed entry is re-sent");
-        assert_eq!(*ingest.counter.0.lock().unwrap(), 1);
+        assert_eq!(ingest.counter.total(), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn other_routes_and_methods_are_refused() {
         let (status, _, _) = call(&ingest(&[]), post("/other", "application/json", "{}")).await;
         assert_eq!(status, 404);
-        let get = http::Request::builder().method("GET").uri("/events").body(Body::Empty).unwrap();
+        let get = routed(http::Request::builder().method("GET").uri("/events").body(Body::Empty).unwrap());
         let (status, _, headers) = call(&ingest(&[]), get).await;
         assert_eq!(status, 405);
         assert_eq!(headers["allow"], "POST");
@@ -661,7 +627,7 @@ mod tests {
         let (status, _, _) =
             call(&ingest, post("/events/batch", "application/json", r#"{"events":[{}],"events":[{}]}"#)).await;
         assert_eq!(status, 400);
-        assert!(ingest.sink.calls.lock().unwrap().is_empty());
+        assert!(ingest.sink.calls().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -671,7 +637,7 @@ mod tests {
         let (status, _, _) =
             call(&ingest, post("/events", "application/json", format!(r#"{{"id":"n1","data":{data}}}"#))).await;
         assert_eq!(status, 202);
-        let record = String::from_utf8(ingest.sink.calls.lock().unwrap()[0][0].data.clone()).unwrap();
+        let record = String::from_utf8(ingest.sink.calls()[0][0].data.clone()).unwrap();
         assert!(record.contains(&format!(r#""data":{data}"#)), "{record}");
     }
 
@@ -683,7 +649,7 @@ mod tests {
         assert_eq!(status, 413);
         assert_eq!(body["errors"][0]["rule"], "size");
         assert!(body["errors"][0]["message"].as_str().unwrap().contains("409600"), "{body}");
-        assert!(ingest.sink.calls.lock().unwrap().is_empty(), "nothing was put");
+        assert!(ingest.sink.calls().is_empty(), "nothing was put");
     }
 
     #[tokio::test(start_paused = true)]
@@ -713,18 +679,20 @@ mod tests {
         let ingest = ingest(&[]);
         call(&ingest, fixture("ingest-post-array.json")).await;
         call(&ingest, fixture("ingest-post-array.json")).await;
-        assert_eq!(*ingest.counter.0.lock().unwrap(), 6, "two requests of three events");
-        assert_eq!(ingest.counter.1.lock().unwrap().len(), 2, "one token per request");
+        assert_eq!(ingest.counter.total(), 6, "two requests of three events");
+        assert_eq!(ingest.counter.requests(), 2, "one token per request");
     }
 
     #[tokio::test(start_paused = true)]
     async fn reference_tables_are_not_taken_here() {
-        let put = http::Request::builder()
-            .method("PUT")
-            .uri("https://api.example.com/reference/users")
-            .header("content-type", "application/json")
-            .body(Body::from(r#"{"user_metadata":{},"ts":"2026-11-30T12:00:00Z"}"#))
-            .unwrap();
+        let put = routed(
+            http::Request::builder()
+                .method("PUT")
+                .uri("https://api.example.com/reference/users")
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"user_metadata":{},"ts":"2026-11-30T12:00:00Z"}"#))
+                .unwrap(),
+        );
         let (status, _, _) = call(&ingest(&[]), put).await;
         assert_eq!(status, 404, "the administrator function replaces the reference table");
     }
@@ -761,7 +729,7 @@ mod tests {
         assert_eq!(body["errors"][0]["field"], "user_id");
         assert_eq!(body["errors"][0]["rule"], "not_allowed");
         assert!(body["errors"][0]["message"].as_str().unwrap().contains("sub claim"), "{body}");
-        assert!(jwt.sink.calls.lock().unwrap().is_empty());
+        assert!(jwt.sink.calls().is_empty());
 
         let batch = r#"[{"id":"e2","user_id":"device-7"},{"id":"e3","user_id":"u-1"},{"id":"e4"}]"#;
         let (status, body, _) = call(&jwt, with_jwt(post("/events", "application/json", batch), &claims)).await;
@@ -772,6 +740,6 @@ mod tests {
         let records = put_records(&jwt);
         assert_eq!(records[1]["user_id"], "device-7", "a missing user_id is the caller's");
         assert_eq!(records[1]["sender"], "jwt:https://issuer.example device-7");
-        assert_eq!(jwt.sink.calls.lock().unwrap()[0][1].partition_key, "device-7");
+        assert_eq!(jwt.sink.calls()[0][1].partition_key, "device-7");
     }
 }

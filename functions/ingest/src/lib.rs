@@ -4,6 +4,8 @@ pub mod caller;
 pub mod config;
 pub mod counter;
 pub mod handler;
+pub mod memory;
+pub mod routes;
 
 use std::time::Duration;
 

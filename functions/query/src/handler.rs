@@ -5,16 +5,17 @@ use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
-use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use eventline_aws::http::{Problem, json};
+use eventline_aws::routes::{Lookup, lookup, path_parameter};
 use eventline_model::latency::Histogram;
 use eventline_model::validation::echo;
 use eventline_model::{EventId, ProcessedEvent, Source, UserId, format_rfc3339};
 
 use crate::reader::{Counters, ReadError, Reader, WindowRead};
+use crate::routes::{ROUTES, Route};
 use crate::timeline;
 use eventline_model::aggregate::{AggregateTally, Granularity, PeriodView};
 use eventline_model::window::{DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS, ReadPlan};
@@ -80,17 +81,6 @@ impl RequestError {
         }
         response
     }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Route {
-    Event { source: String, id: String },
-    Metrics,
-    Health,
-    ReferenceUsers,
-    UserEvents(String),
-    UserAggregates(String),
-    Aggregates,
 }
 
 /// The totals `GET /metrics` answers.
@@ -259,22 +249,25 @@ impl<R: Reader> Query<R> {
     }
 
     async fn respond(&self, request: &Request) -> Result<Response<String>, RequestError> {
-        let Some(route) = route(request.uri().path()) else {
-            return Err(RequestError::NotFound(echo(request.uri().path(), 256)));
+        let route = match lookup(ROUTES, request) {
+            Lookup::Found(route) => route,
+            Lookup::MethodNotAllowed => return Err(RequestError::MethodNotAllowed(request.method().clone())),
+            Lookup::NotFound => return Err(RequestError::NotFound(echo(request.uri().path(), 256))),
         };
-        if request.method() != Method::GET && request.method() != Method::HEAD {
-            return Err(RequestError::MethodNotAllowed(request.method().clone()));
-        }
+        // API Gateway sends every parameter of the route's path; a missing one is refused as
+        // an empty value would be.
+        let parameter = |name: &str| path_parameter(request, name).unwrap_or_default();
         match route {
-            Route::Event { source, id } => self.event(source, id).await,
+            Route::Event => self.event(parameter("source"), parameter("id")).await,
             Route::Metrics => {
                 let query = request.query_string_parameters_ref();
                 self.metrics(window_seconds(query.and_then(|q| q.first("window")))?).await
             }
             Route::Health => Ok(self.health().await),
-            Route::UserEvents(user) => self.user_events(user, request).await,
-            Route::UserAggregates(user) => {
-                let user = UserId::parse(user).map_err(|rule| RequestError::BadParameter { field: "user_id", rule })?;
+            Route::UserEvents => self.user_events(parameter("user_id"), request).await,
+            Route::UserAggregates => {
+                let user = UserId::parse(parameter("user_id"))
+                    .map_err(|rule| RequestError::BadParameter { field: "user_id", rule })?;
                 let partitions = vec![eventline_aws::keys::user_aggregate_pk(&user)];
                 self.aggregates(partitions, Some(user), request).await
             }
@@ -441,103 +434,47 @@ impl<R: Reader> Query<R> {
     }
 }
 
-/// Matches the end of the path, so a stage prefix does not matter.
-fn route(path: &str) -> Option<Route> {
-    let segments: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
-    match segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        // The event route first: an event may be called `aggregates` or `events`.
-        [.., "events", source, id] => Some(Route::Event { source: (*source).to_owned(), id: (*id).to_owned() }),
-        [.., "users", user, "events"] => Some(Route::UserEvents((*user).to_owned())),
-        [.., "users", user, "aggregates"] => Some(Route::UserAggregates((*user).to_owned())),
-        [.., "aggregates"] => Some(Route::Aggregates),
-        [.., "metrics"] => Some(Route::Metrics),
-        [.., "health" | "healthz"] => Some(Route::Health),
-        [.., "reference", "users"] => Some(Route::ReferenceUsers),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::MemoryReader;
     use crate::reader::ShardCounters;
+    use crate::routes::routed;
+    use eventline_aws::routes::route_key;
     use eventline_model::reference::{Generation, UserMeta};
     use eventline_model::{Position, ProcessedEvent, Rules, StreamRecord};
     use serde_json::{Value, json};
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-11-23 12:00:00 UTC);
     const NOW_MS: i64 = 1_795_435_200_000;
 
-    #[derive(Default)]
-    struct FakeReader {
-        event: Option<ProcessedEvent>,
-        counters: Counters,
-        recent: u64,
-        table_down: bool,
-        health_checks: AtomicUsize,
-        reference: Option<Generation>,
+    /// What the tests' reader holds unless a test says otherwise: a day of aggregates, a
+    /// window of 600 `pro` events from 7 users, and `u-1` in the reference table.
+    fn reader() -> MemoryReader {
+        let mut reader = MemoryReader::new();
+        reader.aggregates.insert("2026-11-23".to_owned(), AggregateTally { events: 1, ..Default::default() });
+        reader.window.tally.events = 600;
+        reader.window.tally.by_plan.insert("pro".into(), 600);
+        for i in 0..7 {
+            reader.window.users.insert_hash(eventline_model::window::user_hash(&format!("u{i}")));
+        }
+        let label = |text: &str| eventline_model::reference::Label::parse(text).unwrap();
+        reader.reference_users.insert("u-1".to_owned(), UserMeta { plan: label("pro"), region: label("eu") });
+        reader
     }
 
-    impl Reader for FakeReader {
-        async fn event(&self, source: &Source, id: &EventId) -> Result<Option<ProcessedEvent>, ReadError> {
-            Ok(self.event.clone().filter(|e| &e.event.source == source && &e.event.id == id))
-        }
-        async fn counters(&self) -> Result<Counters, ReadError> {
-            Ok(self.counters.clone())
-        }
-        async fn processed_between(&self, from: i64, to: i64) -> Result<u64, ReadError> {
-            assert_eq!(to - from, RECENT_SECONDS);
-            Ok(self.recent)
-        }
-        async fn check_table(&self) -> Result<(), ReadError> {
-            self.health_checks.fetch_add(1, Ordering::SeqCst);
-            if self.table_down { Err(ReadError::new("the table", "ResourceNotFoundException")) } else { Ok(()) }
-        }
-        async fn check_stream(&self) -> Result<(), ReadError> {
-            Ok(())
-        }
-        async fn user_events(
-            &self,
-            _: &UserId,
-            _: (String, String),
-            _: usize,
-            _: Option<timeline::Cursor>,
-        ) -> Result<(Vec<ProcessedEvent>, Option<timeline::Cursor>), ReadError> {
-            Ok((self.event.clone().into_iter().collect(), None))
-        }
-        async fn aggregates(
-            &self,
-            partitions: &[String],
-            _: (String, String),
-        ) -> Result<BTreeMap<String, eventline_model::aggregate::AggregateTally>, ReadError> {
-            let tally =
-                eventline_model::aggregate::AggregateTally { events: partitions.len() as u64, ..Default::default() };
-            Ok(BTreeMap::from([("2026-11-23".to_owned(), tally)]))
-        }
-        async fn window(&self, shards: &[String], plan: &ReadPlan) -> Result<WindowRead, ReadError> {
-            let mut read = WindowRead { items_read: plan.items() * shards.len(), ..Default::default() };
-            read.tally.events = 600;
-            read.tally.by_plan.insert("pro".into(), 600);
-            for i in 0..7 {
-                read.users.insert_hash(eventline_model::window::user_hash(&format!("u{i}")));
-            }
-            Ok(read)
-        }
-        async fn reference(&self) -> Result<Option<Generation>, ReadError> {
-            Ok(self.reference.clone())
-        }
-        async fn reference_user(&self, _: &Generation, user: &UserId) -> Result<Option<UserMeta>, ReadError> {
-            Ok((user.as_str() == "u-1").then(|| UserMeta {
-                plan: eventline_model::reference::Label::parse("pro").unwrap(),
-                region: eventline_model::reference::Label::parse("eu").unwrap(),
-            }))
-        }
+    /// A table that does not answer.
+    fn down() -> MemoryReader {
+        let mut reader = reader();
+        reader.table_down = true;
+        reader
+    }
+
+    fn holding(event: ProcessedEvent) -> MemoryReader {
+        let mut reader = reader();
+        reader.event = Some(event);
+        reader
     }
 
     fn fixture(name: &str) -> Request {
@@ -545,11 +482,11 @@ mod tests {
         lambda_http::request::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
-    async fn call(reader: FakeReader, request: Request) -> (u16, Value) {
+    async fn call(reader: MemoryReader, request: Request) -> (u16, Value) {
         call_on(&Query::new(reader), request).await
     }
 
-    async fn call_on(metrics: &Query<FakeReader>, request: Request) -> (u16, Value) {
+    async fn call_on(metrics: &Query<MemoryReader>, request: Request) -> (u16, Value) {
         let response = metrics.handle(request).await;
         let Body::Text(text) = response.body() else { panic!("JSON answers are sent as text") };
         (response.status().as_u16(), serde_json::from_str(text).unwrap_or(Value::Null))
@@ -570,21 +507,19 @@ mod tests {
 
     #[tokio::test]
     async fn processed_event_is_returned_and_404_before() {
-        let (status, body) =
-            call(FakeReader { event: Some(stored_event()), ..Default::default() }, fixture("query-get-event.json"))
-                .await;
+        let (status, body) = call(holding(stored_event()), fixture("query-get-event.json")).await;
         assert_eq!(status, 200);
         assert_eq!(body["payload"], "STRASSE");
         assert_eq!(body["sequence_number"], "1");
-        let (status, body) = call(FakeReader::default(), fixture("query-get-event-missing.json")).await;
+        let (status, body) = call(reader(), fixture("query-get-event-missing.json")).await;
         assert_eq!(status, 404);
         assert!(body["detail"].as_str().unwrap().contains("web/never-sent"));
     }
 
     #[tokio::test]
     async fn invalid_identity_in_path_is_400() {
-        let request = http::Request::builder().uri("/events/Web/x").body(Body::Empty).unwrap();
-        let (status, body) = call(FakeReader::default(), request).await;
+        let request = routed(http::Request::builder().uri("/events/Web/x").body(Body::Empty).unwrap());
+        let (status, body) = call(reader(), request).await;
         assert_eq!(status, 400);
         assert!(body["detail"].as_str().unwrap().starts_with("source"));
     }
@@ -593,8 +528,8 @@ mod tests {
     async fn percent_encoded_ids_are_decoded() {
         let mut event = stored_event();
         event.event.id = EventId::parse("a:b").unwrap();
-        let request = http::Request::builder().uri("/events/web/a%3Ab").body(Body::Empty).unwrap();
-        let (status, _) = call(FakeReader { event: Some(event), ..Default::default() }, request).await;
+        let request = routed(http::Request::builder().uri("/events/web/a%3Ab").body(Body::Empty).unwrap());
+        let (status, _) = call(holding(event), request).await;
         assert_eq!(status, 200);
     }
 
@@ -649,8 +584,10 @@ mod tests {
 
     #[tokio::test]
     async fn metrics_route_answers_totals_and_empty_stack_has_no_latency() {
-        let (status, body) = call(FakeReader::default(), fixture("query-get-metrics.json")).await;
+        let query = Query::new(reader());
+        let (status, body) = call_on(&query, fixture("query-get-metrics.json")).await;
         assert_eq!(status, 200);
+        assert_eq!(query.reader.spans_asked(), [RECENT_SECONDS], "the events per second are of the last minute");
         assert_eq!(body["events_processed"], 0);
         assert_eq!(body["average_processing_latency_ms"], Value::Null);
         assert_eq!(body["current_queue_depth"], 0);
@@ -658,11 +595,10 @@ mod tests {
 
     #[tokio::test]
     async fn health_is_200_when_table_and_stream_answer_else_503() {
-        let (status, body) = call(FakeReader::default(), fixture("query-get-health.json")).await;
+        let (status, body) = call(reader(), fixture("query-get-health.json")).await;
         assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
         assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
-        let (status, body) =
-            call(FakeReader { table_down: true, ..Default::default() }, fixture("query-get-healthz.json")).await;
+        let (status, body) = call(down(), fixture("query-get-healthz.json")).await;
         assert_eq!(status, 503);
         assert_eq!(body["checks"]["table"], "unavailable");
         assert!(!body.to_string().contains("ResourceNotFound"), "5xx bodies hide internals");
@@ -670,11 +606,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_flood_of_health_checks_costs_one_check() {
-        let metrics = Query::new(FakeReader::default());
+        let metrics = Query::new(reader());
         for _ in 0..50 {
             assert_eq!(call_on(&metrics, fixture("query-get-health.json")).await.0, 200);
         }
-        assert_eq!(metrics.reader.health_checks.load(Ordering::SeqCst), 1);
+        assert_eq!(metrics.reader.health_checks(), 1);
     }
 
     #[test]
@@ -690,16 +626,20 @@ mod tests {
     #[tokio::test]
     async fn unknown_routes_and_methods_are_refused() {
         let (status, _) =
-            call(FakeReader::default(), http::Request::builder().uri("/nope").body(Body::Empty).unwrap()).await;
+            call(reader(), routed(http::Request::builder().uri("/nope").body(Body::Empty).unwrap())).await;
         assert_eq!(status, 404);
-        let post = http::Request::builder().method("POST").uri("/metrics").body(Body::Empty).unwrap();
-        assert_eq!(call(FakeReader::default(), post).await.0, 405);
+        let post = routed(http::Request::builder().method("POST").uri("/metrics").body(Body::Empty).unwrap());
+        assert_eq!(call(reader(), post).await.0, 405);
     }
 
     #[tokio::test]
     async fn the_reference_generation_and_one_users_entry_are_served() {
         let generation = Generation { number: 3, key: "k".into(), ts: NOW, users: 7, buckets: 1 };
-        let reader = || FakeReader { reference: Some(generation.clone()), ..Default::default() };
+        let stored = || {
+            let mut reader = reader();
+            reader.reference = Some(generation.clone());
+            reader
+        };
         let get = |uri: &str| {
             let query: std::collections::HashMap<String, String> = uri
                 .split_once('?')
@@ -707,14 +647,14 @@ mod tests {
                     q.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect()
                 })
                 .unwrap_or_default();
-            http::Request::builder().uri(uri).body(Body::Empty).unwrap().with_query_string_parameters(query)
+            routed(http::Request::builder().uri(uri).body(Body::Empty).unwrap().with_query_string_parameters(query))
         };
-        let (status, body) = call(reader(), get("/reference/users")).await;
+        let (status, body) = call(stored(), get("/reference/users")).await;
         assert_eq!((status, &body), (200, &json!({"generation": 3, "ts": "2026-11-23T12:00:00Z", "users": 7})));
-        let (status, body) = call(reader(), get("/reference/users?user_id=u-1")).await;
+        let (status, body) = call(stored(), get("/reference/users?user_id=u-1")).await;
         assert_eq!((status, &body), (200, &json!({"user_id": "u-1", "plan": "pro", "region": "eu", "generation": 3})));
-        assert_eq!(call(reader(), get("/reference/users?user_id=u-2")).await.0, 404);
-        assert_eq!(call(FakeReader::default(), get("/reference/users")).await.0, 404);
+        assert_eq!(call(stored(), get("/reference/users?user_id=u-2")).await.0, 404);
+        assert_eq!(call(reader(), get("/reference/users")).await.0, 404);
     }
 
     #[test]
@@ -734,17 +674,19 @@ mod tests {
         let request = |uri: &str, query: &[(&str, &str)]| {
             let query: std::collections::HashMap<String, String> =
                 query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            http::Request::builder().uri(uri).body(Body::Empty).unwrap().with_query_string_parameters(query)
+            routed(http::Request::builder().uri(uri).body(Body::Empty).unwrap().with_query_string_parameters(query))
         };
-        let (status, body) = call(FakeReader::default(), request("/metrics", &[("window", "60")])).await;
+        let query = Query::new(reader());
+        let (status, body) = call_on(&query, request("/metrics", &[("window", "60")])).await;
         assert_eq!(status, 200);
         assert_eq!(body["window_sec"], 60);
         assert_eq!(body["events_per_sec"], 10.0);
         assert_eq!(body["unique_users"], 7);
         assert_eq!(body["by_plan"]["pro"], 600);
-        let (_, plain) = call(FakeReader::default(), request("/metrics", &[])).await;
+        assert_eq!(query.reader.spans_asked(), [RECENT_SECONDS], "the events per second are of the last minute");
+        let (_, plain) = call(reader(), request("/metrics", &[])).await;
         assert!(plain.get("window_sec").is_none());
-        let (status, body) = call(FakeReader::default(), request("/metrics", &[("window", "0")])).await;
+        let (status, body) = call(reader(), request("/metrics", &[("window", "0")])).await;
         assert_eq!(status, 400);
         assert!(body["detail"].as_str().unwrap().contains("1 to 1800"));
     }
@@ -758,14 +700,14 @@ mod tests {
             ("/users/u-1/aggregates?granularity=week", "granularity"),
             ("/aggregates?to=x", "to"),
         ] {
-            let (status, body) = call(FakeReader::default(), get(uri)).await;
+            let (status, body) = call(reader(), get(uri)).await;
             assert_eq!(status, 400, "{uri}");
             assert!(body["detail"].as_str().unwrap().starts_with(field), "{uri}: {body}");
         }
-        let (status, body) = call(FakeReader::default(), get("/users/u-1/aggregates?granularity=month")).await;
+        let (status, body) = call(reader(), get("/users/u-1/aggregates?granularity=month")).await;
         assert_eq!((status, body["granularity"].as_str(), body["user_id"].as_str()), (200, Some("month"), Some("u-1")));
         assert_eq!(body["periods"][0]["period"], "2026-11-23");
-        let (status, body) = call(FakeReader::default(), get("/users/u-1/events")).await;
+        let (status, body) = call(reader(), get("/users/u-1/events")).await;
         assert_eq!((status, body["events"].as_array().map(Vec::len)), (200, Some(0)));
         assert!(body.get("next_cursor").is_none());
     }
@@ -774,7 +716,7 @@ mod tests {
         let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
         let query: std::collections::HashMap<String, String> =
             query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
-        http::Request::builder().uri(path).body(Body::Empty).unwrap().with_query_string_parameters(query)
+        routed(http::Request::builder().uri(path).body(Body::Empty).unwrap().with_query_string_parameters(query))
     }
 
     #[tokio::test]
@@ -789,7 +731,7 @@ mod tests {
             ("/users/u-1/aggregates", "month", "0001-01-01T00:00:00Z", "9999-12-31T00:00:00Z", 400),
         ] {
             let uri = format!("{route}?granularity={granularity}&from={from}&to={to}");
-            let (got, body) = call(FakeReader::default(), get(&uri)).await;
+            let (got, body) = call(reader(), get(&uri)).await;
             assert_eq!(got, status, "{uri}: {body}");
             if status == 400 {
                 let limit = if granularity == "day" { "at most 366" } else { "at most 120" };
@@ -798,8 +740,7 @@ mod tests {
             }
         }
         // Only a start: up to now, which is more than ten years after year 1.
-        let (status, _) =
-            call(FakeReader::default(), get("/aggregates?granularity=month&from=0001-01-01T00:00:00Z")).await;
+        let (status, _) = call(reader(), get("/aggregates?granularity=month&from=0001-01-01T00:00:00Z")).await;
         assert_eq!(status, 400);
     }
 
@@ -808,7 +749,7 @@ mod tests {
         let mut event = stored_event();
         let data = r#"{"n":1e2,"big":123456789012345678901234567890}"#;
         event.event.data = Some(eventline_model::RawObject::from_text(data.to_owned()).unwrap());
-        let metrics = Query::new(FakeReader { event: Some(event), ..Default::default() });
+        let metrics = Query::new(holding(event));
         let response = metrics.handle(get("/users/u-1/events")).await;
         let Body::Text(text) = response.body() else { panic!("JSON answers are sent as text") };
         assert!(text.contains(r#""data":{"n":1e2,"big":123456789012345678901234567890}"#), "{text}");
@@ -816,11 +757,28 @@ mod tests {
 
     #[test]
     fn an_event_named_like_a_route_is_still_an_event() {
-        assert_eq!(
-            route("/events/web/aggregates"),
-            Some(Route::Event { source: "web".into(), id: "aggregates".into() })
-        );
-        assert_eq!(route("/users/u-1/events"), Some(Route::UserEvents("u-1".into())));
-        assert_eq!(route("/aggregates"), Some(Route::Aggregates));
+        let request = get("/events/web/aggregates");
+        assert_eq!(route_key(&request), Some("GET /events/{source}/{id}"));
+        assert_eq!(lookup(ROUTES, &request), Lookup::Found(Route::Event));
+        assert_eq!(path_parameter(&request, "id").as_deref(), Some("aggregates"));
+        assert_eq!(lookup(ROUTES, &get("/users/u-1/events")), Lookup::Found(Route::UserEvents));
+        assert_eq!(lookup(ROUTES, &get("/aggregates")), Lookup::Found(Route::Aggregates));
+    }
+
+    #[tokio::test]
+    async fn the_route_key_and_path_parameters_decide_not_the_path() {
+        // The health fixture's key, on a request whose path reads like another route.
+        let mut request = fixture("query-get-health.json");
+        *request.uri_mut() = http::Uri::from_static("/events/web/evt-0001");
+        let (status, body) = call(reader(), request).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+        // The event named by the parameters, whatever the path says.
+        let mut request = fixture("query-get-event.json");
+        *request.uri_mut() = http::Uri::from_static("/metrics");
+        assert_eq!(call(holding(stored_event()), request).await.0, 200);
+        // A path alone, without the route key API Gateway sends, is no route.
+        let (status, body) = call(reader(), http::Request::builder().uri("/metrics").body(Body::Empty).unwrap()).await;
+        assert_eq!(status, 404);
+        assert_eq!(body["detail"], "no route for /metrics");
     }
 }

@@ -2,7 +2,9 @@
 
 pub mod config;
 pub mod handler;
+pub mod memory;
 pub mod reader;
+pub mod routes;
 pub mod timeline;
 
 use crate::config::Config;

@@ -66,6 +66,8 @@ impl Dashboard {
         let mut request = http::Request::new(lambda_http::Body::Empty);
         *request.uri_mut() = Uri::from_static("/metrics");
         let request = request.with_query_string_parameters(HashMap::from([("window".to_owned(), window.to_owned())]));
+        // Straight to the handler, with the route key the gateway would send.
+        let request = eventline_query::routes::routed(request);
         let (answer, counters, poller, dead_letters) = tokio::join!(
             self.functions.query.handle(request),
             self.functions.query.reader.counters(),

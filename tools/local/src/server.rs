@@ -65,33 +65,30 @@ impl Authorization {
 #[derive(Debug, Clone)]
 struct RouteEntry {
     method: String,
-    segments: Vec<String>,
+    /// The route's path as the template writes it, like `/events/{source}/{id}`.
+    path: String,
     target: Target,
     authorization: Authorization,
 }
 
 impl RouteEntry {
-    /// Path parameters when `path` matches this route's template, like `/events/{source}/{id}`.
+    /// Path parameters when `path` matches this route's template, percent-decoded.
     fn matches(&self, method: &str, path: &str) -> Option<HashMap<String, String>> {
         if self.method != "ANY" && self.method != method {
             return None;
         }
-        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-        if parts.len() != self.segments.len() {
-            return None;
-        }
-        let mut params = HashMap::new();
-        for (segment, part) in self.segments.iter().zip(parts) {
-            match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => {
-                    let decoded = percent_encoding::percent_decode_str(part).decode_utf8_lossy().into_owned();
-                    params.insert(name.to_owned(), decoded);
-                }
-                None if segment == part => {}
-                None => return None,
-            }
-        }
-        Some(params)
+        eventline_aws::routes::path_parameters(&self.path, path)
+    }
+
+    /// The route key API Gateway sends with a request this route matched: `METHOD /path`
+    /// as the template writes it.
+    fn route_key(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    /// Segments of the path that are not parameters.
+    fn literal_segments(&self) -> usize {
+        self.path.split('/').filter(|s| !s.is_empty() && !s.starts_with('{')).count()
     }
 }
 
@@ -117,22 +114,21 @@ impl App {
             for route in &function.routes {
                 routes.push(RouteEntry {
                     method: route.method.clone(),
-                    segments: route.path.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
+                    path: route.path.clone(),
                     target,
                     authorization: Authorization::of(&route.auth, route.jwt.as_ref()),
                 });
             }
         }
         // Literal segments win over parameters, as in API Gateway.
-        routes.sort_by_key(|r| std::cmp::Reverse(r.segments.iter().filter(|s| !s.starts_with('{')).count()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.literal_segments()));
         if jwt.is_none()
             && let Some(route) = routes.iter().find(|r| matches!(r.authorization, Authorization::Jwt(_)))
         {
             return Err(Error::Setup(format!(
-                "{} /{} takes JWTs (IngestAuthorization=JWT): give the local stack the issuer's signing keys \
+                "{} takes JWTs (IngestAuthorization=JWT): give the local stack the issuer's signing keys \
                  with --jwks FILE (a JSON Web Key Set)",
-                route.method,
-                route.segments.join("/")
+                route.route_key()
             )));
         }
         Ok(Self { functions, routes, verifier: Verifier::from_env(&manifest.region), jwt })
@@ -140,8 +136,7 @@ impl App {
 
     /// `METHOD /path` of every route served.
     pub fn route_list(&self) -> Vec<String> {
-        let mut list: Vec<String> =
-            self.routes.iter().map(|r| format!("{} /{}", r.method, r.segments.join("/"))).collect();
+        let mut list: Vec<String> = self.routes.iter().map(RouteEntry::route_key).collect();
         list.sort();
         list
     }
@@ -198,6 +193,7 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
         },
     }
     let mut context = ApiGatewayV2httpRequestContext::default();
+    context.route_key = Some(route.route_key());
     if authorizer != ApiGatewayRequestAuthorizer::default() {
         context.authorizer = Some(authorizer);
     }
@@ -292,7 +288,7 @@ mod tests {
     fn route(method: &str, path: &str) -> RouteEntry {
         RouteEntry {
             method: method.into(),
-            segments: path.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
+            path: path.into(),
             target: Target::Query,
             authorization: Authorization::None,
         }
@@ -306,6 +302,7 @@ mod tests {
         assert!(route("GET", "/events/{source}/{id}").matches("GET", "/events/web").is_none());
         assert!(route("GET", "/events/{source}/{id}").matches("POST", "/events/web/1").is_none());
         assert!(route("POST", "/events/batch").matches("POST", "/events/batch/").is_some());
+        assert_eq!(route("GET", "/events/{source}/{id}").route_key(), "GET /events/{source}/{id}");
     }
 
     #[test]

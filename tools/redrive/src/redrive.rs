@@ -499,7 +499,7 @@ mod tests {
 
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
-    use eventline_model::sink::PutFailure;
+    use eventline_model::memory::MemoryStream;
     use eventline_transform::dead_letter::{DataObject as Object, PoisonMessage};
     use serde_json::json;
     use time::macros::datetime;
@@ -682,36 +682,14 @@ mod tests {
         }
     }
 
-    /// Takes every record but those with a refused partition key.
-    #[derive(Default)]
-    struct FakeStream {
-        records: Mutex<Vec<OutRecord>>,
-        refused_key: Option<&'static str>,
+    /// A stream that takes every record but those whose partition key is `refused`.
+    fn refusing_stream() -> MemoryStream {
+        MemoryStream::throttling_keys(&["refused"])
     }
 
-    impl RecordSink for FakeStream {
-        async fn put_once(&self, records: &[OutRecord]) -> Result<Vec<Result<(), PutFailure>>, PutFailure> {
-            let mut taken = self.records.lock().unwrap();
-            Ok(records
-                .iter()
-                .map(|record| {
-                    if Some(record.partition_key.as_str()) == self.refused_key {
-                        return Err(PutFailure {
-                            code: "ProvisionedThroughputExceededException".into(),
-                            message: "busy".into(),
-                        });
-                    }
-                    taken.push(record.clone());
-                    Ok(())
-                })
-                .collect())
-        }
-    }
-
-    impl FakeStream {
-        fn data(&self) -> Vec<String> {
-            self.records.lock().unwrap().iter().map(|r| String::from_utf8_lossy(&r.data).into_owned()).collect()
-        }
+    /// The data of the records the stream took, as text.
+    fn data(stream: &MemoryStream) -> Vec<String> {
+        stream.taken().iter().map(|r| String::from_utf8_lossy(&r.data).into_owned()).collect()
     }
 
     fn bucket() -> FakeBucket {
@@ -735,7 +713,7 @@ mod tests {
     async fn run(
         bucket: &FakeBucket,
         queue: &FakeQueue,
-        stream: &FakeStream,
+        stream: &MemoryStream,
         options: &Options,
     ) -> Result<Summary, Error> {
         redrive(Some(bucket), Some(queue), stream, options, &NoProgress).await
@@ -743,11 +721,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_dry_run_reads_everything_and_changes_nothing() {
-        let (bucket, queue, stream) = (bucket(), queue(), FakeStream::default());
+        let (bucket, queue, stream) = (bucket(), queue(), MemoryStream::new());
         let options = Options { dry_run: true, delete_failure_objects: true, ..Options::default() };
         let summary = run(&bucket, &queue, &stream, &options).await.unwrap();
 
-        assert!(stream.records.lock().unwrap().is_empty());
+        assert!(stream.taken().is_empty());
         assert!(bucket.deleted.lock().unwrap().is_empty());
         let left = queue.left();
         assert_eq!(left.len(), 4);
@@ -768,14 +746,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn records_go_back_and_only_messages_whose_record_went_are_deleted() {
-        let (bucket, queue, stream) = (bucket(), queue(), FakeStream::default());
+        let (bucket, queue, stream) = (bucket(), queue(), MemoryStream::new());
         let summary = run(&bucket, &queue, &stream, &Options::default()).await.unwrap();
 
-        let data = stream.data();
+        let data = data(&stream);
         assert_eq!(&data[..2], [ingest_record("e-1"), ingest_record("e-2")], "byte for byte");
         assert_eq!(data[2], ingest_record("e-3").replace(r#","ingest_id":"i-e-3""#, ""));
         assert_eq!(data.len(), 3);
-        let keys: Vec<String> = stream.records.lock().unwrap().iter().map(|r| r.partition_key.clone()).collect();
+        let keys: Vec<String> = stream.taken().iter().map(|r| r.partition_key.clone()).collect();
         assert_eq!(keys, ["u-1", "u-2", "u-3"]);
 
         let left: Vec<String> = queue.left().into_iter().map(|(id, _)| id).collect();
@@ -803,7 +781,7 @@ mod tests {
             ("b", failure_object(&[("u-1", e1.as_bytes()), ("refused", e2.as_bytes())])),
         ]);
         let queue = FakeQueue::with(&[poison("refused", ingest_record("e-3").as_bytes())]);
-        let stream = FakeStream { refused_key: Some("refused"), ..FakeStream::default() };
+        let stream = refusing_stream();
         let options = Options { delete_failure_objects: true, ..Options::default() };
         let summary = run(&bucket, &queue, &stream, &options).await.unwrap();
 
@@ -820,10 +798,10 @@ mod tests {
     async fn a_record_is_put_once_per_run_however_many_messages_hold_it() {
         let copy = poison("u-3", ingest_record("e-3").as_bytes());
         let queue = FakeQueue::with(&[copy.clone(), copy]);
-        let stream = FakeStream::default();
+        let stream = MemoryStream::new();
         let options = Options { from: Sources::Dlq, ..Options::default() };
         let summary = redrive::<FakeBucket, _, _>(None, Some(&queue), &stream, &options, &NoProgress).await.unwrap();
-        assert_eq!(stream.records.lock().unwrap().len(), 1);
+        assert_eq!(stream.taken().len(), 1);
         assert_eq!(queue.left(), [("m1".to_owned(), true)], "the copy stays for a later run");
         assert!(summary.problems[0].reason.starts_with("holds the same record as a message re-submitted"));
         assert!(summary.bucket.is_none());
@@ -836,10 +814,10 @@ mod tests {
             FakeBucket::with(&[("a", failure_object(&[("u-1", e1.as_bytes())])), ("unreadable", Vec::new())]);
         bucket.unreadable =
             Some(|key| Error::NotFound { what: key.to_owned(), hint: "it expired after it was listed".into() });
-        let stream = FakeStream::default();
+        let stream = MemoryStream::new();
         let options = Options { from: Sources::S3, delete_failure_objects: true, ..Options::default() };
         let summary = redrive::<_, FakeQueue, _>(Some(&bucket), None, &stream, &options, &NoProgress).await.unwrap();
-        assert_eq!(stream.records.lock().unwrap().len(), 1);
+        assert_eq!(stream.taken().len(), 1);
         assert_eq!(summary.bucket.as_ref().unwrap().objects_failed, 1);
         assert_eq!(*bucket.deleted.lock().unwrap(), ["a"]);
         assert!(summary.has_failures());
@@ -867,9 +845,8 @@ mod tests {
             dry_run: true,
             ..Options::default()
         };
-        let summary = redrive::<_, FakeQueue, _>(Some(&bucket), None, &FakeStream::default(), &options, &NoProgress)
-            .await
-            .unwrap();
+        let summary =
+            redrive::<_, FakeQueue, _>(Some(&bucket), None, &MemoryStream::new(), &options, &NoProgress).await.unwrap();
         assert_eq!(*bucket.listed_with.lock().unwrap(), [Some("aws/lambda/m/".to_owned())]);
         assert_eq!(summary.bucket.as_ref().unwrap().objects, 1, "the older object and the folder are left out");
     }
@@ -877,7 +854,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_source_to_read_needs_its_resource() {
         let error =
-            redrive::<FakeBucket, FakeQueue, _>(None, None, &FakeStream::default(), &Options::default(), &NoProgress)
+            redrive::<FakeBucket, FakeQueue, _>(None, None, &MemoryStream::new(), &Options::default(), &NoProgress)
                 .await
                 .unwrap_err();
         assert!(matches!(error, Error::Usage(_)), "{error}");
@@ -898,11 +875,11 @@ mod tests {
         let (body, object) = stored_poison("u-9", &data, "79");
         let mut queue = FakeQueue::with(&[body.clone(), body]);
         queue.objects.insert((object.bucket, object.key), data.clone());
-        let stream = FakeStream::default();
+        let stream = MemoryStream::new();
         let options = Options { from: Sources::Dlq, ..Options::default() };
         let summary = redrive::<FakeBucket, _, _>(None, Some(&queue), &stream, &options, &NoProgress).await.unwrap();
 
-        let records = stream.records.lock().unwrap().clone();
+        let records = stream.taken();
         assert_eq!(records, [OutRecord { partition_key: "u-9".into(), data }], "once, byte for byte");
         assert_eq!(queue.left(), [("m1".to_owned(), true)], "the copy stays for a later run, its object with it");
         let messages = summary.queue.as_ref().unwrap();
@@ -917,11 +894,11 @@ mod tests {
         let (short, short_object) = stored_poison("u-2", &data, "81");
         let mut queue = FakeQueue::with(&[gone, short]);
         queue.objects.insert((short_object.bucket, short_object.key), data[1..].to_vec());
-        let stream = FakeStream::default();
+        let stream = MemoryStream::new();
         let options = Options { from: Sources::Dlq, ..Options::default() };
         let summary = redrive::<FakeBucket, _, _>(None, Some(&queue), &stream, &options, &NoProgress).await.unwrap();
 
-        assert!(stream.records.lock().unwrap().is_empty());
+        assert!(stream.taken().is_empty());
         assert_eq!(queue.left().len(), 2);
         let reasons: Vec<&str> = summary.problems.iter().map(|p| p.reason.as_str()).collect();
         assert!(
@@ -940,7 +917,7 @@ mod tests {
             ("dead-letters/shardId-000000000000/79", large_event("big-1")),
         ]);
         let options = Options { from: Sources::S3, delete_failure_objects: true, ..Options::default() };
-        let stream = FakeStream::default();
+        let stream = MemoryStream::new();
         let summary = redrive::<_, FakeQueue, _>(Some(&bucket), None, &stream, &options, &NoProgress).await.unwrap();
         assert_eq!(summary.bucket.as_ref().unwrap().objects, 1);
         assert!(summary.problems.is_empty(), "{summary}");

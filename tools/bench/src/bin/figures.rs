@@ -543,7 +543,7 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
             .uri("/events")
             .header("content-type", "application/json")
             .body(lambda_http::Body::Text(Value::Array(chunk.to_vec()).to_string()))?;
-        let status = ingest.handle(request).await.status();
+        let status = ingest.handle(eventline_ingest::routes::routed(request)).await.status();
         if status != 202 {
             return Err(format!("ingest answered {status}").into());
         }
@@ -667,7 +667,7 @@ async fn items_read(stack: &LocalStack, uri: &str) -> Result<usize, BoxError> {
         query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     let request = http::Request::builder().method("GET").uri(path).body(lambda_http::Body::Empty)?;
     let request = lambda_http::RequestExt::with_query_string_parameters(request, query);
-    let response = handler.handle(request).await;
+    let response = handler.handle(eventline_query::routes::routed(request)).await;
     if response.status() != 200 {
         return Err(format!("GET {uri} answered {}", response.status()).into());
     }
