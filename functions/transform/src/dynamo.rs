@@ -127,8 +127,6 @@ impl Step {
     fn first(entry: &Entry) -> Self {
         match entry {
             Entry::Event(_) => Step::StoreEvent,
-            Entry::Duplicate { .. } => Step::MarkDuplicate,
-            Entry::Conflict(_) => Step::MarkConflict,
             Entry::Poison { .. } => Step::MarkPoison,
             Entry::Copy => Step::Done(Outcome::AlreadyCounted),
         }
@@ -329,18 +327,15 @@ impl DynamoEventStore {
                 keys::poison_pk(event.ingest_id.as_ref(), &event.shard_id, &event.sequence_number),
                 keys::POISON_SK.to_owned(),
             ),
-            (Entry::Event(event) | Entry::Conflict(event), Step::MarkConflict) => conflict_item(event),
+            (Entry::Event(event), Step::MarkConflict) => conflict_item(event),
             (Entry::Event(event), _) => marker(
                 keys::event_pk(&event.event.source, &event.event.id),
                 keys::duplicate_sk(event.ingest_id.as_ref(), &event.shard_id, &event.sequence_number),
             ),
-            (Entry::Duplicate { source, id, ingest_id, shard_id, sequence_number }, _) => {
-                marker(keys::event_pk(source, id), keys::duplicate_sk(ingest_id.as_ref(), shard_id, sequence_number))
-            }
             (Entry::Poison { ingest_id, shard_id, sequence_number }, _) => {
                 marker(keys::poison_pk(ingest_id.as_ref(), shard_id, sequence_number), keys::POISON_SK.to_owned())
             }
-            (Entry::Copy | Entry::Conflict(_), _) => {
+            (Entry::Copy, _) => {
                 return Err(StoreError::Permanent("nothing to write for this entry at this step".into()));
             }
         };

@@ -433,17 +433,9 @@ mod tests {
                                 }
                             }
                         }
-                        Entry::Duplicate { ingest_id, shard_id, sequence_number, .. } => (
-                            Outcome::Duplicate,
-                            Some(format!("dup {}", marker_key(ingest_id, shard_id, sequence_number))),
-                        ),
                         Entry::Poison { ingest_id, shard_id, sequence_number } => (
                             Outcome::Failed,
                             Some(format!("poison {}", marker_key(ingest_id, shard_id, sequence_number))),
-                        ),
-                        Entry::Conflict(e) => (
-                            Outcome::Conflict,
-                            Some(format!("dup {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
                         ),
                         Entry::Copy => (Outcome::AlreadyCounted, None),
                     };

@@ -14,12 +14,6 @@ use eventline_model::{EventId, IngestId, ProcessedEvent, Source, UserId};
 pub enum Entry {
     /// A decoded event: store it unless its identity is already stored.
     Event(ProcessedEvent),
-    /// A later record of an identity that appeared earlier in the same batch (kept for markers
-    /// that other callers of the store write; the handler judges such records as events).
-    Duplicate { source: Source, id: EventId, ingest_id: Option<IngestId>, shard_id: String, sequence_number: String },
-    /// A later record of an identity that appeared earlier in the same batch, from another
-    /// sender or with other content: kept as a conflict, never stored over the first.
-    Conflict(ProcessedEvent),
     /// A second copy of an earlier record of the same batch, put twice by ingest (same
     /// ingest id): nothing to write or count.
     Copy,
@@ -31,8 +25,8 @@ impl Entry {
     /// Whether ingest wrote the record (and so counted it received).
     pub fn came_through_ingest(&self) -> bool {
         match self {
-            Entry::Event(event) | Entry::Conflict(event) => event.ingest_id.is_some(),
-            Entry::Duplicate { ingest_id, .. } | Entry::Poison { ingest_id, .. } => ingest_id.is_some(),
+            Entry::Event(event) => event.ingest_id.is_some(),
+            Entry::Poison { ingest_id, .. } => ingest_id.is_some(),
             Entry::Copy => true,
         }
     }
@@ -228,8 +222,8 @@ fn tally_of(event: &ProcessedEvent) -> Tally {
 /// Rough size of an entry in a transaction, for splitting batches.
 pub fn entry_weight(entry: &Entry) -> usize {
     match entry {
-        Entry::Event(event) | Entry::Conflict(event) => event.to_json().len() + 512,
-        Entry::Duplicate { .. } | Entry::Poison { .. } | Entry::Copy => 512,
+        Entry::Event(event) => event.to_json().len() + 512,
+        Entry::Poison { .. } | Entry::Copy => 512,
     }
 }
 
