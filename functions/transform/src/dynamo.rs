@@ -1,6 +1,6 @@
-//! The event store in DynamoDB: one TransactWriteItems per group of entries, holding every
-//! conditional put and the counter increments they imply, so an event and its count commit
-//! together or not at all.
+//! The event store in DynamoDB: a batch's entries split into groups that fit a transaction
+//! ([`groups`]), and one TransactWriteItems per group, holding every conditional put and the
+//! counter increments they imply, so an event and its count commit together or not at all.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -21,8 +21,11 @@ use eventline_model::{ProcessedEvent, format_rfc3339};
 use time::OffsetDateTime;
 
 use crate::breakdown::{self, Guard, Known};
-use crate::store::{AggregateItem, CounterDelta, Entry, EventStore, Outcome, StoreError};
+use crate::store::{AggregateItem, Committed, CounterDelta, Entry, EventStore, Outcome, StoreError};
 use eventline_model::aggregate::{AggregateTally, DEFAULT_BREAKDOWN_KEYS, DEFAULT_MEASURES};
+use groups::commit_groups;
+
+pub mod groups;
 
 #[derive(Debug, Clone)]
 pub struct DynamoEventStore {
@@ -145,8 +148,31 @@ enum Failure {
 }
 
 impl EventStore for DynamoEventStore {
+    /// One transaction per group of entries that fits DynamoDB's limits, in order.
+    async fn commit(&self, shard_id: &str, entries: &[Entry]) -> Committed {
+        let mut committed = Committed { outcomes: Vec::with_capacity(entries.len()), error: None };
+        for group in commit_groups(entries, &self.measures) {
+            match self.commit_group(shard_id, &entries[group]).await {
+                Ok(outcomes) => committed.outcomes.extend(outcomes),
+                Err(error) => {
+                    committed.error = Some(error);
+                    break;
+                }
+            }
+        }
+        committed
+    }
+
+    async fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> u64 {
+        DynamoEventStore::merge_users(self, shard_id, users).await
+    }
+}
+
+impl DynamoEventStore {
+    /// Commits entries that fit one transaction (see [`commit_groups`]); an outcome per
+    /// entry, in order.
     #[tracing::instrument(skip(self, entries), fields(entries = entries.len()))]
-    async fn commit(&self, shard_id: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
+    async fn commit_group(&self, shard_id: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
         let mut steps: Vec<Step> = entries.iter().map(Step::first).collect();
         let mut retries = self.backoff.start();
         let mut attempt = Attempt::default();
@@ -196,14 +222,6 @@ impl EventStore for DynamoEventStore {
             attempt.without_analytics = false;
         }
         Ok(steps.into_iter().map(Step::outcome_if_written).collect())
-    }
-
-    async fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> u64 {
-        DynamoEventStore::merge_users(self, shard_id, users).await
-    }
-
-    fn measures(&self) -> &[String] {
-        &self.measures
     }
 }
 
@@ -849,11 +867,11 @@ mod tests {
             sender: eventline_model::Sender::iam(sender),
             digest: eventline_model::Digest::try_from(digest.to_owned()).unwrap(),
         });
-        Entry::Event(ProcessedEvent::from_record(
+        Entry::Event(Box::new(ProcessedEvent::from_record(
             StreamRecord { event, received_at: now, ingest_id: ingest_id.cloned(), provenance },
             Position { shard_id: "shardId-0".into(), sequence_number: sequence_number.into() },
             now,
-        ))
+        )))
     }
 
     fn conflict(old: Option<&[(&str, &str)]>) -> CancellationReason {

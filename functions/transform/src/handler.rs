@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use crate::dead_letter::{DeadLetters, PoisonMessage};
 use crate::enrich::Enricher;
-use crate::store::{Entry, EventStore, Outcome, commit_groups, window_buckets};
+use crate::store::{Committed, Entry, EventStore, Outcome, window_buckets};
 use eventline_model::window::{Bucket, user_hash};
 use std::collections::BTreeMap;
 
@@ -137,16 +137,10 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
         }
 
         let entries = entries_of(&decoded[..unfinished]);
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(entries.len());
-        for group in commit_groups(&entries, self.store.measures()) {
-            match self.store.commit(&shard_id, &entries[group.clone()]).await {
-                Ok(group_outcomes) => outcomes.extend(group_outcomes),
-                Err(error) => {
-                    tracing::error!(%error, first = group.start, "commit failed");
-                    unfinished = group.start;
-                    break;
-                }
-            }
+        let Committed { outcomes, error } = self.store.commit(&shard_id, &entries).await;
+        if let Some(error) = error {
+            tracing::error!(%error, first = outcomes.len(), "commit failed");
+            unfinished = outcomes.len();
         }
 
         // Users of the stored events join their buckets' sketches. Analytics never hold up
@@ -270,10 +264,10 @@ fn entries_of(decoded: &[Decoded]) -> Vec<Entry> {
                 match seen.get(&(source.clone(), id.clone())) {
                     None => {
                         seen.insert((source.clone(), id.clone()), event);
-                        Entry::Event(event.clone())
+                        Entry::Event(Box::new(event.clone()))
                     }
                     Some(first) if first.ingest_id.is_some() && event.ingest_id == first.ingest_id => Entry::Copy,
-                    Some(_) => Entry::Event(event.clone()),
+                    Some(_) => Entry::Event(Box::new(event.clone())),
                 }
             }
         })
@@ -387,19 +381,19 @@ mod tests {
             0
         }
 
-        async fn commit(&self, _shard: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
+        async fn commit(&self, _shard: &str, entries: &[Entry]) -> Committed {
             {
                 let mut fail = self.fail_commits.lock().unwrap();
                 if *fail > 0 {
                     *fail -= 1;
-                    return Err(StoreError::Transient("throttled".into()));
+                    return Committed { outcomes: Vec::new(), error: Some(StoreError::Transient("throttled".into())) };
                 }
             }
             let mut events = self.events.lock().unwrap();
             let mut senders = self.senders.lock().unwrap();
             let mut markers = self.markers.lock().unwrap();
             let mut counts = self.counts.lock().unwrap();
-            Ok(entries
+            let outcomes = entries
                 .iter()
                 .map(|entry| {
                     let (outcome, marker) = match entry {
@@ -454,7 +448,8 @@ mod tests {
                     }
                     outcome
                 })
-                .collect())
+                .collect();
+            Committed { outcomes, error: None }
         }
     }
 
