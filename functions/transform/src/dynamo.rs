@@ -129,7 +129,7 @@ impl Step {
 
     fn first(entry: &Entry) -> Self {
         match entry {
-            Entry::Event(_) => Step::StoreEvent,
+            Entry::Event { .. } => Step::StoreEvent,
             Entry::Poison { .. } => Step::MarkPoison,
             Entry::Copy => Step::Done(Outcome::AlreadyCounted),
         }
@@ -340,13 +340,13 @@ impl DynamoEventStore {
     /// A conditional put: the event item, or a marker that makes a count happen once.
     fn put_action(&self, entry: &Entry, step: Step) -> Result<TransactWriteItem, StoreError> {
         let item: Item = match (entry, step) {
-            (Entry::Event(event), Step::StoreEvent) => to_item(event),
-            (Entry::Event(event), Step::MarkRefused) => marker(
+            (Entry::Event { event, .. }, Step::StoreEvent) => to_item(event),
+            (Entry::Event { event, .. }, Step::MarkRefused) => marker(
                 keys::poison_pk(event.ingest_id.as_ref(), &event.shard_id, &event.sequence_number),
                 keys::POISON_SK.to_owned(),
             ),
-            (Entry::Event(event), Step::MarkConflict) => conflict_item(event),
-            (Entry::Event(event), _) => marker(
+            (Entry::Event { event, .. }, Step::MarkConflict) => conflict_item(event),
+            (Entry::Event { event, .. }, _) => marker(
                 keys::event_pk(&event.event.source, &event.event.id),
                 keys::duplicate_sk(event.ingest_id.as_ref(), &event.shard_id, &event.sequence_number),
             ),
@@ -704,7 +704,7 @@ fn resolve(reasons: &[CancellationReason], entries: &[Entry], pending: &[usize],
             Some("ConditionalCheckFailed") => {
                 resolved = true;
                 steps[index] = match (&entries[index], steps[index]) {
-                    (Entry::Event(event), Step::StoreEvent) => {
+                    (Entry::Event { event, .. }, Step::StoreEvent) => {
                         let old = reason.item();
                         let field = |name: &str| old.and_then(|item| item.get(name)).and_then(|v| v.as_s().ok());
                         let same_record = field(attr::SHARD_ID) == Some(&event.shard_id)
@@ -867,11 +867,11 @@ mod tests {
             sender: eventline_model::Sender::iam(sender),
             digest: eventline_model::Digest::try_from(digest.to_owned()).unwrap(),
         });
-        Entry::Event(Box::new(ProcessedEvent::from_record(
+        Entry::event(ProcessedEvent::from_record(
             StreamRecord { event, received_at: now, ingest_id: ingest_id.cloned(), provenance },
             Position { shard_id: "shardId-0".into(), sequence_number: sequence_number.into() },
             now,
-        )))
+        ))
     }
 
     fn conflict(old: Option<&[(&str, &str)]>) -> CancellationReason {
@@ -939,7 +939,9 @@ mod tests {
 
     #[test]
     fn a_conflict_item_keeps_the_copy_its_sender_and_where_it_was() {
-        let Entry::Event(copy) = sent("a", "7", None, Some(("arn:aws:iam::1:user/bob", DIGEST_B))) else { panic!() };
+        let Entry::Event { event: copy, .. } = sent("a", "7", None, Some(("arn:aws:iam::1:user/bob", DIGEST_B))) else {
+            panic!()
+        };
         let item = conflict_item(&copy);
         assert_eq!(item["pk"].as_s().unwrap(), "EVENT#web#a");
         assert_eq!(item["sk"].as_s().unwrap(), "DUP#shardId-0#7", "the record's marker key: counted once");

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use crate::dead_letter::{DeadLetters, PoisonMessage};
 use crate::enrich::Enricher;
-use crate::store::{Committed, Entry, EventStore, Outcome, window_buckets};
+use crate::store::{Committed, Entry, EventStore, Outcome};
 use eventline_model::window::{Bucket, user_hash};
 use std::collections::BTreeMap;
 
@@ -148,11 +148,11 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
         // batch retried for another reason) merges them again harmlessly.
         let mut users: BTreeMap<Bucket, Vec<u64>> = BTreeMap::new();
         for (entry, outcome) in entries.iter().zip(&outcomes) {
-            if let (Entry::Event(event), Outcome::Stored | Outcome::Redelivered) = (entry, outcome)
+            if let (Entry::Event { event, buckets }, Outcome::Stored | Outcome::Redelivered) = (entry, outcome)
                 && let Some(user) = &event.event.user_id
             {
-                for bucket in window_buckets(event) {
-                    users.entry(bucket).or_default().push(user_hash(user.as_str()));
+                for bucket in buckets {
+                    users.entry(*bucket).or_default().push(user_hash(user.as_str()));
                 }
             }
         }
@@ -192,7 +192,7 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
             .zip(&outcomes)
             .enumerate()
             .filter_map(|(index, (entry, outcome))| match entry {
-                Entry::Event(event) if outcome.publishes() => {
+                Entry::Event { event, .. } if outcome.publishes() => {
                     Some((index, OutRecord { partition_key: event.event.partition_key(), data: event.to_json() }))
                 }
                 _ => None,
@@ -209,7 +209,7 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
         for (entry, outcome) in entries.iter().zip(&outcomes).take(unfinished) {
             match (entry, outcome) {
                 (Entry::Poison { .. }, _) | (_, Outcome::Refused | Outcome::RefusedBefore) => report.poison += 1,
-                (Entry::Event(event), Outcome::Stored) => {
+                (Entry::Event { event, .. }, Outcome::Stored) => {
                     report.stored += 1;
                     report.latencies_ms.push(event.latency_ms);
                 }
@@ -264,10 +264,10 @@ fn entries_of(decoded: &[Decoded]) -> Vec<Entry> {
                 match seen.get(&(source.clone(), id.clone())) {
                     None => {
                         seen.insert((source.clone(), id.clone()), event);
-                        Entry::Event(Box::new(event.clone()))
+                        Entry::event(event.clone())
                     }
                     Some(first) if first.ingest_id.is_some() && event.ingest_id == first.ingest_id => Entry::Copy,
-                    Some(_) => Entry::Event(Box::new(event.clone())),
+                    Some(_) => Entry::event(event.clone()),
                 }
             }
         })
@@ -397,11 +397,11 @@ mod tests {
                 .iter()
                 .map(|entry| {
                     let (outcome, marker) = match entry {
-                        Entry::Event(e) if self.refuse_ids.contains(&e.event.id.as_str()) => (
+                        Entry::Event { event: e, .. } if self.refuse_ids.contains(&e.event.id.as_str()) => (
                             Outcome::Refused,
                             Some(format!("poison {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
                         ),
-                        Entry::Event(e) => {
+                        Entry::Event { event: e, .. } => {
                             let key = format!("{}#{}", e.event.source, e.event.id);
                             match events.get(&key) {
                                 None => {

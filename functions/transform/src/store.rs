@@ -12,9 +12,13 @@ use eventline_model::{IngestId, ProcessedEvent, UserId};
 /// One thing to commit for one stream record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
-    /// A decoded event: store it unless its identity is already stored.
-    /// (Boxed, so that a poison record or a copy does not take an event's room.)
-    Event(Box<ProcessedEvent>),
+    /// A decoded event: store it unless its identity is already stored. (Boxed, so that a
+    /// poison record or a copy does not take an event's room.)
+    Event {
+        event: Box<ProcessedEvent>,
+        /// The window buckets it counts in, computed once (see [`Entry::event`]).
+        buckets: Vec<Bucket>,
+    },
     /// A second copy of an earlier record of the same batch, put twice by ingest (same
     /// ingest id): nothing to write or count.
     Copy,
@@ -23,10 +27,22 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// The entry of a decoded event, with the window buckets it counts in: none when it is
+    /// too old for any window.
+    pub fn event(event: ProcessedEvent) -> Self {
+        let second = event.event.timestamp.unix_timestamp();
+        let buckets = if is_bucketed(second, event.processed_at.unix_timestamp()) {
+            Bucket::of(second).to_vec()
+        } else {
+            Vec::new()
+        };
+        Entry::Event { event: Box::new(event), buckets }
+    }
+
     /// Whether ingest wrote the record (and so counted it received).
     pub fn came_through_ingest(&self) -> bool {
         match self {
-            Entry::Event(event) => event.ingest_id.is_some(),
+            Entry::Event { event, .. } => event.ingest_id.is_some(),
             Entry::Poison { ingest_id, .. } => ingest_id.is_some(),
             Entry::Copy => true,
         }
@@ -166,12 +182,12 @@ impl CounterDelta {
             self.received_direct += 1;
         }
         match (entry, outcome) {
-            (Entry::Event(event), Outcome::Stored) => {
+            (Entry::Event { event, buckets }, Outcome::Stored) => {
                 self.processed += 1;
                 self.latency_sum_ms += event.latency_ms;
                 self.latency.record(event.latency_ms);
-                for bucket in window_buckets(event) {
-                    let tally = self.windows.entry(bucket).or_default();
+                for bucket in buckets {
+                    let tally = self.windows.entry(*bucket).or_default();
                     tally.add(&tally_of(event));
                 }
                 let aggregate = aggregate_tally_of(event, measures);
@@ -189,12 +205,6 @@ impl CounterDelta {
     pub fn is_empty(&self) -> bool {
         self.processed == 0 && self.duplicate == 0 && self.conflict == 0 && self.failed == 0
     }
-}
-
-/// The window buckets an event counts in: none when it is too old for any window.
-pub fn window_buckets(event: &ProcessedEvent) -> Vec<Bucket> {
-    let second = event.event.timestamp.unix_timestamp();
-    if is_bucketed(second, event.processed_at.unix_timestamp()) { Bucket::of(second).to_vec() } else { Vec::new() }
 }
 
 /// One event as a bucket counts it.
@@ -235,7 +245,7 @@ pub(crate) mod test_entries {
         let event = eventline_model::parse_event(&raw, &eventline_model::Rules::default(), now).unwrap();
         let record = eventline_model::StreamRecord { event, received_at: now, ingest_id: None, provenance: None };
         let position = eventline_model::Position { shard_id: "s".into(), sequence_number: id.to_string() };
-        Entry::Event(Box::new(ProcessedEvent::from_record(record, position, now)))
+        Entry::event(ProcessedEvent::from_record(record, position, now))
     }
 }
 
@@ -243,6 +253,14 @@ pub(crate) mod test_entries {
 mod tests {
     use super::test_entries::{event_at, poison};
     use super::*;
+
+    #[test]
+    fn an_event_counts_in_its_second_and_minute_unless_too_old_for_any_window() {
+        let Entry::Event { buckets, .. } = event_at(1, 1_795_435_100, "a") else { panic!("an event") };
+        assert_eq!(buckets, [Bucket::Second(1_795_435_100), Bucket::Minute(1_795_435_080)]);
+        let Entry::Event { buckets, .. } = event_at(2, 1_000_000_000, "a") else { panic!("an event") };
+        assert!(buckets.is_empty());
+    }
 
     #[test]
     fn window_counts_come_from_events_stored_now() {

@@ -8,7 +8,7 @@ use eventline_model::EventId;
 use eventline_model::Source;
 use eventline_model::window::Bucket;
 
-use crate::store::{AggregateItem, Entry, aggregate_items, aggregate_tally_of, tally_of, window_buckets};
+use crate::store::{AggregateItem, Entry, aggregate_items, aggregate_tally_of, tally_of};
 
 /// DynamoDB takes 100 actions per transaction; two are the counter items.
 pub const MAX_ENTRIES_PER_COMMIT: usize = 98;
@@ -18,7 +18,7 @@ pub const MAX_BYTES_PER_COMMIT: usize = 3_500_000;
 /// Rough size of an entry in a transaction, for splitting batches.
 pub fn entry_weight(entry: &Entry) -> usize {
     match entry {
-        Entry::Event(event) => event.to_json().len() + 512,
+        Entry::Event { event, .. } => event.to_json().len() + 512,
         Entry::Poison { .. } | Entry::Copy => 512,
     }
 }
@@ -42,7 +42,7 @@ pub fn commit_groups(entries: &[Entry], measures: &[String]) -> Vec<Range<usize>
     let mut identities: HashSet<(&Source, &EventId)> = HashSet::new();
     for (index, entry) in entries.iter().enumerate() {
         let identity = match entry {
-            Entry::Event(event) => Some(event.event.identity()),
+            Entry::Event { event, .. } => Some(event.event.identity()),
             _ => None,
         };
         let weight = entry_weight(entry);
@@ -88,17 +88,15 @@ enum CounterItem {
 
 /// The counters an entry may add to each item it updates.
 fn counter_terms(entry: &Entry, measures: &[String]) -> Vec<(CounterItem, (u8, String))> {
-    let Entry::Event(event) = entry else { return Vec::new() };
+    let Entry::Event { event, buckets } = entry else { return Vec::new() };
     let tally = tally_of(event);
     let names: Vec<(u8, String)> =
         [(b't', &tally.by_type), (b's', &tally.by_source), (b'p', &tally.by_plan), (b'r', &tally.by_region)]
             .into_iter()
             .flat_map(|(kind, map)| map.keys().map(move |k| (kind, k.clone())))
             .collect();
-    let mut terms: Vec<(CounterItem, (u8, String))> = window_buckets(event)
-        .into_iter()
-        .flat_map(|b| names.iter().map(move |n| (CounterItem::Window(b), n.clone())))
-        .collect();
+    let mut terms: Vec<(CounterItem, (u8, String))> =
+        buckets.iter().flat_map(|b| names.iter().map(move |n| (CounterItem::Window(*b), n.clone()))).collect();
     let aggregate = aggregate_tally_of(event, measures);
     let aggregate_names: Vec<(u8, String)> = [(b't', &aggregate.by_type), (b's', &aggregate.by_source)]
         .into_iter()
