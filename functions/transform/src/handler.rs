@@ -337,192 +337,21 @@ fn decode(record: &KinesisEventRecord, batch_shard: &str, processed_at: OffsetDa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreError;
+    use crate::memory::{MemoryDeadLetters, MemoryReference, MemoryStore};
+    use eventline_model::memory::MemoryStream;
     use eventline_model::sink::PutFailure;
-    use std::collections::HashMap;
-    use std::sync::Mutex;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    /// Stores identities once, like the conditional puts in DynamoDB, with markers keyed
-    /// like the real ones, and counts per outcome. Refuses the event ids in `refuse_ids`
-    /// as DynamoDB refuses an invalid item.
-    #[derive(Default)]
-    struct FakeStore {
-        events: Mutex<HashMap<String, StoredAt>>,
-        senders: Mutex<HashMap<String, Option<eventline_model::Provenance>>>,
-        markers: Mutex<HashSet<String>>,
-        counts: Mutex<HashMap<&'static str, u64>>,
-        fail_commits: Mutex<u32>,
-        refuse_ids: Vec<&'static str>,
-        sketch_users: Mutex<BTreeMap<Bucket, HashSet<u64>>>,
-        /// Give up on every users sketch, as the table does with one it refuses.
-        refuse_sketches: bool,
-    }
-
-    /// Shard, sequence number and ingest id of the record that stored an identity.
-    type StoredAt = (String, String, Option<IngestId>);
-
-    fn marker_key(ingest_id: &Option<IngestId>, shard: &str, sequence: &str) -> String {
-        match ingest_id {
-            Some(id) => id.to_string(),
-            None => format!("{shard}#{sequence}"),
-        }
-    }
-
-    impl EventStore for FakeStore {
-        async fn merge_users(&self, _: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> u64 {
-            if self.refuse_sketches {
-                return users.values().map(|hashes| hashes.len() as u64).sum();
-            }
-            let mut merged = self.sketch_users.lock().unwrap();
-            for (bucket, hashes) in users {
-                merged.entry(*bucket).or_default().extend(hashes);
-            }
-            0
-        }
-
-        async fn commit(&self, _shard: &str, entries: &[Entry]) -> Committed {
-            {
-                let mut fail = self.fail_commits.lock().unwrap();
-                if *fail > 0 {
-                    *fail -= 1;
-                    return Committed { outcomes: Vec::new(), error: Some(StoreError::Transient("throttled".into())) };
-                }
-            }
-            let mut events = self.events.lock().unwrap();
-            let mut senders = self.senders.lock().unwrap();
-            let mut markers = self.markers.lock().unwrap();
-            let mut counts = self.counts.lock().unwrap();
-            let outcomes = entries
-                .iter()
-                .map(|entry| {
-                    let (outcome, marker) = match entry {
-                        Entry::Event { event: e, .. } if self.refuse_ids.contains(&e.event.id.as_str()) => (
-                            Outcome::Refused,
-                            Some(format!("poison {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
-                        ),
-                        Entry::Event { event: e, .. } => {
-                            let key = format!("{}#{}", e.event.source, e.event.id);
-                            match events.get(&key) {
-                                None => {
-                                    senders.insert(key.clone(), e.provenance.clone());
-                                    events.insert(
-                                        key,
-                                        (e.shard_id.clone(), e.sequence_number.clone(), e.ingest_id.clone()),
-                                    );
-                                    (Outcome::Stored, None)
-                                }
-                                Some((shard, seq, _)) if *shard == e.shard_id && *seq == e.sequence_number => {
-                                    (Outcome::Redelivered, None)
-                                }
-                                Some((_, _, Some(ingest))) if e.ingest_id.as_ref() == Some(ingest) => {
-                                    (Outcome::Redelivered, None)
-                                }
-                                Some(_) => {
-                                    let other = matches!((senders.get(&key), &e.provenance), (Some(Some(a)), Some(b)) if a != b);
-                                    (
-                                        if other { Outcome::Conflict } else { Outcome::Duplicate },
-                                        Some(format!("dup {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
-                                    )
-                                }
-                            }
-                        }
-                        Entry::Poison { ingest_id, shard_id, sequence_number } => (
-                            Outcome::Failed,
-                            Some(format!("poison {}", marker_key(ingest_id, shard_id, sequence_number))),
-                        ),
-                        Entry::Copy => (Outcome::AlreadyCounted, None),
-                    };
-                    let fresh = marker.is_none_or(|m| markers.insert(m));
-                    let outcome = match outcome {
-                        Outcome::Refused if !fresh => Outcome::RefusedBefore,
-                        _ if !fresh => Outcome::AlreadyCounted,
-                        _ => outcome,
-                    };
-                    match outcome {
-                        Outcome::Stored => *counts.entry("processed").or_default() += 1,
-                        Outcome::Duplicate => *counts.entry("duplicate").or_default() += 1,
-                        Outcome::Conflict => *counts.entry("conflict").or_default() += 1,
-                        Outcome::Failed | Outcome::Refused => *counts.entry("failed").or_default() += 1,
-                        _ => {}
-                    }
-                    outcome
-                })
-                .collect();
-            Committed { outcomes, error: None }
-        }
-    }
-
-    #[derive(Default)]
-    struct FakeOutput {
-        records: Mutex<Vec<serde_json::Value>>,
-        refuse_ids: Vec<&'static str>,
-    }
-
-    impl RecordSink for FakeOutput {
-        async fn put_once(&self, records: &[OutRecord]) -> Result<Vec<Result<(), PutFailure>>, PutFailure> {
-            Ok(records
-                .iter()
-                .map(|r| {
-                    let json: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
-                    if self.refuse_ids.iter().any(|id| json["id"] == *id) {
-                        return Err(PutFailure { code: "InternalFailure".into(), message: "down".into() });
-                    }
-                    self.records.lock().unwrap().push(json);
-                    Ok(())
-                })
-                .collect())
-        }
-    }
-
-    #[derive(Default)]
-    struct FakeDeadLetters {
-        sent: Mutex<Vec<PoisonMessage>>,
-        refuse: bool,
-    }
-
-    impl DeadLetters for FakeDeadLetters {
-        async fn send(&self, messages: &[PoisonMessage]) -> Vec<Result<(), crate::dead_letter::DeadLetterError>> {
-            if self.refuse {
-                return messages
-                    .iter()
-                    .map(|_| Err(crate::dead_letter::DeadLetterError::unavailable("queue unavailable")))
-                    .collect();
-            }
-            self.sent.lock().unwrap().extend_from_slice(messages);
-            messages.iter().map(|_| Ok(())).collect()
-        }
-    }
-
-    /// A reference table in memory: the generation and its users, or a failure.
-    #[derive(Default)]
-    struct FakeReference {
-        generation: u64,
-        users: HashMap<UserId, eventline_model::reference::UserMeta>,
-        down: bool,
-    }
-
-    impl Enricher for FakeReference {
-        async fn lookup(
-            &self,
-            users: &[&UserId],
-        ) -> Result<crate::enrich::Lookup, eventline_aws::reference::ReferenceError> {
-            if self.down {
-                return Err(eventline_aws::reference::ReferenceError::Unavailable("down".into()));
-            }
-            let users = users.iter().filter_map(|u| self.users.get(*u).map(|m| ((*u).clone(), m.clone()))).collect();
-            Ok(crate::enrich::Lookup { generation: self.generation, users })
-        }
-    }
-
-    type TestTransform = Transform<FakeStore, FakeOutput, FakeDeadLetters, FakeReference>;
+    type TestTransform = Transform<MemoryStore, MemoryStream, MemoryDeadLetters, MemoryReference>;
 
     fn transform() -> TestTransform {
         Transform {
-            store: FakeStore::default(),
-            output: FakeOutput::default(),
-            dead_letters: FakeDeadLetters::default(),
-            reference: FakeReference::default(),
+            store: MemoryStore::new(),
+            output: MemoryStream::new(),
+            dead_letters: MemoryDeadLetters::new(),
+            reference: MemoryReference::new(),
             backoff: Backoff {
                 base: Duration::from_millis(1),
                 max: Duration::from_millis(1),
@@ -538,9 +367,8 @@ mod tests {
     }
 
     fn counts(t: &TestTransform) -> (u64, u64, u64) {
-        let counts = t.store.counts.lock().unwrap();
-        let get = |k| counts.get(k).copied().unwrap_or(0);
-        (get("processed"), get("duplicate"), get("failed"))
+        let counts = t.store.counts();
+        (counts.processed, counts.duplicate, counts.failed)
     }
 
     fn failure_ids(response: &KinesisEventResponse) -> Vec<String> {
@@ -553,7 +381,7 @@ mod tests {
         let response = t.handle(fixture("transform-kinesis-good.json")).await;
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(counts(&t), (3, 0, 0));
-        let published = t.output.records.lock().unwrap();
+        let published = t.output.taken_json();
         assert_eq!(published.len(), 3);
         assert_eq!(published[0]["payload"], "GRÖSSE 0");
         assert_eq!(published[0]["shard_id"], "shardId-000000000000");
@@ -567,7 +395,7 @@ mod tests {
         let response = t.handle(fixture("transform-kinesis-poison.json")).await;
         assert!(response.batch_item_failures.is_empty(), "poison must not block the shard");
         assert_eq!(counts(&t), (2, 0, 2));
-        let sent = t.dead_letters.sent.lock().unwrap();
+        let sent = t.dead_letters.sent();
         assert_eq!(sent.len(), 2);
         assert!(sent[0].reason.contains("UTF-8"), "{}", sent[0].reason);
         assert!(sent[1].reason.contains("not a valid event"), "{}", sent[1].reason);
@@ -579,7 +407,7 @@ mod tests {
         let t = transform();
         t.handle(fixture("transform-kinesis-duplicate.json")).await;
         assert_eq!(counts(&t), (2, 1, 0));
-        let published = t.output.records.lock().unwrap();
+        let published = t.output.taken_json();
         assert_eq!(published.iter().filter(|r| r["id"] == "evt-dup").count(), 1);
         assert_eq!(published[0]["payload"], "FIRST");
     }
@@ -592,18 +420,18 @@ mod tests {
         t.handle(fixture("transform-kinesis-poison.json")).await;
         t.handle(fixture("transform-kinesis-poison.json")).await;
         assert_eq!(counts(&t), (4, 1, 2));
-        assert_eq!(t.output.records.lock().unwrap().len(), 4 + 4, "stored events are published at least once");
+        assert_eq!(t.output.taken_json().len(), 4 + 4, "stored events are published at least once");
     }
 
     #[tokio::test(start_paused = true)]
     async fn when_store_fails_should_report_first_record_for_retry() {
         let t = transform();
-        *t.store.fail_commits.lock().unwrap() = 1;
+        t.store.fail_next_commits(1);
         let event = fixture("transform-kinesis-good.json");
         let first = event.records[0].kinesis.sequence_number.clone();
         let response = t.handle(event.clone()).await;
         assert_eq!(failure_ids(&response), [first]);
-        assert!(t.output.records.lock().unwrap().is_empty(), "nothing published before it is stored");
+        assert!(t.output.taken_json().is_empty(), "nothing published before it is stored");
         let response = t.handle(event).await;
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(counts(&t), (3, 0, 0));
@@ -612,25 +440,30 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn when_publish_fails_should_retry_from_that_record() {
         let mut t = transform();
-        t.output.refuse_ids = vec!["evt-k001"];
+        let refusing = Arc::new(AtomicBool::new(true));
+        let refuses = refusing.clone();
+        t.output = MemoryStream::refusing(move |record| {
+            let json: serde_json::Value = serde_json::from_slice(&record.data).unwrap();
+            (refuses.load(Ordering::SeqCst) && json["id"] == "evt-k001")
+                .then(|| PutFailure { code: "InternalFailure".into(), message: "down".into() })
+        });
         let event = fixture("transform-kinesis-good.json");
         let response = t.handle(event.clone()).await;
         assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()]);
-        t.output.refuse_ids.clear();
+        refusing.store(false, Ordering::SeqCst);
         // Lambda re-delivers from the reported record onwards.
         let mut retry = event.clone();
         retry.records.remove(0);
         assert!(t.handle(retry).await.batch_item_failures.is_empty());
         assert_eq!(counts(&t), (3, 0, 0));
-        let ids: HashSet<String> =
-            t.output.records.lock().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+        let ids: HashSet<String> = t.output.taken_json().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
         assert_eq!(ids.len(), 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn when_dead_letter_queue_fails_should_retry_from_the_poison_record() {
         let mut t = transform();
-        t.dead_letters.refuse = true;
+        t.dead_letters = MemoryDeadLetters::refusing();
         let event = fixture("transform-kinesis-poison.json");
         let response = t.handle(event.clone()).await;
         assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()]);
@@ -644,7 +477,7 @@ mod tests {
         assert!(t.handle(event.clone()).await.batch_item_failures.is_empty());
         assert_eq!(counts(&t), (1, 0, 0));
         {
-            let published = t.output.records.lock().unwrap();
+            let published = t.output.taken_json();
             assert_eq!(published.len(), 1);
             let stored = &published[0];
             assert_eq!((stored["id"].as_str(), stored["source"].as_str()), (Some("k-1"), Some("sam")));
@@ -653,11 +486,11 @@ mod tests {
             assert_eq!(stored["type"], "event");
             assert_eq!(stored["payload"], "HI");
         }
-        assert!(t.dead_letters.sent.lock().unwrap().is_empty());
+        assert!(t.dead_letters.sent().is_empty());
         t.handle(event).await;
         assert_eq!(counts(&t), (1, 0, 0), "a redelivery is not counted again");
-        let stored = t.store.events.lock().unwrap();
-        assert_eq!(stored.get("sam#k-1").map(|(_, _, ingest_id)| ingest_id.clone()), Some(None), "{stored:?}");
+        let stored = t.store.stored_at("sam", "k-1");
+        assert_eq!(stored.clone().map(|at| at.ingest_id), Some(None), "{stored:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -668,8 +501,8 @@ mod tests {
         t.handle(event.clone()).await;
         t.handle(event).await;
         assert_eq!(counts(&t), (1, 0, 0));
-        assert_eq!(t.store.events.lock().unwrap().len(), 1);
-        let published = t.output.records.lock().unwrap();
+        assert_eq!(t.store.stored_events(), 1);
+        let published = t.output.taken_json();
         assert_eq!(published.len(), 2, "published on each delivery");
         assert_eq!(published[0]["id"], published[1]["id"]);
     }
@@ -682,8 +515,8 @@ mod tests {
         let response = t.handle(event).await;
         assert!(response.batch_item_failures.is_empty(), "poison must not block the shard");
         assert_eq!(counts(&t), (0, 0, 1));
-        assert!(t.output.records.lock().unwrap().is_empty());
-        let sent = t.dead_letters.sent.lock().unwrap();
+        assert!(t.output.taken_json().is_empty());
+        let sent = t.dead_letters.sent();
         assert_eq!(sent.len(), 1);
         assert!(sent[0].reason.contains("timestamp must be an RFC 3339 string"), "{}", sent[0].reason);
         assert_eq!(sent[0].data, data);
@@ -697,7 +530,7 @@ mod tests {
         *event.records[0].kinesis.data = br#"{"id":"k-3","timestamp":"2015-04-09T00:05:01Z"}"#.to_vec();
         t.handle(event).await;
         assert_eq!(counts(&t), (0, 0, 1));
-        let sent = t.dead_letters.sent.lock().unwrap();
+        let sent = t.dead_letters.sent();
         assert!(sent[0].reason.contains("in the future"), "{}", sent[0].reason);
     }
 
@@ -767,8 +600,8 @@ mod tests {
         assert!(response.batch_item_failures.is_empty());
         assert_eq!((report.stored, report.duplicates, report.conflicts), (1, 1, 2));
         assert_eq!(counts(&t), (1, 1, 0));
-        assert_eq!(t.store.counts.lock().unwrap().get("conflict"), Some(&2));
-        let published = t.output.records.lock().unwrap();
+        assert_eq!(t.store.counts().conflict, 2);
+        let published = t.output.taken_json();
         assert_eq!(published.len(), 1, "conflicts are not published");
         assert_eq!(published[0]["payload"], "MINE");
     }
@@ -782,7 +615,7 @@ mod tests {
         let response = t.handle(event.clone()).await;
         assert!(response.batch_item_failures.is_empty(), "one record must not block the shard");
         assert_eq!(counts(&t), (2, 0, 1));
-        let sent = t.dead_letters.sent.lock().unwrap().clone();
+        let sent = t.dead_letters.sent();
         assert_eq!(sent.len(), 1);
         assert!(sent[0].reason.contains("item limit"), "{}", sent[0].reason);
         assert_eq!(sent[0].data, event.records[1].kinesis.data.0, "kept whole");
@@ -793,18 +626,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_event_the_table_refuses_is_dead_lettered_not_retried() {
         let mut t = transform();
-        t.store.refuse_ids = vec!["bad"];
+        t.store = MemoryStore::refusing_ids(&["bad"]);
         let (a, b, c) = (IngestId::generate(), IngestId::generate(), IngestId::generate());
         let event = batch(&[("ok1", &a, "x"), ("bad", &b, "y"), ("ok2", &c, "z")]);
         let response = t.handle(event.clone()).await;
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(counts(&t), (2, 0, 1));
-        assert_eq!(t.dead_letters.sent.lock().unwrap().len(), 1);
-        assert_eq!(t.output.records.lock().unwrap().len(), 2);
+        assert_eq!(t.dead_letters.sent().len(), 1);
+        assert_eq!(t.output.taken_json().len(), 2);
         // Redelivered: sent to the queue again (at least once), counted once.
         t.handle(event).await;
         assert_eq!(counts(&t), (2, 0, 1));
-        assert_eq!(t.dead_letters.sent.lock().unwrap().len(), 2);
+        assert_eq!(t.dead_letters.sent().len(), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -815,7 +648,7 @@ mod tests {
         let response = t.handle(event).await;
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(counts(&t), (2, 0, 1));
-        let sent = t.dead_letters.sent.lock().unwrap();
+        let sent = t.dead_letters.sent();
         assert!(sent[0].reason.contains("no eventID"), "{}", sent[0].reason);
         assert_eq!(sent[0].shard_id, "shardId-000000000000", "counted with the batch's shard");
     }
@@ -824,11 +657,10 @@ mod tests {
     async fn events_are_enriched_from_one_generation_per_batch() {
         use eventline_model::reference::{Label, UserMeta};
         let mut t = transform();
-        t.reference.generation = 5;
         let meta = UserMeta { plan: Label::parse("pro").unwrap(), region: Label::parse("eu").unwrap() };
-        t.reference.users.insert(UserId::parse("user-1").unwrap(), meta);
+        t.reference = MemoryReference::at_generation(5).with_user(UserId::parse("user-1").unwrap(), meta);
         assert!(t.handle(fixture("transform-kinesis-good.json")).await.batch_item_failures.is_empty());
-        let published = t.output.records.lock().unwrap();
+        let published = t.output.taken_json();
         for record in published.iter() {
             assert_eq!(record["generation"], 5, "{record}");
             let known = record["user_id"] == "user-1";
@@ -841,18 +673,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn when_the_reference_cannot_be_read_the_whole_batch_is_retried_untouched() {
         let mut t = transform();
-        t.reference.down = true;
+        t.reference = MemoryReference::down();
         let event = fixture("transform-kinesis-good.json");
         let response = t.handle(event.clone()).await;
         assert_eq!(failure_ids(&response), [event.records[0].kinesis.sequence_number.clone()]);
         assert_eq!(counts(&t), (0, 0, 0));
-        assert!(t.output.records.lock().unwrap().is_empty());
+        assert!(t.output.taken_json().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn users_sketches_the_table_refuses_cost_no_event_and_hold_up_no_shard() {
         let mut t = transform();
-        t.store.refuse_sketches = true;
+        t.store = MemoryStore::refusing_sketches();
         let (a, b) = (IngestId::generate(), IngestId::generate());
         let mut event = batch(&[("s1", &a, "x"), ("s2", &b, "y")]);
         let now = time::OffsetDateTime::now_utc();
@@ -869,8 +701,8 @@ mod tests {
         assert!(response.batch_item_failures.is_empty(), "the shard moves on");
         assert_eq!(report.analytics_lost, 4, "two users, each in a second and a minute bucket");
         assert_eq!(counts(&t), (2, 0, 0));
-        assert_eq!(t.output.records.lock().unwrap().len(), 2);
-        assert!(t.dead_letters.sent.lock().unwrap().is_empty());
+        assert_eq!(t.output.taken_json().len(), 2);
+        assert!(t.dead_letters.sent().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -885,7 +717,7 @@ mod tests {
         let good = fixture("transform-kinesis-good.json");
         t.handle(good).await;
         assert_eq!(counts(&t), (0, 0, 4));
-        let sent = t.dead_letters.sent.lock().unwrap();
+        let sent = t.dead_letters.sent();
         assert!(sent.iter().all(|m| m.reason.contains("type is not in the allowed types")), "{sent:?}");
     }
 }
