@@ -1,24 +1,26 @@
-//! One Kinesis batch: decode and transform each record, send poison records to the
-//! dead-letter queue, store and count the rest exactly once, publish what was stored, and
-//! report the first record that is not finished so Lambda retries from there.
+//! One Kinesis batch, in stages: decode each record, enrich the events from the reference
+//! table, dead-letter the poison records, commit (store and count exactly once), merge the
+//! stored events' users into the window sketches, dead-letter what the table refused,
+//! publish what was stored, and report the first record not finished so Lambda retries
+//! from there.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use eventline_aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
+use eventline_aws::reference::ReferenceError;
 use eventline_model::event::checked_utc;
 use eventline_model::reference::Enrichment;
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, RecordSink, put_all};
+use eventline_model::window::{Bucket, user_hash};
 use eventline_model::{Arrival, EventId, IngestId, Position, ProcessedEvent, Rules, Source, StreamRecord, UserId};
 use time::OffsetDateTime;
 
 use crate::dead_letter::{DeadLetters, PoisonMessage};
 use crate::enrich::Enricher;
 use crate::store::{Committed, Entry, EventStore, Outcome};
-use eventline_model::window::{Bucket, user_hash};
-use std::collections::BTreeMap;
 
 pub struct Transform<St, Si, D, E> {
     pub store: St,
@@ -38,6 +40,9 @@ enum Decoded {
     /// is counted once.
     Poison(PoisonMessage, Option<IngestId>),
 }
+
+/// A record for the dead-letter queue, at its index in the batch.
+type DeadLetter = (usize, PoisonMessage);
 
 /// A summary of one batch, for the log line each invocation writes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -59,31 +64,34 @@ pub struct BatchReport {
 impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, Si, D, E> {
     #[tracing::instrument(skip_all, fields(records = event.records.len()))]
     pub async fn handle(&self, event: KinesisEvent) -> KinesisEventResponse {
-        let (response, report) = self.process(&event.records).await;
-        tracing::info!(
-            stored = report.stored,
-            redelivered = report.redelivered,
-            duplicates = report.duplicates,
-            conflicts = report.conflicts,
-            poison = report.poison,
-            retry_from = ?report.retry_from,
-            analytics_lost = report.analytics_lost,
-            "batch processed"
-        );
-        eventline_aws::telemetry::transformed(report.stored as u64, report.duplicates as u64, report.poison as u64);
-        eventline_aws::telemetry::conflicted(report.conflicts as u64);
-        eventline_aws::telemetry::processing_latency(&report.latencies_ms);
+        let (response, _) = self.process(&event.records).await;
         response
     }
 
     pub async fn process(&self, records: &[KinesisEventRecord]) -> (KinesisEventResponse, BatchReport) {
-        let mut report = BatchReport { records: records.len(), ..BatchReport::default() };
-        let processed_at = OffsetDateTime::now_utc();
         let shard_id = batch_shard(records);
-        let mut decoded: Vec<Decoded> =
-            records.iter().map(|record| decode(record, &shard_id, processed_at, &self.rules)).collect();
-        // One generation for the whole batch: read before anything is written, so a failure
-        // here retries the batch with nothing done.
+        let mut decoded = decode(records, &shard_id, OffsetDateTime::now_utc(), &self.rules);
+        if let Err(error) = self.enrich(&mut decoded).await {
+            tracing::error!(error = %eventline_aws::error_chain(&error), "reference table not read; retrying the batch");
+            return report(records, &[], &[], 0, 0);
+        }
+        // A poison record reaches the queue before its marker counts it: the batch stops
+        // short of the first one the queue did not take.
+        let unsent = self.dead_letter(poison(&decoded), "poison record").await;
+        let (entries, outcomes) = self.commit(&shard_id, &decoded[..unsent.unwrap_or(decoded.len())]).await;
+        let analytics_lost = self.sketches(&shard_id, &entries, &outcomes).await;
+        let unsent = self.dead_letter(refused(records, &shard_id, &outcomes), "refused record").await;
+        let unpublished = self.publish(&entries, &outcomes).await;
+        // Records past the last committed, or from the first not sent or not published, are
+        // retried by Lambda.
+        let unfinished = [unsent, unpublished].into_iter().flatten().fold(outcomes.len(), usize::min);
+        report(records, &entries, &outcomes, unfinished, analytics_lost)
+    }
+
+    /// Each event gets its user's plan and region from one generation of the reference
+    /// table for the whole batch, read before anything is written, so a failure here
+    /// retries the batch with nothing done.
+    async fn enrich(&self, decoded: &mut [Decoded]) -> Result<(), ReferenceError> {
         let users: Vec<&UserId> = decoded
             .iter()
             .filter_map(|d| match d {
@@ -91,17 +99,8 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
                 Decoded::Poison(..) => None,
             })
             .collect();
-        let lookup = match self.reference.lookup(&users).await {
-            Ok(lookup) => lookup,
-            Err(error) => {
-                tracing::error!(error = %eventline_aws::error_chain(&error), "reference table not read; retrying the batch");
-                return (
-                    checkpoint(records, 0),
-                    BatchReport { retry_from: (!records.is_empty()).then_some(0), ..report },
-                );
-            }
-        };
-        for d in &mut decoded {
+        let lookup = self.reference.lookup(&users).await?;
+        for d in decoded {
             if let Decoded::Event(event) = d {
                 let meta = event.event.user_id.as_ref().and_then(|u| lookup.users.get(u));
                 event.enrichment = Some(match meta {
@@ -114,40 +113,47 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
                 });
             }
         }
-        // Records before this index are finished; the rest are retried by Lambda.
-        let mut unfinished = records.len();
+        Ok(())
+    }
 
-        let poison: Vec<(usize, &PoisonMessage)> = decoded
-            .iter()
-            .enumerate()
-            .filter_map(|(i, d)| match d {
-                Decoded::Poison(message, _) => Some((i, message)),
-                Decoded::Event(_) => None,
-            })
-            .collect();
-        if !poison.is_empty() {
-            let messages: Vec<PoisonMessage> = poison.iter().map(|(_, m)| (*m).clone()).collect();
-            for ((index, message), sent) in poison.iter().zip(self.dead_letters.send(&messages).await) {
-                tracing::warn!(sequence_number = %message.sequence_number, reason = %message.reason, "poison record");
-                if let Err(error) = sent {
-                    tracing::error!(error = %eventline_aws::error_chain(&error), sequence_number = %message.sequence_number, "dead-letter queue refused a record");
-                    unfinished = unfinished.min(*index);
-                }
+    /// Sends records to the dead-letter queue: the one place that does, for the records
+    /// that are poison and for the events the table refused. Returns the index of the
+    /// first record the queue did not take.
+    async fn dead_letter(&self, letters: Vec<DeadLetter>, what: &str) -> Option<usize> {
+        if letters.is_empty() {
+            return None;
+        }
+        let (indexes, messages): (Vec<usize>, Vec<PoisonMessage>) = letters.into_iter().unzip();
+        let mut unsent = None;
+        for ((index, message), sent) in indexes.into_iter().zip(&messages).zip(self.dead_letters.send(&messages).await)
+        {
+            tracing::warn!(sequence_number = %message.sequence_number, reason = %message.reason, "{what}");
+            if let Err(error) = sent {
+                tracing::error!(error = %eventline_aws::error_chain(&error), sequence_number = %message.sequence_number, "dead-letter queue refused a record");
+                unsent.get_or_insert(index);
             }
         }
+        unsent
+    }
 
-        let entries = entries_of(&decoded[..unfinished]);
-        let Committed { outcomes, error } = self.store.commit(&shard_id, &entries).await;
+    /// Stores and counts each record's entry exactly once. Returns the entries, and an
+    /// outcome for each committed: fewer than the entries when a commit failed, and the
+    /// batch is then retried from the first without one.
+    async fn commit(&self, shard_id: &str, decoded: &[Decoded]) -> (Vec<Entry>, Vec<Outcome>) {
+        let entries = entries_of(decoded);
+        let Committed { outcomes, error } = self.store.commit(shard_id, &entries).await;
         if let Some(error) = error {
             tracing::error!(%error, first = outcomes.len(), "commit failed");
-            unfinished = outcomes.len();
         }
+        (entries, outcomes)
+    }
 
-        // Users of the stored events join their buckets' sketches. Analytics never hold up
-        // the shard: what the store gives up on is counted as lost, and a redelivery (of a
-        // batch retried for another reason) merges them again harmlessly.
+    /// Users of the stored events join their buckets' sketches. Analytics never hold up
+    /// the shard: what the store gives up on is counted as lost (and returned here), and a
+    /// redelivery (of a batch retried for another reason) merges them again harmlessly.
+    async fn sketches(&self, shard_id: &str, entries: &[Entry], outcomes: &[Outcome]) -> u64 {
         let mut users: BTreeMap<Bucket, Vec<u64>> = BTreeMap::new();
-        for (entry, outcome) in entries.iter().zip(&outcomes) {
+        for (entry, outcome) in entries.iter().zip(outcomes) {
             if let (Entry::Event { event, buckets }, Outcome::Stored | Outcome::Redelivered) = (entry, outcome)
                 && let Some(user) = &event.event.user_id
             {
@@ -156,40 +162,18 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
                 }
             }
         }
-        if !users.is_empty() {
-            report.analytics_lost += self.store.merge_users(&shard_id, &users).await;
+        if users.is_empty() {
+            return 0;
         }
+        self.store.merge_users(shard_id, &users).await
+    }
 
-        // Events the table refused for what they hold: dead-lettered, never retried as a batch.
-        let refused: Vec<(usize, PoisonMessage)> = outcomes
+    /// Puts the events stored now or by an earlier delivery on the output stream. Returns
+    /// the index of the first the stream did not take.
+    async fn publish(&self, entries: &[Entry], outcomes: &[Outcome]) -> Option<usize> {
+        let (indexes, to_publish): (Vec<usize>, Vec<OutRecord>) = entries
             .iter()
-            .enumerate()
-            .filter(|(_, outcome)| outcome.dead_letters())
-            .map(|(index, _)| {
-                (
-                    index,
-                    poison_message(
-                        "the table refused the stored item (ValidationError)".into(),
-                        &records[index],
-                        &shard_id,
-                    ),
-                )
-            })
-            .collect();
-        if !refused.is_empty() {
-            let messages: Vec<PoisonMessage> = refused.iter().map(|(_, m)| m.clone()).collect();
-            for ((index, message), sent) in refused.iter().zip(self.dead_letters.send(&messages).await) {
-                tracing::warn!(sequence_number = %message.sequence_number, reason = %message.reason, "refused record");
-                if let Err(error) = sent {
-                    tracing::error!(error = %eventline_aws::error_chain(&error), sequence_number = %message.sequence_number, "dead-letter queue refused a record");
-                    unfinished = unfinished.min(*index);
-                }
-            }
-        }
-
-        let (published_indexes, to_publish): (Vec<usize>, Vec<OutRecord>) = entries
-            .iter()
-            .zip(&outcomes)
+            .zip(outcomes)
             .enumerate()
             .filter_map(|(index, (entry, outcome))| match entry {
                 Entry::Event { event, .. } if outcome.publishes() => {
@@ -199,47 +183,101 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
             })
             .unzip();
         let published = put_all(&self.output, &to_publish, self.backoff).await;
-        for (index, result) in published_indexes.into_iter().zip(published) {
+        let mut unpublished = None;
+        for (index, result) in indexes.into_iter().zip(published) {
             if let Err(failure) = result {
                 tracing::error!(code = %failure.code, index, "output stream did not take a stored event");
-                unfinished = unfinished.min(index);
+                unpublished.get_or_insert(index);
             }
         }
-
-        for (entry, outcome) in entries.iter().zip(&outcomes).take(unfinished) {
-            match (entry, outcome) {
-                (Entry::Poison { .. }, _) | (_, Outcome::Refused | Outcome::RefusedBefore) => report.poison += 1,
-                (Entry::Event { event, .. }, Outcome::Stored) => {
-                    report.stored += 1;
-                    report.latencies_ms.push(event.latency_ms);
-                }
-                (_, Outcome::Stored) => report.stored += 1,
-                (_, Outcome::Redelivered) => report.redelivered += 1,
-                (_, Outcome::Duplicate) => report.duplicates += 1,
-                (_, Outcome::Conflict) => report.conflicts += 1,
-                _ => {}
-            }
-        }
-        if unfinished < records.len() {
-            report.retry_from = Some(unfinished);
-        }
-        (checkpoint(records, unfinished), report)
+        unpublished
     }
 }
 
-/// The answer that makes Lambda retry from record `unfinished` (none when all are done).
-fn checkpoint(records: &[KinesisEventRecord], unfinished: usize) -> KinesisEventResponse {
+/// Decodes each record: an event, or a poison record with the reason.
+fn decode(records: &[KinesisEventRecord], shard_id: &str, processed_at: OffsetDateTime, rules: &Rules) -> Vec<Decoded> {
+    records.iter().map(|record| decode_record(record, shard_id, processed_at, rules)).collect()
+}
+
+/// The batch item failure that makes Lambda retry from record `unfinished` (none when all
+/// are done), and the batch's counts, written to the log and the metrics.
+fn report(
+    records: &[KinesisEventRecord],
+    entries: &[Entry],
+    outcomes: &[Outcome],
+    unfinished: usize,
+    analytics_lost: u64,
+) -> (KinesisEventResponse, BatchReport) {
+    let mut report = BatchReport {
+        records: records.len(),
+        retry_from: (unfinished < records.len()).then_some(unfinished),
+        analytics_lost,
+        ..BatchReport::default()
+    };
+    for (entry, outcome) in entries.iter().zip(outcomes).take(unfinished) {
+        match (entry, outcome) {
+            (Entry::Poison { .. }, _) | (_, Outcome::Refused | Outcome::RefusedBefore) => report.poison += 1,
+            (Entry::Event { event, .. }, Outcome::Stored) => {
+                report.stored += 1;
+                report.latencies_ms.push(event.latency_ms);
+            }
+            (_, Outcome::Stored) => report.stored += 1,
+            (_, Outcome::Redelivered) => report.redelivered += 1,
+            (_, Outcome::Duplicate) => report.duplicates += 1,
+            (_, Outcome::Conflict) => report.conflicts += 1,
+            _ => {}
+        }
+    }
     let mut response = KinesisEventResponse::default();
     if let Some(record) = records.get(unfinished) {
         let mut failure = KinesisBatchItemFailure::default();
         failure.item_identifier = Some(record.kinesis.sequence_number.clone());
         response.batch_item_failures.push(failure);
     }
-    response
+    tracing::info!(
+        stored = report.stored,
+        redelivered = report.redelivered,
+        duplicates = report.duplicates,
+        conflicts = report.conflicts,
+        poison = report.poison,
+        retry_from = ?report.retry_from,
+        analytics_lost = report.analytics_lost,
+        "batch processed"
+    );
+    eventline_aws::telemetry::transformed(report.stored as u64, report.duplicates as u64, report.poison as u64);
+    eventline_aws::telemetry::conflicted(report.conflicts as u64);
+    eventline_aws::telemetry::processing_latency(&report.latencies_ms);
+    (response, report)
+}
+
+/// The records that did not decode, or broke the rules: dead-lettered before the commit.
+fn poison(decoded: &[Decoded]) -> Vec<DeadLetter> {
+    decoded
+        .iter()
+        .enumerate()
+        .filter_map(|(index, d)| match d {
+            Decoded::Poison(message, _) => Some((index, message.clone())),
+            Decoded::Event(_) => None,
+        })
+        .collect()
+}
+
+/// Events the table refused for what they hold: dead-lettered after the commit, never
+/// retried as a batch.
+fn refused(records: &[KinesisEventRecord], shard_id: &str, outcomes: &[Outcome]) -> Vec<DeadLetter> {
+    outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, outcome)| outcome.dead_letters())
+        .map(|(index, _)| {
+            let reason = "the table refused the stored item (ValidationError)".into();
+            (index, poison_message(reason, &records[index], shard_id))
+        })
+        .collect()
 }
 
 /// One entry per record, in order: a later record with an identity seen earlier in the batch
-/// is an event too, judged against the stored one in a later commit group (a duplicate or a
+/// is an event too, judged against the stored one in a later transaction (a duplicate or a
 /// conflict), or a mere copy when ingest put that same record twice.
 fn entries_of(decoded: &[Decoded]) -> Vec<Entry> {
     let mut seen: HashMap<(Source, EventId), &ProcessedEvent> = HashMap::new();
@@ -308,7 +346,12 @@ fn arrival_time(record: &KinesisEventRecord) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(nanos).ok().and_then(checked_utc)
 }
 
-fn decode(record: &KinesisEventRecord, batch_shard: &str, processed_at: OffsetDateTime, rules: &Rules) -> Decoded {
+fn decode_record(
+    record: &KinesisEventRecord,
+    batch_shard: &str,
+    processed_at: OffsetDateTime,
+    rules: &Rules,
+) -> Decoded {
     let kinesis = &record.kinesis;
     // Without its shard a record's stream position, and so its identity as a delivery, is
     // unknown: storing it could count a redelivery as a duplicate.
