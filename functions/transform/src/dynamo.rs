@@ -848,6 +848,12 @@ fn is_throttling_code(code: Option<&str>) -> bool {
 mod tests {
     use super::*;
     use aws_sdk_dynamodb::types::AttributeValue;
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::body::SdkBody;
     use eventline_model::{IngestId, Position, ProcessedEvent, Rules, StreamRecord};
     use time::macros::datetime;
 
@@ -990,6 +996,71 @@ mod tests {
         let reasons = [CancellationReason::builder().code("TransactionConflict").build(), none()];
         assert!(!resolve(&reasons, &entries, &[0], &mut steps));
         assert_eq!(steps, [Step::StoreEvent]);
+    }
+
+    /// DynamoDB answering every transaction: with success, or with the status and error
+    /// code scripted for the n-th (0-based); the number of actions of each is noted.
+    #[derive(Debug, Clone, Default)]
+    struct FakeTable {
+        transactions: Arc<Mutex<Vec<usize>>>,
+        refuse: Option<(usize, u16, &'static str)>,
+    }
+
+    impl HttpConnector for FakeTable {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let body: serde_json::Value = serde_json::from_slice(request.body().bytes().unwrap()).unwrap();
+            let mut transactions = self.transactions.lock().unwrap();
+            transactions.push(body["TransactItems"].as_array().unwrap().len());
+            let (status, answer) = match self.refuse {
+                Some((n, status, code)) if n == transactions.len() - 1 => {
+                    (status, format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"no"}}"#))
+                }
+                _ => (200, "{}".to_owned()),
+            };
+            HttpConnectorFuture::ready(Ok(HttpResponse::new(status.try_into().unwrap(), SdkBody::from(answer))))
+        }
+    }
+
+    impl HttpClient for FakeTable {
+        fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    fn store_on(table: &FakeTable) -> DynamoEventStore {
+        use aws_sdk_dynamodb::config::{Credentials, Region};
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .endpoint_url("http://dynamodb.test")
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .http_client(table.clone())
+            .build();
+        DynamoEventStore::new(aws_sdk_dynamodb::Client::from_conf(config), "events", Backoff::default())
+    }
+
+    fn poison_records(count: usize) -> Vec<Entry> {
+        (0..count).map(crate::store::test_entries::poison).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_committed_in_transactions_of_at_most_98_entries_and_their_counters() {
+        let table = FakeTable::default();
+        let committed = store_on(&table).commit("shardId-0", &poison_records(200)).await;
+        assert!(committed.error.is_none(), "{:?}", committed.error);
+        assert_eq!(committed.outcomes, vec![Outcome::Failed; 200]);
+        // Each with the update of the shard's totals.
+        assert_eq!(*table.transactions.lock().unwrap(), [99, 99, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_transaction_ends_the_commit_with_the_outcomes_of_those_before_it() {
+        let table = FakeTable { refuse: Some((1, 400, "AccessDeniedException")), ..FakeTable::default() };
+        let committed = store_on(&table).commit("shardId-0", &poison_records(200)).await;
+        assert!(matches!(committed.error, Some(StoreError::Permanent(_))), "{:?}", committed.error);
+        assert_eq!(committed.outcomes, vec![Outcome::Failed; 98], "the first transaction's entries");
+        assert_eq!(table.transactions.lock().unwrap().len(), 2, "nothing tried after the failure");
     }
 
     fn service_error(error: TransactWriteItemsError, status: u16) -> SdkError<TransactWriteItemsError> {

@@ -684,6 +684,46 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn when_the_store_stops_mid_batch_what_it_committed_is_published_and_the_rest_retried() {
+        let t = transform();
+        let ids = [IngestId::generate(), IngestId::generate(), IngestId::generate()];
+        let event = batch(&[("c1", &ids[0], "x"), ("c2", &ids[1], "y"), ("c3", &ids[2], "z")]);
+        t.store.fail_next_commit_after(1);
+        let (response, report) = t.process(&event.records).await;
+        assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()]);
+        assert_eq!((report.stored, report.retry_from), (1, Some(1)));
+        assert_eq!(counts(&t), (1, 0, 0));
+        let published = t.output.taken_json();
+        assert_eq!(published.iter().map(|r| r["id"].clone()).collect::<Vec<_>>(), ["c1"]);
+        let mut retry = event.clone();
+        retry.records.remove(0);
+        assert!(t.handle(retry).await.batch_item_failures.is_empty());
+        assert_eq!(counts(&t), (3, 0, 0));
+        assert_eq!(t.output.taken_json().len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_dead_letter_queue_fails_for_a_refused_event_the_batch_is_retried_from_it() {
+        let mut t = transform();
+        t.store = MemoryStore::refusing_ids(&["bad"]);
+        t.dead_letters = MemoryDeadLetters::refusing();
+        let (a, b, c) = (IngestId::generate(), IngestId::generate(), IngestId::generate());
+        let event = batch(&[("ok1", &a, "x"), ("bad", &b, "y"), ("ok2", &c, "z")]);
+        let (response, report) = t.process(&event.records).await;
+        assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()]);
+        assert_eq!((report.stored, report.poison), (1, 0), "what is reported is finished");
+        assert_eq!(counts(&t), (2, 0, 1), "committed, and counted once");
+        t.dead_letters = MemoryDeadLetters::new();
+        let mut retry = event.clone();
+        retry.records.remove(0);
+        let (response, report) = t.process(&retry.records).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!((report.redelivered, report.poison), (1, 1));
+        assert_eq!(counts(&t), (2, 0, 1), "the redelivery counts nothing again");
+        assert_eq!(t.dead_letters.sent().len(), 1, "refused before, and dead-lettered now");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_record_without_its_shard_is_poison_not_stored_under_a_made_up_shard() {
         let t = transform();
         let mut event = fixture("transform-kinesis-good.json");
@@ -724,22 +764,47 @@ mod tests {
         assert!(t.output.taken_json().is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn users_sketches_the_table_refuses_cost_no_event_and_hold_up_no_shard() {
-        let mut t = transform();
-        t.store = MemoryStore::refusing_sketches();
-        let (a, b) = (IngestId::generate(), IngestId::generate());
-        let mut event = batch(&[("s1", &a, "x"), ("s2", &b, "y")]);
+    /// Events `s0`, `s1`... of these users, at one second of now, so they count in window
+    /// buckets.
+    fn recent_events_of_users(users: &[&str]) -> KinesisEvent {
+        let ids: Vec<IngestId> = users.iter().map(|_| IngestId::generate()).collect();
+        let mut event = batch(&ids.iter().map(|id| ("s", id, "x")).collect::<Vec<_>>());
         let now = time::OffsetDateTime::now_utc();
-        for (i, record) in event.records.iter_mut().enumerate() {
-            // Recent events with a user, so they count in window buckets.
+        for (i, (record, user)) in event.records.iter_mut().zip(users).enumerate() {
             let line = format!(
-                r#"{{"id":"s{i}","source":"web","type":"t","timestamp":"{0}","received_at":"{0}","user_id":"u-{i}"}}"#,
+                r#"{{"id":"s{i}","source":"web","type":"t","timestamp":"{0}","received_at":"{0}","user_id":"{user}"}}"#,
                 eventline_model::format_rfc3339(now)
             );
             *record.kinesis.data = line.into_bytes();
             record.kinesis.approximate_arrival_timestamp.0 = chrono::Utc::now();
         }
+        event
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn users_of_events_stored_now_or_before_join_their_buckets_sketches_and_duplicates_do_not() {
+        let t = transform();
+        let event = recent_events_of_users(&["u-0", "u-1"]);
+        let (_, report) = t.process(&event.records).await;
+        assert_eq!(report.analytics_lost, 0);
+        let both = HashSet::from([user_hash("u-0"), user_hash("u-1")]);
+        let sketches = t.store.sketch_users();
+        assert_eq!(sketches.len(), 2, "their second and their minute");
+        assert!(sketches.values().all(|users| *users == both), "{sketches:?}");
+        // A redelivery merges them again, harmlessly; a client's duplicate, from another
+        // user, joins no sketch.
+        t.process(&event.records).await;
+        let duplicate = recent_events_of_users(&["u-9"]);
+        let (_, report) = t.process(&duplicate.records).await;
+        assert_eq!((report.redelivered, report.duplicates), (0, 1));
+        assert_eq!(t.store.sketch_users(), sketches);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn users_sketches_the_table_refuses_cost_no_event_and_hold_up_no_shard() {
+        let mut t = transform();
+        t.store = MemoryStore::refusing_sketches();
+        let event = recent_events_of_users(&["u-0", "u-1"]);
         let (response, report) = t.process(&event.records).await;
         assert!(response.batch_item_failures.is_empty(), "the shard moves on");
         assert_eq!(report.analytics_lost, 4, "two users, each in a second and a minute bucket");
