@@ -68,12 +68,13 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
         response
     }
 
+    /// The batch through its stages; the response names the first record not finished.
     pub async fn process(&self, records: &[KinesisEventRecord]) -> (KinesisEventResponse, BatchReport) {
         let shard_id = batch_shard(records);
         let mut decoded = decode(records, &shard_id, OffsetDateTime::now_utc(), &self.rules);
         if let Err(error) = self.enrich(&mut decoded).await {
             tracing::error!(error = %eventline_aws::error_chain(&error), "reference table not read; retrying the batch");
-            return report(records, &[], &[], 0, 0);
+            return report(records, &[], &[], 0, 0); // nothing done: all retried
         }
         // A poison record reaches the queue before its marker counts it: the batch stops
         // short of the first one the queue did not take.
