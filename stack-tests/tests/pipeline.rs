@@ -5,11 +5,18 @@ use eventline_stack_tests as common;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use aws_sdk_dynamodb::config::interceptors::{
+    AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextRef,
+};
+use aws_sdk_dynamodb::config::{Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::operation::transact_write_items::{TransactWriteItemsInput, TransactWriteItemsOutput};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Record};
+use aws_smithy_types::config_bag::ConfigBag;
 use common::{eventually, http, read_stream, stack, until};
 use eventline_aws::KinesisSink;
 use eventline_local::LocalStack;
@@ -20,7 +27,6 @@ use eventline_model::sink::{OutRecord, PutFailure, RecordSink};
 use eventline_transform::dead_letter::SqsDeadLetters;
 use eventline_transform::dynamo::DynamoEventStore;
 use eventline_transform::handler::Transform;
-use eventline_transform::store::{Entry, EventStore, Outcome, StoreError};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -197,27 +203,41 @@ async fn poison_records_go_to_the_dead_letter_queue_and_the_rest_of_the_batch_is
     assert_eq!((totals["events_processed"].as_u64(), totals["events_failed"].as_u64()), (Some(2), Some(2)));
 }
 
-/// Fails the n-th commit (0-based) once, then behaves.
-struct FailingCommit<S> {
-    inner: S,
-    calls: AtomicUsize,
-    fail_call: usize,
+/// Fails, once, the first transaction after one went through: a batch's first commit group
+/// is stored, the next is not (the failure is one the store does not retry).
+#[derive(Debug, Default)]
+struct FailingSecondTransaction {
+    went_through: AtomicBool,
+    failed: AtomicBool,
 }
 
-impl<S: EventStore> EventStore for FailingCommit<S> {
-    async fn merge_users(
-        &self,
-        shard_id: &str,
-        users: &std::collections::BTreeMap<eventline_model::window::Bucket, Vec<u64>>,
-    ) -> u64 {
-        self.inner.merge_users(shard_id, users).await
+impl Intercept for FailingSecondTransaction {
+    fn name(&self) -> &'static str {
+        "FailingSecondTransaction"
     }
 
-    async fn commit(&self, shard_id: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) == self.fail_call {
-            return Err(StoreError::Transient("injected failure".into()));
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let transaction = context.input().downcast_ref::<TransactWriteItemsInput>().is_some();
+        if transaction && self.went_through.load(Ordering::SeqCst) && !self.failed.swap(true, Ordering::SeqCst) {
+            return Err("injected failure".into());
         }
-        self.inner.commit(shard_id, entries).await
+        Ok(())
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if context.output_or_error().is_ok_and(|output| output.downcast_ref::<TransactWriteItemsOutput>().is_some()) {
+            self.went_through.store(true, Ordering::SeqCst);
+        }
+        Ok(())
     }
 }
 
@@ -262,10 +282,11 @@ async fn transform_failing_mid_batch_and_redelivered_stores_and_counts_every_eve
     let records = ingest_150(&stack).await;
     let env = &stack.manifest.functions["transform"].environment;
     let stream_arn = stack.manifest.event_sources[0].stream_arn.clone();
-    let real_store =
-        || DynamoEventStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &env["EVENTS_TABLE"], Backoff::default());
+    let failing_second = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&stack.sdk).interceptor(FailingSecondTransaction::default()).build(),
+    );
     let flaky = Transform {
-        store: FailingCommit { inner: real_store(), calls: AtomicUsize::new(0), fail_call: 1 },
+        store: DynamoEventStore::new(failing_second, &env["EVENTS_TABLE"], Backoff::default()),
         output: KinesisSink::new(aws_sdk_kinesis::Client::new(&stack.sdk), &env["OUTPUT_STREAM"]),
         dead_letters: SqsDeadLetters::built_on_first_use(
             &stack.sdk,

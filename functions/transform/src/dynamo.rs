@@ -1,6 +1,6 @@
-//! The event store in DynamoDB: one TransactWriteItems per group of entries, holding every
-//! conditional put and the counter increments they imply, so an event and its count commit
-//! together or not at all.
+//! The event store in DynamoDB: a batch's entries split into groups that fit a transaction
+//! ([`groups`]), and one TransactWriteItems per group, holding every conditional put and the
+//! counter increments they imply, so an event and its count commit together or not at all.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -21,8 +21,11 @@ use eventline_model::{ProcessedEvent, format_rfc3339};
 use time::OffsetDateTime;
 
 use crate::breakdown::{self, Guard, Known};
-use crate::store::{AggregateItem, CounterDelta, Entry, EventStore, Outcome, StoreError};
+use crate::store::{AggregateItem, Committed, CounterDelta, Entry, EventStore, Outcome, StoreError};
 use eventline_model::aggregate::{AggregateTally, DEFAULT_BREAKDOWN_KEYS, DEFAULT_MEASURES};
+use groups::commit_groups;
+
+pub mod groups;
 
 #[derive(Debug, Clone)]
 pub struct DynamoEventStore {
@@ -126,9 +129,7 @@ impl Step {
 
     fn first(entry: &Entry) -> Self {
         match entry {
-            Entry::Event(_) => Step::StoreEvent,
-            Entry::Duplicate { .. } => Step::MarkDuplicate,
-            Entry::Conflict(_) => Step::MarkConflict,
+            Entry::Event { .. } => Step::StoreEvent,
             Entry::Poison { .. } => Step::MarkPoison,
             Entry::Copy => Step::Done(Outcome::AlreadyCounted),
         }
@@ -147,8 +148,31 @@ enum Failure {
 }
 
 impl EventStore for DynamoEventStore {
+    /// One transaction per group of entries that fits DynamoDB's limits, in order.
+    async fn commit(&self, shard_id: &str, entries: &[Entry]) -> Committed {
+        let mut committed = Committed { outcomes: Vec::with_capacity(entries.len()), error: None };
+        for group in commit_groups(entries, &self.measures) {
+            match self.commit_group(shard_id, &entries[group]).await {
+                Ok(outcomes) => committed.outcomes.extend(outcomes),
+                Err(error) => {
+                    committed.error = Some(error);
+                    break;
+                }
+            }
+        }
+        committed
+    }
+
+    async fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> u64 {
+        DynamoEventStore::merge_users(self, shard_id, users).await
+    }
+}
+
+impl DynamoEventStore {
+    /// Commits entries that fit one transaction (see [`commit_groups`]); an outcome per
+    /// entry, in order.
     #[tracing::instrument(skip(self, entries), fields(entries = entries.len()))]
-    async fn commit(&self, shard_id: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
+    async fn commit_group(&self, shard_id: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
         let mut steps: Vec<Step> = entries.iter().map(Step::first).collect();
         let mut retries = self.backoff.start();
         let mut attempt = Attempt::default();
@@ -198,14 +222,6 @@ impl EventStore for DynamoEventStore {
             attempt.without_analytics = false;
         }
         Ok(steps.into_iter().map(Step::outcome_if_written).collect())
-    }
-
-    async fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> u64 {
-        DynamoEventStore::merge_users(self, shard_id, users).await
-    }
-
-    fn measures(&self) -> &[String] {
-        &self.measures
     }
 }
 
@@ -324,23 +340,20 @@ impl DynamoEventStore {
     /// A conditional put: the event item, or a marker that makes a count happen once.
     fn put_action(&self, entry: &Entry, step: Step) -> Result<TransactWriteItem, StoreError> {
         let item: Item = match (entry, step) {
-            (Entry::Event(event), Step::StoreEvent) => to_item(event),
-            (Entry::Event(event), Step::MarkRefused) => marker(
+            (Entry::Event { event, .. }, Step::StoreEvent) => to_item(event),
+            (Entry::Event { event, .. }, Step::MarkRefused) => marker(
                 keys::poison_pk(event.ingest_id.as_ref(), &event.shard_id, &event.sequence_number),
                 keys::POISON_SK.to_owned(),
             ),
-            (Entry::Event(event) | Entry::Conflict(event), Step::MarkConflict) => conflict_item(event),
-            (Entry::Event(event), _) => marker(
+            (Entry::Event { event, .. }, Step::MarkConflict) => conflict_item(event),
+            (Entry::Event { event, .. }, _) => marker(
                 keys::event_pk(&event.event.source, &event.event.id),
                 keys::duplicate_sk(event.ingest_id.as_ref(), &event.shard_id, &event.sequence_number),
             ),
-            (Entry::Duplicate { source, id, ingest_id, shard_id, sequence_number }, _) => {
-                marker(keys::event_pk(source, id), keys::duplicate_sk(ingest_id.as_ref(), shard_id, sequence_number))
-            }
             (Entry::Poison { ingest_id, shard_id, sequence_number }, _) => {
                 marker(keys::poison_pk(ingest_id.as_ref(), shard_id, sequence_number), keys::POISON_SK.to_owned())
             }
-            (Entry::Copy | Entry::Conflict(_), _) => {
+            (Entry::Copy, _) => {
                 return Err(StoreError::Permanent("nothing to write for this entry at this step".into()));
             }
         };
@@ -691,7 +704,7 @@ fn resolve(reasons: &[CancellationReason], entries: &[Entry], pending: &[usize],
             Some("ConditionalCheckFailed") => {
                 resolved = true;
                 steps[index] = match (&entries[index], steps[index]) {
-                    (Entry::Event(event), Step::StoreEvent) => {
+                    (Entry::Event { event, .. }, Step::StoreEvent) => {
                         let old = reason.item();
                         let field = |name: &str| old.and_then(|item| item.get(name)).and_then(|v| v.as_s().ok());
                         let same_record = field(attr::SHARD_ID) == Some(&event.shard_id)
@@ -835,6 +848,12 @@ fn is_throttling_code(code: Option<&str>) -> bool {
 mod tests {
     use super::*;
     use aws_sdk_dynamodb::types::AttributeValue;
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::body::SdkBody;
     use eventline_model::{IngestId, Position, ProcessedEvent, Rules, StreamRecord};
     use time::macros::datetime;
 
@@ -854,7 +873,7 @@ mod tests {
             sender: eventline_model::Sender::iam(sender),
             digest: eventline_model::Digest::try_from(digest.to_owned()).unwrap(),
         });
-        Entry::Event(ProcessedEvent::from_record(
+        Entry::event(ProcessedEvent::from_record(
             StreamRecord { event, received_at: now, ingest_id: ingest_id.cloned(), provenance },
             Position { shard_id: "shardId-0".into(), sequence_number: sequence_number.into() },
             now,
@@ -926,7 +945,9 @@ mod tests {
 
     #[test]
     fn a_conflict_item_keeps_the_copy_its_sender_and_where_it_was() {
-        let Entry::Event(copy) = sent("a", "7", None, Some(("arn:aws:iam::1:user/bob", DIGEST_B))) else { panic!() };
+        let Entry::Event { event: copy, .. } = sent("a", "7", None, Some(("arn:aws:iam::1:user/bob", DIGEST_B))) else {
+            panic!()
+        };
         let item = conflict_item(&copy);
         assert_eq!(item["pk"].as_s().unwrap(), "EVENT#web#a");
         assert_eq!(item["sk"].as_s().unwrap(), "DUP#shardId-0#7", "the record's marker key: counted once");
@@ -975,6 +996,71 @@ mod tests {
         let reasons = [CancellationReason::builder().code("TransactionConflict").build(), none()];
         assert!(!resolve(&reasons, &entries, &[0], &mut steps));
         assert_eq!(steps, [Step::StoreEvent]);
+    }
+
+    /// DynamoDB answering every transaction: with success, or with the status and error
+    /// code scripted for the n-th (0-based); the number of actions of each is noted.
+    #[derive(Debug, Clone, Default)]
+    struct FakeTable {
+        transactions: Arc<Mutex<Vec<usize>>>,
+        refuse: Option<(usize, u16, &'static str)>,
+    }
+
+    impl HttpConnector for FakeTable {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let body: serde_json::Value = serde_json::from_slice(request.body().bytes().unwrap()).unwrap();
+            let mut transactions = self.transactions.lock().unwrap();
+            transactions.push(body["TransactItems"].as_array().unwrap().len());
+            let (status, answer) = match self.refuse {
+                Some((n, status, code)) if n == transactions.len() - 1 => {
+                    (status, format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"no"}}"#))
+                }
+                _ => (200, "{}".to_owned()),
+            };
+            HttpConnectorFuture::ready(Ok(HttpResponse::new(status.try_into().unwrap(), SdkBody::from(answer))))
+        }
+    }
+
+    impl HttpClient for FakeTable {
+        fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    fn store_on(table: &FakeTable) -> DynamoEventStore {
+        use aws_sdk_dynamodb::config::{Credentials, Region};
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .endpoint_url("http://dynamodb.test")
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .http_client(table.clone())
+            .build();
+        DynamoEventStore::new(aws_sdk_dynamodb::Client::from_conf(config), "events", Backoff::default())
+    }
+
+    fn poison_records(count: usize) -> Vec<Entry> {
+        (0..count).map(crate::store::test_entries::poison).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_committed_in_transactions_of_at_most_98_entries_and_their_counters() {
+        let table = FakeTable::default();
+        let committed = store_on(&table).commit("shardId-0", &poison_records(200)).await;
+        assert!(committed.error.is_none(), "{:?}", committed.error);
+        assert_eq!(committed.outcomes, vec![Outcome::Failed; 200]);
+        // Each with the update of the shard's totals.
+        assert_eq!(*table.transactions.lock().unwrap(), [99, 99, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_transaction_ends_the_commit_with_the_outcomes_of_those_before_it() {
+        let table = FakeTable { refuse: Some((1, 400, "AccessDeniedException")), ..FakeTable::default() };
+        let committed = store_on(&table).commit("shardId-0", &poison_records(200)).await;
+        assert!(matches!(committed.error, Some(StoreError::Permanent(_))), "{:?}", committed.error);
+        assert_eq!(committed.outcomes, vec![Outcome::Failed; 98], "the first transaction's entries");
+        assert_eq!(table.transactions.lock().unwrap().len(), 2, "nothing tried after the failure");
     }
 
     fn service_error(error: TransactWriteItemsError, status: u16) -> SdkError<TransactWriteItemsError> {

@@ -1,24 +1,26 @@
-//! One Kinesis batch: decode and transform each record, send poison records to the
-//! dead-letter queue, store and count the rest exactly once, publish what was stored, and
-//! report the first record that is not finished so Lambda retries from there.
+//! One Kinesis batch, in stages: decode each record, enrich the events from the reference
+//! table, dead-letter the poison records, commit (store and count exactly once), merge the
+//! stored events' users into the window sketches, dead-letter what the table refused,
+//! publish what was stored, and report the first record not finished so Lambda retries
+//! from there.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use eventline_aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
+use eventline_aws::reference::ReferenceError;
 use eventline_model::event::checked_utc;
 use eventline_model::reference::Enrichment;
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, RecordSink, put_all};
+use eventline_model::window::{Bucket, user_hash};
 use eventline_model::{Arrival, EventId, IngestId, Position, ProcessedEvent, Rules, Source, StreamRecord, UserId};
 use time::OffsetDateTime;
 
 use crate::dead_letter::{DeadLetters, PoisonMessage};
 use crate::enrich::Enricher;
-use crate::store::{Entry, EventStore, Outcome, commit_groups, window_buckets};
-use eventline_model::window::{Bucket, user_hash};
-use std::collections::BTreeMap;
+use crate::store::{Committed, Entry, EventStore, Outcome};
 
 pub struct Transform<St, Si, D, E> {
     pub store: St,
@@ -38,6 +40,9 @@ enum Decoded {
     /// is counted once.
     Poison(PoisonMessage, Option<IngestId>),
 }
+
+/// A record for the dead-letter queue, at its index in the batch.
+type DeadLetter = (usize, PoisonMessage);
 
 /// A summary of one batch, for the log line each invocation writes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -59,31 +64,35 @@ pub struct BatchReport {
 impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, Si, D, E> {
     #[tracing::instrument(skip_all, fields(records = event.records.len()))]
     pub async fn handle(&self, event: KinesisEvent) -> KinesisEventResponse {
-        let (response, report) = self.process(&event.records).await;
-        tracing::info!(
-            stored = report.stored,
-            redelivered = report.redelivered,
-            duplicates = report.duplicates,
-            conflicts = report.conflicts,
-            poison = report.poison,
-            retry_from = ?report.retry_from,
-            analytics_lost = report.analytics_lost,
-            "batch processed"
-        );
-        eventline_aws::telemetry::transformed(report.stored as u64, report.duplicates as u64, report.poison as u64);
-        eventline_aws::telemetry::conflicted(report.conflicts as u64);
-        eventline_aws::telemetry::processing_latency(&report.latencies_ms);
+        let (response, _) = self.process(&event.records).await;
         response
     }
 
+    /// The batch through its stages; the response names the first record not finished.
     pub async fn process(&self, records: &[KinesisEventRecord]) -> (KinesisEventResponse, BatchReport) {
-        let mut report = BatchReport { records: records.len(), ..BatchReport::default() };
-        let processed_at = OffsetDateTime::now_utc();
         let shard_id = batch_shard(records);
-        let mut decoded: Vec<Decoded> =
-            records.iter().map(|record| decode(record, &shard_id, processed_at, &self.rules)).collect();
-        // One generation for the whole batch: read before anything is written, so a failure
-        // here retries the batch with nothing done.
+        let mut decoded = decode(records, &shard_id, OffsetDateTime::now_utc(), &self.rules);
+        if let Err(error) = self.enrich(&mut decoded).await {
+            tracing::error!(error = %eventline_aws::error_chain(&error), "reference table not read; retrying the batch");
+            return report(records, &[], &[], 0, 0); // nothing done: all retried
+        }
+        // A poison record reaches the queue before its marker counts it: the batch stops
+        // short of the first one the queue did not take.
+        let unsent = self.dead_letter(poison(&decoded), "poison record").await;
+        let (entries, outcomes) = self.commit(&shard_id, &decoded[..unsent.unwrap_or(decoded.len())]).await;
+        let analytics_lost = self.sketches(&shard_id, &entries, &outcomes).await;
+        let unsent = self.dead_letter(refused(records, &shard_id, &outcomes), "refused record").await;
+        let unpublished = self.publish(&entries, &outcomes).await;
+        // Records past the last committed, or from the first not sent or not published, are
+        // retried by Lambda.
+        let unfinished = [unsent, unpublished].into_iter().flatten().fold(outcomes.len(), usize::min);
+        report(records, &entries, &outcomes, unfinished, analytics_lost)
+    }
+
+    /// Each event gets its user's plan and region from one generation of the reference
+    /// table for the whole batch, read before anything is written, so a failure here
+    /// retries the batch with nothing done.
+    async fn enrich(&self, decoded: &mut [Decoded]) -> Result<(), ReferenceError> {
         let users: Vec<&UserId> = decoded
             .iter()
             .filter_map(|d| match d {
@@ -91,17 +100,8 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
                 Decoded::Poison(..) => None,
             })
             .collect();
-        let lookup = match self.reference.lookup(&users).await {
-            Ok(lookup) => lookup,
-            Err(error) => {
-                tracing::error!(error = %eventline_aws::error_chain(&error), "reference table not read; retrying the batch");
-                return (
-                    checkpoint(records, 0),
-                    BatchReport { retry_from: (!records.is_empty()).then_some(0), ..report },
-                );
-            }
-        };
-        for d in &mut decoded {
+        let lookup = self.reference.lookup(&users).await?;
+        for d in decoded {
             if let Decoded::Event(event) = d {
                 let meta = event.event.user_id.as_ref().and_then(|u| lookup.users.get(u));
                 event.enrichment = Some(match meta {
@@ -114,138 +114,171 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
                 });
             }
         }
-        // Records before this index are finished; the rest are retried by Lambda.
-        let mut unfinished = records.len();
+        Ok(())
+    }
 
-        let poison: Vec<(usize, &PoisonMessage)> = decoded
-            .iter()
-            .enumerate()
-            .filter_map(|(i, d)| match d {
-                Decoded::Poison(message, _) => Some((i, message)),
-                Decoded::Event(_) => None,
-            })
-            .collect();
-        if !poison.is_empty() {
-            let messages: Vec<PoisonMessage> = poison.iter().map(|(_, m)| (*m).clone()).collect();
-            for ((index, message), sent) in poison.iter().zip(self.dead_letters.send(&messages).await) {
-                tracing::warn!(sequence_number = %message.sequence_number, reason = %message.reason, "poison record");
-                if let Err(error) = sent {
-                    tracing::error!(error = %eventline_aws::error_chain(&error), sequence_number = %message.sequence_number, "dead-letter queue refused a record");
-                    unfinished = unfinished.min(*index);
-                }
+    /// Sends records to the dead-letter queue: the one place that does, for the records
+    /// that are poison and for the events the table refused. Returns the index of the
+    /// first record the queue did not take.
+    async fn dead_letter(&self, letters: Vec<DeadLetter>, what: &str) -> Option<usize> {
+        if letters.is_empty() {
+            return None;
+        }
+        let (indexes, messages): (Vec<usize>, Vec<PoisonMessage>) = letters.into_iter().unzip();
+        let mut unsent = None;
+        for ((index, message), sent) in indexes.into_iter().zip(&messages).zip(self.dead_letters.send(&messages).await)
+        {
+            tracing::warn!(sequence_number = %message.sequence_number, reason = %message.reason, "{what}");
+            if let Err(error) = sent {
+                tracing::error!(error = %eventline_aws::error_chain(&error), sequence_number = %message.sequence_number, "dead-letter queue refused a record");
+                unsent.get_or_insert(index);
             }
         }
+        unsent
+    }
 
-        let entries = entries_of(&decoded[..unfinished]);
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(entries.len());
-        for group in commit_groups(&entries, self.store.measures()) {
-            match self.store.commit(&shard_id, &entries[group.clone()]).await {
-                Ok(group_outcomes) => outcomes.extend(group_outcomes),
-                Err(error) => {
-                    tracing::error!(%error, first = group.start, "commit failed");
-                    unfinished = group.start;
-                    break;
-                }
-            }
+    /// Stores and counts each record's entry exactly once. Returns the entries, and an
+    /// outcome for each committed: fewer than the entries when a commit failed, and the
+    /// batch is then retried from the first without one.
+    async fn commit(&self, shard_id: &str, decoded: &[Decoded]) -> (Vec<Entry>, Vec<Outcome>) {
+        let entries = entries_of(decoded);
+        let Committed { outcomes, error } = self.store.commit(shard_id, &entries).await;
+        if let Some(error) = error {
+            tracing::error!(%error, first = outcomes.len(), "commit failed");
         }
+        (entries, outcomes)
+    }
 
-        // Users of the stored events join their buckets' sketches. Analytics never hold up
-        // the shard: what the store gives up on is counted as lost, and a redelivery (of a
-        // batch retried for another reason) merges them again harmlessly.
+    /// Users of the stored events join their buckets' sketches. Analytics never hold up
+    /// the shard: what the store gives up on is counted as lost (and returned here), and a
+    /// redelivery (of a batch retried for another reason) merges them again harmlessly.
+    async fn sketches(&self, shard_id: &str, entries: &[Entry], outcomes: &[Outcome]) -> u64 {
         let mut users: BTreeMap<Bucket, Vec<u64>> = BTreeMap::new();
-        for (entry, outcome) in entries.iter().zip(&outcomes) {
-            if let (Entry::Event(event), Outcome::Stored | Outcome::Redelivered) = (entry, outcome)
+        for (entry, outcome) in entries.iter().zip(outcomes) {
+            if let (Entry::Event { event, buckets }, Outcome::Stored | Outcome::Redelivered) = (entry, outcome)
                 && let Some(user) = &event.event.user_id
             {
-                for bucket in window_buckets(event) {
-                    users.entry(bucket).or_default().push(user_hash(user.as_str()));
+                for bucket in buckets {
+                    users.entry(*bucket).or_default().push(user_hash(user.as_str()));
                 }
             }
         }
-        if !users.is_empty() {
-            report.analytics_lost += self.store.merge_users(&shard_id, &users).await;
+        if users.is_empty() {
+            return 0;
         }
+        self.store.merge_users(shard_id, &users).await
+    }
 
-        // Events the table refused for what they hold: dead-lettered, never retried as a batch.
-        let refused: Vec<(usize, PoisonMessage)> = outcomes
+    /// Puts the events stored now or by an earlier delivery on the output stream. Returns
+    /// the index of the first the stream did not take.
+    async fn publish(&self, entries: &[Entry], outcomes: &[Outcome]) -> Option<usize> {
+        let (indexes, to_publish): (Vec<usize>, Vec<OutRecord>) = entries
             .iter()
-            .enumerate()
-            .filter(|(_, outcome)| outcome.dead_letters())
-            .map(|(index, _)| {
-                (
-                    index,
-                    poison_message(
-                        "the table refused the stored item (ValidationError)".into(),
-                        &records[index],
-                        &shard_id,
-                    ),
-                )
-            })
-            .collect();
-        if !refused.is_empty() {
-            let messages: Vec<PoisonMessage> = refused.iter().map(|(_, m)| m.clone()).collect();
-            for ((index, message), sent) in refused.iter().zip(self.dead_letters.send(&messages).await) {
-                tracing::warn!(sequence_number = %message.sequence_number, reason = %message.reason, "refused record");
-                if let Err(error) = sent {
-                    tracing::error!(error = %eventline_aws::error_chain(&error), sequence_number = %message.sequence_number, "dead-letter queue refused a record");
-                    unfinished = unfinished.min(*index);
-                }
-            }
-        }
-
-        let (published_indexes, to_publish): (Vec<usize>, Vec<OutRecord>) = entries
-            .iter()
-            .zip(&outcomes)
+            .zip(outcomes)
             .enumerate()
             .filter_map(|(index, (entry, outcome))| match entry {
-                Entry::Event(event) if outcome.publishes() => {
+                Entry::Event { event, .. } if outcome.publishes() => {
                     Some((index, OutRecord { partition_key: event.event.partition_key(), data: event.to_json() }))
                 }
                 _ => None,
             })
             .unzip();
         let published = put_all(&self.output, &to_publish, self.backoff).await;
-        for (index, result) in published_indexes.into_iter().zip(published) {
+        let mut unpublished = None;
+        for (index, result) in indexes.into_iter().zip(published) {
             if let Err(failure) = result {
                 tracing::error!(code = %failure.code, index, "output stream did not take a stored event");
-                unfinished = unfinished.min(index);
+                unpublished.get_or_insert(index);
             }
         }
-
-        for (entry, outcome) in entries.iter().zip(&outcomes).take(unfinished) {
-            match (entry, outcome) {
-                (Entry::Poison { .. }, _) | (_, Outcome::Refused | Outcome::RefusedBefore) => report.poison += 1,
-                (Entry::Event(event), Outcome::Stored) => {
-                    report.stored += 1;
-                    report.latencies_ms.push(event.latency_ms);
-                }
-                (_, Outcome::Stored) => report.stored += 1,
-                (_, Outcome::Redelivered) => report.redelivered += 1,
-                (_, Outcome::Duplicate) => report.duplicates += 1,
-                (_, Outcome::Conflict) => report.conflicts += 1,
-                _ => {}
-            }
-        }
-        if unfinished < records.len() {
-            report.retry_from = Some(unfinished);
-        }
-        (checkpoint(records, unfinished), report)
+        unpublished
     }
 }
 
-/// The answer that makes Lambda retry from record `unfinished` (none when all are done).
-fn checkpoint(records: &[KinesisEventRecord], unfinished: usize) -> KinesisEventResponse {
+/// Decodes each record: an event, or a poison record with the reason.
+fn decode(records: &[KinesisEventRecord], shard_id: &str, processed_at: OffsetDateTime, rules: &Rules) -> Vec<Decoded> {
+    records.iter().map(|record| decode_record(record, shard_id, processed_at, rules)).collect()
+}
+
+/// The batch item failure that makes Lambda retry from record `unfinished` (none when all
+/// are done), and the batch's counts, written to the log and the metrics.
+fn report(
+    records: &[KinesisEventRecord],
+    entries: &[Entry],
+    outcomes: &[Outcome],
+    unfinished: usize,
+    analytics_lost: u64,
+) -> (KinesisEventResponse, BatchReport) {
+    let mut report = BatchReport {
+        records: records.len(),
+        retry_from: (unfinished < records.len()).then_some(unfinished),
+        analytics_lost,
+        ..BatchReport::default()
+    };
+    for (entry, outcome) in entries.iter().zip(outcomes).take(unfinished) {
+        match (entry, outcome) {
+            (Entry::Poison { .. }, _) | (_, Outcome::Refused | Outcome::RefusedBefore) => report.poison += 1,
+            (Entry::Event { event, .. }, Outcome::Stored) => {
+                report.stored += 1;
+                report.latencies_ms.push(event.latency_ms);
+            }
+            (_, Outcome::Stored) => report.stored += 1,
+            (_, Outcome::Redelivered) => report.redelivered += 1,
+            (_, Outcome::Duplicate) => report.duplicates += 1,
+            (_, Outcome::Conflict) => report.conflicts += 1,
+            _ => {}
+        }
+    }
     let mut response = KinesisEventResponse::default();
     if let Some(record) = records.get(unfinished) {
         let mut failure = KinesisBatchItemFailure::default();
         failure.item_identifier = Some(record.kinesis.sequence_number.clone());
         response.batch_item_failures.push(failure);
     }
-    response
+    tracing::info!(
+        stored = report.stored,
+        redelivered = report.redelivered,
+        duplicates = report.duplicates,
+        conflicts = report.conflicts,
+        poison = report.poison,
+        retry_from = ?report.retry_from,
+        analytics_lost = report.analytics_lost,
+        "batch processed"
+    );
+    eventline_aws::telemetry::transformed(report.stored as u64, report.duplicates as u64, report.poison as u64);
+    eventline_aws::telemetry::conflicted(report.conflicts as u64);
+    eventline_aws::telemetry::processing_latency(&report.latencies_ms);
+    (response, report)
+}
+
+/// The records that did not decode, or broke the rules: dead-lettered before the commit.
+fn poison(decoded: &[Decoded]) -> Vec<DeadLetter> {
+    decoded
+        .iter()
+        .enumerate()
+        .filter_map(|(index, d)| match d {
+            Decoded::Poison(message, _) => Some((index, message.clone())),
+            Decoded::Event(_) => None,
+        })
+        .collect()
+}
+
+/// Events the table refused for what they hold: dead-lettered after the commit, never
+/// retried as a batch.
+fn refused(records: &[KinesisEventRecord], shard_id: &str, outcomes: &[Outcome]) -> Vec<DeadLetter> {
+    outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, outcome)| outcome.dead_letters())
+        .map(|(index, _)| {
+            let reason = "the table refused the stored item (ValidationError)".into();
+            (index, poison_message(reason, &records[index], shard_id))
+        })
+        .collect()
 }
 
 /// One entry per record, in order: a later record with an identity seen earlier in the batch
-/// is an event too, judged against the stored one in a later commit group (a duplicate or a
+/// is an event too, judged against the stored one in a later transaction (a duplicate or a
 /// conflict), or a mere copy when ingest put that same record twice.
 fn entries_of(decoded: &[Decoded]) -> Vec<Entry> {
     let mut seen: HashMap<(Source, EventId), &ProcessedEvent> = HashMap::new();
@@ -270,10 +303,10 @@ fn entries_of(decoded: &[Decoded]) -> Vec<Entry> {
                 match seen.get(&(source.clone(), id.clone())) {
                     None => {
                         seen.insert((source.clone(), id.clone()), event);
-                        Entry::Event(event.clone())
+                        Entry::event(event.clone())
                     }
                     Some(first) if first.ingest_id.is_some() && event.ingest_id == first.ingest_id => Entry::Copy,
-                    Some(_) => Entry::Event(event.clone()),
+                    Some(_) => Entry::event(event.clone()),
                 }
             }
         })
@@ -314,7 +347,12 @@ fn arrival_time(record: &KinesisEventRecord) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(nanos).ok().and_then(checked_utc)
 }
 
-fn decode(record: &KinesisEventRecord, batch_shard: &str, processed_at: OffsetDateTime, rules: &Rules) -> Decoded {
+fn decode_record(
+    record: &KinesisEventRecord,
+    batch_shard: &str,
+    processed_at: OffsetDateTime,
+    rules: &Rules,
+) -> Decoded {
     let kinesis = &record.kinesis;
     // Without its shard a record's stream position, and so its identity as a delivery, is
     // unknown: storing it could count a redelivery as a duplicate.
@@ -343,199 +381,21 @@ fn decode(record: &KinesisEventRecord, batch_shard: &str, processed_at: OffsetDa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreError;
+    use crate::memory::{MemoryDeadLetters, MemoryReference, MemoryStore};
+    use eventline_model::memory::MemoryStream;
     use eventline_model::sink::PutFailure;
-    use std::collections::HashMap;
-    use std::sync::Mutex;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    /// Stores identities once, like the conditional puts in DynamoDB, with markers keyed
-    /// like the real ones, and counts per outcome. Refuses the event ids in `refuse_ids`
-    /// as DynamoDB refuses an invalid item.
-    #[derive(Default)]
-    struct FakeStore {
-        events: Mutex<HashMap<String, StoredAt>>,
-        senders: Mutex<HashMap<String, Option<eventline_model::Provenance>>>,
-        markers: Mutex<HashSet<String>>,
-        counts: Mutex<HashMap<&'static str, u64>>,
-        fail_commits: Mutex<u32>,
-        refuse_ids: Vec<&'static str>,
-        sketch_users: Mutex<BTreeMap<Bucket, HashSet<u64>>>,
-        /// Give up on every users sketch, as the table does with one it refuses.
-        refuse_sketches: bool,
-    }
-
-    /// Shard, sequence number and ingest id of the record that stored an identity.
-    type StoredAt = (String, String, Option<IngestId>);
-
-    fn marker_key(ingest_id: &Option<IngestId>, shard: &str, sequence: &str) -> String {
-        match ingest_id {
-            Some(id) => id.to_string(),
-            None => format!("{shard}#{sequence}"),
-        }
-    }
-
-    impl EventStore for FakeStore {
-        async fn merge_users(&self, _: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> u64 {
-            if self.refuse_sketches {
-                return users.values().map(|hashes| hashes.len() as u64).sum();
-            }
-            let mut merged = self.sketch_users.lock().unwrap();
-            for (bucket, hashes) in users {
-                merged.entry(*bucket).or_default().extend(hashes);
-            }
-            0
-        }
-
-        async fn commit(&self, _shard: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
-            {
-                let mut fail = self.fail_commits.lock().unwrap();
-                if *fail > 0 {
-                    *fail -= 1;
-                    return Err(StoreError::Transient("throttled".into()));
-                }
-            }
-            let mut events = self.events.lock().unwrap();
-            let mut senders = self.senders.lock().unwrap();
-            let mut markers = self.markers.lock().unwrap();
-            let mut counts = self.counts.lock().unwrap();
-            Ok(entries
-                .iter()
-                .map(|entry| {
-                    let (outcome, marker) = match entry {
-                        Entry::Event(e) if self.refuse_ids.contains(&e.event.id.as_str()) => (
-                            Outcome::Refused,
-                            Some(format!("poison {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
-                        ),
-                        Entry::Event(e) => {
-                            let key = format!("{}#{}", e.event.source, e.event.id);
-                            match events.get(&key) {
-                                None => {
-                                    senders.insert(key.clone(), e.provenance.clone());
-                                    events.insert(
-                                        key,
-                                        (e.shard_id.clone(), e.sequence_number.clone(), e.ingest_id.clone()),
-                                    );
-                                    (Outcome::Stored, None)
-                                }
-                                Some((shard, seq, _)) if *shard == e.shard_id && *seq == e.sequence_number => {
-                                    (Outcome::Redelivered, None)
-                                }
-                                Some((_, _, Some(ingest))) if e.ingest_id.as_ref() == Some(ingest) => {
-                                    (Outcome::Redelivered, None)
-                                }
-                                Some(_) => {
-                                    let other = matches!((senders.get(&key), &e.provenance), (Some(Some(a)), Some(b)) if a != b);
-                                    (
-                                        if other { Outcome::Conflict } else { Outcome::Duplicate },
-                                        Some(format!("dup {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
-                                    )
-                                }
-                            }
-                        }
-                        Entry::Duplicate { ingest_id, shard_id, sequence_number, .. } => (
-                            Outcome::Duplicate,
-                            Some(format!("dup {}", marker_key(ingest_id, shard_id, sequence_number))),
-                        ),
-                        Entry::Poison { ingest_id, shard_id, sequence_number } => (
-                            Outcome::Failed,
-                            Some(format!("poison {}", marker_key(ingest_id, shard_id, sequence_number))),
-                        ),
-                        Entry::Conflict(e) => (
-                            Outcome::Conflict,
-                            Some(format!("dup {}", marker_key(&e.ingest_id, &e.shard_id, &e.sequence_number))),
-                        ),
-                        Entry::Copy => (Outcome::AlreadyCounted, None),
-                    };
-                    let fresh = marker.is_none_or(|m| markers.insert(m));
-                    let outcome = match outcome {
-                        Outcome::Refused if !fresh => Outcome::RefusedBefore,
-                        _ if !fresh => Outcome::AlreadyCounted,
-                        _ => outcome,
-                    };
-                    match outcome {
-                        Outcome::Stored => *counts.entry("processed").or_default() += 1,
-                        Outcome::Duplicate => *counts.entry("duplicate").or_default() += 1,
-                        Outcome::Conflict => *counts.entry("conflict").or_default() += 1,
-                        Outcome::Failed | Outcome::Refused => *counts.entry("failed").or_default() += 1,
-                        _ => {}
-                    }
-                    outcome
-                })
-                .collect())
-        }
-    }
-
-    #[derive(Default)]
-    struct FakeOutput {
-        records: Mutex<Vec<serde_json::Value>>,
-        refuse_ids: Vec<&'static str>,
-    }
-
-    impl RecordSink for FakeOutput {
-        async fn put_once(&self, records: &[OutRecord]) -> Result<Vec<Result<(), PutFailure>>, PutFailure> {
-            Ok(records
-                .iter()
-                .map(|r| {
-                    let json: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
-                    if self.refuse_ids.iter().any(|id| json["id"] == *id) {
-                        return Err(PutFailure { code: "InternalFailure".into(), message: "down".into() });
-                    }
-                    self.records.lock().unwrap().push(json);
-                    Ok(())
-                })
-                .collect())
-        }
-    }
-
-    #[derive(Default)]
-    struct FakeDeadLetters {
-        sent: Mutex<Vec<PoisonMessage>>,
-        refuse: bool,
-    }
-
-    impl DeadLetters for FakeDeadLetters {
-        async fn send(&self, messages: &[PoisonMessage]) -> Vec<Result<(), crate::dead_letter::DeadLetterError>> {
-            if self.refuse {
-                return messages
-                    .iter()
-                    .map(|_| Err(crate::dead_letter::DeadLetterError::unavailable("queue unavailable")))
-                    .collect();
-            }
-            self.sent.lock().unwrap().extend_from_slice(messages);
-            messages.iter().map(|_| Ok(())).collect()
-        }
-    }
-
-    /// A reference table in memory: the generation and its users, or a failure.
-    #[derive(Default)]
-    struct FakeReference {
-        generation: u64,
-        users: HashMap<UserId, eventline_model::reference::UserMeta>,
-        down: bool,
-    }
-
-    impl Enricher for FakeReference {
-        async fn lookup(
-            &self,
-            users: &[&UserId],
-        ) -> Result<crate::enrich::Lookup, eventline_aws::reference::ReferenceError> {
-            if self.down {
-                return Err(eventline_aws::reference::ReferenceError::Unavailable("down".into()));
-            }
-            let users = users.iter().filter_map(|u| self.users.get(*u).map(|m| ((*u).clone(), m.clone()))).collect();
-            Ok(crate::enrich::Lookup { generation: self.generation, users })
-        }
-    }
-
-    type TestTransform = Transform<FakeStore, FakeOutput, FakeDeadLetters, FakeReference>;
+    type TestTransform = Transform<MemoryStore, MemoryStream, MemoryDeadLetters, MemoryReference>;
 
     fn transform() -> TestTransform {
         Transform {
-            store: FakeStore::default(),
-            output: FakeOutput::default(),
-            dead_letters: FakeDeadLetters::default(),
-            reference: FakeReference::default(),
+            store: MemoryStore::new(),
+            output: MemoryStream::new(),
+            dead_letters: MemoryDeadLetters::new(),
+            reference: MemoryReference::new(),
             backoff: Backoff {
                 base: Duration::from_millis(1),
                 max: Duration::from_millis(1),
@@ -551,9 +411,8 @@ mod tests {
     }
 
     fn counts(t: &TestTransform) -> (u64, u64, u64) {
-        let counts = t.store.counts.lock().unwrap();
-        let get = |k| counts.get(k).copied().unwrap_or(0);
-        (get("processed"), get("duplicate"), get("failed"))
+        let counts = t.store.counts();
+        (counts.processed, counts.duplicate, counts.failed)
     }
 
     fn failure_ids(response: &KinesisEventResponse) -> Vec<String> {
@@ -566,7 +425,7 @@ mod tests {
         let response = t.handle(fixture("transform-kinesis-good.json")).await;
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(counts(&t), (3, 0, 0));
-        let published = t.output.records.lock().unwrap();
+        let published = t.output.taken_json();
         assert_eq!(published.len(), 3);
         assert_eq!(published[0]["payload"], "GRÖSSE 0");
         assert_eq!(published[0]["shard_id"], "shardId-000000000000");
@@ -580,7 +439,7 @@ mod tests {
         let response = t.handle(fixture("transform-kinesis-poison.json")).await;
         assert!(response.batch_item_failures.is_empty(), "poison must not block the shard");
         assert_eq!(counts(&t), (2, 0, 2));
-        let sent = t.dead_letters.sent.lock().unwrap();
+        let sent = t.dead_letters.sent();
         assert_eq!(sent.len(), 2);
         assert!(sent[0].reason.contains("UTF-8"), "{}", sent[0].reason);
         assert!(sent[1].reason.contains("not a valid event"), "{}", sent[1].reason);
@@ -592,7 +451,7 @@ mod tests {
         let t = transform();
         t.handle(fixture("transform-kinesis-duplicate.json")).await;
         assert_eq!(counts(&t), (2, 1, 0));
-        let published = t.output.records.lock().unwrap();
+        let published = t.output.taken_json();
         assert_eq!(published.iter().filter(|r| r["id"] == "evt-dup").count(), 1);
         assert_eq!(published[0]["payload"], "FIRST");
     }
@@ -605,18 +464,18 @@ mod tests {
         t.handle(fixture("transform-kinesis-poison.json")).await;
         t.handle(fixture("transform-kinesis-poison.json")).await;
         assert_eq!(counts(&t), (4, 1, 2));
-        assert_eq!(t.output.records.lock().unwrap().len(), 4 + 4, "stored events are published at least once");
+        assert_eq!(t.output.taken_json().len(), 4 + 4, "stored events are published at least once");
     }
 
     #[tokio::test(start_paused = true)]
     async fn when_store_fails_should_report_first_record_for_retry() {
         let t = transform();
-        *t.store.fail_commits.lock().unwrap() = 1;
+        t.store.fail_next_commits(1);
         let event = fixture("transform-kinesis-good.json");
         let first = event.records[0].kinesis.sequence_number.clone();
         let response = t.handle(event.clone()).await;
         assert_eq!(failure_ids(&response), [first]);
-        assert!(t.output.records.lock().unwrap().is_empty(), "nothing published before it is stored");
+        assert!(t.output.taken_json().is_empty(), "nothing published before it is stored");
         let response = t.handle(event).await;
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(counts(&t), (3, 0, 0));
@@ -625,25 +484,30 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn when_publish_fails_should_retry_from_that_record() {
         let mut t = transform();
-        t.output.refuse_ids = vec!["evt-k001"];
+        let refusing = Arc::new(AtomicBool::new(true));
+        let refuses = refusing.clone();
+        t.output = MemoryStream::refusing(move |record| {
+            let json: serde_json::Value = serde_json::from_slice(&record.data).unwrap();
+            (refuses.load(Ordering::SeqCst) && json["id"] == "evt-k001")
+                .then(|| PutFailure { code: "InternalFailure".into(), message: "down".into() })
+        });
         let event = fixture("transform-kinesis-good.json");
         let response = t.handle(event.clone()).await;
         assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()]);
-        t.output.refuse_ids.clear();
+        refusing.store(false, Ordering::SeqCst);
         // Lambda re-delivers from the reported record onwards.
         let mut retry = event.clone();
         retry.records.remove(0);
         assert!(t.handle(retry).await.batch_item_failures.is_empty());
         assert_eq!(counts(&t), (3, 0, 0));
-        let ids: HashSet<String> =
-            t.output.records.lock().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+        let ids: HashSet<String> = t.output.taken_json().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
         assert_eq!(ids.len(), 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn when_dead_letter_queue_fails_should_retry_from_the_poison_record() {
         let mut t = transform();
-        t.dead_letters.refuse = true;
+        t.dead_letters = MemoryDeadLetters::refusing();
         let event = fixture("transform-kinesis-poison.json");
         let response = t.handle(event.clone()).await;
         assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()]);
@@ -657,7 +521,7 @@ mod tests {
         assert!(t.handle(event.clone()).await.batch_item_failures.is_empty());
         assert_eq!(counts(&t), (1, 0, 0));
         {
-            let published = t.output.records.lock().unwrap();
+            let published = t.output.taken_json();
             assert_eq!(published.len(), 1);
             let stored = &published[0];
             assert_eq!((stored["id"].as_str(), stored["source"].as_str()), (Some("k-1"), Some("sam")));
@@ -666,11 +530,11 @@ mod tests {
             assert_eq!(stored["type"], "event");
             assert_eq!(stored["payload"], "HI");
         }
-        assert!(t.dead_letters.sent.lock().unwrap().is_empty());
+        assert!(t.dead_letters.sent().is_empty());
         t.handle(event).await;
         assert_eq!(counts(&t), (1, 0, 0), "a redelivery is not counted again");
-        let stored = t.store.events.lock().unwrap();
-        assert_eq!(stored.get("sam#k-1").map(|(_, _, ingest_id)| ingest_id.clone()), Some(None), "{stored:?}");
+        let stored = t.store.stored_at("sam", "k-1");
+        assert_eq!(stored.clone().map(|at| at.ingest_id), Some(None), "{stored:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -681,8 +545,8 @@ mod tests {
         t.handle(event.clone()).await;
         t.handle(event).await;
         assert_eq!(counts(&t), (1, 0, 0));
-        assert_eq!(t.store.events.lock().unwrap().len(), 1);
-        let published = t.output.records.lock().unwrap();
+        assert_eq!(t.store.stored_events(), 1);
+        let published = t.output.taken_json();
         assert_eq!(published.len(), 2, "published on each delivery");
         assert_eq!(published[0]["id"], published[1]["id"]);
     }
@@ -695,8 +559,8 @@ mod tests {
         let response = t.handle(event).await;
         assert!(response.batch_item_failures.is_empty(), "poison must not block the shard");
         assert_eq!(counts(&t), (0, 0, 1));
-        assert!(t.output.records.lock().unwrap().is_empty());
-        let sent = t.dead_letters.sent.lock().unwrap();
+        assert!(t.output.taken_json().is_empty());
+        let sent = t.dead_letters.sent();
         assert_eq!(sent.len(), 1);
         assert!(sent[0].reason.contains("timestamp must be an RFC 3339 string"), "{}", sent[0].reason);
         assert_eq!(sent[0].data, data);
@@ -710,7 +574,7 @@ mod tests {
         *event.records[0].kinesis.data = br#"{"id":"k-3","timestamp":"2015-04-09T00:05:01Z"}"#.to_vec();
         t.handle(event).await;
         assert_eq!(counts(&t), (0, 0, 1));
-        let sent = t.dead_letters.sent.lock().unwrap();
+        let sent = t.dead_letters.sent();
         assert!(sent[0].reason.contains("in the future"), "{}", sent[0].reason);
     }
 
@@ -780,8 +644,8 @@ mod tests {
         assert!(response.batch_item_failures.is_empty());
         assert_eq!((report.stored, report.duplicates, report.conflicts), (1, 1, 2));
         assert_eq!(counts(&t), (1, 1, 0));
-        assert_eq!(t.store.counts.lock().unwrap().get("conflict"), Some(&2));
-        let published = t.output.records.lock().unwrap();
+        assert_eq!(t.store.counts().conflict, 2);
+        let published = t.output.taken_json();
         assert_eq!(published.len(), 1, "conflicts are not published");
         assert_eq!(published[0]["payload"], "MINE");
     }
@@ -795,7 +659,7 @@ mod tests {
         let response = t.handle(event.clone()).await;
         assert!(response.batch_item_failures.is_empty(), "one record must not block the shard");
         assert_eq!(counts(&t), (2, 0, 1));
-        let sent = t.dead_letters.sent.lock().unwrap().clone();
+        let sent = t.dead_letters.sent();
         assert_eq!(sent.len(), 1);
         assert!(sent[0].reason.contains("item limit"), "{}", sent[0].reason);
         assert_eq!(sent[0].data, event.records[1].kinesis.data.0, "kept whole");
@@ -806,18 +670,58 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_event_the_table_refuses_is_dead_lettered_not_retried() {
         let mut t = transform();
-        t.store.refuse_ids = vec!["bad"];
+        t.store = MemoryStore::refusing_ids(&["bad"]);
         let (a, b, c) = (IngestId::generate(), IngestId::generate(), IngestId::generate());
         let event = batch(&[("ok1", &a, "x"), ("bad", &b, "y"), ("ok2", &c, "z")]);
         let response = t.handle(event.clone()).await;
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(counts(&t), (2, 0, 1));
-        assert_eq!(t.dead_letters.sent.lock().unwrap().len(), 1);
-        assert_eq!(t.output.records.lock().unwrap().len(), 2);
+        assert_eq!(t.dead_letters.sent().len(), 1);
+        assert_eq!(t.output.taken_json().len(), 2);
         // Redelivered: sent to the queue again (at least once), counted once.
         t.handle(event).await;
         assert_eq!(counts(&t), (2, 0, 1));
-        assert_eq!(t.dead_letters.sent.lock().unwrap().len(), 2);
+        assert_eq!(t.dead_letters.sent().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_store_stops_mid_batch_what_it_committed_is_published_and_the_rest_retried() {
+        let t = transform();
+        let ids = [IngestId::generate(), IngestId::generate(), IngestId::generate()];
+        let event = batch(&[("c1", &ids[0], "x"), ("c2", &ids[1], "y"), ("c3", &ids[2], "z")]);
+        t.store.fail_next_commit_after(1);
+        let (response, report) = t.process(&event.records).await;
+        assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()]);
+        assert_eq!((report.stored, report.retry_from), (1, Some(1)));
+        assert_eq!(counts(&t), (1, 0, 0));
+        let published = t.output.taken_json();
+        assert_eq!(published.iter().map(|r| r["id"].clone()).collect::<Vec<_>>(), ["c1"]);
+        let mut retry = event.clone();
+        retry.records.remove(0);
+        assert!(t.handle(retry).await.batch_item_failures.is_empty());
+        assert_eq!(counts(&t), (3, 0, 0));
+        assert_eq!(t.output.taken_json().len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_dead_letter_queue_fails_for_a_refused_event_the_batch_is_retried_from_it() {
+        let mut t = transform();
+        t.store = MemoryStore::refusing_ids(&["bad"]);
+        t.dead_letters = MemoryDeadLetters::refusing();
+        let (a, b, c) = (IngestId::generate(), IngestId::generate(), IngestId::generate());
+        let event = batch(&[("ok1", &a, "x"), ("bad", &b, "y"), ("ok2", &c, "z")]);
+        let (response, report) = t.process(&event.records).await;
+        assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()]);
+        assert_eq!((report.stored, report.poison), (1, 0), "what is reported is finished");
+        assert_eq!(counts(&t), (2, 0, 1), "committed, and counted once");
+        t.dead_letters = MemoryDeadLetters::new();
+        let mut retry = event.clone();
+        retry.records.remove(0);
+        let (response, report) = t.process(&retry.records).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!((report.redelivered, report.poison), (1, 1));
+        assert_eq!(counts(&t), (2, 0, 1), "the redelivery counts nothing again");
+        assert_eq!(t.dead_letters.sent().len(), 1, "refused before, and dead-lettered now");
     }
 
     #[tokio::test(start_paused = true)]
@@ -828,7 +732,7 @@ mod tests {
         let response = t.handle(event).await;
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(counts(&t), (2, 0, 1));
-        let sent = t.dead_letters.sent.lock().unwrap();
+        let sent = t.dead_letters.sent();
         assert!(sent[0].reason.contains("no eventID"), "{}", sent[0].reason);
         assert_eq!(sent[0].shard_id, "shardId-000000000000", "counted with the batch's shard");
     }
@@ -837,11 +741,10 @@ mod tests {
     async fn events_are_enriched_from_one_generation_per_batch() {
         use eventline_model::reference::{Label, UserMeta};
         let mut t = transform();
-        t.reference.generation = 5;
         let meta = UserMeta { plan: Label::parse("pro").unwrap(), region: Label::parse("eu").unwrap() };
-        t.reference.users.insert(UserId::parse("user-1").unwrap(), meta);
+        t.reference = MemoryReference::at_generation(5).with_user(UserId::parse("user-1").unwrap(), meta);
         assert!(t.handle(fixture("transform-kinesis-good.json")).await.batch_item_failures.is_empty());
-        let published = t.output.records.lock().unwrap();
+        let published = t.output.taken_json();
         for record in published.iter() {
             assert_eq!(record["generation"], 5, "{record}");
             let known = record["user_id"] == "user-1";
@@ -854,36 +757,61 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn when_the_reference_cannot_be_read_the_whole_batch_is_retried_untouched() {
         let mut t = transform();
-        t.reference.down = true;
+        t.reference = MemoryReference::down();
         let event = fixture("transform-kinesis-good.json");
         let response = t.handle(event.clone()).await;
         assert_eq!(failure_ids(&response), [event.records[0].kinesis.sequence_number.clone()]);
         assert_eq!(counts(&t), (0, 0, 0));
-        assert!(t.output.records.lock().unwrap().is_empty());
+        assert!(t.output.taken_json().is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn users_sketches_the_table_refuses_cost_no_event_and_hold_up_no_shard() {
-        let mut t = transform();
-        t.store.refuse_sketches = true;
-        let (a, b) = (IngestId::generate(), IngestId::generate());
-        let mut event = batch(&[("s1", &a, "x"), ("s2", &b, "y")]);
+    /// Events `s0`, `s1`... of these users, at one second of now, so they count in window
+    /// buckets.
+    fn recent_events_of_users(users: &[&str]) -> KinesisEvent {
+        let ids: Vec<IngestId> = users.iter().map(|_| IngestId::generate()).collect();
+        let mut event = batch(&ids.iter().map(|id| ("s", id, "x")).collect::<Vec<_>>());
         let now = time::OffsetDateTime::now_utc();
-        for (i, record) in event.records.iter_mut().enumerate() {
-            // Recent events with a user, so they count in window buckets.
+        for (i, (record, user)) in event.records.iter_mut().zip(users).enumerate() {
             let line = format!(
-                r#"{{"id":"s{i}","source":"web","type":"t","timestamp":"{0}","received_at":"{0}","user_id":"u-{i}"}}"#,
+                r#"{{"id":"s{i}","source":"web","type":"t","timestamp":"{0}","received_at":"{0}","user_id":"{user}"}}"#,
                 eventline_model::format_rfc3339(now)
             );
             *record.kinesis.data = line.into_bytes();
             record.kinesis.approximate_arrival_timestamp.0 = chrono::Utc::now();
         }
+        event
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn users_of_events_stored_now_or_before_join_their_buckets_sketches_and_duplicates_do_not() {
+        let t = transform();
+        let event = recent_events_of_users(&["u-0", "u-1"]);
+        let (_, report) = t.process(&event.records).await;
+        assert_eq!(report.analytics_lost, 0);
+        let both = HashSet::from([user_hash("u-0"), user_hash("u-1")]);
+        let sketches = t.store.sketch_users();
+        assert_eq!(sketches.len(), 2, "their second and their minute");
+        assert!(sketches.values().all(|users| *users == both), "{sketches:?}");
+        // A redelivery merges them again, harmlessly; a client's duplicate, from another
+        // user, joins no sketch.
+        t.process(&event.records).await;
+        let duplicate = recent_events_of_users(&["u-9"]);
+        let (_, report) = t.process(&duplicate.records).await;
+        assert_eq!((report.redelivered, report.duplicates), (0, 1));
+        assert_eq!(t.store.sketch_users(), sketches);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn users_sketches_the_table_refuses_cost_no_event_and_hold_up_no_shard() {
+        let mut t = transform();
+        t.store = MemoryStore::refusing_sketches();
+        let event = recent_events_of_users(&["u-0", "u-1"]);
         let (response, report) = t.process(&event.records).await;
         assert!(response.batch_item_failures.is_empty(), "the shard moves on");
         assert_eq!(report.analytics_lost, 4, "two users, each in a second and a minute bucket");
         assert_eq!(counts(&t), (2, 0, 0));
-        assert_eq!(t.output.records.lock().unwrap().len(), 2);
-        assert!(t.dead_letters.sent.lock().unwrap().is_empty());
+        assert_eq!(t.output.taken_json().len(), 2);
+        assert!(t.dead_letters.sent().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -898,7 +826,7 @@ mod tests {
         let good = fixture("transform-kinesis-good.json");
         t.handle(good).await;
         assert_eq!(counts(&t), (0, 0, 4));
-        let sent = t.dead_letters.sent.lock().unwrap();
+        let sent = t.dead_letters.sent();
         assert!(sent.iter().all(|m| m.reason.contains("type is not in the allowed types")), "{sent:?}");
     }
 }

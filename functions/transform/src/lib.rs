@@ -7,6 +7,7 @@ pub mod dynamo;
 pub mod enrich;
 pub mod event;
 pub mod handler;
+pub mod memory;
 pub mod store;
 
 use std::time::Duration;

@@ -2,24 +2,23 @@
 
 use std::future::Future;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use eventline_model::aggregate::{AggregateTally, Granularity, Period, measures_of};
 use eventline_model::latency::Histogram;
 use eventline_model::window::{Bucket, Tally, is_bucketed};
-use eventline_model::{EventId, IngestId, ProcessedEvent, Source, UserId};
+use eventline_model::{IngestId, ProcessedEvent, UserId};
 
 /// One thing to commit for one stream record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
-    /// A decoded event: store it unless its identity is already stored.
-    Event(ProcessedEvent),
-    /// A later record of an identity that appeared earlier in the same batch (kept for markers
-    /// that other callers of the store write; the handler judges such records as events).
-    Duplicate { source: Source, id: EventId, ingest_id: Option<IngestId>, shard_id: String, sequence_number: String },
-    /// A later record of an identity that appeared earlier in the same batch, from another
-    /// sender or with other content: kept as a conflict, never stored over the first.
-    Conflict(ProcessedEvent),
+    /// A decoded event: store it unless its identity is already stored. (Boxed, so that a
+    /// poison record or a copy does not take an event's room.)
+    Event {
+        event: Box<ProcessedEvent>,
+        /// The window buckets it counts in, computed once (see [`Entry::event`]).
+        buckets: Vec<Bucket>,
+    },
     /// A second copy of an earlier record of the same batch, put twice by ingest (same
     /// ingest id): nothing to write or count.
     Copy,
@@ -28,11 +27,23 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// The entry of a decoded event, with the window buckets it counts in: none when it is
+    /// too old for any window.
+    pub fn event(event: ProcessedEvent) -> Self {
+        let second = event.event.timestamp.unix_timestamp();
+        let buckets = if is_bucketed(second, event.processed_at.unix_timestamp()) {
+            Bucket::of(second).to_vec()
+        } else {
+            Vec::new()
+        };
+        Entry::Event { event: Box::new(event), buckets }
+    }
+
     /// Whether ingest wrote the record (and so counted it received).
     pub fn came_through_ingest(&self) -> bool {
         match self {
-            Entry::Event(event) | Entry::Conflict(event) => event.ingest_id.is_some(),
-            Entry::Duplicate { ingest_id, .. } | Entry::Poison { ingest_id, .. } => ingest_id.is_some(),
+            Entry::Event { event, .. } => event.ingest_id.is_some(),
+            Entry::Poison { ingest_id, .. } => ingest_id.is_some(),
             Entry::Copy => true,
         }
     }
@@ -89,20 +100,20 @@ pub enum StoreError {
     Permanent(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// What committing a batch's entries did: an outcome per entry committed, in order, and the
+/// error that stopped the commit before the end, if one did (the entries from there on are
+/// not committed, and are retried with their records).
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub outcomes: Vec<Outcome>,
+    pub error: Option<StoreError>,
+}
+
 /// Commits entries of one shard atomically with the counters they change.
 pub trait EventStore: Send + Sync {
-    /// `entries` fit one transaction (see [`MAX_ENTRIES_PER_COMMIT`]); the result has an
-    /// outcome per entry, in order.
-    fn commit(
-        &self,
-        shard_id: &str,
-        entries: &[Entry],
-    ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
-
-    /// The `data` fields the aggregates sum.
-    fn measures(&self) -> &[String] {
-        &[]
-    }
+    /// Commits a batch's entries in order, in as many atomic commits as the store needs,
+    /// each entry with its counters; stops at the first commit that fails.
+    fn commit(&self, shard_id: &str, entries: &[Entry]) -> impl Future<Output = Committed> + Send;
 
     /// Adds user hashes to the distinct-users sketches of the shard's window buckets.
     /// Idempotent: adding a user again changes nothing. Analytics never cost an event nor
@@ -111,11 +122,6 @@ pub trait EventStore: Send + Sync {
     /// counted as lost analytics.
     fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> impl Future<Output = u64> + Send;
 }
-
-/// DynamoDB takes 100 actions per transaction; two are the counter items.
-pub const MAX_ENTRIES_PER_COMMIT: usize = 98;
-/// DynamoDB takes 4 MB per transaction; leave room for keys and counters.
-pub const MAX_BYTES_PER_COMMIT: usize = 3_500_000;
 
 /// What a commit adds to the shard's counters.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -176,12 +182,12 @@ impl CounterDelta {
             self.received_direct += 1;
         }
         match (entry, outcome) {
-            (Entry::Event(event), Outcome::Stored) => {
+            (Entry::Event { event, buckets }, Outcome::Stored) => {
                 self.processed += 1;
                 self.latency_sum_ms += event.latency_ms;
                 self.latency.record(event.latency_ms);
-                for bucket in window_buckets(event) {
-                    let tally = self.windows.entry(bucket).or_default();
+                for bucket in buckets {
+                    let tally = self.windows.entry(*bucket).or_default();
                     tally.add(&tally_of(event));
                 }
                 let aggregate = aggregate_tally_of(event, measures);
@@ -201,14 +207,8 @@ impl CounterDelta {
     }
 }
 
-/// The window buckets an event counts in: none when it is too old for any window.
-pub fn window_buckets(event: &ProcessedEvent) -> Vec<Bucket> {
-    let second = event.event.timestamp.unix_timestamp();
-    if is_bucketed(second, event.processed_at.unix_timestamp()) { Bucket::of(second).to_vec() } else { Vec::new() }
-}
-
 /// One event as a bucket counts it.
-fn tally_of(event: &ProcessedEvent) -> Tally {
+pub(crate) fn tally_of(event: &ProcessedEvent) -> Tally {
     let one = |key: &str| BTreeMap::from([(key.to_owned(), 1)]);
     let (plan, region, known) = match &event.enrichment {
         Some(e) => (e.plan.as_str(), e.region.as_str(), e.is_known()),
@@ -225,161 +225,41 @@ fn tally_of(event: &ProcessedEvent) -> Tally {
     }
 }
 
-/// Rough size of an entry in a transaction, for splitting batches.
-pub fn entry_weight(entry: &Entry) -> usize {
-    match entry {
-        Entry::Event(event) | Entry::Conflict(event) => event.to_json().len() + 512,
-        Entry::Duplicate { .. } | Entry::Poison { .. } | Entry::Copy => 512,
-    }
-}
-
-/// DynamoDB's limit on the actions of one transaction.
-pub const MAX_ACTIONS_PER_COMMIT: usize = 100;
-/// Counter updates every commit may add: the shard's totals and its throughput second.
-const FIXED_COUNTER_ACTIONS: usize = 2;
-/// Most counters one bucket update adds (it must fit DynamoDB's 4 KB expression limit).
-pub const MAX_TERMS_PER_BUCKET: usize = 150;
-
-/// Splits entries, in order, into groups that each fit one commit: with their counter and
-/// window-bucket updates at most 100 actions, 3.5 MB, and bucket expressions that fit.
-pub fn commit_groups(entries: &[Entry], measures: &[String]) -> Vec<std::ops::Range<usize>> {
-    let mut groups = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    let mut terms: HashMap<CounterItem, HashSet<(u8, String)>> = HashMap::new();
-    // One transaction cannot write an item twice, and a later copy of an identity is judged
-    // against the stored event: it waits for the next group.
-    let mut identities: HashSet<(&Source, &EventId)> = HashSet::new();
-    for (index, entry) in entries.iter().enumerate() {
-        let identity = match entry {
-            Entry::Event(event) => Some(event.event.identity()),
-            _ => None,
-        };
-        let weight = entry_weight(entry);
-        let adds = counter_terms(entry, measures);
-        let mut trial = terms.clone();
-        for (bucket, term) in &adds {
-            trial.entry(bucket.clone()).or_default().insert(term.clone());
-        }
-        let actions = index + 1 - start + FIXED_COUNTER_ACTIONS + trial.len();
-        let widest = trial.values().map(|t| t.len() + 2).max().unwrap_or(0);
-        let fits = index - start < MAX_ENTRIES_PER_COMMIT
-            && bytes + weight <= MAX_BYTES_PER_COMMIT
-            && actions <= MAX_ACTIONS_PER_COMMIT
-            && widest <= MAX_TERMS_PER_BUCKET
-            && identity.is_none_or(|identity| !identities.contains(&identity));
-        if index > start && !fits {
-            groups.push(start..index);
-            start = index;
-            bytes = 0;
-            identities.clear();
-            terms = HashMap::new();
-            for (bucket, term) in adds {
-                terms.entry(bucket).or_default().insert(term);
-            }
-        } else {
-            terms = trial;
-        }
-        identities.extend(identity);
-        bytes += weight;
-    }
-    if start < entries.len() {
-        groups.push(start..entries.len());
-    }
-    groups
-}
-
-/// An item a commit's counter updates write, besides the event items.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum CounterItem {
-    Window(Bucket),
-    Aggregate(AggregateItem),
-}
-
-/// The counters an entry may add to each item it updates.
-fn counter_terms(entry: &Entry, measures: &[String]) -> Vec<(CounterItem, (u8, String))> {
-    let Entry::Event(event) = entry else { return Vec::new() };
-    let tally = tally_of(event);
-    let names: Vec<(u8, String)> =
-        [(b't', &tally.by_type), (b's', &tally.by_source), (b'p', &tally.by_plan), (b'r', &tally.by_region)]
-            .into_iter()
-            .flat_map(|(kind, map)| map.keys().map(move |k| (kind, k.clone())))
-            .collect();
-    let mut terms: Vec<(CounterItem, (u8, String))> = window_buckets(event)
-        .into_iter()
-        .flat_map(|b| names.iter().map(move |n| (CounterItem::Window(b), n.clone())))
-        .collect();
-    let aggregate = aggregate_tally_of(event, measures);
-    let aggregate_names: Vec<(u8, String)> = [(b't', &aggregate.by_type), (b's', &aggregate.by_source)]
-        .into_iter()
-        .flat_map(|(kind, map)| map.keys().map(move |k| (kind, k.clone())))
-        .chain(aggregate.sums.keys().map(|k| (b'm', k.clone())))
-        .collect();
-    for item in aggregate_items(event) {
-        terms.extend(aggregate_names.iter().map(|n| (CounterItem::Aggregate(item.clone()), n.clone())));
-    }
-    terms
-}
-
+/// Entries for the tests of the store and its adapters.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_entries {
     use super::*;
 
-    fn poison(i: usize) -> Entry {
+    pub fn poison(i: usize) -> Entry {
         Entry::Poison { ingest_id: None, shard_id: "s".into(), sequence_number: i.to_string() }
     }
 
-    #[test]
-    fn groups_hold_at_most_98_entries() {
-        let entries: Vec<Entry> = (0..200).map(poison).collect();
-        assert_eq!(commit_groups(&entries, &[]), vec![0..98, 98..196, 196..200]);
-        assert!(commit_groups(&[], &[]).is_empty());
-    }
-
-    fn event_at(id: usize, second: i64, event_type: &str) -> Entry {
+    pub fn event_at(id: usize, second: i64, event_type: &str) -> Entry {
         event_from(id, second, event_type, "web")
     }
 
-    fn event_from(id: usize, second: i64, event_type: &str, source: &str) -> Entry {
+    pub fn event_from(id: usize, second: i64, event_type: &str, source: &str) -> Entry {
         let now = time::OffsetDateTime::from_unix_timestamp(1_795_435_200).unwrap();
         let text = format!(r#"{{"id":"e{id}","type":"{event_type}","source":"{source}","timestamp":{second}}}"#);
         let raw = serde_json::value::RawValue::from_string(text).unwrap();
         let event = eventline_model::parse_event(&raw, &eventline_model::Rules::default(), now).unwrap();
         let record = eventline_model::StreamRecord { event, received_at: now, ingest_id: None, provenance: None };
         let position = eventline_model::Position { shard_id: "s".into(), sequence_number: id.to_string() };
-        Entry::Event(ProcessedEvent::from_record(record, position, now))
+        Entry::event(ProcessedEvent::from_record(record, position, now))
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_entries::{event_at, poison};
+    use super::*;
 
     #[test]
-    fn events_in_distinct_seconds_make_smaller_groups_within_100_actions() {
-        // Each event in its own second, all in one minute and day: 47 events, 2 counters,
-        // 47 second buckets, 1 minute bucket and the shard's day and month aggregates make
-        // 99 actions; one more event would make 101.
-        let entries: Vec<Entry> = (0..100).map(|i| event_at(i, 1_795_435_199 - i as i64, "t")).collect();
-        let groups = commit_groups(&entries, &[]);
-        assert_eq!(groups[0], 0..47);
-        // Events of one second share their two buckets and the shard's day and month.
-        let same: Vec<Entry> = (0..100).map(|i| event_at(i, 1_795_435_100, "t")).collect();
-        assert_eq!(commit_groups(&same, &[]), vec![0..94, 94..100]);
-        // Events too old for any window add no bucket, only the shard's day and month.
-        let old: Vec<Entry> = (0..100).map(|i| event_at(i, 1_000_000_000 + i as i64, "t")).collect();
-        assert_eq!(commit_groups(&old, &[]), vec![0..96, 96..100]);
-    }
-
-    #[test]
-    fn many_distinct_types_split_a_group_before_its_bucket_expression_grows_too_long() {
-        let entries: Vec<Entry> =
-            (0..98).map(|i| event_from(i, 1_795_435_100, &format!("type-{i}"), &format!("src-{i}"))).collect();
-        let groups = commit_groups(&entries, &[]);
-        // Per bucket: count, unknown, plan and region, and a type and a source per event.
-        assert_eq!(groups[0], 0..((MAX_TERMS_PER_BUCKET - 4) / 2));
-    }
-
-    #[test]
-    fn a_later_copy_of_an_identity_waits_for_the_next_group() {
-        let entries =
-            [event_at(1, 1_795_435_100, "a"), event_at(2, 1_795_435_100, "a"), event_at(1, 1_795_435_100, "b")];
-        assert_eq!(commit_groups(&entries, &[]), vec![0..2, 2..3]);
+    fn an_event_counts_in_its_second_and_minute_unless_too_old_for_any_window() {
+        let Entry::Event { buckets, .. } = event_at(1, 1_795_435_100, "a") else { panic!("an event") };
+        assert_eq!(buckets, [Bucket::Second(1_795_435_100), Bucket::Minute(1_795_435_080)]);
+        let Entry::Event { buckets, .. } = event_at(2, 1_000_000_000, "a") else { panic!("an event") };
+        assert!(buckets.is_empty());
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //! `make bench` builds what this reads first (see the Makefile). A figure whose inputs are
 //! missing is reported as not measured; the run fails only when a measurement breaks.
 
+// The transform's handler future, awaited here, nests several retrying AWS calls deeper
+// than the default limit allows (as in the transform's own main.rs).
+#![recursion_limit = "256"]
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
