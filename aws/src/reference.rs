@@ -13,7 +13,7 @@ use crate::error_chain;
 use crate::item::{Item, n, s};
 use crate::keys::{self, attr};
 use eventline_model::event::UserId;
-pub use eventline_model::reference::ReferenceError;
+use eventline_model::reference::ReferenceError;
 use eventline_model::reference::{Generation, ReferenceTable, UserMeta, bucket_of, pack, parse_bucket};
 use eventline_model::retry::Backoff;
 

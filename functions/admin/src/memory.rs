@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use eventline_aws::reference::ReferenceError;
+use eventline_model::reference::ReferenceError;
 use eventline_model::reference::{Generation, ReferenceTable};
 
 use crate::reference::ReferenceWriter;

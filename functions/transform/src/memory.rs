@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use eventline_aws::reference::ReferenceError;
+use eventline_model::reference::ReferenceError;
 use eventline_model::reference::UserMeta;
 use eventline_model::window::Bucket;
 use eventline_model::{IngestId, Provenance, UserId};
