@@ -51,6 +51,39 @@ impl Problem {
     }
 }
 
+/// Why a request's body cannot be read as JSON text; each function maps it to its own error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the content type is not application/json")]
+    NotJson,
+    #[error("request body is {size} bytes; the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("request body is empty")]
+    Empty,
+    #[error("request body is not UTF-8 (byte {0})")]
+    NotUtf8(usize),
+}
+
+/// The body as UTF-8 text, after its content type (JSON) and size (at most `limit` bytes)
+/// are checked.
+pub fn json_text(request: &lambda_http::Request, limit: usize) -> Result<&str, BodyError> {
+    if !is_json(request.headers().get(header::CONTENT_TYPE)) {
+        return Err(BodyError::NotJson);
+    }
+    let bytes: &[u8] = match request.body() {
+        lambda_http::Body::Text(text) => text.as_bytes(),
+        lambda_http::Body::Binary(bytes) => bytes,
+        _ => &[],
+    };
+    if bytes.len() > limit {
+        return Err(BodyError::TooLarge { size: bytes.len(), limit });
+    }
+    if bytes.is_empty() {
+        return Err(BodyError::Empty);
+    }
+    std::str::from_utf8(bytes).map_err(|e| BodyError::NotUtf8(e.valid_up_to()))
+}
+
 /// `application/json` or any `+json` type, with or without parameters.
 pub fn is_json(content_type: Option<&HeaderValue>) -> bool {
     let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {

@@ -29,6 +29,13 @@ impl Lookup for std::collections::HashMap<String, String> {
     }
 }
 
+/// Name and value pairs, as tests write settings: `&[("EVENTS_TABLE", "t")]`.
+impl<const N: usize> Lookup for [(&str, &str); N] {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+    }
+}
+
 pub fn required(env: &impl Lookup, name: &'static str) -> Result<String, ConfigError> {
     env.get(name).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name))
 }

@@ -203,9 +203,9 @@ pub async fn read_stream(stack: &LocalStack, stream: &str) -> Vec<Record> {
     stack.read_stream(stream).await.unwrap()
 }
 
-/// A request straight to the function that serves it (GET: metrics, PUT /reference/users:
-/// admin, else ingest), as the local gateway would pass it; the status and the JSON body.
-pub async fn call(stack: &LocalStack, method: &str, uri: &str, body: Option<String>) -> (u16, Value) {
+/// A JSON request for `uri` (path and query string), as a function receives it before
+/// routing adds the route key and path parameters.
+pub fn request(method: &str, uri: &str, body: Option<String>) -> lambda_http::Request {
     let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
     let query: std::collections::HashMap<String, String> =
         query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
@@ -215,7 +215,14 @@ pub async fn call(stack: &LocalStack, method: &str, uri: &str, body: Option<Stri
         .header("content-type", "application/json")
         .body(body.map_or(lambda_http::Body::Empty, lambda_http::Body::Text))
         .unwrap();
-    let request = lambda_http::RequestExt::with_query_string_parameters(request, query);
+    lambda_http::RequestExt::with_query_string_parameters(request, query)
+}
+
+/// A request straight to the function that serves it (GET: metrics, PUT /reference/users:
+/// admin, else ingest), as the local gateway would pass it; the status and the JSON body.
+pub async fn call(stack: &LocalStack, method: &str, uri: &str, body: Option<String>) -> (u16, Value) {
+    let path = uri.split_once('?').map_or(uri, |(path, _)| path);
+    let request = request(method, uri, body);
     // Each with the route key and path parameters API Gateway sends with it.
     let response = if method == "GET" {
         stack.functions.query.handle(eventline_query::routes::routed(request)).await

@@ -285,19 +285,9 @@ async fn transform_failing_mid_batch_and_redelivered_stores_and_counts_every_eve
     let failing_second = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&stack.sdk).interceptor(FailingSecondTransaction::default()).build(),
     );
-    let flaky = Transform {
-        store: DynamoEventStore::new(failing_second, &env["EVENTS_TABLE"], Backoff::default()),
-        output: KinesisSink::new(aws_sdk_kinesis::Client::new(&stack.sdk), &env["OUTPUT_STREAM"]),
-        dead_letters: SqsDeadLetters::built_on_first_use(
-            &stack.sdk,
-            &env["DEAD_LETTER_QUEUE_URL"],
-            &env["DEAD_LETTER_BUCKET"],
-            Backoff::default(),
-        ),
-        reference: eventline_transform::enrich::CachedReference::new(reference_store(&stack, &env["EVENTS_TABLE"])),
-        backoff: Backoff::default(),
-        rules: Rules::default(),
-    };
+    let store = DynamoEventStore::new(failing_second, &env["EVENTS_TABLE"], Backoff::default());
+    let output = KinesisSink::new(aws_sdk_kinesis::Client::new(&stack.sdk), &env["OUTPUT_STREAM"]);
+    let flaky = transform_with(&stack, store, output, Backoff::default());
     let event = kinesis_event(&records, "shardId-000000000000", &stream_arn, "us-east-1").unwrap();
 
     // The first commit group goes through; the second fails.
@@ -333,23 +323,10 @@ async fn events_stored_but_not_published_are_published_on_redelivery() {
     let records = read_stream(&stack, &output(&stack, "IngestStreamName")).await;
     let env = &stack.manifest.functions["transform"].environment;
     let output_sink = KinesisSink::new(aws_sdk_kinesis::Client::new(&stack.sdk), &env["OUTPUT_STREAM"]);
-    let flaky = Transform {
-        store: DynamoEventStore::new(
-            aws_sdk_dynamodb::Client::new(&stack.sdk),
-            &env["EVENTS_TABLE"],
-            Backoff::default(),
-        ),
-        output: FailingFirstPut { inner: output_sink, calls: AtomicUsize::new(0) },
-        dead_letters: SqsDeadLetters::built_on_first_use(
-            &stack.sdk,
-            &env["DEAD_LETTER_QUEUE_URL"],
-            &env["DEAD_LETTER_BUCKET"],
-            Backoff::default(),
-        ),
-        reference: eventline_transform::enrich::CachedReference::new(reference_store(&stack, &env["EVENTS_TABLE"])),
-        backoff: no_retries(),
-        rules: Rules::default(),
-    };
+    let store =
+        DynamoEventStore::new(aws_sdk_dynamodb::Client::new(&stack.sdk), &env["EVENTS_TABLE"], Backoff::default());
+    let output = FailingFirstPut { inner: output_sink, calls: AtomicUsize::new(0) };
+    let flaky = transform_with(&stack, store, output, no_retries());
     let event =
         kinesis_event(&records, "shardId-000000000000", &stack.manifest.event_sources[0].stream_arn, "us-east-1")
             .unwrap();
@@ -458,4 +435,27 @@ async fn stopping_drains_everything_accepted_before_returning() {
     assert_eq!(response.status, 202);
     running.stop(WAIT).await.unwrap();
     assert_eq!(metrics(&stack).await["events_processed"], 100, "nothing accepted is left unprocessed");
+}
+
+/// The transform as deployed, but for its store, its output stream and its publish budget.
+fn transform_with<St, Si>(
+    stack: &LocalStack,
+    store: St,
+    output: Si,
+    backoff: Backoff,
+) -> Transform<St, Si, SqsDeadLetters, eventline_transform::enrich::CachedReference> {
+    let env = &stack.manifest.functions["transform"].environment;
+    Transform {
+        store,
+        output,
+        dead_letters: SqsDeadLetters::built_on_first_use(
+            &stack.sdk,
+            &env["DEAD_LETTER_QUEUE_URL"],
+            &env["DEAD_LETTER_BUCKET"],
+            Backoff::default(),
+        ),
+        reference: eventline_transform::enrich::CachedReference::new(reference_store(stack, &env["EVENTS_TABLE"])),
+        backoff,
+        rules: Rules::default(),
+    }
 }

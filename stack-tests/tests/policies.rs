@@ -511,19 +511,6 @@ fn as_iam_requests(template: &Value, operation: &str, body: &[u8]) -> Vec<Reques
     }
 }
 
-fn request(method: &str, uri: &str, body: Option<String>) -> lambda_http::Request {
-    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
-    let query: HashMap<String, String> =
-        query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
-    let request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(body.map_or(lambda_http::Body::Empty, lambda_http::Body::Text))
-        .unwrap();
-    lambda_http::RequestExt::with_query_string_parameters(request, query)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dynamodb_request_of_a_run_is_allowed_by_its_functions_role() {
     let template = common::translated_template().await;
@@ -560,8 +547,9 @@ async fn every_dynamodb_request_of_a_run_is_allowed_by_its_functions_role() {
             .to_string()
     };
     for (ts, status) in [("2026-11-30T12:00:00Z", 200), ("2026-11-30T11:00:00Z", 409), ("2026-11-30T13:00:00Z", 200)] {
-        let response =
-            admin.handle(eventline_admin::routes::routed(request("PUT", "/reference/users", Some(table(ts))))).await;
+        let response = admin
+            .handle(eventline_admin::routes::routed(common::request("PUT", "/reference/users", Some(table(ts)))))
+            .await;
         assert_eq!(response.status(), status, "{ts}");
     }
     // Events through ingest, then the stream through the transform twice (the second time as
@@ -573,7 +561,8 @@ async fn every_dynamodb_request_of_a_run_is_allowed_by_its_functions_role() {
                    "timestamp": now - 5, "data": {"duration_seconds": i}})
         })
         .collect();
-    let post = eventline_ingest::routes::routed(request("POST", "/events", Some(Value::Array(events).to_string())));
+    let post =
+        eventline_ingest::routes::routed(common::request("POST", "/events", Some(Value::Array(events).to_string())));
     let response = ingest.handle(post).await;
     assert_eq!(response.status(), 202);
     let stream = &stack.manifest.outputs["IngestStreamName"];
@@ -606,7 +595,7 @@ async fn every_dynamodb_request_of_a_run_is_allowed_by_its_functions_role() {
         "/reference/users?user_id=u-1",
         "/health",
     ] {
-        let response = metrics.handle(eventline_query::routes::routed(request("GET", uri, None))).await;
+        let response = metrics.handle(eventline_query::routes::routed(common::request("GET", uri, None))).await;
         assert_eq!(response.status(), 200, "GET {uri}");
     }
 

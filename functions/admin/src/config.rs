@@ -18,24 +18,19 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
 
     #[test]
     fn reads_template_variables() {
-        let config = Config::from_lookup(&env(&[("EVENTS_TABLE", "t"), ("MAX_FUTURE_SKEW_SECONDS", "60")])).unwrap();
+        let config = Config::from_lookup(&[("EVENTS_TABLE", "t"), ("MAX_FUTURE_SKEW_SECONDS", "60")]).unwrap();
         assert_eq!((config.table_name.as_str(), config.max_future_skew), ("t", time::Duration::seconds(60)));
-        let defaulted = Config::from_lookup(&env(&[("EVENTS_TABLE", "t")])).unwrap();
+        let defaulted = Config::from_lookup(&[("EVENTS_TABLE", "t")]).unwrap();
         assert_eq!(defaulted.max_future_skew, time::Duration::minutes(5));
     }
 
     #[test]
     fn when_table_missing_or_skew_invalid_should_fail_fast() {
-        assert!(Config::from_lookup(&env(&[])).is_err());
-        let bad = env(&[("EVENTS_TABLE", "t"), ("MAX_FUTURE_SKEW_SECONDS", "-1")]);
+        assert!(Config::from_lookup(&std::collections::HashMap::new()).is_err());
+        let bad = [("EVENTS_TABLE", "t"), ("MAX_FUTURE_SKEW_SECONDS", "-1")];
         assert!(Config::from_lookup(&bad).unwrap_err().to_string().contains("MAX_FUTURE_SKEW_SECONDS"));
     }
 }

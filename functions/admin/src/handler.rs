@@ -5,7 +5,7 @@ use http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use time::OffsetDateTime;
 
-use eventline_aws::http::{Problem, is_json, json, retry_after};
+use eventline_aws::http::{BodyError, Problem, json, json_text, retry_after};
 use eventline_aws::routes::{Lookup, lookup};
 use eventline_model::format_rfc3339;
 use eventline_model::reference::ReferenceError;
@@ -130,23 +130,11 @@ fn route_of(request: &Request) -> Result<Route, RequestError> {
 
 /// The table, after the content type and size are checked.
 fn decode(request: &Request) -> Result<ReferenceTable, RequestError> {
-    if !is_json(request.headers().get(header::CONTENT_TYPE)) {
-        return Err(RequestError::UnsupportedMediaType);
-    }
-    let bytes: &[u8] = match request.body() {
-        Body::Empty => &[],
-        Body::Text(text) => text.as_bytes(),
-        Body::Binary(bytes) => bytes,
-        _ => &[],
-    };
-    if bytes.len() > MAX_REFERENCE_BODY_BYTES {
-        return Err(RequestError::BodyTooLarge { size: bytes.len(), limit: MAX_REFERENCE_BODY_BYTES });
-    }
-    if bytes.is_empty() {
-        return Err(RequestError::BadBody("request body is empty".into()));
-    }
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| RequestError::BadBody(format!("request body is not UTF-8 (byte {})", e.valid_up_to())))?;
+    let text = json_text(request, MAX_REFERENCE_BODY_BYTES).map_err(|error| match error {
+        BodyError::NotJson => RequestError::UnsupportedMediaType,
+        BodyError::TooLarge { size, limit } => RequestError::BodyTooLarge { size, limit },
+        other => RequestError::BadBody(other.to_string()),
+    })?;
     ReferenceTable::parse(text).map_err(RequestError::InvalidReference)
 }
 

@@ -26,21 +26,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
 
     #[test]
     fn reads_template_variables() {
-        let config = Config::from_lookup(&env(&[
+        let config = Config::from_lookup(&[
             ("INGEST_STREAM", "s"),
             ("EVENTS_TABLE", "t"),
             ("MAX_FUTURE_SKEW_SECONDS", "60"),
             ("ALLOWED_TYPES", "click, view"),
             ("ALLOWED_SOURCES", ""),
-        ]))
+        ])
         .unwrap();
         assert_eq!(config.rules.max_future_skew, time::Duration::seconds(60));
         assert_eq!(config.rules.allowed_types.len(), 2);
@@ -50,8 +45,8 @@ mod tests {
 
     #[test]
     fn when_stream_missing_or_list_invalid_should_fail_fast() {
-        assert!(Config::from_lookup(&env(&[("EVENTS_TABLE", "t")])).is_err());
-        let bad = env(&[("INGEST_STREAM", "s"), ("EVENTS_TABLE", "t"), ("ALLOWED_TYPES", "Bad Type")]);
+        assert!(Config::from_lookup(&[("EVENTS_TABLE", "t")]).is_err());
+        let bad = [("INGEST_STREAM", "s"), ("EVENTS_TABLE", "t"), ("ALLOWED_TYPES", "Bad Type")];
         assert!(Config::from_lookup(&bad).unwrap_err().to_string().contains("ALLOWED_TYPES"));
     }
 }

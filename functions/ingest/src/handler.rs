@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
-use eventline_aws::http::{Problem, is_json, json, retry_after};
+use eventline_aws::http::{BodyError, Problem, json, json_text, retry_after};
 use eventline_aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
 use eventline_aws::routes::{Lookup, lookup};
 use eventline_model::json::{JsonError, Members, array_elements};
@@ -333,23 +333,17 @@ fn route_of(request: &Request) -> Result<Route, RequestError> {
 
 /// The body as UTF-8 text, after the content type and size are checked.
 fn request_body(request: &Request, limit: usize) -> Result<&str, RequestError> {
-    if !is_json(request.headers().get(header::CONTENT_TYPE)) {
-        return Err(RequestError::UnsupportedMediaType);
+    json_text(request, limit).map_err(RequestError::from)
+}
+
+impl From<BodyError> for RequestError {
+    fn from(error: BodyError) -> Self {
+        match error {
+            BodyError::NotJson => Self::UnsupportedMediaType,
+            BodyError::TooLarge { size, limit } => Self::BodyTooLarge { size, limit },
+            other => Self::BadBody(other.to_string()),
+        }
     }
-    let bytes: &[u8] = match request.body() {
-        Body::Empty => &[],
-        Body::Text(text) => text.as_bytes(),
-        Body::Binary(bytes) => bytes,
-        _ => &[],
-    };
-    if bytes.len() > limit {
-        return Err(RequestError::BodyTooLarge { size: bytes.len(), limit });
-    }
-    if bytes.is_empty() {
-        return Err(RequestError::BadBody("request body is empty".into()));
-    }
-    std::str::from_utf8(bytes)
-        .map_err(|e| RequestError::BadBody(format!("request body is not UTF-8 (byte {})", e.valid_up_to())))
 }
 
 fn parse_submission(route: Route, text: &str) -> Result<Submission<'_>, RequestError> {

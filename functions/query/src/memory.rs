@@ -91,13 +91,16 @@ impl Reader for MemoryReader {
         partitions: &[String],
         _: (String, String),
     ) -> Result<BTreeMap<String, AggregateTally>, ReadError> {
-        let mut summed: BTreeMap<String, AggregateTally> = BTreeMap::new();
-        for _ in partitions {
-            for (period, tally) in &self.aggregates {
-                summed.entry(period.clone()).or_default().add(tally);
-            }
-        }
-        Ok(summed)
+        // Every partition holds the same periods: each period sums one tally per partition.
+        Ok(self
+            .aggregates
+            .iter()
+            .map(|(period, tally)| {
+                let mut sum = AggregateTally::default();
+                partitions.iter().for_each(|_| sum.add(tally));
+                (period.clone(), sum)
+            })
+            .collect())
     }
 
     async fn window(&self, shards: &[String], plan: &ReadPlan) -> Result<WindowRead, ReadError> {
