@@ -12,7 +12,8 @@ use std::time::Duration;
 use common::{call, read_stream, stack, until};
 use eventline_local::LocalStack;
 use eventline_local::poller::kinesis_event;
-use eventline_query::reader::{AwsReader, Reader};
+use eventline_query::dynamo::AwsReader;
+use eventline_query::reader::Reader;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 

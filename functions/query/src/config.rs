@@ -1,4 +1,4 @@
-//! Settings the metrics function reads once, from the variables `template.yaml` sets.
+//! Settings the query function reads once, from the variables `template.yaml` sets.
 
 use eventline_model::config::{ConfigError, Lookup, names, required};
 

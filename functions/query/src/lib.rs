@@ -1,6 +1,7 @@
 //! The query function: the read routes (totals, processed events, timelines, aggregates, windows, the reference table, health), each answered without a Scan.
 
 pub mod config;
+pub mod dynamo;
 pub mod handler;
 pub mod memory;
 pub mod reader;
@@ -8,8 +9,8 @@ pub mod routes;
 pub mod timeline;
 
 use crate::config::Config;
+use crate::dynamo::AwsReader;
 use crate::handler::Query;
-use crate::reader::AwsReader;
 
 /// The handler wired to AWS, as deployed.
 pub type AwsQuery = Query<AwsReader>;

@@ -9,7 +9,7 @@ async fn main() -> Result<(), Error> {
     init_tracing();
     let config =
         Config::from_lookup(&ProcessEnv).inspect_err(|error| tracing::error!(%error, "invalid configuration"))?;
-    let metrics = eventline_query::with_aws(config, &sdk_config().await);
-    let metrics = &metrics;
-    run(service_fn(move |request: Request| async move { Ok::<_, Error>(metrics.handle(request).await) })).await
+    let query = eventline_query::with_aws(config, &sdk_config().await);
+    let query = &query;
+    run(service_fn(move |request: Request| async move { Ok::<_, Error>(query.handle(request).await) })).await
 }

@@ -59,7 +59,7 @@ impl Dashboard {
         Ok(Self { functions, poller, sqs: aws_sdk_sqs::Client::new(sdk), dead_letter_queue_url })
     }
 
-    /// One sample: `GET /metrics?window=N` as the metrics function answers it, with the latency
+    /// One sample: `GET /metrics?window=N` as the query function answers it, with the latency
     /// percentiles, the dead-letter queue's depth and the poller's counts beside it.
     async fn sample(&self, window: &str) -> Result<Value, SampleError> {
         let sampled_at_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
@@ -135,7 +135,7 @@ impl Dashboard {
 /// Why a sample could not be taken.
 #[derive(Debug)]
 enum SampleError {
-    /// The metrics function's own answer when not 200: a 4xx says what was wrong with
+    /// The query function's own answer when not 200: a 4xx says what was wrong with
     /// `window`; a 5xx says nothing internal, and the function has logged why.
     Metrics(http::Response<lambda_http::Body>),
     /// A read of the page's own failed.

@@ -655,12 +655,12 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
     ])
 }
 
-/// Items one `GET` of the metrics function reads, counted on its DynamoDB client.
+/// Items one `GET` of the query function reads, counted on its DynamoDB client.
 async fn items_read(stack: &LocalStack, uri: &str) -> Result<usize, BoxError> {
     let env = &stack.manifest.function("query")?.environment;
     let config = eventline_query::config::Config::from_lookup(env)?;
     let recorder = Recorder::default();
-    let handler = eventline_query::handler::Query::new(eventline_query::reader::AwsReader::new(
+    let handler = eventline_query::handler::Query::new(eventline_query::dynamo::AwsReader::new(
         recorder.dynamodb(&stack.sdk),
         recorder.kinesis(&stack.sdk),
         config.table_name,
