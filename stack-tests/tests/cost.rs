@@ -35,7 +35,7 @@ async fn write_units_per_event_with_and_without_aggregates() {
         Transform {
             store: eventline_transform::dynamo::DynamoEventStore::new(dynamodb.clone(), table, Backoff::default()),
             output: eventline_aws::KinesisSink::new(aws_sdk_kinesis::Client::new(&stack.sdk), &env["OUTPUT_STREAM"]),
-            dead_letters: eventline_transform::dead_letter::SqsDeadLetters::built_on_first_use(
+            dead_letters: eventline_transform::sqs::SqsDeadLetters::built_on_first_use(
                 &stack.sdk,
                 &env["DEAD_LETTER_QUEUE_URL"],
                 &env["DEAD_LETTER_BUCKET"],

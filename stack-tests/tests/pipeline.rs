@@ -24,9 +24,9 @@ use eventline_local::poller::kinesis_event;
 use eventline_model::Rules;
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, PutFailure, RecordSink};
-use eventline_transform::dead_letter::SqsDeadLetters;
 use eventline_transform::dynamo::DynamoEventStore;
 use eventline_transform::handler::Transform;
+use eventline_transform::sqs::SqsDeadLetters;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -8,6 +8,7 @@ pub mod enrich;
 pub mod event;
 pub mod handler;
 pub mod memory;
+pub mod sqs;
 pub mod store;
 
 use std::time::Duration;
@@ -17,10 +18,10 @@ use eventline_aws::reference::ReferenceStore;
 use eventline_model::retry::Backoff;
 
 use crate::config::Config;
-use crate::dead_letter::SqsDeadLetters;
 use crate::dynamo::DynamoEventStore;
 use crate::enrich::CachedReference;
 use crate::handler::Transform;
+use crate::sqs::SqsDeadLetters;
 
 /// Retry budgets of one batch's steps. A throttled partition or shard recovers in seconds;
 /// together with the SDK's own timeouts these stay well inside the function's timeout

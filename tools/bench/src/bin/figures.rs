@@ -573,7 +573,7 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
         .with_measures(config.aggregate_measures)
         .with_breakdown_limit(config.max_breakdown_keys),
         output: KinesisSink::new(recorder.kinesis(&stack.sdk), &config.output_stream),
-        dead_letters: eventline_transform::dead_letter::SqsDeadLetters::built_on_first_use(
+        dead_letters: eventline_transform::sqs::SqsDeadLetters::built_on_first_use(
             &stack.sdk,
             &config.dead_letter_queue_url,
             &config.dead_letter_bucket,
