@@ -1,75 +1,40 @@
 #!/usr/bin/env python3
-"""Run moto's server for the local stack, with these changes. Arguments are moto_server's,
-and `--exit-with-parent`: exit when standard input closes (see `exit_when_stdin_closes`).
+"""Run moto's server for the local stack. Arguments are moto_server's, and
+`--exit-with-parent`: exit when standard input closes (see `exit_when_stdin_closes`).
 
-One request at a time. moto's server is threaded, but its models are not safe under
-concurrent requests: two Kinesis puts can take the same sequence number, so one record
-silently replaces the other, and nothing keeps DynamoDB transactions apart. Each connection
-is still read and answered on its own thread; only the work inside moto is serialised.
+What the local stack needs of moto for its answers to be right (one request at a time, item
+backups for transactions, event source mappings left to the local poller, the fault layer,
+DynamoDB's rules) is in moto_correctness.py, installed here after the speed patches below.
 
-Faults, off by default, for fault-injection tests. `POST /_eventline/faults` with
-`{"rate": 0.1, "seed": 7, "kinds": ["throttle", "server_error", "reset", "lost_response"]}`
-makes that share of AWS calls (every request but `/_eventline/*` and moto's own `/moto-api/*`)
-fail, each with a kind drawn from `kinds` (default all four):
-  throttle       the service's throttling error, not forwarded to moto;
-  server_error   the service's HTTP 500, not forwarded;
-  reset          the connection is dropped with no response, not forwarded;
-  lost_response  forwarded (it takes effect), then the connection is dropped unanswered.
-`rate` 0 turns faults off. Counters run from the start unless a POST says
-`"reset_counts": true`. Both methods answer the settings and the counts: AWS requests seen,
-faults injected per kind and per operation (`X-Amz-Target`, else `service.Action` or
-`service.METHOD`). Faults are switched at run time so that stack setup runs before they are
-on. Every POST restarts the draws from `random.Random(seed)` (seed 0 if not given), so a
-run's fault pattern can be repeated.
+Speed patches. moto walks or copies a whole Kinesis shard on every put and read, runs its full
+expression machinery on every counter update, sorts every item of a table to answer a query
+on one partition, walks the botocore model for every node of a JSON request and answer, lists
+its own package directory to route each request, and (werkzeug, its HTTP server) closes the
+connection after every answer and logs a line for each. Each patch below says what it fixes;
+each leaves moto's answers as they were (tests in test_moto_server.py compare them with
+moto's own code) and checks at start, by a digest of the source it replaces or mirrors, that
+the installed moto is the one it was written against. tools/local/README.md lists them with
+what each buys.
 
-DynamoDB's rules. A write DynamoDB refuses is refused here too, with DynamoDB's error: numbers
-beyond 38 significant digits or outside 1E-130 .. 9.99E+125 (also as the result of ADD or SET
-arithmetic, which runs exact instead of rounding to 28 digits), and items over 400 KB as
-DynamoDB measures them, on PutItem, UpdateItem, BatchWriteItem, TransactWriteItems and
-PartiQL writes. See dynamodb_rules.py.
-
-Transactions. moto backs up the whole table before each action of a TransactWriteItems call,
-so a transaction of N actions copies the table N times and the local stack slows down as the
-table grows. Here only the items the call writes are backed up, and a cancelled transaction
-puts exactly those back, so what callers observe is unchanged.
-
-Cost per call. moto walks or copies a whole Kinesis shard on every put and read, hands every
-record put to Docker for the stream's event source mapping (which the local stack plays
-itself), runs its full expression machinery on every counter update, sorts every item of a
-table to answer a query on one partition, walks the botocore model for every node of a JSON
-request body, lists its own package directory to route each request, and (werkzeug, its
-HTTP server) closes the connection after every answer and logs a line for each. Each patch below
-says what it fixes; each leaves moto's answers as they were (tests in test_moto_server.py
-compare them with moto's own code) and checks at start, by a digest of the source it
-replaces or mirrors, that the installed moto is the one it was written against.
+`EVENTLINE_MOTO_WITHOUT=name,name` leaves the named speed patches out, to measure what each
+buys (an unknown name stops the launcher); the correctness patches are always installed.
 """
 
-import collections
 import copy
 import enum
 import functools
 import gc
-import hashlib
-import http
 import inspect
 import io
 import json
 import os
-import random
 import re
-import socket
-import struct
 import sys
 import threading
-import types
-import uuid
-import zlib
 from pathlib import Path
-from urllib.parse import parse_qs
 
 from werkzeug import serving as werkzeug_serving
 
-import moto
 import moto.server
 from moto import backends as moto_backends
 from moto import settings as moto_settings
@@ -87,83 +52,23 @@ from moto.dynamodb.parsing.validators import UpdateExpressionFunctionEvaluator, 
 from moto.kinesis import models as kinesis_models
 from moto.moto_server.werkzeug_app import MotoRequestHandler
 
-import dynamodb_rules
+import moto_correctness
+from moto_correctness import expect_source
 
-# --- Guards: each patch below replaces or relies on moto internals of the pinned version ----
-
-
-def _expect_source(function, digest):
-    """Fail at start unless `function` is the moto code a patch here was written against."""
-    actual = hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
-    if actual != digest:
-        raise RuntimeError(
-            f"moto {moto.__version__}: {function.__module__}.{function.__qualname__} is not the code "
-            f"the patch in {__file__} was written for (source digest {actual}, expected {digest}); "
-            "check the patch against the new code, then update the digest"
-        )
+WITHOUT = "EVENTLINE_MOTO_WITHOUT"
+SPEED_PATCHES = {}  # name: installer, in the order they are installed
+INSTALLED = []  # the names of the speed patches installed in this process
 
 
-# --- DynamoDB transactions: back up the items a call writes, not whole tables -----------
+def speed_patch(name):
+    """Registers the decorated function as the installer of the speed patch `name`."""
 
-_backups = threading.local()
+    def register(install_patch):
+        SPEED_PATCHES[name] = install_patch
+        return install_patch
 
+    return register
 
-def _deepcopy(value, memo=None):
-    # Inside a transaction the items it writes are already backed up (below): moto's own
-    # whole-table copy is skipped, so a rollback by moto leaves the table as it is and the
-    # item backups restore it.
-    if getattr(_backups, "items", None) is not None:
-        return value
-    return copy.deepcopy(value, memo)
-
-
-_transact_write_items = models.DynamoDBBackend.transact_write_items
-
-
-def _key_of(backend, table_name, operation):
-    if "Key" in operation:
-        return operation["Key"]
-    table = backend.get_table(table_name)
-    names = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
-    return {name: operation["Item"][name] for name in names}
-
-
-def _item_backups(backend, transact_items):
-    """(table, key, attributes or None) of every item the call may write, as it is now."""
-    backups = []
-    for transact_item in transact_items:
-        for operation in transact_item.values():
-            table_name = operation["TableName"]
-            key = _key_of(backend, table_name, operation)
-            current = backend.get_item(table_name, key)
-            attributes = copy.deepcopy(current.to_json()["Attributes"]) if current else None
-            backups.append((table_name, key, attributes))
-    return backups
-
-
-def _transact_write_items_with_item_backups(self, transact_items):
-    try:
-        backups = _item_backups(self, transact_items)
-    except Exception:
-        # A malformed call (no such table, a missing key): moto reports it as it would.
-        return _transact_write_items(self, transact_items)
-    _backups.items = backups
-    try:
-        return _transact_write_items(self, transact_items)
-    except Exception:
-        for table_name, key, attributes in reversed(backups):
-            if attributes is None:
-                self.delete_item(table_name, key)
-            else:
-                self.put_item(table_name, attributes)
-        raise
-    finally:
-        _backups.items = None
-
-
-_expect_source(_transact_write_items, "81db2cb7d94e39c9")
-models.copy = types.SimpleNamespace(deepcopy=_deepcopy)
-models.DynamoDBBackend.transact_write_items = _transact_write_items_with_item_backups
 
 # --- DynamoDB updates: counters without the expression machinery -------------------------
 #
@@ -308,7 +213,7 @@ def _update_item_with_counter_path(
             )
     if plan is not None:
         # As moto: the expression must parse (a syntax error is moto's to report) before the key is read.
-        _parsed_update_expression(update_expression)
+        UpdateExpressionParser.make(update_expression)
         hash_value, range_value = _key_values(table, key)
         item = table.get_item(hash_value, range_value)
         # ADD needs a number where the attribute exists; anything else is moto's to report.
@@ -348,16 +253,22 @@ def _key_values(table, key):
     return DynamoType(key), None
 
 
-# What the counter path mirrors: the update itself, its validators, ADD and SET.
-_expect_source(_parse_update_expression, "2c00ed96d6e191f2")
-_expect_source(_update_item, "218984588dd689a5")
-_expect_source(UpdateExpressionValidator.get_ast_processors, "918400bbecd67e83")
-_expect_source(UpdateExpressionFunctionEvaluator, "dfee5d859b7d6a32")
-_expect_source(AddExecutor.execute, "dadbc08d83f73bdb")
-_expect_source(SetExecutor.set, "a8b5f69f92794b46")
-_expect_source(DynamoType.__add__, "c2852d8ddde02bb3")
-UpdateExpressionParser.make = staticmethod(_parsed_update_expression)
-models.DynamoDBBackend.update_item = _update_item_with_counter_path
+@speed_patch("update-parse-cache")
+def _install_update_parse_cache():
+    expect_source(_parse_update_expression, "2c00ed96d6e191f2")
+    UpdateExpressionParser.make = staticmethod(_parsed_update_expression)
+
+
+@speed_patch("counter-updates")
+def _install_counter_updates():
+    # What the counter path mirrors: the update itself, its validators, ADD and SET.
+    expect_source(_update_item, "218984588dd689a5")
+    expect_source(UpdateExpressionValidator.get_ast_processors, "918400bbecd67e83")
+    expect_source(UpdateExpressionFunctionEvaluator, "dfee5d859b7d6a32")
+    expect_source(AddExecutor.execute, "dadbc08d83f73bdb")
+    expect_source(SetExecutor.set, "a8b5f69f92794b46")
+    expect_source(DynamoType.__add__, "c2852d8ddde02bb3")
+    models.DynamoDBBackend.update_item = _update_item_with_counter_path
 
 # --- DynamoDB expressions: copied by their fields -----------------------------------------
 #
@@ -384,10 +295,12 @@ def _node_classes(root):
         yield from _node_classes(subclass)
 
 
-for _node_class in _node_classes(ast_nodes.Node):
-    if any(hook in vars(_node_class) for hook in _NODE_COPY_HOOKS):
-        raise RuntimeError(f"moto's {_node_class.__name__} defines how it is copied; check the node copy patch")
-ast_nodes.Node.__deepcopy__ = _node_deepcopy
+@speed_patch("expression-copy")
+def _install_expression_copy():
+    for node_class in _node_classes(ast_nodes.Node):
+        if any(hook in vars(node_class) for hook in _NODE_COPY_HOOKS):
+            raise RuntimeError(f"moto's {node_class.__name__} defines how it is copied; check the node copy patch")
+    ast_nodes.Node.__deepcopy__ = _node_deepcopy
 
 # --- DynamoDB items and conditions --------------------------------------------------------
 
@@ -422,11 +335,17 @@ def _get_filter_expression_cached(expression, names, values):
     return _get_filter_expression(expression, names, values)
 
 
-_expect_source(_item_init, "d9c12b62cb921831")
-_expect_source(_get_filter_expression, "0bb9e2d345c7f17f")
-Item.__init__ = _item_init_measured_once
-models.get_filter_expression = _get_filter_expression_cached
-table_models.get_filter_expression = _get_filter_expression_cached
+@speed_patch("item-init")
+def _install_item_init():
+    expect_source(_item_init, "d9c12b62cb921831")
+    Item.__init__ = _item_init_measured_once
+
+
+@speed_patch("condition-cache")
+def _install_condition_cache():
+    expect_source(_get_filter_expression, "0bb9e2d345c7f17f")
+    models.get_filter_expression = _get_filter_expression_cached
+    table_models.get_filter_expression = _get_filter_expression_cached
 
 # --- DynamoDB queries: read the one partition asked for ---------------------------------
 #
@@ -466,19 +385,12 @@ def _all_items_of_the_queried_partition(self):
     return list(entry.values())  # the query sorts them by sort key itself
 
 
-_expect_source(_query, "002b4d00be6df07c")
-_expect_source(_all_items, "c80d2ee3c896acd0")
-table_models.Table.query = _query_one_partition
-table_models.Table.all_items = _all_items_of_the_queried_partition
-
-# --- DynamoDB's rules on what it stores ---------------------------------------------------
-#
-# moto stores numbers DynamoDB refuses (more than 38 significant digits, magnitudes outside
-# 1E-130 .. 9.99E+125), rounds sums to 28 digits without a word, and measures items its own
-# way. dynamodb_rules.py refuses what DynamoDB refuses, on every write path, with its errors.
-# Installed after the patches above: it wraps the update and transaction paths they set.
-
-dynamodb_rules.install(_expect_source)
+@speed_patch("query-partition")
+def _install_query_partition():
+    expect_source(_query, "002b4d00be6df07c")
+    expect_source(_all_items, "c80d2ee3c896acd0")
+    table_models.Table.query = _query_one_partition
+    table_models.Table.all_items = _all_items_of_the_queried_partition
 
 # --- Routing: moto's modules listed once --------------------------------------------------
 #
@@ -496,8 +408,10 @@ def _list_of_moto_modules_once():
     return _moto_modules
 
 
-_expect_source(_list_of_moto_modules, "4f741a10b06500e8")
-moto_backends.list_of_moto_modules = _list_of_moto_modules_once
+@speed_patch("module-list")
+def _install_module_list():
+    expect_source(_list_of_moto_modules, "4f741a10b06500e8")
+    moto_backends.list_of_moto_modules = _list_of_moto_modules_once
 
 # --- JSON requests: parsed by converters compiled once per operation -------------------
 #
@@ -613,11 +527,13 @@ def _parse_parameters_compiled(self, request):
     self.params = body if convert is None else convert(body)
 
 
-_expect_source(_parse_parameters, "fd3d04c9194814f4")
-_expect_source(core_parse.RequestParser, "fd89167146d042a1")
-_expect_source(core_parse.BaseJSONParser, "e6551b6433be7fe0")
-_expect_source(core_parse.JSONParser, "203b5e65629fb3c5")
-core_responses.BaseResponse.parse_parameters = _parse_parameters_compiled
+@speed_patch("json-requests")
+def _install_json_requests():
+    expect_source(_parse_parameters, "fd3d04c9194814f4")
+    expect_source(core_parse.RequestParser, "fd89167146d042a1")
+    expect_source(core_parse.BaseJSONParser, "e6551b6433be7fe0")
+    expect_source(core_parse.JSONParser, "203b5e65629fb3c5")
+    core_responses.BaseResponse.parse_parameters = _parse_parameters_compiled
 
 # --- JSON answers: serialised by functions compiled once per operation ---------------------
 #
@@ -818,22 +734,24 @@ def _execute_result_compiled(self, context):
     return status, {"Content-Type": content_type}, text
 
 
-_expect_source(_execute_result, "6333faa349b58671")
-_expect_source(core_serialize.ResponseSerializer, "6266dfddaa30faa3")
-_expect_source(core_serialize.BaseJSONSerializer, "e558d3b61d0694d4")
-_expect_source(core_serialize.JSONSerializer, "665dba3e0d52aadb")
-_expect_source(core_serialize.AttributePicker, "de1006e71db016d4")
-_expect_source(core_serialize.XFormedAttributePicker, "198e800d0a4d84e4")
-# The alias providers that read the object rather than the shape, and how a dict is read.
-_expect_source(core_serialize.ExplicitAlias, "50e6df2c5ef1bb8c")
-_expect_source(core_serialize.ClassPrefixAlias, "badfb8d077e500ff")
-_expect_source(core_utils._get_value_for_key, "563aa7bc75bd5bb0")
-if core_serialize.DEFAULT_ALIAS_PROVIDERS != [
-    core_serialize.ExplicitAlias, core_serialize.ShapeNameAlias, core_serialize.NoAlias,
-    core_serialize.ShapePrefixAlias, core_serialize.ClassPrefixAlias, core_serialize.ModelAlias,
-]:
-    raise RuntimeError("moto's attribute alias providers are not the ones the compiled serialisers were written for")
-core_responses.ActionResult.execute_result = _execute_result_compiled
+@speed_patch("json-answers")
+def _install_json_answers():
+    expect_source(_execute_result, "6333faa349b58671")
+    expect_source(core_serialize.ResponseSerializer, "6266dfddaa30faa3")
+    expect_source(core_serialize.BaseJSONSerializer, "e558d3b61d0694d4")
+    expect_source(core_serialize.JSONSerializer, "665dba3e0d52aadb")
+    expect_source(core_serialize.AttributePicker, "de1006e71db016d4")
+    expect_source(core_serialize.XFormedAttributePicker, "198e800d0a4d84e4")
+    # The alias providers that read the object rather than the shape, and how a dict is read.
+    expect_source(core_serialize.ExplicitAlias, "50e6df2c5ef1bb8c")
+    expect_source(core_serialize.ClassPrefixAlias, "badfb8d077e500ff")
+    expect_source(core_utils._get_value_for_key, "563aa7bc75bd5bb0")
+    if core_serialize.DEFAULT_ALIAS_PROVIDERS != [
+        core_serialize.ExplicitAlias, core_serialize.ShapeNameAlias, core_serialize.NoAlias,
+        core_serialize.ShapePrefixAlias, core_serialize.ClassPrefixAlias, core_serialize.ModelAlias,
+    ]:
+        raise RuntimeError("moto's attribute alias providers are not the ones the compiled serialisers were written for")
+    core_responses.ActionResult.execute_result = _execute_result_compiled
 
 # --- Kinesis: the cost of a call does not grow with the shard ----------------------------
 #
@@ -842,8 +760,9 @@ core_responses.ActionResult.execute_result = _execute_result_compiled
 # order. moto scans or copies the whole dict where that order answers at once.
 
 Shard = kinesis_models.Shard
-Stream = kinesis_models.Stream
 _get_records = Shard.get_records
+_get_max_sequence_number = Shard.get_max_sequence_number
+_get_min_sequence_number = Shard.get_min_sequence_number
 
 
 def _last_sequence_number(self):
@@ -882,26 +801,21 @@ def _get_records_from_position(self, last_sequence_id, limit):
     return results, end, millis_behind_latest
 
 
-def _put_record_without_lambda(self, partition_key, explicit_hash_key, data):
-    # moto's `Stream.put_record` also hands every record to each event source mapping on the
-    # stream by running the function in Docker: here that fails on every record (no Docker),
-    # logs the failure and adds a CloudWatch log stream per record, and it would start a
-    # container per record where a Docker API answered. The local stack's poller plays the
-    # mapping (tools/local/src/poller.rs); the mapping stays defined in moto.
-    shard = self.get_shard_for_key(partition_key, explicit_hash_key)
-    sequence_number = shard.put_record(partition_key, data, explicit_hash_key)
-    return sequence_number, shard.shard_id
+@speed_patch("shard-sequence-numbers")
+def _install_shard_sequence_numbers():
+    expect_source(Shard.put_record, "e2d15174261bc63e")
+    expect_source(_get_max_sequence_number, "eff48df162f5a63d")
+    expect_source(_get_min_sequence_number, "acae970512147e4e")
+    Shard.get_max_sequence_number = _last_sequence_number
+    Shard.get_min_sequence_number = _first_sequence_number
 
 
-_expect_source(Shard.get_max_sequence_number, "eff48df162f5a63d")
-_expect_source(Shard.get_min_sequence_number, "acae970512147e4e")
-_expect_source(Shard.put_record, "e2d15174261bc63e")
-_expect_source(Shard.get_records, "1188a73a6b3db1f9")
-_expect_source(Stream.put_record, "cafda0597b231b64")
-Shard.get_max_sequence_number = _last_sequence_number
-Shard.get_min_sequence_number = _first_sequence_number
-Shard.get_records = _get_records_from_position
-Stream.put_record = _put_record_without_lambda
+@speed_patch("shard-reads")
+def _install_shard_reads():
+    expect_source(Shard.put_record, "e2d15174261bc63e")
+    expect_source(_get_records, "1188a73a6b3db1f9")
+    Shard.get_records = _get_records_from_position
+
 
 # --- Garbage collection: the stored data is not scanned again and again ------------------
 #
@@ -912,374 +826,12 @@ Stream.put_record = _put_record_without_lambda
 # request (parsed expressions, their copies), run less often but still regularly; the full
 # one only after a thousand of the middle generation's, minutes apart rather than seconds.
 
-gc.set_threshold(10_000, 50, 1_000)
-
-# --- Faults -------------------------------------------------------------------------------
-
-CONTROL_PREFIX = "/_eventline/"
-FAULTS_PATH = "/_eventline/faults"
-KINDS = ("throttle", "server_error", "reset", "lost_response")
-DYNAMODB_ERROR_PREFIX = "com.amazonaws.dynamodb.v20120810#"
-SQS_ERROR_PREFIX = "com.amazonaws.sqs#"
+@speed_patch("gc-threshold")
+def _install_gc_threshold():
+    gc.set_threshold(10_000, 50, 1_000)
 
 
-class Faults:
-    """Settings, the random draws and the counters. Used only under the request lock."""
-
-    def __init__(self):
-        self.configure({"rate": 0}, reset_counts=True)
-
-    def configure(self, settings, reset_counts=False):
-        self.rate = settings["rate"]
-        self.seed = settings.get("seed", 0)
-        self.kinds = list(settings.get("kinds", KINDS))
-        self.random = random.Random(self.seed)
-        if reset_counts:
-            self.requests = 0
-            self.injected = dict.fromkeys(KINDS, 0)
-            self.by_operation = {}
-
-    def draw(self):
-        """The kind of fault for the next AWS request, or None."""
-        self.requests += 1
-        if self.rate <= 0 or self.random.random() >= self.rate:
-            return None
-        return self.random.choice(self.kinds)
-
-    def count(self, kind, operation):
-        self.injected[kind] += 1
-        per_kind = self.by_operation.setdefault(operation, {})
-        per_kind[kind] = per_kind.get(kind, 0) + 1
-
-    def report(self):
-        return {
-            "rate": self.rate,
-            "seed": self.seed,
-            "kinds": self.kinds,
-            "requests": self.requests,
-            "injected": dict(self.injected),
-            "by_operation": {op: dict(kinds) for op, kinds in self.by_operation.items()},
-        }
-
-
-def parse_settings(body):
-    """The settings in a POST body, or raise ValueError saying what is wrong."""
-    try:
-        settings = json.loads(body or b"{}")
-    except ValueError as error:
-        raise ValueError(f"body is not JSON: {error}") from None
-    if not isinstance(settings, dict):
-        raise ValueError("body must be a JSON object")
-    unknown = set(settings) - {"rate", "seed", "kinds", "reset_counts"}
-    if unknown:
-        raise ValueError(f"unknown fields: {sorted(unknown)}")
-    rate = settings.get("rate")
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
-        raise ValueError("rate must be a number from 0 to 1")
-    seed = settings.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError("seed must be an integer")
-    kinds = settings.get("kinds", list(KINDS))
-    if not isinstance(kinds, list) or not kinds or any(k not in KINDS for k in kinds):
-        raise ValueError(f"kinds must be a non-empty list drawn from {list(KINDS)}")
-    reset_counts = settings.get("reset_counts", False)
-    if not isinstance(reset_counts, bool):
-        raise ValueError("reset_counts must be true or false")
-    return {"rate": rate, "seed": seed, "kinds": kinds}, reset_counts
-
-
-# --- Error answers as the real services give them -------------------------------------------
-
-
-def _signing_service(environ):
-    """The service named in the SigV4 credential scope (header or presigned URL), if any."""
-    auth = environ.get("HTTP_AUTHORIZATION", "")
-    if "Credential=" in auth:
-        scope = auth.split("Credential=", 1)[1].split(",", 1)[0]
-    else:
-        scope = parse_qs(environ.get("QUERY_STRING", "")).get("X-Amz-Credential", [""])[0]
-    parts = scope.split("/")  # key id / date / region / service / aws4_request
-    return parts[3].lower() if len(parts) == 5 else None
-
-
-def _is_form(environ):
-    return environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded")
-
-
-def operation_name(environ, body):
-    """`X-Amz-Target` when there is one, else `service.Action` or `service.METHOD`."""
-    target = environ.get("HTTP_X_AMZ_TARGET")
-    if target:
-        return target
-    service = _signing_service(environ) or "unknown"
-    if _is_form(environ):
-        action = parse_qs(body.decode("utf-8", "replace")).get("Action")
-        if action:
-            return f"{service}.{action[0]}"
-    return f"{service}.{environ.get('REQUEST_METHOD', 'GET')}"
-
-
-def _json_body(body):
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-class Answer:
-    """A complete HTTP answer built without moto."""
-
-    def __init__(self, status, content_type, body, headers=()):
-        self.status = status
-        self.body = body.encode() if isinstance(body, str) else body
-        self.headers = [("Content-Type", content_type), *headers]
-
-    def send(self, start_response):
-        phrase = http.HTTPStatus(self.status).phrase
-        headers = [*self.headers, ("Content-Length", str(len(self.body)))]
-        start_response(f"{self.status} {phrase}", headers)
-        return [self.body]
-
-
-def _aws_json(status, version, error_type, message, extra=None, headers=()):
-    body = json.dumps({"__type": error_type, "message": message, **(extra or {})})
-    return Answer(
-        status,
-        f"application/x-amz-json-{version}",
-        body,
-        [("x-amzn-RequestId", str(uuid.uuid4())), *headers],
-    )
-
-
-def _dynamodb(status, error, message, extra=None):
-    answer = _aws_json(status, "1.0", DYNAMODB_ERROR_PREFIX + error, message, extra)
-    # DynamoDB signs every answer with a CRC32 of its body; some SDKs check it.
-    answer.headers.append(("x-amz-crc32", str(zlib.crc32(answer.body))))
-    return answer
-
-
-def _transaction_cancelled(item_count, conflict_at):
-    codes = ["TransactionConflict" if i == conflict_at else "None" for i in range(item_count)]
-    reasons = [
-        {"Code": code, "Message": "Transaction is ongoing for the item"}
-        if code == "TransactionConflict"
-        else {"Code": code}
-        for code in codes
-    ]
-    message = (
-        "Transaction cancelled, please refer cancellation reasons for specific reasons "
-        f"[{', '.join(codes)}]"
-    )
-    return _dynamodb(400, "TransactionCanceledException", message, {"CancellationReasons": reasons})
-
-
-def _sqs(status, error, fault, message):
-    # SQS over JSON keeps its query-protocol error code in x-amzn-query-error: "Code;Sender".
-    return _aws_json(
-        status, "1.0", SQS_ERROR_PREFIX + error, message, headers=[("x-amzn-query-error", f"{error};{fault}")]
-    )
-
-
-def _s3_xml(status, code, message):
-    request_id = uuid.uuid4().hex[:16].upper()
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{code}</Code><Message>{message}</Message>"
-        f"<RequestId>{request_id}</RequestId></Error>"
-    )
-    return Answer(status, "application/xml", body, [("x-amz-request-id", request_id)])
-
-
-def _query_xml(status, fault, code, message):
-    body = (
-        f"<ErrorResponse><Error><Type>{fault}</Type><Code>{code}</Code>"
-        f"<Message>{message}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
-    )
-    return Answer(status, "text/xml", body)
-
-
-def _rest_json(status, code, message):
-    body = json.dumps({"message": message})
-    return Answer(
-        status,
-        "application/json",
-        body,
-        [("x-amzn-ErrorType", code), ("x-amzn-RequestId", str(uuid.uuid4()))],
-    )
-
-
-def throttle_answer(environ, body, rng):
-    target = environ.get("HTTP_X_AMZ_TARGET", "")
-    if target == "DynamoDB_20120810.TransactWriteItems":
-        item_count = len(_json_body(body).get("TransactItems") or [])
-        if rng.random() < 0.5 and item_count:
-            return _transaction_cancelled(item_count, rng.randrange(item_count))
-        return _dynamodb(400, "ThrottlingException", "Rate of requests exceeds the allowed throughput.")
-    if target.startswith("DynamoDB_"):
-        return _dynamodb(
-            400,
-            "ProvisionedThroughputExceededException",
-            "The level of configured provisioned throughput for the table was exceeded. "
-            "Consider increasing your provisioning level with the UpdateTable API.",
-        )
-    if target.startswith("Kinesis_"):
-        request = _json_body(body)
-        stream = request.get("StreamName") or str(request.get("StreamARN", "unknown")).rsplit("/", 1)[-1]
-        return _aws_json(
-            400,
-            "1.1",
-            "ProvisionedThroughputExceededException",
-            f"Rate exceeded for shard shardId-000000000000 in stream {stream} under account 123456789012.",
-        )
-    if target.startswith("AmazonSQS."):
-        return _sqs(400, "ThrottlingException", "Sender", "Rate exceeded")
-    if target:
-        return _aws_json(400, "1.1", "ThrottlingException", "Rate exceeded")
-    if _signing_service(environ) == "s3":
-        return _s3_xml(503, "SlowDown", "Please reduce your request rate.")
-    if _is_form(environ):
-        return _query_xml(400, "Sender", "Throttling", "Rate exceeded")
-    return _rest_json(429, "ThrottlingException", "Rate exceeded")
-
-
-def server_error_answer(environ):
-    target = environ.get("HTTP_X_AMZ_TARGET", "")
-    if target.startswith("DynamoDB_"):
-        return _dynamodb(500, "InternalServerError", "Internal server error")
-    if target.startswith("Kinesis_"):
-        return _aws_json(500, "1.1", "InternalFailure", "Internal service failure.")
-    if target.startswith("AmazonSQS."):
-        return _sqs(500, "InternalError", "Receiver", "We encountered an internal error. Please try again.")
-    if target:
-        return _aws_json(500, "1.1", "InternalFailure", "Internal service failure.")
-    if _signing_service(environ) == "s3":
-        return _s3_xml(500, "InternalError", "We encountered an internal error. Please try again.")
-    if _is_form(environ):
-        return _query_xml(500, "Receiver", "InternalFailure", "Internal service failure.")
-    return _rest_json(500, "InternalFailure", "Internal service failure.")
-
-
-def drop_connection(environ):
-    """End the client's connection without a single response byte."""
-    sock = environ["werkzeug.socket"]
-    # A zero linger turns werkzeug's final close into an abort (RST) instead of a graceful one.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    try:
-        # Shutting down reading as well stops werkzeug waiting for a next keep-alive request.
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # the client has gone already
-    # werkzeug takes a ConnectionError from the application as a client that went away:
-    # it writes nothing more and logs nothing.
-    raise ConnectionAbortedError("fault injection: connection dropped")
-
-
-# --- The application moto's main serves ---------------------------------------------------
-
-
-def _read_body(environ):
-    """Read the whole request body off the socket, leaving a re-readable copy for moto."""
-    stream = environ["wsgi.input"]
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    if length > 0:
-        body = stream.read(length)
-    elif environ.get("wsgi.input_terminated"):
-        body = stream.read()  # chunked: werkzeug's reader stops at the last chunk
-    else:
-        body = b""
-    environ["wsgi.input"] = io.BytesIO(body)
-    return body
-
-
-def _consumed(result):
-    """The whole response body, so that moto has finished its work when this returns."""
-    try:
-        return [b"".join(result)]
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-
-
-class FifoLock:
-    """A lock taken in the order it was asked for. `threading.Lock` wakes an arbitrary waiter,
-    so under a stream of cheap requests (a client reading back thousands of items) one caller
-    can wait many seconds, long enough for its SDK to time out; here a request waits only for
-    those that arrived before it."""
-
-    def __init__(self):
-        self._guard = threading.Lock()
-        self._waiting = collections.deque()
-        self._held = False
-
-    def __enter__(self):
-        with self._guard:
-            if not self._held:
-                self._held = True
-                return self
-            turn = threading.Lock()
-            turn.acquire()
-            self._waiting.append(turn)
-        turn.acquire()  # released by the holder before us, who hands the lock over
-        return self
-
-    def __exit__(self, *exc_info):
-        with self._guard:
-            if self._waiting:
-                self._waiting.popleft().release()
-            else:
-                self._held = False
-
-
-class EventlineApplication:
-    """moto's application, one request at a time, behind the fault layer."""
-
-    def __init__(self, moto_app):
-        self.moto_app = moto_app
-        self.lock = FifoLock()
-        self.faults = Faults()
-
-    def __call__(self, environ, start_response):
-        # Reading the request stays outside the lock, as does writing the answer (werkzeug
-        # writes what this returns after it returns): only moto's work is serialised.
-        body = _read_body(environ)
-        with self.lock:
-            path = environ.get("PATH_INFO", "")
-            if path.startswith(CONTROL_PREFIX):
-                return self.control(environ, body).send(start_response)
-            if path.startswith("/moto-api"):  # moto's own controls are not AWS calls
-                return _consumed(self.moto_app(environ, start_response))
-            kind = self.faults.draw()
-            if kind is not None:
-                self.faults.count(kind, operation_name(environ, body))
-            if kind == "throttle":
-                return throttle_answer(environ, body, self.faults.random).send(start_response)
-            if kind == "server_error":
-                return server_error_answer(environ).send(start_response)
-            if kind == "reset":
-                drop_connection(environ)
-            result = _consumed(self.moto_app(environ, start_response))
-            if kind == "lost_response":
-                drop_connection(environ)
-            return result
-
-    def control(self, environ, body):
-        if environ.get("PATH_INFO") != FAULTS_PATH:
-            return _rest_json(404, "NotFound", f"no such path; try {FAULTS_PATH}")
-        method = environ.get("REQUEST_METHOD")
-        if method == "POST":
-            try:
-                settings, reset_counts = parse_settings(body)
-            except ValueError as error:
-                return _rest_json(400, "ValidationException", str(error))
-            self.faults.configure(settings, reset_counts)
-        elif method != "GET":
-            return _rest_json(405, "MethodNotAllowed", "use GET or POST")
-        return Answer(200, "application/json", json.dumps(self.faults.report()))
+# --- HTTP: connections kept open, answers in one write, a quiet request log ----------------
 
 
 class KeepAliveRequestHandler(MotoRequestHandler):
@@ -1295,10 +847,7 @@ class KeepAliveRequestHandler(MotoRequestHandler):
 
     werkzeug writes an answer's head and body separately; here they leave in one write
     (buffered until werkzeug flushes the answer), with Nagle's algorithm off, which would
-    otherwise hold a small answer back until the client acknowledged the previous one.
-
-    The request log keeps a line per answer that is not a success: at hundreds of calls a
-    second, a "POST / 200" line for each took longer to write than many of the calls."""
+    otherwise hold a small answer back until the client acknowledged the previous one."""
 
     disable_nagle_algorithm = True
     wbufsize = -1
@@ -1322,33 +871,79 @@ class KeepAliveRequestHandler(MotoRequestHandler):
         finally:
             self.rfile = connection_rfile
 
-    def log_request(self, code="-", size="-"):
-        status = getattr(code, "value", code)
-        if isinstance(status, int) and status < 400:
-            return
-        super().log_request(code, size)
-
     def send_header(self, keyword, value):
         if self.keep_alive and keyword.lower() == "connection" and value.lower() == "close":
             return  # werkzeug's unconditional close; the client's own choice was honoured above
         super().send_header(keyword, value)
 
 
+class QuietLogRequestHandler(MotoRequestHandler):
+    """The request log keeps a line per answer that is not a success: at hundreds of calls a
+    second, a "POST / 200" line for each took longer to write than many of the calls."""
+
+    def log_request(self, code="-", size="-"):
+        status = getattr(code, "value", code)
+        if isinstance(status, int) and status < 400:
+            return
+        super().log_request(code, size)
+
+
+_request_handlers = []  # the handlers above that are installed, in this order
+
+
+@speed_patch("keep-alive")
+def _install_keep_alive():
+    expect_source(werkzeug_serving.WSGIRequestHandler.run_wsgi, "774df60c75afd439")
+    _request_handlers.append(KeepAliveRequestHandler)
+
+
+@speed_patch("quiet-log")
+def _install_quiet_log():
+    _request_handlers.append(QuietLogRequestHandler)
+
+
+# --- Serving: moto's server, its application behind the correctness layer ------------------
+
 _run_simple = moto.server.run_simple
 
 
-_expect_source(werkzeug_serving.WSGIRequestHandler.run_wsgi, "774df60c75afd439")
-
-
-def _run_simple_serialised(hostname, port, application, *args, **kwargs):
+def _run_simple_for_eventline(hostname, port, application, *args, **kwargs):
     if kwargs.get("request_handler") is not MotoRequestHandler:
         raise RuntimeError("moto's server no longer serves through MotoRequestHandler")
-    kwargs["request_handler"] = KeepAliveRequestHandler
-    return _run_simple(hostname, port, EventlineApplication(application), *args, **kwargs)
+    if _request_handlers:
+        kwargs["request_handler"] = type("EventlineRequestHandler", tuple(_request_handlers), {})
+    application = moto_correctness.EventlineApplication(application)
+    return _run_simple(hostname, port, application, *args, **kwargs)
 
 
-# moto.server.main calls the run_simple it imported from werkzeug.serving.
-moto.server.run_simple = _run_simple_serialised
+def install(without=()):
+    """Installs every speed patch but those named in `without`, then moto_correctness (whose
+    DynamoDB rules wrap the update and transaction paths the speed patches leave), and serves
+    moto's application through the correctness layer. Once per process."""
+    unknown = sorted(set(without) - set(SPEED_PATCHES))
+    if unknown:
+        raise RuntimeError(f"{WITHOUT}: no speed patch named {', '.join(unknown)}; the names: {', '.join(SPEED_PATCHES)}")
+    if INSTALLED:
+        raise RuntimeError("the launcher's patches are installed already")
+    for name, install_patch in SPEED_PATCHES.items():
+        if name not in without:
+            install_patch()
+            INSTALLED.append(name)
+    moto_correctness.install()
+    # moto.server.main calls the run_simple it imported from werkzeug.serving.
+    moto.server.run_simple = _run_simple_for_eventline
+
+
+def without_from_environment():
+    """The speed patches `EVENTLINE_MOTO_WITHOUT` names (comma-separated) to leave out."""
+    return [name.strip() for name in os.environ.get(WITHOUT, "").split(",") if name.strip()]
+
+
+_without = without_from_environment()
+install(_without)
+if _without:
+    sys.stderr.write(f"{Path(__file__).name}: without the speed patches {', '.join(_without)} ({WITHOUT})\n")
+    sys.stderr.flush()
 
 # --- Ending with the process that started it ----------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Tests for the moto launcher (moto_server.py): one request at a time, the fault layer, and
-the patches that keep moto's cost per call flat.
+"""Tests for the moto launcher (moto_server.py, moto_correctness.py): one request at a time,
+the fault layer, DynamoDB's rules, and the patches that keep moto's cost per call flat.
 
 `MotoLauncherTest` starts the launcher on a free loopback port and talks to it with boto3,
 retries off, so every injected fault reaches the test as the SDK parses it. The patch tests
@@ -937,7 +937,7 @@ class ShardPatchTest(unittest.TestCase):
 
     def test_a_patch_refuses_code_it_was_not_written_for(self):
         with self.assertRaisesRegex(RuntimeError, "not the code the patch"):
-            self.launcher._expect_source(self.Shard.get_records, "0000000000000000")
+            self.launcher.expect_source(self.Shard.get_records, "0000000000000000")
 
 
 class BackendPatchTestCase(unittest.TestCase):
@@ -1417,9 +1417,9 @@ class RoutingPatchTest(unittest.TestCase):
 class FifoLockTest(unittest.TestCase):
     def test_waiters_get_the_lock_in_the_order_they_asked(self):
         sys.path.insert(0, str(LAUNCHER.parent))
-        import moto_server
+        import moto_correctness
 
-        lock = moto_server.FifoLock()
+        lock = moto_correctness.FifoLock()
         order = []
 
         def take(name):
