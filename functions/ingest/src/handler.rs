@@ -141,7 +141,7 @@ impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
 
     async fn respond(&self, request: Request) -> Result<Response<String>, RequestError> {
         let route = route_of(&request)?;
-        let body = request_body(&request, MAX_BODY_BYTES)?;
+        let body = json_text(&request, MAX_BODY_BYTES)?;
         let Submission { single, items } = parse_submission(route, body)?;
         let now = OffsetDateTime::now_utc();
         let request_token = IngestId::generate();
@@ -329,11 +329,6 @@ fn route_of(request: &Request) -> Result<Route, RequestError> {
             Err(RequestError::NotFound { method, path: echo(request.uri().path().trim_end_matches('/'), 256) })
         }
     }
-}
-
-/// The body as UTF-8 text, after the content type and size are checked.
-fn request_body(request: &Request, limit: usize) -> Result<&str, RequestError> {
-    json_text(request, limit).map_err(RequestError::from)
 }
 
 impl From<BodyError> for RequestError {
