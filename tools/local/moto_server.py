@@ -6,26 +6,22 @@ What the local stack needs of moto for its answers to be right (one request at a
 backups for transactions, event source mappings left to the local poller, the fault layer,
 DynamoDB's rules) is in moto_correctness.py, installed here after the speed patches below.
 
-Speed patches. moto walks or copies a whole Kinesis shard on every put and read, runs its full
-expression machinery on every counter update, sorts every item of a table to answer a query
-on one partition, walks the botocore model for every node of a JSON request and answer, lists
-its own package directory to route each request, and (werkzeug, its HTTP server) closes the
-connection after every answer and logs a line for each. Each patch below says what it fixes;
-each leaves moto's answers as they were (tests in test_moto_server.py compare them with
-moto's own code) and checks at start, by a digest of the source it replaces or mirrors, that
-the installed moto is the one it was written against. tools/local/README.md lists them with
-what each buys.
+Speed patches. moto runs its full expression machinery on every counter update and parses
+every condition again, copies every key of a Kinesis shard on every put, walks the botocore
+model for every member of a JSON answer, and lets Python's full garbage collection scan all
+it stores again and again. Each patch below says what it fixes; each leaves moto's answers as
+they were (tests in test_moto_server.py compare them with moto's own code) and checks at
+start, by a digest of the source it replaces or mirrors, that the installed moto is the one
+it was written against. A speed patch stays only while it alone buys at least a tenth of the
+emulator's throughput: tools/local/README.md lists what each buys, and how it is measured.
 
 `EVENTLINE_MOTO_WITHOUT=name,name` leaves the named speed patches out, to measure what each
 buys (an unknown name stops the launcher); the correctness patches are always installed.
 """
 
-import copy
 import enum
 import functools
 import gc
-import inspect
-import io
 import json
 import os
 import re
@@ -33,24 +29,18 @@ import sys
 import threading
 from pathlib import Path
 
-from werkzeug import serving as werkzeug_serving
-
 import moto.server
-from moto import backends as moto_backends
 from moto import settings as moto_settings
-from moto.core import parse as core_parse
 from moto.core import responses as core_responses
 from moto.core import serialize as core_serialize
 from moto.core import utils as core_utils
 from moto.dynamodb import comparisons, models
 from moto.dynamodb.models import table as table_models
-from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
-from moto.dynamodb.parsing import ast_nodes
+from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.parsing.executors import AddExecutor, SetExecutor
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 from moto.dynamodb.parsing.validators import UpdateExpressionFunctionEvaluator, UpdateExpressionValidator
 from moto.kinesis import models as kinesis_models
-from moto.moto_server.werkzeug_app import MotoRequestHandler
 
 import moto_correctness
 from moto_correctness import expect_source
@@ -270,53 +260,7 @@ def _install_counter_updates():
     expect_source(DynamoType.__add__, "c2852d8ddde02bb3")
     models.DynamoDBBackend.update_item = _update_item_with_counter_path
 
-# --- DynamoDB expressions: copied by their fields -----------------------------------------
-#
-# Every update that takes moto's own path deep-copies its parsed expression before validating
-# it (the validator replaces the placeholders in the copy). A parsed expression is a tree of
-# plain objects; copy.deepcopy reached each node through the pickle protocol (`__reduce_ex__`
-# and `_reconstruct`), which cost more than the update. Here a node is copied the way that
-# path copies it, field by field, without the detour: a new object of the same class whose
-# fields are deep copies of the original's.
-
-_NODE_COPY_HOOKS = ("__slots__", "__reduce__", "__reduce_ex__", "__getstate__", "__setstate__", "__copy__", "__deepcopy__")
-
-
-def _node_deepcopy(self, memo):
-    clone = type(self).__new__(type(self))
-    memo[id(self)] = clone
-    clone.__dict__.update({name: copy.deepcopy(value, memo) for name, value in self.__dict__.items()})
-    return clone
-
-
-def _node_classes(root):
-    yield root
-    for subclass in root.__subclasses__():
-        yield from _node_classes(subclass)
-
-
-@speed_patch("expression-copy")
-def _install_expression_copy():
-    for node_class in _node_classes(ast_nodes.Node):
-        if any(hook in vars(node_class) for hook in _NODE_COPY_HOOKS):
-            raise RuntimeError(f"moto's {node_class.__name__} defines how it is copied; check the node copy patch")
-    ast_nodes.Node.__deepcopy__ = _node_deepcopy
-
-# --- DynamoDB items and conditions --------------------------------------------------------
-
-_item_init = Item.__init__
-
-
-def _item_init_measured_once(self, hash_key, range_key, attrs):
-    # Fixes building a new item attribute by attribute through LimitedSizeDict.__setitem__,
-    # which re-measured every attribute set so far for each one. The item's size is checked
-    # by the DynamoDB rules (dynamodb_rules.py) before it is stored.
-    self.hash_key = hash_key
-    self.range_key = range_key
-    self.attrs = LimitedSizeDict()
-    for key, value in attrs.items():
-        dict.__setitem__(self.attrs, key, DynamoType(value))
-
+# --- DynamoDB conditions: parsed once -----------------------------------------------------
 
 _get_filter_expression = comparisons.get_filter_expression
 
@@ -335,205 +279,11 @@ def _get_filter_expression_cached(expression, names, values):
     return _get_filter_expression(expression, names, values)
 
 
-@speed_patch("item-init")
-def _install_item_init():
-    expect_source(_item_init, "d9c12b62cb921831")
-    Item.__init__ = _item_init_measured_once
-
-
 @speed_patch("condition-cache")
 def _install_condition_cache():
     expect_source(_get_filter_expression, "0bb9e2d345c7f17f")
     models.get_filter_expression = _get_filter_expression_cached
     table_models.get_filter_expression = _get_filter_expression_cached
-
-# --- DynamoDB queries: read the one partition asked for ---------------------------------
-#
-# A query on the table's own key (no index) takes the items of its partition key from all of
-# `Table.all_items()`, which sorts every item of the table with DynamoType comparisons, so
-# every `GET /metrics` and every read of the shards' counters costs more as events are stored.
-# The table keeps its items by partition key already; this query reads that one partition.
-# Index queries are left as they are.
-
-_query = table_models.Table.query
-_all_items = table_models.Table.all_items
-_query_signature = inspect.signature(_query)
-_query_partition = threading.local()
-
-
-def _query_one_partition(self, *args, **kwargs):
-    bound = _query_signature.bind(self, *args, **kwargs)
-    hash_key = bound.arguments.get("hash_key")
-    if bound.arguments.get("index_name") or hash_key is None:
-        return _query(self, *args, **kwargs)
-    _query_partition.hash_key = hash_key
-    try:
-        return _query(self, *args, **kwargs)
-    finally:
-        _query_partition.hash_key = None
-
-
-def _all_items_of_the_queried_partition(self):
-    hash_key = getattr(_query_partition, "hash_key", None)
-    if hash_key is None:
-        return _all_items(self)
-    entry = self.items.get(hash_key)  # `get`: the table's defaultdict must not grow
-    if entry is None:
-        return []
-    if not self.range_key_attr:
-        return [entry]
-    return list(entry.values())  # the query sorts them by sort key itself
-
-
-@speed_patch("query-partition")
-def _install_query_partition():
-    expect_source(_query, "002b4d00be6df07c")
-    expect_source(_all_items, "c80d2ee3c896acd0")
-    table_models.Table.query = _query_one_partition
-    table_models.Table.all_items = _all_items_of_the_queried_partition
-
-# --- Routing: moto's modules listed once --------------------------------------------------
-#
-# To route a request, moto lists its own package directory (a directory read and ~150 `isdir`
-# calls) for every request. The installed package does not change while the server runs.
-
-_list_of_moto_modules = moto_backends.list_of_moto_modules
-_moto_modules = None
-
-
-def _list_of_moto_modules_once():
-    global _moto_modules
-    if _moto_modules is None:
-        _moto_modules = tuple(_list_of_moto_modules())
-    return _moto_modules
-
-
-@speed_patch("module-list")
-def _install_module_list():
-    expect_source(_list_of_moto_modules, "4f741a10b06500e8")
-    moto_backends.list_of_moto_modules = _list_of_moto_modules_once
-
-# --- JSON requests: parsed by converters compiled once per operation -------------------
-#
-# moto turns a JSON-protocol request (DynamoDB, Kinesis) into its parameters by walking the
-# botocore shape of the operation for every node of the body, looking each handler up by
-# name; for a transaction of 100 items that took longer than the transaction. Here each
-# operation's walk is compiled once into plain functions that do the same per node: a
-# structure keeps its known members that are not null, blobs are base64-decoded, numbers
-# and timestamps converted, and anything without a conversion passed as it is. Handlers
-# other than moto's own JSON ones (none for these services today) are called as moto would.
-
-_parse_parameters = core_responses.BaseResponse.parse_parameters
-_compiled_json_operations = {}
-
-
-def _json_converter(parser, shape, compiled):
-    """A function converting a JSON value of `shape` as `parser._parse_shape` would, or None
-    where the value is kept as it is. `compiled` holds the structures, lists and maps done
-    so far (shapes can be recursive: a DynamoDB map holds attribute values)."""
-    kind = shape.type_name
-    handler = getattr(type(parser), f"_parse_{kind}", None)
-    if handler is None:
-        return None  # moto's `_default_handle`
-    if kind in ("structure", "list", "map"):
-        key = (kind, shape.name)
-        if key in compiled:
-            slot = compiled[key]
-            return slot if slot is not None else (lambda value, key=key: compiled[key](value))
-        compiled[key] = None
-        compiled[key] = convert = _json_container(parser, shape, handler, compiled)
-        return convert
-    if handler is core_parse.BaseJSONParser._parse_blob:
-        return parser._blob_parser
-    if handler is core_parse.BaseJSONParser._parse_timestamp:
-        return parser._timestamp_parser
-    if handler is core_parse.BaseJSONParser._parse_float:
-        return lambda value: value if value is core_parse.UNDEFINED else float(value)
-    if handler is core_parse.BaseJSONParser._parse_integer:
-        return lambda value: value if value is core_parse.UNDEFINED else int(value)
-    return lambda value: handler(parser, shape, value)
-
-
-def _json_container(parser, shape, handler, compiled):
-    kind = shape.type_name
-    map_type = parser.MAP_TYPE
-    if kind == "structure" and handler is core_parse.BaseJSONParser._parse_structure:
-        if shape.is_document_type:
-            return lambda value: value
-        members = [
-            (name, member.serialization.get("name", name), _json_converter(parser, member, compiled))
-            for name, member in shape.members.items()
-        ]
-        by_json_name = {json_name: (name, convert) for name, json_name, convert in members}
-
-        def structure(value):
-            if value is None:
-                return None
-            parsed = map_type()
-            if len(value) == 1:  # an attribute value, a transaction item: one member
-                for json_name, raw in value.items():
-                    member = by_json_name.get(json_name)
-                    if member is not None and raw is not None:
-                        name, convert = member
-                        parsed[name] = raw if convert is None else convert(raw)
-                return parsed
-            for name, json_name, convert in members:
-                raw = value.get(json_name)
-                if raw is not None:
-                    parsed[name] = raw if convert is None else convert(raw)
-            return parsed
-
-        return structure
-    if kind == "list" and handler is core_parse.RequestParser._parse_list:
-        convert = _json_converter(parser, shape.member, compiled)
-        if convert is None:
-            return list
-        return lambda node: [convert(item) for item in node]
-    if kind == "map" and handler is core_parse.RequestParser._parse_map:
-        convert_key = _json_converter(parser, shape.key, compiled)
-        convert_value = _json_converter(parser, shape.value, compiled)
-
-        def mapping(value):
-            parsed = map_type()
-            for key, raw in value.items():
-                parsed[key if convert_key is None else convert_key(key)] = (
-                    raw if convert_value is None else convert_value(raw)
-                )
-            return parsed
-
-        return mapping
-    return lambda value: handler(parser, shape, value)
-
-
-def _parse_parameters_compiled(self, request):
-    service_model = core_responses.get_service_model(self.boto3_service_name)
-    action = self._get_action()
-    protocol = core_responses.determine_request_protocol(service_model, request.content_type)
-    if core_responses.PROTOCOL_PARSERS[protocol] is not core_parse.JSONParser:
-        return _parse_parameters(self, request)
-    key = (service_model.service_name, action, self.PROTOCOL_PARSER_MAP_TYPE)
-    operation = _compiled_json_operations.get(key)
-    if operation is None:
-        operation_model = service_model.operation_model(action)
-        parser = core_parse.JSONParser(operation_model, map_type=self.PROTOCOL_PARSER_MAP_TYPE)
-        shape = operation_model.input_shape
-        convert = None if shape is None else _json_converter(parser, shape, {})
-        operation = _compiled_json_operations[key] = (parser, shape, convert)
-    parser, shape, convert = operation
-    if shape is None:
-        self.params = {}
-        return
-    body = parser._parse_body_as_json(request.data)
-    self.params = body if convert is None else convert(body)
-
-
-@speed_patch("json-requests")
-def _install_json_requests():
-    expect_source(_parse_parameters, "fd3d04c9194814f4")
-    expect_source(core_parse.RequestParser, "fd89167146d042a1")
-    expect_source(core_parse.BaseJSONParser, "e6551b6433be7fe0")
-    expect_source(core_parse.JSONParser, "203b5e65629fb3c5")
-    core_responses.BaseResponse.parse_parameters = _parse_parameters_compiled
 
 # --- JSON answers: serialised by functions compiled once per operation ---------------------
 #
@@ -753,14 +503,14 @@ def _install_json_answers():
         raise RuntimeError("moto's attribute alias providers are not the ones the compiled serialisers were written for")
     core_responses.ActionResult.execute_result = _execute_result_compiled
 
-# --- Kinesis: the cost of a call does not grow with the shard ----------------------------
+# --- Kinesis: a put does not copy the shard's keys ----------------------------------------
 #
 # A shard's records are an OrderedDict keyed by sequence number, and `Shard.put_record` is
 # the only writer: it inserts the last key + 1, so the keys rise one by one in insertion
-# order. moto scans or copies the whole dict where that order answers at once.
+# order. moto copies every key of the shard to find the first or the last, which that order
+# answers at once.
 
 Shard = kinesis_models.Shard
-_get_records = Shard.get_records
 _get_max_sequence_number = Shard.get_max_sequence_number
 _get_min_sequence_number = Shard.get_min_sequence_number
 
@@ -775,32 +525,6 @@ def _first_sequence_number(self):
     return next(iter(self.records)) if self.records else 0
 
 
-def _get_records_from_position(self, last_sequence_id, limit):
-    """moto's answer, found by position: records with a sequence number above
-    `last_sequence_id`, oldest first, at most `limit` of them, and how far the last one
-    returned is behind the newest record. moto walks the shard from its first record on every
-    call instead."""
-    last_sequence_int = int(last_sequence_id)
-    records = self.records
-    if limit is not None and (type(limit) is not int or limit < 1):
-        # moto's own reading of odd limits: it checks the count after every record it passes,
-        # so 0 reads nothing or everything, and a negative limit everything.
-        return _get_records(self, last_sequence_id, limit)
-    if not records:
-        return [], last_sequence_int, 0
-    first = next(iter(records))
-    last = next(reversed(records))
-    if last - first + 1 != len(records):
-        return _get_records(self, last_sequence_id, limit)  # not one consecutive run of keys
-    start = max(last_sequence_int + 1, first)
-    if start > last:
-        return [], last_sequence_int, 0
-    end = last if limit is None else min(last, start + limit - 1)
-    results = [records[sequence_number] for sequence_number in range(start, end + 1)]
-    millis_behind_latest = int((records[last].created_at - results[-1].created_at) * 1000)
-    return results, end, millis_behind_latest
-
-
 @speed_patch("shard-sequence-numbers")
 def _install_shard_sequence_numbers():
     expect_source(Shard.put_record, "e2d15174261bc63e")
@@ -808,13 +532,6 @@ def _install_shard_sequence_numbers():
     expect_source(_get_min_sequence_number, "acae970512147e4e")
     Shard.get_max_sequence_number = _last_sequence_number
     Shard.get_min_sequence_number = _first_sequence_number
-
-
-@speed_patch("shard-reads")
-def _install_shard_reads():
-    expect_source(Shard.put_record, "e2d15174261bc63e")
-    expect_source(_get_records, "1188a73a6b3db1f9")
-    Shard.get_records = _get_records_from_position
 
 
 # --- Garbage collection: the stored data is not scanned again and again ------------------
@@ -831,87 +548,12 @@ def _install_gc_threshold():
     gc.set_threshold(10_000, 50, 1_000)
 
 
-# --- HTTP: connections kept open, answers in one write, a quiet request log ----------------
-
-
-class KeepAliveRequestHandler(MotoRequestHandler):
-    """moto's request handler (werkzeug's), keeping HTTP/1.1 connections open between requests.
-
-    werkzeug closes every connection after one response, because after the application it
-    drains whatever the client sent next to throw away an unread body, which on a kept-alive
-    connection would be the next request. Every AWS call then paid a new connection, a new
-    thread and a close. Here a request whose body has a known length is read whole first and
-    the application (and that drain) read from the copy, so nothing of the next request is
-    lost and the connection can stay open. A chunked body, an HTTP/1.0 client or a
-    `Connection: close` request closes the connection after the answer, as before.
-
-    werkzeug writes an answer's head and body separately; here they leave in one write
-    (buffered until werkzeug flushes the answer), with Nagle's algorithm off, which would
-    otherwise hold a small answer back until the client acknowledged the previous one."""
-
-    disable_nagle_algorithm = True
-    wbufsize = -1
-    keep_alive = False  # for this request; set once its head is read
-
-    def run_wsgi(self):
-        self.keep_alive = False
-        length = self.headers.get("Content-Length")
-        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        if self.close_connection or chunked or (length is not None and not length.strip().isdigit()):
-            return super().run_wsgi()
-        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            self.wfile.flush()
-            del self.headers["Expect"]
-        connection_rfile = self.rfile
-        self.rfile = io.BytesIO(connection_rfile.read(int(length or 0)))
-        self.keep_alive = True
-        try:
-            return super().run_wsgi()
-        finally:
-            self.rfile = connection_rfile
-
-    def send_header(self, keyword, value):
-        if self.keep_alive and keyword.lower() == "connection" and value.lower() == "close":
-            return  # werkzeug's unconditional close; the client's own choice was honoured above
-        super().send_header(keyword, value)
-
-
-class QuietLogRequestHandler(MotoRequestHandler):
-    """The request log keeps a line per answer that is not a success: at hundreds of calls a
-    second, a "POST / 200" line for each took longer to write than many of the calls."""
-
-    def log_request(self, code="-", size="-"):
-        status = getattr(code, "value", code)
-        if isinstance(status, int) and status < 400:
-            return
-        super().log_request(code, size)
-
-
-_request_handlers = []  # the handlers above that are installed, in this order
-
-
-@speed_patch("keep-alive")
-def _install_keep_alive():
-    expect_source(werkzeug_serving.WSGIRequestHandler.run_wsgi, "774df60c75afd439")
-    _request_handlers.append(KeepAliveRequestHandler)
-
-
-@speed_patch("quiet-log")
-def _install_quiet_log():
-    _request_handlers.append(QuietLogRequestHandler)
-
-
 # --- Serving: moto's server, its application behind the correctness layer ------------------
 
 _run_simple = moto.server.run_simple
 
 
 def _run_simple_for_eventline(hostname, port, application, *args, **kwargs):
-    if kwargs.get("request_handler") is not MotoRequestHandler:
-        raise RuntimeError("moto's server no longer serves through MotoRequestHandler")
-    if _request_handlers:
-        kwargs["request_handler"] = type("EventlineRequestHandler", tuple(_request_handlers), {})
     application = moto_correctness.EventlineApplication(application)
     return _run_simple(hostname, port, application, *args, **kwargs)
 

@@ -318,8 +318,15 @@ class PipelineCalls:
             self.sketch_version[bucket] = version + 1
 
 
-def emulator_ceiling(root, seconds):
-    """Events/s the emulator alone takes with the pipeline's calls, batch after batch."""
+def cpu_seconds(pid):
+    """User and system CPU seconds the process has used (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def emulator_ceiling(root, seconds, without=()):
+    """Events/s the emulator alone takes with the pipeline's calls, batch after batch, and the
+    launcher's CPU per batch; `without` names speed patches to leave out."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="bench-local-moto-", suffix=".log", delete=False)
     launcher = subprocess.Popen(
@@ -328,18 +335,19 @@ def emulator_ceiling(root, seconds):
         stdin=subprocess.PIPE,  # the launcher exits when this run ends, however it ends
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, "EVENTLINE_MOTO_WITHOUT": ",".join(without)},
     )
     try:
         wait_for_port(port, launcher)
         calls = PipelineCalls(f"http://127.0.0.1:{port}")
         calls.batch()  # warm-up
         durations = []
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), cpu_seconds(launcher.pid)
         while time.monotonic() - started < seconds:
             batch_started = time.monotonic()
             calls.batch()
             durations.append(time.monotonic() - batch_started)
-        elapsed = time.monotonic() - started
+        elapsed, cpu = time.monotonic() - started, cpu_seconds(launcher.pid) - cpu_started
     finally:
         stop(launcher)
         log.close()
@@ -350,7 +358,45 @@ def emulator_ceiling(root, seconds):
         "batch_ms_median": 1000 * statistics.median(durations),
         "batch_ms_first_tenth": 1000 * statistics.median(durations[: max(1, len(durations) // 10)]),
         "batch_ms_last_tenth": 1000 * statistics.median(durations[-max(1, len(durations) // 10) :]),
+        "emulator_cpu_ms_per_batch": 1000 * cpu / len(durations),
     }
+
+
+def speed_patches(args):
+    """What each speed patch of the launcher buys: the emulator ceiling with every patch and
+    without the one, run after run, `--rounds` times. Prints a Markdown table."""
+    sys.path.insert(0, str(args.root / "tools/local"))
+    import moto_server  # noqa: E402 (the launcher's own list of patch names)
+
+    names = args.speed_patches.split(",") if args.speed_patches != "all" else list(moto_server.SPEED_PATCHES)
+    unknown = sorted(set(names) - set(moto_server.SPEED_PATCHES))
+    if unknown:
+        sys.exit(f"unknown speed patches: {', '.join(unknown)}")
+    runs = {name: [] for name in names}
+    for round_number in range(args.rounds):
+        for name in names:
+            # Which of the pair runs first alternates, so that drift in the machine cancels out.
+            if round_number % 2 == 0:
+                with_all = emulator_ceiling(args.root, args.raw_seconds)
+                without = emulator_ceiling(args.root, args.raw_seconds, without=[name])
+            else:
+                without = emulator_ceiling(args.root, args.raw_seconds, without=[name])
+                with_all = emulator_ceiling(args.root, args.raw_seconds)
+            runs[name].append((with_all, without))
+            print(
+                f"round {round_number + 1}/{args.rounds} {name}: {with_all['events_per_second']:.0f} events/s with, "
+                f"{without['events_per_second']:.0f} without",
+                file=sys.stderr,
+            )
+    print(f"| patch | events/s with all | without it | throughput it buys | emulator CPU per batch with / without |")
+    print("|---|---:|---:|---:|---:|")
+    for name, pairs in runs.items():
+        with_rate = statistics.median(w["events_per_second"] for w, _ in pairs)
+        without_rate = statistics.median(o["events_per_second"] for _, o in pairs)
+        buys = statistics.median(w["events_per_second"] / o["events_per_second"] - 1 for w, o in pairs)
+        with_cpu = statistics.median(w["emulator_cpu_ms_per_batch"] for w, _ in pairs)
+        without_cpu = statistics.median(o["emulator_cpu_ms_per_batch"] for _, o in pairs)
+        print(f"| `{name}` | {with_rate:.0f} | {without_rate:.0f} | {buys:+.0%} | {with_cpu:.0f} / {without_cpu:.0f} ms |")
 
 
 # --- 2. The whole stack ----------------------------------------------------------------------
@@ -559,11 +605,17 @@ def main():
     parser.add_argument("--no-read-back", dest="read_back", action="store_false", help="skip reading every event back")
     parser.add_argument("--skip-raw", action="store_true", help="skip the emulator ceiling")
     parser.add_argument("--skip-stack", action="store_true", help="skip the whole-stack run")
+    parser.add_argument("--speed-patches", metavar="NAMES",
+                        help="instead: what each named speed patch of the launcher buys (comma-separated, or all)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --speed-patches: runs of each pair (default 3)")
     parser.add_argument("--root", type=Path, default=ROOT, help="checkout with template.yaml, .venv and the launcher")
     parser.add_argument("--stack", type=Path, default=ROOT / "target/local/eventline-local")
     parser.add_argument("--generator", type=Path, default=ROOT / "target/release/eventline-gen")
     args = parser.parse_args()
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+    if args.speed_patches:
+        speed_patches(args)
+        return
 
     report = {}
     if not args.skip_raw:
