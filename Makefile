@@ -14,7 +14,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 help:
 	@sed -n 's/^## \([^:]*\): /\1\t/p' $(MAKEFILE_LIST) | awk -F'\t' '{ printf "  make %-22s %s\n", $$1, $$2 }'
 
-## run: the whole pipeline locally on $(ADDR) (override: make run ADDR=127.0.0.1:8080)
+## run: the whole pipeline locally on 127.0.0.1:3000 (override: make run ADDR=127.0.0.1:8080)
 run: $(VENV)/.run
 	cargo run --profile local -p eventline-local -- --addr $(ADDR)
 
@@ -75,7 +75,7 @@ FUZZ_RUN = for target in $(FUZZ_TARGETS); do \
 		-max_total_time=$(1) -timeout=30 -dict=$(CURDIR)/fuzz/json.dict -print_final_stats=1 || exit 1; \
 	done
 
-## fuzz: each fuzz target for $(FUZZ_SECONDS) s on its corpus in fuzz/corpus (override: make fuzz FUZZ_SECONDS=600)
+## fuzz: each fuzz target for 60 s on its corpus in fuzz/corpus (override: make fuzz FUZZ_SECONDS=600)
 fuzz: fuzz-tool
 	$(call FUZZ_RUN,$(FUZZ_SECONDS),$(FUZZ_BUILD_FLAGS),$(CURDIR)/fuzz/corpus)
 

@@ -7,13 +7,14 @@ backups for transactions, event source mappings left to the local poller, the fa
 DynamoDB's rules) is in moto_correctness.py, installed here after the speed patches below.
 
 Speed patches. moto runs its full expression machinery on every counter update and parses
-every condition again, copies every key of a Kinesis shard on every put, walks the botocore
-model for every member of a JSON answer, and lets Python's full garbage collection scan all
-it stores again and again. Each patch below says what it fixes; each leaves moto's answers as
-they were (tests in test_moto_server.py compare them with moto's own code) and checks at
-start, by a digest of the source it replaces or mirrors, that the installed moto is the one
-it was written against. A speed patch stays only while it alone buys at least a tenth of the
-emulator's throughput: tools/local/README.md lists what each buys, and how it is measured.
+every condition again, sorts every item of a table to answer a query on one partition, walks
+or copies a whole Kinesis shard on every put and read, walks the botocore model for every
+member of a JSON answer, and lets Python's full garbage collection scan all it stores again
+and again. Each patch below says what it fixes; each leaves moto's answers as they were
+(tests in test_moto_server.py compare them with moto's own code) and checks at start, by a
+digest of the source it replaces or mirrors, that the installed moto is the one it was
+written against. A speed patch stays only while it alone buys at least a tenth of the local
+stack's throughput: tools/local/README.md lists what each buys, and how it is measured.
 
 `EVENTLINE_MOTO_WITHOUT=name,name` leaves the named speed patches out, to measure what each
 buys (an unknown name stops the launcher); the correctness patches are always installed.
@@ -22,6 +23,7 @@ buys (an unknown name stops the launcher); the correctness patches are always in
 import enum
 import functools
 import gc
+import inspect
 import json
 import os
 import re
@@ -36,6 +38,7 @@ from moto.core import serialize as core_serialize
 from moto.core import utils as core_utils
 from moto.dynamodb import comparisons, models
 from moto.dynamodb.models import table as table_models
+from moto.dynamodb.exceptions import ConditionalCheckFailed
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.parsing.executors import AddExecutor, SetExecutor
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser
@@ -193,11 +196,13 @@ def _update_item_with_counter_path(
     condition_expression=None,
     return_values_on_condition_check_failure=None,
 ):
-    """moto's update_item, with counter updates (see `_counter_actions`) applied directly."""
+    """moto's update_item, with counter updates (see `_counter_actions`) applied directly. A
+    condition (the transform guards its shared counters with one) is parsed and evaluated by
+    moto's own condition parser, as moto's update_item does, before anything is written."""
     table = self.tables.get(table_name)
     plan = None
     if table is not None and table.stream_shard is None and not attribute_updates and not expected:
-        if condition_expression is None and update_expression:
+        if update_expression and (condition_expression is None or isinstance(condition_expression, str)):
             plan = _counter_update_plan(
                 table, update_expression, expression_attribute_names, expression_attribute_values
             )
@@ -224,6 +229,14 @@ def _update_item_with_counter_path(
             condition_expression=condition_expression,
             return_values_on_condition_check_failure=return_values_on_condition_check_failure,
         )
+    if condition_expression is not None:
+        condition = models.create_condition_expression_parser(
+            condition_expression, expression_attribute_names, expression_attribute_values
+        ).parse()
+        if not condition.expr(item):
+            if return_values_on_condition_check_failure == "ALL_OLD" and item is not None:
+                raise ConditionalCheckFailed(item=item.to_json()["Attributes"])
+            raise ConditionalCheckFailed
     if item is None:
         data = {table.hash_key_attr: {hash_value.type: hash_value.value}}
         if range_value:
@@ -284,6 +297,51 @@ def _install_condition_cache():
     expect_source(_get_filter_expression, "0bb9e2d345c7f17f")
     models.get_filter_expression = _get_filter_expression_cached
     table_models.get_filter_expression = _get_filter_expression_cached
+
+# --- DynamoDB queries: read the one partition asked for ---------------------------------
+#
+# A query on the table's own key (no index) takes the items of its partition key from all of
+# `Table.all_items()`, which sorts every item of the table with DynamoType comparisons, so
+# every `GET /metrics` and every read of the shards' counters costs more as events are stored.
+# The table keeps its items by partition key already; this query reads that one partition.
+# Index queries are left as they are.
+
+_query = table_models.Table.query
+_all_items = table_models.Table.all_items
+_query_signature = inspect.signature(_query)
+_query_partition = threading.local()
+
+
+def _query_one_partition(self, *args, **kwargs):
+    bound = _query_signature.bind(self, *args, **kwargs)
+    hash_key = bound.arguments.get("hash_key")
+    if bound.arguments.get("index_name") or hash_key is None:
+        return _query(self, *args, **kwargs)
+    _query_partition.hash_key = hash_key
+    try:
+        return _query(self, *args, **kwargs)
+    finally:
+        _query_partition.hash_key = None
+
+
+def _all_items_of_the_queried_partition(self):
+    hash_key = getattr(_query_partition, "hash_key", None)
+    if hash_key is None:
+        return _all_items(self)
+    entry = self.items.get(hash_key)  # `get`: the table's defaultdict must not grow
+    if entry is None:
+        return []
+    if not self.range_key_attr:
+        return [entry]
+    return list(entry.values())  # the query sorts them by sort key itself
+
+
+@speed_patch("query-partition")
+def _install_query_partition():
+    expect_source(_query, "002b4d00be6df07c")
+    expect_source(_all_items, "c80d2ee3c896acd0")
+    table_models.Table.query = _query_one_partition
+    table_models.Table.all_items = _all_items_of_the_queried_partition
 
 # --- JSON answers: serialised by functions compiled once per operation ---------------------
 #
@@ -503,14 +561,14 @@ def _install_json_answers():
         raise RuntimeError("moto's attribute alias providers are not the ones the compiled serialisers were written for")
     core_responses.ActionResult.execute_result = _execute_result_compiled
 
-# --- Kinesis: a put does not copy the shard's keys ----------------------------------------
+# --- Kinesis: the cost of a call does not grow with the shard ----------------------------
 #
 # A shard's records are an OrderedDict keyed by sequence number, and `Shard.put_record` is
 # the only writer: it inserts the last key + 1, so the keys rise one by one in insertion
-# order. moto copies every key of the shard to find the first or the last, which that order
-# answers at once.
+# order. moto scans or copies the whole dict where that order answers at once.
 
 Shard = kinesis_models.Shard
+_get_records = Shard.get_records
 _get_max_sequence_number = Shard.get_max_sequence_number
 _get_min_sequence_number = Shard.get_min_sequence_number
 
@@ -525,6 +583,32 @@ def _first_sequence_number(self):
     return next(iter(self.records)) if self.records else 0
 
 
+def _get_records_from_position(self, last_sequence_id, limit):
+    """moto's answer, found by position: records with a sequence number above
+    `last_sequence_id`, oldest first, at most `limit` of them, and how far the last one
+    returned is behind the newest record. moto walks the shard from its first record on every
+    call instead."""
+    last_sequence_int = int(last_sequence_id)
+    records = self.records
+    if limit is not None and (type(limit) is not int or limit < 1):
+        # moto's own reading of odd limits: it checks the count after every record it passes,
+        # so 0 reads nothing or everything, and a negative limit everything.
+        return _get_records(self, last_sequence_id, limit)
+    if not records:
+        return [], last_sequence_int, 0
+    first = next(iter(records))
+    last = next(reversed(records))
+    if last - first + 1 != len(records):
+        return _get_records(self, last_sequence_id, limit)  # not one consecutive run of keys
+    start = max(last_sequence_int + 1, first)
+    if start > last:
+        return [], last_sequence_int, 0
+    end = last if limit is None else min(last, start + limit - 1)
+    results = [records[sequence_number] for sequence_number in range(start, end + 1)]
+    millis_behind_latest = int((records[last].created_at - results[-1].created_at) * 1000)
+    return results, end, millis_behind_latest
+
+
 @speed_patch("shard-sequence-numbers")
 def _install_shard_sequence_numbers():
     expect_source(Shard.put_record, "e2d15174261bc63e")
@@ -532,6 +616,13 @@ def _install_shard_sequence_numbers():
     expect_source(_get_min_sequence_number, "acae970512147e4e")
     Shard.get_max_sequence_number = _last_sequence_number
     Shard.get_min_sequence_number = _first_sequence_number
+
+
+@speed_patch("shard-reads")
+def _install_shard_reads():
+    expect_source(Shard.put_record, "e2d15174261bc63e")
+    expect_source(_get_records, "1188a73a6b3db1f9")
+    Shard.get_records = _get_records_from_position
 
 
 # --- Garbage collection: the stored data is not scanned again and again ------------------

@@ -18,6 +18,8 @@ import tempfile
 import threading
 import time
 import unittest
+from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import boto3
@@ -829,7 +831,33 @@ class ShardPatchTest(unittest.TestCase):
         shard = self.Shard(0, 0, 2**128)
         for i in range(count):
             shard.put_record(f"p{i}", "ZGF0YQ==", None)
+        # Arrival times a millisecond apart (backwards from now), so that lag is visible.
+        start = datetime.now(timezone.utc) - timedelta(seconds=count / 1000)
+        for i, record in enumerate(shard.records.values()):
+            record.created_at_datetime = start + timedelta(milliseconds=i)
+            record.created_at = record.created_at_datetime.timestamp()
         return shard
+
+    def assert_same_reads(self, shard, positions, limits):
+        for position in positions:
+            for limit in limits:
+                with self.subTest(position=position, limit=limit):
+                    expected = self.launcher._get_records(shard, str(position), limit)
+                    self.assertEqual(shard.get_records(str(position), limit), expected)
+
+    def test_reads_match_moto_from_every_kind_of_position(self):
+        count = 300
+        shard = self.shard(count)
+        positions = [-5, -1, 0, 1, 2, 150, count - 1, count, count + 10]
+        self.assert_same_reads(shard, positions, [None, 0, -1, 1, 7, 100, count, count + 1, True])
+        self.assert_same_reads(self.shard(0), [-1, 0, 3], [None, 1, 10])
+
+    def test_odd_limits_and_gaps_take_moto_s_own_path(self):
+        shard = self.shard(50)
+        self.assert_same_reads(shard, [0, 10], [2.0, 2.5, "3"])
+        gapped = self.Shard(0, 0, 2**128)
+        gapped.records = OrderedDict((n, record) for n, record in self.shard(40).records.items() if n % 3)
+        self.assert_same_reads(gapped, [0, 5, 38, 40], [None, 1, 4])
 
     def test_first_and_last_sequence_numbers(self):
         empty = self.Shard(0, 0, 1)
@@ -850,7 +878,7 @@ class ShardPatchTest(unittest.TestCase):
 
     def test_a_patch_refuses_code_it_was_not_written_for(self):
         with self.assertRaisesRegex(RuntimeError, "not the code the patch"):
-            self.launcher.expect_source(self.Shard.get_max_sequence_number, "0000000000000000")
+            self.launcher.expect_source(self.Shard.get_records, "0000000000000000")
 
 
 class BackendPatchTestCase(unittest.TestCase):
@@ -899,9 +927,12 @@ class UpdatePatchTest(BackendPatchTestCase):
     """The counter path of update_item against moto's own update_item, on two equal tables
     (both without the DynamoDB rules wrapped around them, which RulesTest covers)."""
 
-    def outcome(self, update, backend, item_key, expression, names, values):
+    def outcome(self, update, backend, item_key, expression, names, values, condition=None, on_failure=None):
         try:
-            update(backend, "t", item_key, expression, names, values)
+            update(
+                backend, "t", item_key, expression, names, values,
+                condition_expression=condition, return_values_on_condition_check_failure=on_failure,
+            )
         except Exception as error:  # compared below: type and message
             result = (type(error).__name__, str(error))
         else:
@@ -943,6 +974,31 @@ class UpdatePatchTest(BackendPatchTestCase):
             ]
         )
 
+    def test_conditional_counter_updates_match_moto(self):
+        # As the transform guards a shared item's counters: absent, or each count as it knew it.
+        key = {"pk": {"S": "w"}, "sk": {"S": "1"}}
+        adds = "ADD #e :e, #k :k SET #ttl = :ttl"
+        names = {"#e": "events", "#k": "kc#type", "#ttl": "expires_at"}
+
+        def values(e, **known):
+            return {":e": {"N": e}, ":k": {"N": "1"}, ":ttl": {"N": "100"}, **{f":{n}": {"N": v} for n, v in known.items()}}
+
+        absent = "attribute_not_exists(#e)"
+        counted = "#k = :k0 AND #e = :e0"
+        self.assert_same(
+            [
+                (key, adds, names, values("2"), absent),
+                (key, adds, names, values("2"), absent),  # exists now: refused
+                (key, adds, names, values("2"), absent, "ALL_OLD"),
+                (key, adds, names, values("3", k0="1", e0="2"), counted),
+                (key, adds, names, values("3", k0="1", e0="2"), counted),  # stale: refused
+                (key, adds, names, values("3", k0="2", e0="5"), counted, "ALL_OLD"),
+                (key, adds, names, values("1", k0="2", e0="5"), counted),
+                (key, adds, names, values("1"), "#e = :missing"),  # moto's error for a missing value
+                (key, adds, names, values("1"), "attribute_not_exists(#e"),  # a syntax error
+            ]
+        )
+
     def test_updates_moto_refuses_are_refused_alike(self):
         key = {"pk": {"S": "a"}, "sk": {"S": "1"}}
         self.assert_same(
@@ -979,6 +1035,78 @@ class UpdatePatchTest(BackendPatchTestCase):
         with self.assertRaises(ConditionalCheckFailed):
             backend.put_item("t", item, condition_expression="attribute_not_exists(pk)")
         backend.put_item("t", {**item, "sk": {"S": "2"}}, condition_expression="attribute_not_exists(pk)")
+
+
+class QueryPatchTest(BackendPatchTestCase):
+    """Queries on the table's key against moto's own query, on the same table."""
+
+    def both(self, backend, **query):
+        """The patched query's answer and moto's own, with every item each returned."""
+        from moto.dynamodb.models import table as table_models
+
+        defaults = dict(
+            range_comparison=None, range_objs=[], limit=None, exclusive_start_key=None,
+            scan_index_forward=True, projection_expressions=None,
+        )
+        table = backend.get_table("t")
+
+        def answer(query_method):
+            items, scanned, last = query_method(table, **{**defaults, **query})
+            return [item.to_json() for item in items], scanned, last
+
+        ours = answer(table_models.Table.query)
+        original_all_items = table_models.Table.all_items
+        table_models.Table.all_items = self.launcher._all_items
+        try:
+            theirs = answer(self.launcher._query)
+        finally:
+            table_models.Table.all_items = original_all_items
+        return ours, theirs
+
+    def test_queries_on_the_table_key_match_moto(self):
+        from moto.dynamodb.models.dynamo_type import DynamoType
+
+        backend = self.backend()
+        for pk in ("METRICS", "WINDOW#a", "EVENT#x", "A", "Z"):
+            for n in (5, 1, 12, 3, 30, 2):
+                backend.put_item("t", {"pk": {"S": pk}, "sk": {"S": f"SHARD#{n}"}, "n": {"N": str(n)},
+                                       "user_pk": {"S": f"u{n % 3}"}})
+        backend.delete_item("t", {"pk": {"S": "A"}, "sk": {"S": "SHARD#5"}})
+        metrics = DynamoType({"S": "METRICS"})
+        cases = [
+            dict(hash_key=metrics),
+            dict(hash_key=metrics, range_comparison="BEGINS_WITH", range_objs=[DynamoType({"S": "SHARD#1"})]),
+            dict(hash_key=metrics, range_comparison="BETWEEN",
+                 range_objs=[DynamoType({"S": "SHARD#12"}), DynamoType({"S": "SHARD#3"})]),
+            dict(hash_key=metrics, scan_index_forward=False, limit=2),
+            dict(hash_key=metrics, limit=2, exclusive_start_key={"pk": {"S": "METRICS"}, "sk": {"S": "SHARD#12"}}),
+            dict(hash_key=DynamoType({"S": "A"})),
+            dict(hash_key=DynamoType({"S": "none"})),
+            dict(hash_key=DynamoType({"S": "u1"}), index_name="ByUser"),
+        ]
+        for case in cases:
+            with self.subTest(case=case):
+                ours, theirs = self.both(backend, **case)
+                self.assertEqual(ours, theirs)
+        self.assertEqual(len(self.both(backend, **cases[0])[0][0]), 6)
+        self.assertNotIn(DynamoType({"S": "none"}), backend.get_table("t").items, "no partition was added")
+
+    def test_a_table_without_a_sort_key_answers_its_one_item(self):
+        from moto.dynamodb.models.dynamo_type import DynamoType
+
+        backend = self.backend(range_key=False)
+        for pk in ("b", "a", "c"):
+            backend.put_item("t", {"pk": {"S": pk}, "v": {"S": pk * 2}})
+        for pk in ("a", "b", "none"):
+            with self.subTest(pk=pk):
+                ours, theirs = self.both(backend, hash_key=DynamoType({"S": pk}))
+                self.assertEqual(ours, theirs)
+
+    def test_scans_still_see_every_item(self):
+        backend = self.backend()
+        for n in range(4):
+            backend.put_item("t", {"pk": {"S": f"p{n % 2}"}, "sk": {"S": str(n)}})
+        self.assertEqual(len(backend.get_table("t").all_items()), 4)
 
 
 class JsonAnswerPatchTest(unittest.TestCase):
