@@ -182,30 +182,25 @@ def _apply_counter_update(item, plan):
 
 
 _update_item = models.DynamoDBBackend.update_item
+_update_item_signature = inspect.signature(_update_item)
 
 
-def _update_item_with_counter_path(
-    self,
-    table_name,
-    key,
-    update_expression,
-    expression_attribute_names,
-    expression_attribute_values,
-    attribute_updates=None,
-    expected=None,
-    condition_expression=None,
-    return_values_on_condition_check_failure=None,
-):
+def _update_item_with_counter_path(self, *args, **kwargs):
     """moto's update_item, with counter updates (see `_counter_actions`) applied directly. A
     condition (the transform guards its shared counters with one) is parsed and evaluated by
-    moto's own condition parser, as moto's update_item does, before anything is written."""
+    moto's own condition parser, as moto's update_item does, before anything is written.
+    Anything else is moto's update_item, called as it was called."""
+    call = _update_item_signature.bind(self, *args, **kwargs)
+    call.apply_defaults()
+    arguments = call.arguments
+    table_name, key = arguments["table_name"], arguments["key"]
+    update_expression, condition_expression = arguments["update_expression"], arguments["condition_expression"]
+    names, values = arguments["expression_attribute_names"], arguments["expression_attribute_values"]
     table = self.tables.get(table_name)
     plan = None
-    if table is not None and table.stream_shard is None and not attribute_updates and not expected:
+    if table is not None and table.stream_shard is None and not arguments["attribute_updates"] and not arguments["expected"]:
         if update_expression and (condition_expression is None or isinstance(condition_expression, str)):
-            plan = _counter_update_plan(
-                table, update_expression, expression_attribute_names, expression_attribute_values
-            )
+            plan = _counter_update_plan(table, update_expression, names, values)
     if plan is not None:
         # As moto: the expression must parse (a syntax error is moto's to report) before the key is read.
         UpdateExpressionParser.make(update_expression)
@@ -217,24 +212,11 @@ def _update_item_with_counter_path(
         ):
             plan = None
     if plan is None:
-        return _update_item(
-            self,
-            table_name,
-            key,
-            update_expression,
-            expression_attribute_names,
-            expression_attribute_values,
-            attribute_updates=attribute_updates,
-            expected=expected,
-            condition_expression=condition_expression,
-            return_values_on_condition_check_failure=return_values_on_condition_check_failure,
-        )
+        return _update_item(self, *args, **kwargs)
     if condition_expression is not None:
-        condition = models.create_condition_expression_parser(
-            condition_expression, expression_attribute_names, expression_attribute_values
-        ).parse()
+        condition = models.create_condition_expression_parser(condition_expression, names, values).parse()
         if not condition.expr(item):
-            if return_values_on_condition_check_failure == "ALL_OLD" and item is not None:
+            if arguments["return_values_on_condition_check_failure"] == "ALL_OLD" and item is not None:
                 raise ConditionalCheckFailed(item=item.to_json()["Attributes"])
             raise ConditionalCheckFailed
     if item is None:
@@ -245,6 +227,10 @@ def _update_item_with_counter_path(
         item = table.get_item(hash_value, range_value)
     _apply_counter_update(item, plan)
     return item
+
+
+# Read by what wraps it (dynamodb_rules.py) as moto's own update_item.
+_update_item_with_counter_path.__signature__ = _update_item_signature
 
 
 def _key_values(table, key):
