@@ -11,6 +11,7 @@ pub mod identity;
 pub mod json;
 pub mod latency;
 pub mod memory;
+pub mod outcomes;
 pub mod record;
 pub mod reference;
 pub mod retry;

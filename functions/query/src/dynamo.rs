@@ -13,6 +13,7 @@ use eventline_aws::reference::ReferenceStore;
 use eventline_model::UserId;
 use eventline_model::aggregate::{AggregateTally, Sum};
 use eventline_model::latency::Histogram;
+use eventline_model::outcomes::Outcomes;
 use eventline_model::reference::{Generation, UserMeta};
 use eventline_model::retry::Backoff;
 use eventline_model::window::{Bucket, Distinct, ReadPlan};
@@ -199,15 +200,17 @@ fn shard_counters(shard_id: &str, item: &Item) -> Result<ShardCounters, ReadErro
     }
     Ok(ShardCounters {
         shard_id: shard_id.to_owned(),
-        // Absent on items written before it existed: counted from 0.
-        received_direct: number(item, attr::RECEIVED_DIRECT).unwrap_or(0),
-        processed: counter(item, attr::PROCESSED)?,
-        duplicate: counter(item, attr::DUPLICATE)?,
-        // Absent on items written before conflicts were counted: counted from 0.
-        conflict: number(item, attr::CONFLICT).unwrap_or(0),
-        failed: counter(item, attr::FAILED)?,
-        latency_sum_ms: counter(item, attr::LATENCY_SUM_MS)?,
-        latency,
+        outcomes: Outcomes {
+            // Absent on items written before it existed: counted from 0.
+            received_direct: number(item, attr::RECEIVED_DIRECT).unwrap_or(0),
+            processed: counter(item, attr::PROCESSED)?,
+            duplicate: counter(item, attr::DUPLICATE)?,
+            // Absent on items written before conflicts were counted: counted from 0.
+            conflict: number(item, attr::CONFLICT).unwrap_or(0),
+            failed: counter(item, attr::FAILED)?,
+            latency_sum_ms: counter(item, attr::LATENCY_SUM_MS)?,
+            latency,
+        },
         // Absent until the first analytics update is lost.
         analytics_lost: number(item, attr::ANALYTICS_LOST).unwrap_or(0),
         first_processed_ms: number(item, attr::FIRST_PROCESSED_MS),

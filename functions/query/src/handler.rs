@@ -181,15 +181,15 @@ impl Totals {
     pub fn compute(counters: &Counters, processed_recently: u64, now: OffsetDateTime) -> Self {
         let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
         let sum = |f: fn(&crate::reader::ShardCounters) -> u64| counters.shards.iter().map(f).sum::<u64>();
-        let processed = sum(|s| s.processed);
-        let duplicate = sum(|s| s.duplicate);
-        let conflict = sum(|s| s.conflict);
-        let failed = sum(|s| s.failed);
-        let latency_sum = sum(|s| s.latency_sum_ms);
-        let received = counters.received + sum(|s| s.received_direct);
+        let processed = sum(|s| s.outcomes.processed);
+        let duplicate = sum(|s| s.outcomes.duplicate);
+        let conflict = sum(|s| s.outcomes.conflict);
+        let failed = sum(|s| s.outcomes.failed);
+        let latency_sum = sum(|s| s.outcomes.latency_sum_ms);
+        let received = counters.received + sum(|s| s.outcomes.received_direct);
         let mut latency = Histogram::default();
         for shard in &counters.shards {
-            for (&bucket, &count) in &shard.latency.counts {
+            for (&bucket, &count) in &shard.outcomes.latency.counts {
                 latency.add_bucket(bucket, count);
             }
         }
@@ -441,6 +441,7 @@ mod tests {
     use crate::reader::ShardCounters;
     use crate::routes::routed;
     use eventline_aws::routes::route_key;
+    use eventline_model::outcomes::Outcomes;
     use eventline_model::reference::{Generation, UserMeta};
     use eventline_model::{Position, ProcessedEvent, Rules, StreamRecord};
     use serde_json::{Value, json};
@@ -543,22 +544,22 @@ mod tests {
             shards: vec![
                 ShardCounters {
                     shard_id: "a".into(),
-                    received_direct: 3,
-                    processed: 90,
-                    duplicate: 2,
-                    conflict: 4,
-                    failed: 1,
-                    latency_sum_ms: 900,
-                    latency: fast,
+                    outcomes: Outcomes {
+                        received_direct: 3,
+                        processed: 90,
+                        duplicate: 2,
+                        conflict: 4,
+                        failed: 1,
+                        latency_sum_ms: 900,
+                        latency: fast,
+                    },
                     analytics_lost: 4,
                     first_processed_ms: Some(NOW_MS - 100_000),
                     last_active_ms: Some(NOW_MS - 5_000),
                 },
                 ShardCounters {
                     shard_id: "b".into(),
-                    processed: 10,
-                    latency_sum_ms: 10_000,
-                    latency: slow,
+                    outcomes: Outcomes { processed: 10, latency_sum_ms: 10_000, latency: slow, ..Default::default() },
                     last_active_ms: Some(NOW_MS - 120_000),
                     ..Default::default()
                 },
@@ -616,7 +617,11 @@ mod tests {
     #[test]
     fn a_mismatch_shows_as_negative_depth_instead_of_zero() {
         let counters = Counters {
-            shards: vec![ShardCounters { shard_id: "a".into(), processed: 5, ..Default::default() }],
+            shards: vec![ShardCounters {
+                shard_id: "a".into(),
+                outcomes: Outcomes { processed: 5, ..Default::default() },
+                ..Default::default()
+            }],
             received: 3,
             first_received_ms: None,
         };

@@ -5,7 +5,7 @@ use std::future::Future;
 use crate::timeline::Cursor;
 use eventline_model::UserId;
 use eventline_model::aggregate::AggregateTally;
-use eventline_model::latency::Histogram;
+use eventline_model::outcomes::Outcomes;
 use eventline_model::reference::{Generation, UserMeta};
 use eventline_model::window::{Distinct, ReadPlan, Tally};
 use eventline_model::{EventId, ProcessedEvent, Source};
@@ -15,14 +15,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ShardCounters {
     pub shard_id: String,
-    /// Records that reached the stream without ingest, counted received by the transform.
-    pub received_direct: u64,
-    pub processed: u64,
-    pub duplicate: u64,
-    pub conflict: u64,
-    pub failed: u64,
-    pub latency_sum_ms: u64,
-    pub latency: Histogram,
+    pub outcomes: Outcomes,
     /// Events whose analytics updates the table refused or that were given up on.
     pub analytics_lost: u64,
     pub first_processed_ms: Option<i64>,

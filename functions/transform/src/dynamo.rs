@@ -425,12 +425,12 @@ impl DynamoEventStore {
             .expression_attribute_names("#latency_sum", attr::LATENCY_SUM_MS)
             .expression_attribute_names("#last_active", attr::LAST_ACTIVE_MS)
             .expression_attribute_names("#first_processed", attr::FIRST_PROCESSED_MS)
-            .expression_attribute_values(":r", n(delta.received_direct))
-            .expression_attribute_values(":p", n(delta.processed))
-            .expression_attribute_values(":d", n(delta.duplicate))
-            .expression_attribute_values(":c", n(delta.conflict))
-            .expression_attribute_values(":f", n(delta.failed))
-            .expression_attribute_values(":ls", n(delta.latency_sum_ms))
+            .expression_attribute_values(":r", n(delta.outcomes.received_direct))
+            .expression_attribute_values(":p", n(delta.outcomes.processed))
+            .expression_attribute_values(":d", n(delta.outcomes.duplicate))
+            .expression_attribute_values(":c", n(delta.outcomes.conflict))
+            .expression_attribute_values(":f", n(delta.outcomes.failed))
+            .expression_attribute_values(":ls", n(delta.outcomes.latency_sum_ms))
             .expression_attribute_values(":now", n(now_ms));
         if analytics_lost > 0 {
             adds.push("#analytics_lost :al".to_owned());
@@ -438,7 +438,7 @@ impl DynamoEventStore {
                 .expression_attribute_names("#analytics_lost", attr::ANALYTICS_LOST)
                 .expression_attribute_values(":al", n(analytics_lost));
         }
-        for (bucket, count) in &delta.latency.counts {
+        for (bucket, count) in &delta.outcomes.latency.counts {
             adds.push(format!("#h{bucket} :h{bucket}"));
             totals = totals
                 .expression_attribute_names(format!("#h{bucket}"), format!("{}{bucket}", keys::LATENCY_BUCKET_PREFIX))
@@ -454,7 +454,7 @@ impl DynamoEventStore {
         let mut actions =
             vec![CounterAction { action: TransactWriteItem::builder().update(totals).build(), shared: None }];
 
-        if delta.processed > 0 {
+        if delta.outcomes.processed > 0 {
             let second = now.unix_timestamp();
             let rate = Update::builder()
                 .table_name(&self.table_name)
@@ -463,7 +463,7 @@ impl DynamoEventStore {
                 .update_expression("ADD #processed :p SET #ttl = :ttl")
                 .expression_attribute_names("#processed", attr::PROCESSED)
                 .expression_attribute_names("#ttl", keys::EXPIRES_AT)
-                .expression_attribute_values(":p", n(delta.processed))
+                .expression_attribute_values(":p", n(delta.outcomes.processed))
                 .expression_attribute_values(":ttl", n(second + keys::RATE_ITEM_TTL_SECONDS))
                 .build()
                 .map_err(|e| StoreError::Permanent(e.into()))?;

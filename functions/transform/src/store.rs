@@ -5,7 +5,7 @@ use std::future::Future;
 use std::collections::BTreeMap;
 
 use eventline_model::aggregate::{AggregateTally, Granularity, Period, measures_of};
-use eventline_model::latency::Histogram;
+use eventline_model::outcomes::Outcomes;
 use eventline_model::window::{Bucket, Tally, is_bucketed};
 use eventline_model::{IngestId, ProcessedEvent, UserId};
 
@@ -126,16 +126,7 @@ pub trait EventStore: Send + Sync {
 /// What a commit adds to the shard's counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CounterDelta {
-    /// Records that did not come through ingest (another producer wrote them to the
-    /// stream), so nothing counted them received: they are counted here, once, with their
-    /// outcome, and the queue depth still drains to 0.
-    pub received_direct: u64,
-    pub processed: u64,
-    pub duplicate: u64,
-    pub conflict: u64,
-    pub failed: u64,
-    pub latency_sum_ms: u64,
-    pub latency: Histogram,
+    pub outcomes: Outcomes,
     /// Window buckets of the events stored now, by event time.
     pub windows: BTreeMap<Bucket, Tally>,
     /// Day and month aggregates of the events stored now, per user and for the shard.
@@ -179,13 +170,13 @@ impl CounterDelta {
             Outcome::Stored | Outcome::Duplicate | Outcome::Conflict | Outcome::Failed | Outcome::Refused
         );
         if counted_now && !entry.came_through_ingest() {
-            self.received_direct += 1;
+            self.outcomes.received_direct += 1;
         }
         match (entry, outcome) {
             (Entry::Event { event, buckets }, Outcome::Stored) => {
-                self.processed += 1;
-                self.latency_sum_ms += event.latency_ms;
-                self.latency.record(event.latency_ms);
+                self.outcomes.processed += 1;
+                self.outcomes.latency_sum_ms += event.latency_ms;
+                self.outcomes.latency.record(event.latency_ms);
                 for bucket in buckets {
                     let tally = self.windows.entry(*bucket).or_default();
                     tally.add(&tally_of(event));
@@ -195,15 +186,18 @@ impl CounterDelta {
                     self.aggregates.entry(item).or_default().add(&aggregate);
                 }
             }
-            (_, Outcome::Duplicate) => self.duplicate += 1,
-            (_, Outcome::Conflict) => self.conflict += 1,
-            (_, Outcome::Failed | Outcome::Refused) => self.failed += 1,
+            (_, Outcome::Duplicate) => self.outcomes.duplicate += 1,
+            (_, Outcome::Conflict) => self.outcomes.conflict += 1,
+            (_, Outcome::Failed | Outcome::Refused) => self.outcomes.failed += 1,
             _ => {}
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.processed == 0 && self.duplicate == 0 && self.conflict == 0 && self.failed == 0
+        self.outcomes.processed == 0
+            && self.outcomes.duplicate == 0
+            && self.outcomes.conflict == 0
+            && self.outcomes.failed == 0
     }
 }
 
@@ -282,8 +276,11 @@ mod tests {
         delta.count(&poison(2), Outcome::AlreadyCounted, &[]);
         delta.count(&poison(3), Outcome::Duplicate, &[]);
         delta.count(&event_at(4, 1_795_435_100, "a"), Outcome::Conflict, &[]);
-        assert_eq!((delta.processed, delta.duplicate, delta.conflict, delta.failed), (0, 1, 1, 1));
-        assert_eq!(delta.received_direct, 3, "records no ingest counted are counted received once, here");
+        assert_eq!(
+            (delta.outcomes.processed, delta.outcomes.duplicate, delta.outcomes.conflict, delta.outcomes.failed),
+            (0, 1, 1, 1)
+        );
+        assert_eq!(delta.outcomes.received_direct, 3, "records no ingest counted are counted received once, here");
         assert!(delta.windows.is_empty() && delta.aggregates.is_empty(), "a conflict adds to no analytics");
     }
 }

@@ -89,7 +89,7 @@ impl Dashboard {
         // that they agree with each other.
         let mut latency = Histogram::default();
         for shard in &counters.shards {
-            for (&bucket, &count) in &shard.latency.counts {
+            for (&bucket, &count) in &shard.outcomes.latency.counts {
                 latency.add_bucket(bucket, count);
             }
         }
