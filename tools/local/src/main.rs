@@ -97,10 +97,20 @@ async fn run(args: Args) -> Result<(), eventline_local::Error> {
         println!("  route         {route}");
     }
     // Routes take SigV4 like the deployed API; the local stack accepts the emulator's keys.
+    // The ingest routes take what IngestAuthorization says.
     let sign = format!("--aws-sigv4 aws:amz:{}:execute-api --user testing:testing", stack.manifest.region);
-    println!("try (signed with the local credentials):");
+    let ingest_authorization =
+        options.parameters.iter().rev().find(|(name, _)| name == "IngestAuthorization").map_or("IAM", |(_, v)| v);
+    let (ingest_auth, ingest_note) = match ingest_authorization {
+        "JWT" => {
+            ("-H \"authorization: Bearer $TOKEN\" ".to_owned(), "; POST /events takes $TOKEN, a token from JwtIssuer")
+        }
+        "NONE" => (String::new(), "; POST /events is open to anyone"),
+        _ => (format!("{sign} "), ""),
+    };
+    println!("try (signed with the local credentials{ingest_note}):");
     println!(
-        "  curl -s {sign} -X POST {url}/events -H 'content-type: application/json' -d '{{\"id\":\"e1\",\"source\":\"web\",\"payload\":\"hello\"}}'"
+        "  curl -s {ingest_auth}-X POST {url}/events -H 'content-type: application/json' -d '{{\"id\":\"e1\",\"source\":\"web\",\"payload\":\"hello\"}}'"
     );
     println!("  curl -s {sign} {url}/events/web/e1");
     println!("  curl -s {sign} {url}/metrics");
