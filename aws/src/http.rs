@@ -1,5 +1,7 @@
 //! HTTP responses both HTTP functions build: JSON bodies and RFC 9457 problem details.
 
+use std::borrow::Cow;
+
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 
@@ -51,13 +53,21 @@ impl Problem {
     }
 }
 
-/// Why a request's body cannot be read as JSON text; each function maps it to its own error.
+/// Why a request's body cannot be read as text; each function maps it to its own error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
     #[error("the content type is not application/json")]
     NotJson,
+    #[error("the content type must be one of: {0}")]
+    UnsupportedType(String),
+    #[error("content encoding {0} is not supported; send gzip or no encoding")]
+    UnsupportedEncoding(String),
     #[error("request body is {size} bytes; the limit is {limit}")]
     TooLarge { size: usize, limit: usize },
+    #[error("request body inflates to more than {limit} bytes, the limit")]
+    InflatesTooLarge { limit: usize },
+    #[error("request body is not valid gzip: {0}")]
+    NotGzip(String),
     #[error("request body is empty")]
     Empty,
     #[error("request body is not UTF-8 (byte {0})")]
@@ -70,11 +80,7 @@ pub fn json_text(request: &lambda_http::Request, limit: usize) -> Result<&str, B
     if !is_json(request.headers().get(header::CONTENT_TYPE)) {
         return Err(BodyError::NotJson);
     }
-    let bytes: &[u8] = match request.body() {
-        lambda_http::Body::Text(text) => text.as_bytes(),
-        lambda_http::Body::Binary(bytes) => bytes,
-        _ => &[],
-    };
+    let bytes = body_bytes(request);
     if bytes.len() > limit {
         return Err(BodyError::TooLarge { size: bytes.len(), limit });
     }
@@ -82,6 +88,101 @@ pub fn json_text(request: &lambda_http::Request, limit: usize) -> Result<&str, B
         return Err(BodyError::Empty);
     }
     std::str::from_utf8(bytes).map_err(|e| BodyError::NotUtf8(e.valid_up_to()))
+}
+
+/// What a body holds, by its content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaType {
+    /// `application/json` or a `+json` type.
+    Json,
+    /// `application/x-ndjson`: one JSON value a line.
+    Ndjson,
+    /// `text/plain`, holding JSON: what `navigator.sendBeacon` sends a string as, without a
+    /// CORS preflight.
+    Text,
+}
+
+impl MediaType {
+    fn of(content_type: Option<&HeaderValue>) -> Option<Self> {
+        if is_json(content_type) {
+            return Some(Self::Json);
+        }
+        let value = content_type.and_then(|v| v.to_str().ok())?;
+        match value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase().as_str() {
+            "application/x-ndjson" => Some(Self::Ndjson),
+            "text/plain" => Some(Self::Text),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Ndjson => "application/x-ndjson",
+            Self::Text => "text/plain",
+        }
+    }
+}
+
+/// The body as UTF-8 text with its media type, which must be one of `accepted`. A body sent
+/// with `Content-Encoding: gzip` is inflated first, and inflating stops at `limit` bytes, so
+/// a small body that would inflate to gigabytes costs no more than the limit in memory.
+pub fn body_text<'r>(
+    request: &'r lambda_http::Request,
+    accepted: &[MediaType],
+    limit: usize,
+) -> Result<(MediaType, Cow<'r, str>), BodyError> {
+    let media = MediaType::of(request.headers().get(header::CONTENT_TYPE))
+        .filter(|media| accepted.contains(media))
+        .ok_or_else(|| BodyError::UnsupportedType(accepted.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")))?;
+    let bytes = body_bytes(request);
+    let encoding = request.headers().get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim());
+    let bytes: Cow<'r, [u8]> = match encoding.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("" | "identity") => {
+            if bytes.len() > limit {
+                return Err(BodyError::TooLarge { size: bytes.len(), limit });
+            }
+            Cow::Borrowed(bytes)
+        }
+        Some("gzip" | "x-gzip") => Cow::Owned(inflate(bytes, limit)?),
+        Some(other) => return Err(BodyError::UnsupportedEncoding(crate::http::echo_header(other))),
+    };
+    if bytes.is_empty() {
+        return Err(BodyError::Empty);
+    }
+    let text = match bytes {
+        Cow::Borrowed(bytes) => {
+            Cow::Borrowed(std::str::from_utf8(bytes).map_err(|e| BodyError::NotUtf8(e.valid_up_to()))?)
+        }
+        Cow::Owned(bytes) => {
+            Cow::Owned(String::from_utf8(bytes).map_err(|e| BodyError::NotUtf8(e.utf8_error().valid_up_to()))?)
+        }
+    };
+    Ok((media, text))
+}
+
+/// A gzip body inflated, all its members, to at most `limit` bytes.
+fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
+    use std::io::Read as _;
+    let mut inflated = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
+    let mut decoder = flate2::read::MultiGzDecoder::new(compressed).take(limit as u64 + 1);
+    decoder.read_to_end(&mut inflated).map_err(|e| BodyError::NotGzip(e.to_string()))?;
+    if inflated.len() > limit {
+        return Err(BodyError::InflatesTooLarge { limit });
+    }
+    Ok(inflated)
+}
+
+fn echo_header(value: &str) -> String {
+    value.chars().take(64).collect()
+}
+
+fn body_bytes(request: &lambda_http::Request) -> &[u8] {
+    match request.body() {
+        lambda_http::Body::Text(text) => text.as_bytes(),
+        lambda_http::Body::Binary(bytes) => bytes,
+        _ => &[],
+    }
 }
 
 /// `application/json` or any `+json` type, with or without parameters.
@@ -126,5 +227,62 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
         assert_eq!(body["title"], "Bad Request");
         assert_eq!(body["errors"][0]["field"], "id");
+    }
+
+    fn post(headers: &[(&str, &str)], body: lambda_http::Body) -> lambda_http::Request {
+        let mut builder = http::Request::builder().method("POST").uri("/events");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(body).unwrap()
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    const JSON_OR_NDJSON: &[MediaType] = &[MediaType::Json, MediaType::Ndjson];
+
+    #[test]
+    fn a_gzip_body_is_inflated_and_its_limit_applies_to_what_it_inflates_to() {
+        let text = r#"{"type":"click"}"#;
+        let request =
+            post(&[("content-type", "application/json"), ("content-encoding", "gzip")], gzip(text.as_bytes()).into());
+        let (media, body) = body_text(&request, JSON_OR_NDJSON, 1024).unwrap();
+        assert_eq!((media, body.as_ref()), (MediaType::Json, text));
+        let err = body_text(&request, JSON_OR_NDJSON, text.len() - 1).unwrap_err();
+        assert_eq!(err, BodyError::InflatesTooLarge { limit: text.len() - 1 });
+        let junk =
+            post(&[("content-type", "application/json"), ("content-encoding", "gzip")], b"not gzip".to_vec().into());
+        assert!(matches!(body_text(&junk, JSON_OR_NDJSON, 1024), Err(BodyError::NotGzip(_))));
+        let br = post(&[("content-type", "application/json"), ("content-encoding", "br")], text.into());
+        assert_eq!(body_text(&br, JSON_OR_NDJSON, 1024).unwrap_err(), BodyError::UnsupportedEncoding("br".into()));
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_limit() {
+        // 64 MiB of zeros compress to about 64 KiB; inflating stops one byte past 4 MiB.
+        let bomb = gzip(&vec![0u8; 64 * 1024 * 1024]);
+        assert!(bomb.len() < 100 * 1024);
+        let request = post(&[("content-type", "application/json"), ("content-encoding", "gzip")], bomb.into());
+        assert_eq!(
+            body_text(&request, JSON_OR_NDJSON, 4 << 20).unwrap_err(),
+            BodyError::InflatesTooLarge { limit: 4 << 20 }
+        );
+    }
+
+    #[test]
+    fn only_the_routes_media_types_are_taken() {
+        let ndjson = post(&[("content-type", "application/x-ndjson")], "{}\n{}".into());
+        assert_eq!(body_text(&ndjson, JSON_OR_NDJSON, 100).unwrap().0, MediaType::Ndjson);
+        let text = post(&[("content-type", "text/plain;charset=UTF-8")], "{}".into());
+        assert!(matches!(body_text(&text, JSON_OR_NDJSON, 100), Err(BodyError::UnsupportedType(_))));
+        assert_eq!(body_text(&text, &[MediaType::Json, MediaType::Text], 100).unwrap().0, MediaType::Text);
+        let plain = post(&[("content-type", "application/json")], "{}".into());
+        assert!(matches!(body_text(&plain, JSON_OR_NDJSON, 100).unwrap().1, Cow::Borrowed(_)), "no copy");
+        assert_eq!(body_text(&plain, JSON_OR_NDJSON, 1).unwrap_err(), BodyError::TooLarge { size: 2, limit: 1 });
     }
 }

@@ -15,6 +15,8 @@
 //! | per-shard totals | `METRICS` | `SHARD#{shard}` |
 //! | ingest counter slot | `METRICS` | `INGEST#{slot}` |
 //! | per-second throughput | `RATE` | `{epoch second, 11 digits}#{shard}` |
+//! | write key | `WRITE_KEYS` | `{key id}` |
+//! | a write key's events in one second | `KEYRATE#{key id}` | `{epoch second, 11 digits}` |
 //!
 //! Window buckets and aggregates count by type, source (and plan, region) in attributes
 //! `t#{type}`, `s#{source}`, ... Each such breakdown keeps at most a configured number of keys
@@ -143,6 +145,14 @@ pub mod attr {
     /// Per-shard totals: analytics updates the table refused (or that failed past their retry
     /// budget), counted in events; the events themselves were stored and counted.
     pub const ANALYTICS_LOST: &str = "analytics_lost";
+    /// Write keys.
+    pub const KEY_SOURCE: &str = "source";
+    pub const SECRET_HASH: &str = "secret_hash";
+    pub const ALLOWED_ORIGINS: &str = "allowed_origins";
+    pub const EVENTS_PER_SECOND: &str = "events_per_second";
+    pub const CREATED_AT: &str = "created_at";
+    /// A write key's events in one second.
+    pub const COUNT: &str = "count";
 }
 
 /// The attribute holding the key count of the breakdown whose counters start with `prefix`.
@@ -160,6 +170,19 @@ fn record_key(ingest_id: Option<&IngestId>, shard_id: &str, sequence_number: &st
         Some(ingest_id) => ingest_id.to_string(),
         None => format!("{shard_id}#{sequence_number}"),
     }
+}
+
+/// The partition of the write keys: few, read by id, listed with one Query.
+pub const WRITE_KEYS_PK: &str = "WRITE_KEYS";
+/// Seconds a key's count for one second is kept (the ledger needs only the current one).
+pub const KEY_RATE_TTL_SECONDS: i64 = 120;
+
+pub fn key_rate_pk(key: &eventline_model::write_key::KeyId) -> String {
+    format!("KEYRATE#{key}")
+}
+
+pub fn key_rate_sk(second: i64) -> String {
+    format!("{second:011}")
 }
 
 /// The `ByUser` index partition that lists conflict items (no user key starts so).

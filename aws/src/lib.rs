@@ -13,6 +13,7 @@ pub mod logs;
 pub mod reference;
 pub mod routes;
 pub mod telemetry;
+pub mod write_keys;
 
 pub use bootstrap::{SDK_ATTEMPT_TIMEOUT, SDK_CONNECT_TIMEOUT, SDK_OPERATION_TIMEOUT, sdk_config, sdk_timeouts};
 pub use errors::{error_chain, refused_for_good};

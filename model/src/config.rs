@@ -99,6 +99,12 @@ pub mod names {
     pub const MAX_BREAKDOWN_KEYS: &str = "MAX_BREAKDOWN_KEYS";
     /// The token claim a JWT caller's events must name as their `user_id`.
     pub const JWT_USER_CLAIM: &str = "JWT_USER_CLAIM";
+    /// Origins browsers may send events from with a write key (`CorsAllowedOrigins`).
+    pub const CORS_ALLOWED_ORIGINS: &str = "CORS_ALLOWED_ORIGINS";
+    /// Seconds a write key's check is cached (the authorizer's cache TTL).
+    pub const WRITE_KEY_CACHE_SECONDS: &str = "WRITE_KEY_CACHE_SECONDS";
+    /// Events a second a write key gets when it names no rate.
+    pub const WRITE_KEY_EVENTS_PER_SECOND: &str = "WRITE_KEY_EVENTS_PER_SECOND";
     /// The stack's name, the `Stack` dimension of the pipeline's own metrics.
     pub const STACK_NAME: &str = "STACK_NAME";
     /// Another endpoint for every AWS client (a local emulator); empty means AWS itself.

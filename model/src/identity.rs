@@ -132,10 +132,17 @@ pub struct Digest(String);
 impl Digest {
     /// The digest of one event as the client wrote it (a JSON object already validated).
     pub fn of_event(raw: &RawValue) -> Self {
+        Self::of_object_without(raw, &["id"])
+    }
+
+    /// The digest of a JSON object without the members named in `skipped`: those a client
+    /// changes from one try to the next, or that name the identity rather than its content.
+    pub fn of_object_without(raw: &RawValue, skipped: &[&str]) -> Self {
         let mut canonical = String::with_capacity(raw.get().len());
         match Members::parse(raw) {
             Ok(members) => {
-                let kept = members.0.iter().filter(|(key, value)| key != "id" && value.get() != "null");
+                let kept =
+                    members.0.iter().filter(|(key, value)| !skipped.contains(&key.as_ref()) && value.get() != "null");
                 write_object(kept.map(|(key, value)| (key.as_ref(), *value)), &mut canonical);
             }
             // Not an object: never an event, but the digest is still of its bytes.

@@ -12,12 +12,15 @@ pub mod json;
 pub mod latency;
 pub mod memory;
 pub mod outcomes;
+pub mod rate;
 pub mod record;
 pub mod reference;
 pub mod retry;
+pub mod segment;
 pub mod sink;
 pub mod validation;
 pub mod window;
+pub mod write_key;
 
 pub use event::{Event, EventId, EventType, IngestId, RawObject, Source, UserId, format_rfc3339};
 pub use identity::{Digest, Provenance, Sender};

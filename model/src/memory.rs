@@ -3,7 +3,9 @@
 
 use std::sync::Mutex;
 
+use crate::rate::RateLedger;
 use crate::sink::{OutRecord, PutFailure, RecordSink};
+use crate::write_key::{KeyGrant, KeyId, KeyStore, KeyStoreError, StoredKey};
 
 /// Decides, per record, whether a [`MemoryStream`] refuses it, and with what.
 type Refusal = Box<dyn Fn(&OutRecord) -> Option<PutFailure> + Send + Sync>;
@@ -106,5 +108,78 @@ mod tests {
         let stream = MemoryStream::discarding();
         assert_eq!(stream.put_once(&[record("a"), record("b")]).await.unwrap(), vec![Ok(()), Ok(())]);
         assert!(stream.calls().is_empty() && stream.taken().is_empty());
+    }
+}
+
+/// Write keys in memory.
+#[derive(Default)]
+pub struct MemoryKeys {
+    keys: Mutex<std::collections::BTreeMap<KeyId, StoredKey>>,
+}
+
+impl KeyStore for MemoryKeys {
+    async fn get(&self, id: &KeyId) -> Result<Option<StoredKey>, KeyStoreError> {
+        Ok(self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(id).cloned())
+    }
+
+    async fn put(&self, key: &StoredKey) -> Result<(), KeyStoreError> {
+        self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key.grant.key_id.clone(), key.clone());
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<KeyGrant>, KeyStoreError> {
+        Ok(self
+            .keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .map(|k| k.grant.clone())
+            .collect())
+    }
+
+    async fn delete(&self, id: &KeyId) -> Result<bool, KeyStoreError> {
+        Ok(self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id).is_some())
+    }
+}
+
+/// A shared rate ledger in memory: the count of each key and second.
+#[derive(Default)]
+pub struct MemoryRateLedger {
+    counts: Mutex<std::collections::HashMap<(KeyId, i64), u64>>,
+    takes: std::sync::atomic::AtomicUsize,
+}
+
+impl MemoryRateLedger {
+    pub fn count(&self, key: &KeyId, second: i64) -> u64 {
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&(key.clone(), second))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Leases taken.
+    pub fn takes(&self) -> usize {
+        self.takes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl RateLedger for MemoryRateLedger {
+    async fn take(&self, key: &KeyId, second: i64, amount: u64, limit: u64) -> Result<bool, KeyStoreError> {
+        let mut counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry((key.clone(), second)).or_default();
+        if *count != 0 && *count + amount > limit {
+            return Ok(false);
+        }
+        *count += amount;
+        self.takes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(true)
+    }
+}
+
+impl<L: RateLedger> RateLedger for std::sync::Arc<L> {
+    async fn take(&self, key: &KeyId, second: i64, amount: u64, limit: u64) -> Result<bool, KeyStoreError> {
+        self.as_ref().take(key, second, amount, limit).await
     }
 }

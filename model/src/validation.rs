@@ -34,6 +34,8 @@ pub enum Rule {
     NotAllowed,
     /// The event, or the item it would be stored as, is too large.
     Size,
+    /// A member that has no default is missing (a Segment call's `userId` or `event`).
+    Required,
 }
 
 /// One problem with one field: `field` names it (empty for the event as a whole),

@@ -386,6 +386,7 @@ async fn put_records_partial_failure_is_retried_and_every_event_lands_once() {
         ),
         rules: config.rules,
         user_claim: config.user_claim,
+        write_keys: eventline_ingest::write_keys::WriteKeyGate::in_memory(),
         backoff: Backoff {
             base: Duration::from_millis(5),
             max: Duration::from_millis(20),

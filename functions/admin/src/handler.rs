@@ -1,5 +1,5 @@
 //! `PUT /reference/users`: decode the table, check it, replace the current generation, and
-//! answer with the new one.
+//! answer with the new one. The write-key routes are in `write_keys.rs`.
 
 use http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
@@ -15,12 +15,16 @@ use eventline_model::{FieldError, Rule};
 
 use crate::reference::{MAX_REFERENCE_BODY_BYTES, ReferenceWriter};
 use crate::routes::{ROUTES, Route};
+use crate::write_keys::KeyAdmin;
+use eventline_model::write_key::{KeyStore, KeyStoreError};
 
 /// Seconds a client should wait after a 503.
 const RETRY_AFTER_SECONDS: u32 = 1;
 
-pub struct Admin<R> {
+pub struct Admin<R, K> {
     pub reference: R,
+    /// The write keys, and what a new key gets by default.
+    pub write_keys: KeyAdmin<K>,
     /// How far in the future a table's `ts` may be. A later one would make every
     /// replacement until that date a 409.
     pub max_future_skew: time::Duration,
@@ -31,8 +35,8 @@ pub struct Admin<R> {
 pub enum RequestError {
     #[error("no route for {method} {path}")]
     NotFound { method: Method, path: String },
-    #[error("{method} is not allowed here; use PUT")]
-    MethodNotAllowed { method: Method },
+    #[error("{method} is not allowed here; use {allowed}")]
+    MethodNotAllowed { method: Method, allowed: &'static str },
     #[error("content type must be application/json")]
     UnsupportedMediaType,
     #[error("request body is {size} bytes; the limit is {limit}")]
@@ -46,6 +50,12 @@ pub enum RequestError {
     StaleReference(Generation),
     #[error("the reference table could not be stored now; retry later")]
     ReferenceUnavailable(#[source] ReferenceError),
+    #[error("the write key is invalid")]
+    InvalidWriteKey(Vec<FieldError>),
+    #[error("no write key {0}")]
+    NoWriteKey(String),
+    #[error("the write keys could not be read or written now; retry later")]
+    KeysUnavailable(#[source] KeyStoreError),
 }
 
 impl RequestError {
@@ -55,9 +65,10 @@ impl RequestError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BadBody(_) | Self::InvalidReference(_) => StatusCode::BAD_REQUEST,
+            Self::BadBody(_) | Self::InvalidReference(_) | Self::InvalidWriteKey(_) => StatusCode::BAD_REQUEST,
+            Self::NoWriteKey(_) => StatusCode::NOT_FOUND,
             Self::StaleReference(_) => StatusCode::CONFLICT,
-            Self::ReferenceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ReferenceUnavailable(_) | Self::KeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -65,12 +76,18 @@ impl RequestError {
         let status = self.status();
         let detail = self.to_string();
         match self {
-            Self::MethodNotAllowed { .. } => {
+            Self::MethodNotAllowed { allowed, .. } => {
                 let mut response = Problem::new(status, detail).into_response();
-                response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("PUT"));
+                response.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static(allowed));
                 response
             }
-            Self::InvalidReference(errors) => Problem::new(status, detail).with_errors(errors).into_response(),
+            Self::InvalidReference(errors) | Self::InvalidWriteKey(errors) => {
+                Problem::new(status, detail).with_errors(errors).into_response()
+            }
+            Self::KeysUnavailable(error) => {
+                tracing::error!(%error, "write keys not available");
+                retry_after(Problem::new(status, detail).into_response(), RETRY_AFTER_SECONDS)
+            }
             Self::StaleReference(current) => Problem::new(status, detail)
                 .with_extension("current_generation", current.number)
                 .with_extension("current_ts", format_rfc3339(current.ts))
@@ -84,7 +101,7 @@ impl RequestError {
     }
 }
 
-impl<R: ReferenceWriter> Admin<R> {
+impl<R: ReferenceWriter, K: KeyStore> Admin<R, K> {
     #[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path()))]
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let response = match self.respond(&request).await {
@@ -98,7 +115,12 @@ impl<R: ReferenceWriter> Admin<R> {
     }
 
     async fn respond(&self, request: &Request) -> Result<Response<String>, RequestError> {
-        let Route::ReferenceUsers = route_of(request)?;
+        match route_of(request)? {
+            Route::ReferenceUsers => {}
+            Route::CreateWriteKey => return self.write_keys.create(request).await,
+            Route::ListWriteKeys => return self.write_keys.list().await,
+            Route::RevokeWriteKey => return self.write_keys.revoke(request).await,
+        }
         let table = decode(request)?;
         refuse_future(&table, OffsetDateTime::now_utc(), self.max_future_skew)?;
         let generation = self.replace(&table).await?;
@@ -121,7 +143,16 @@ fn route_of(request: &Request) -> Result<Route, RequestError> {
     let method = request.method().clone();
     match lookup(ROUTES, request) {
         Lookup::Found(route) => Ok(route),
-        Lookup::MethodNotAllowed => Err(RequestError::MethodNotAllowed { method }),
+        Lookup::MethodNotAllowed => {
+            let allowed = if request.uri().path().starts_with("/write-keys/") {
+                "DELETE"
+            } else if request.uri().path().starts_with("/write-keys") {
+                "GET, POST"
+            } else {
+                "PUT"
+            };
+            Err(RequestError::MethodNotAllowed { method, allowed })
+        }
         Lookup::NotFound => {
             Err(RequestError::NotFound { method, path: echo(request.uri().path().trim_end_matches('/'), 256) })
         }
@@ -163,6 +194,7 @@ mod tests {
     use super::*;
     use crate::memory::MemoryReference;
     use crate::routes::routed;
+    use eventline_model::memory::MemoryKeys;
     use serde_json::{Value, json};
     use time::format_description::well_known::Rfc3339;
 
@@ -175,8 +207,12 @@ mod tests {
         }
     }
 
-    fn admin() -> Admin<MemoryReference> {
-        Admin { reference: MemoryReference::new(), max_future_skew: time::Duration::seconds(300) }
+    fn admin() -> Admin<MemoryReference, MemoryKeys> {
+        Admin {
+            reference: MemoryReference::new(),
+            write_keys: KeyAdmin::in_memory(),
+            max_future_skew: time::Duration::seconds(300),
+        }
     }
 
     fn fixture(name: &str) -> Request {
@@ -201,7 +237,7 @@ mod tests {
         request("PUT", "/reference/users", "application/json", body)
     }
 
-    async fn call<R: ReferenceWriter>(admin: &Admin<R>, request: Request) -> (u16, Value, http::HeaderMap) {
+    async fn call<R: ReferenceWriter>(admin: &Admin<R, MemoryKeys>, request: Request) -> (u16, Value, http::HeaderMap) {
         let response = admin.handle(request).await;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -262,7 +298,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_skew_is_the_configured_one() {
-        let strict = Admin { reference: MemoryReference::new(), max_future_skew: time::Duration::ZERO };
+        let strict = Admin {
+            reference: MemoryReference::new(),
+            write_keys: KeyAdmin::in_memory(),
+            max_future_skew: time::Duration::ZERO,
+        };
         let (status, body, _) = call(&strict, put(table(&from_now(time::Duration::seconds(30))))).await;
         assert_eq!((status, body["errors"][0]["rule"].as_str()), (400, Some("future")));
         let (status, _, _) = call(&strict, put(table(&from_now(time::Duration::seconds(-1))))).await;
@@ -295,7 +335,11 @@ mod tests {
 
     #[tokio::test]
     async fn when_the_table_cannot_be_written_should_return_503_with_retry_after() {
-        let admin = Admin { reference: DownReference, max_future_skew: time::Duration::seconds(300) };
+        let admin = Admin {
+            reference: DownReference,
+            write_keys: KeyAdmin::in_memory(),
+            max_future_skew: time::Duration::seconds(300),
+        };
         let (status, body, headers) = call(&admin, put(table("2026-11-30T12:00:00Z"))).await;
         assert_eq!((status, headers["retry-after"].to_str().unwrap()), (503, "1"));
         assert!(!body["detail"].as_str().unwrap().contains("unreachable"), "5xx bodies say nothing internal");

@@ -56,6 +56,7 @@ fn ingest_request(c: &mut Criterion) {
         counter: MemoryCounter::new(),
         rules: Rules::default(),
         user_claim: "sub".to_owned(),
+        write_keys: eventline_ingest::write_keys::WriteKeyGate::in_memory(),
         backoff: Backoff::default(),
     };
     let body = body();

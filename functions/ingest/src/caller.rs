@@ -1,6 +1,7 @@
 //! Who is calling: what API Gateway's authorizer put in the request context (payload 2.0),
 //! as the sender recorded with each event and, for a JWT caller, the user its events belong to.
 
+use eventline_model::write_key::KeyGrant;
 use eventline_model::{Sender, UserId};
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
@@ -35,6 +36,19 @@ impl Caller {
         match authorizer.and_then(|a| a.iam.as_ref()).and_then(|iam| iam.user_arn.as_deref()) {
             Some(arn) => Self { sender: Sender::iam(arn), user: None },
             None => Self { sender: Sender::anonymous(), user: None },
+        }
+    }
+}
+
+impl Caller {
+    /// What the write-key authorizer found the request's key may send, from the context it
+    /// put in the request (`authorizer.lambda`).
+    pub fn write_key_grant(request: &Request) -> Option<KeyGrant> {
+        match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(context)) => {
+                context.authorizer.as_ref().and_then(|authorizer| KeyGrant::from_context(&authorizer.fields))
+            }
+            _ => None,
         }
     }
 }

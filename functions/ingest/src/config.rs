@@ -1,7 +1,8 @@
 //! Settings the ingest function reads once, from the variables `template.yaml` sets.
 
 use eventline_model::Rules;
-use eventline_model::config::{ConfigError, Lookup, names, required, rules};
+use eventline_model::config::{ConfigError, Lookup, list, names, parsed_or, required, rules};
+use eventline_model::write_key::parse_origin;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -10,6 +11,10 @@ pub struct Config {
     pub rules: Rules,
     /// The token claim a JWT caller's `user_id` is bound to.
     pub user_claim: String,
+    /// Origins browsers may send from with a write key; empty: none.
+    pub cors_origins: Vec<String>,
+    /// How long a write key's check is trusted, as the authorizer's answers are cached.
+    pub key_cache: std::time::Duration,
 }
 
 impl Config {
@@ -19,6 +24,10 @@ impl Config {
             table_name: required(env, names::EVENTS_TABLE)?,
             rules: rules(env)?,
             user_claim: env.get(names::JWT_USER_CLAIM).filter(|c| !c.is_empty()).unwrap_or_else(|| "sub".to_owned()),
+            cors_origins: list(env, names::CORS_ALLOWED_ORIGINS, |origin| {
+                parse_origin(&origin).map_err(|_| "is not an origin (scheme://host[:port] or *)")
+            })?,
+            key_cache: std::time::Duration::from_secs(parsed_or(env, names::WRITE_KEY_CACHE_SECONDS, 300)?),
         })
     }
 }

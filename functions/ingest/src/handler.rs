@@ -7,18 +7,21 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
-use eventline_aws::http::{BodyError, Problem, json, json_text, retry_after};
+use eventline_aws::http::{BodyError, MediaType, Problem, body_text, json, retry_after};
 use eventline_aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
 use eventline_aws::routes::{Lookup, lookup};
 use eventline_model::json::{JsonError, Members, array_elements};
+use eventline_model::rate::RateLedger;
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, RecordSink, put_all};
 use eventline_model::validation::echo;
+use eventline_model::write_key::{Denied, KeyStore};
 use eventline_model::{Digest, Event, FieldError, IngestId, Provenance, Rule, Rules, StreamRecord, parse_event};
 
 use crate::caller::Caller;
 use crate::counter::ReceivedCounter;
 use crate::routes::{ROUTES, Route};
+use crate::write_keys::WriteKeyGate;
 
 /// Most events one request may carry.
 pub const MAX_BATCH: usize = 100;
@@ -29,9 +32,11 @@ pub const MAX_ERRORS_PER_ITEM: usize = 8;
 /// Seconds a client should wait after a 503.
 const RETRY_AFTER_SECONDS: u32 = 1;
 
-pub struct Ingest<S, C> {
+pub struct Ingest<S, C, K, L> {
     pub sink: S,
     pub counter: C,
+    /// The write keys, their rates and the origins browsers may send from (`/v1/*`).
+    pub write_keys: WriteKeyGate<K, L>,
     pub rules: Rules,
     /// The token claim a JWT caller's `user_id` is bound to.
     pub user_claim: String,
@@ -46,10 +51,21 @@ pub enum RequestError {
     NotFound { method: Method, path: String },
     #[error("{method} is not allowed here; use {allowed}")]
     MethodNotAllowed { method: Method, allowed: &'static str },
-    #[error("content type must be application/json")]
-    UnsupportedMediaType,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("request body is {size} bytes; the limit is {limit}")]
     BodyTooLarge { size: usize, limit: usize },
+    #[error("request body inflates to more than {limit} bytes, the limit")]
+    InflatesTooLarge { limit: usize },
+    /// No write key, or one that is not valid: a `401` Segment's SDKs drop the batch on.
+    #[error("{0}")]
+    Unauthorized(Denied),
+    /// A browser's origin the key may not send from.
+    #[error("{0}")]
+    OriginNotAllowed(Denied),
+    /// Over the write key's rate: a `429` the SDKs retry after `Retry-After`.
+    #[error("over this write key's rate of {0} events a second; retry after a second")]
+    RateLimited(u32),
     #[error("{0}")]
     BadBody(String),
     /// A single event that breaks the rules.
@@ -65,8 +81,11 @@ impl RequestError {
         match self {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BodyTooLarge { .. } | Self::InflatesTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::InvalidEvent(errors) if errors.iter().any(|e| e.rule == Rule::Size) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidEvent(_) => StatusCode::BAD_REQUEST,
@@ -84,7 +103,14 @@ impl RequestError {
                 response
             }
             Self::InvalidEvent(errors) => Problem::new(status, detail).with_errors(errors).into_response(),
-            Self::Unavailable => retry_after(Problem::new(status, detail).into_response(), RETRY_AFTER_SECONDS),
+            Self::Unavailable | Self::RateLimited(_) => {
+                retry_after(Problem::new(status, detail).into_response(), RETRY_AFTER_SECONDS)
+            }
+            Self::Unauthorized(_) => {
+                let mut response = Problem::new(status, detail).into_response();
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Basic"));
+                response
+            }
             _ => Problem::new(status, detail).into_response(),
         }
     }
@@ -126,7 +152,7 @@ impl ItemResult {
     }
 }
 
-impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
+impl<S: RecordSink, C: ReceivedCounter, K: KeyStore, L: RateLedger> Ingest<S, C, K, L> {
     #[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path()))]
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let response = match self.respond(request).await {
@@ -141,26 +167,19 @@ impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
 
     async fn respond(&self, request: Request) -> Result<Response<String>, RequestError> {
         let route = route_of(&request)?;
-        let body = json_text(&request, MAX_BODY_BYTES)?;
-        let Submission { single, items } = parse_submission(route, body)?;
+        let accepted_types: &[MediaType] = match route {
+            Route::Events => &[MediaType::Json, MediaType::Ndjson],
+            Route::EventsBatch => &[MediaType::Json],
+            Route::Segment { call, key } => return self.respond_segment(&request, call, key).await,
+        };
+        let (media, body) = body_text(&request, accepted_types, MAX_BODY_BYTES)?;
+        let Submission { single, items } = parse_submission(route, media, &body)?;
         let now = OffsetDateTime::now_utc();
-        let request_token = IngestId::generate();
         let caller = Caller::of(&request, &self.user_claim);
         let parsed: Vec<_> = items.iter().map(|raw| self.stream_record(raw, now, &caller)).collect();
         let outcomes = self.put_valid(parsed).await;
-
-        let accepted = outcomes.iter().filter(|o| matches!(o, Outcome::Accepted(_))).count();
-        let rejected = outcomes.iter().filter(|o| matches!(o, Outcome::Rejected(_))).count();
-        eventline_aws::telemetry::ingested(accepted as u64, rejected as u64);
-        if accepted > 0
-            && let Err(error) = self.counter.add(&request_token, accepted as u64).await
-        {
-            // The events are on the stream and will be processed; answering an error now would
-            // make the client send them again. The received total is short by `accepted`,
-            // which the metrics show as a negative queue depth rather than hide.
-            tracing::error!(error = %eventline_aws::error_chain(&error), accepted, "could not count received events");
-        }
-        tracing::info!(items = items.len(), accepted, "request handled");
+        self.count(&outcomes).await;
+        tracing::info!(items = items.len(), "request handled");
 
         let mut results =
             outcomes.into_iter().zip(&items).enumerate().map(|(index, (outcome, raw))| outcome.result(index, raw));
@@ -168,6 +187,21 @@ impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
             return single_response(results.next());
         }
         batch_response(results.collect())
+    }
+
+    /// Counts what a request put on the stream, once however often the count is retried.
+    pub(crate) async fn count(&self, outcomes: &[Outcome]) {
+        let accepted = outcomes.iter().filter(|o| matches!(o, Outcome::Accepted(_))).count();
+        let rejected = outcomes.iter().filter(|o| matches!(o, Outcome::Rejected(_))).count();
+        eventline_aws::telemetry::ingested(accepted as u64, rejected as u64);
+        if accepted > 0
+            && let Err(error) = self.counter.add(&IngestId::generate(), accepted as u64).await
+        {
+            // The events are on the stream and will be processed; answering an error now would
+            // make the client send them again. The received total is short by `accepted`,
+            // which the metrics show as a negative queue depth rather than hide.
+            tracing::error!(error = %eventline_aws::error_chain(&error), accepted, "could not count received events");
+        }
     }
 
     /// Validates one item, binds it to a JWT caller's user, and checks that the transform
@@ -180,7 +214,16 @@ impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
     ) -> Result<StreamRecord, Vec<FieldError>> {
         let mut event = parse_event(raw, &self.rules, now)?;
         bind_user(&mut event, caller, &self.user_claim)?;
-        let provenance = Provenance { sender: caller.sender.clone(), digest: Digest::of_event(raw) };
+        self.record_of(event, Provenance { sender: caller.sender.clone(), digest: Digest::of_event(raw) }, now)
+    }
+
+    /// The stream record of a valid event, if the transform could store it.
+    pub(crate) fn record_of(
+        &self,
+        event: Event,
+        provenance: Provenance,
+        now: OffsetDateTime,
+    ) -> Result<StreamRecord, Vec<FieldError>> {
         let record = StreamRecord {
             event,
             received_at: now,
@@ -203,7 +246,7 @@ impl<S: RecordSink, C: ReceivedCounter> Ingest<S, C> {
     }
 
     /// Puts the valid events in one call, re-sending failed entries, and tells each item's fate.
-    async fn put_valid(&self, parsed: Vec<Result<StreamRecord, Vec<FieldError>>>) -> Vec<Outcome> {
+    pub(crate) async fn put_valid(&self, parsed: Vec<Result<StreamRecord, Vec<FieldError>>>) -> Vec<Outcome> {
         let records: Vec<OutRecord> = parsed
             .iter()
             .flatten()
@@ -242,7 +285,7 @@ fn bind_user(event: &mut Event, caller: &Caller, claim: &str) -> Result<(), Vec<
 }
 
 /// What became of one item of a request.
-enum Outcome {
+pub(crate) enum Outcome {
     Accepted(Event),
     Failed(Event),
     Rejected(Vec<FieldError>),
@@ -334,14 +377,21 @@ fn route_of(request: &Request) -> Result<Route, RequestError> {
 impl From<BodyError> for RequestError {
     fn from(error: BodyError) -> Self {
         match error {
-            BodyError::NotJson => Self::UnsupportedMediaType,
+            BodyError::NotJson => Self::UnsupportedMediaType("content type must be application/json".into()),
+            BodyError::UnsupportedType(_) | BodyError::UnsupportedEncoding(_) => {
+                Self::UnsupportedMediaType(error.to_string())
+            }
             BodyError::TooLarge { size, limit } => Self::BodyTooLarge { size, limit },
+            BodyError::InflatesTooLarge { limit } => Self::InflatesTooLarge { limit },
             other => Self::BadBody(other.to_string()),
         }
     }
 }
 
-fn parse_submission(route: Route, text: &str) -> Result<Submission<'_>, RequestError> {
+fn parse_submission(route: Route, media: MediaType, text: &str) -> Result<Submission<'_>, RequestError> {
+    if media == MediaType::Ndjson {
+        return check_count(Submission { single: false, items: ndjson_lines(text)? });
+    }
     let batch_route = route == Route::EventsBatch;
     let body: &RawValue = serde_json::from_str(text)
         .map_err(|e| RequestError::BadBody(format!("request body is not valid JSON: {e}")))?;
@@ -370,6 +420,21 @@ fn parse_submission(route: Route, text: &str) -> Result<Submission<'_>, RequestE
         }
         (true, _) => return Err(RequestError::BadBody("body must be an object {\"events\": [...]}".into())),
     };
+    check_count(submission)
+}
+
+/// One event a line; blank lines (a trailing newline) are skipped.
+fn ndjson_lines(text: &str) -> Result<Vec<&RawValue>, RequestError> {
+    let mut items = Vec::new();
+    for (number, line) in text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()) {
+        let item: &RawValue = serde_json::from_str(line)
+            .map_err(|e| RequestError::BadBody(format!("line {} is not valid JSON: {e}", number + 1)))?;
+        items.push(item);
+    }
+    Ok(items)
+}
+
+fn check_count(submission: Submission<'_>) -> Result<Submission<'_>, RequestError> {
     let count = submission.items.len();
     if count == 0 {
         return Err(RequestError::BadBody("the batch is empty".into()));
@@ -389,11 +454,11 @@ mod tests {
     use super::*;
     use crate::memory::MemoryCounter;
     use crate::routes::routed;
-    use eventline_model::memory::MemoryStream;
+    use eventline_model::memory::{MemoryKeys, MemoryRateLedger, MemoryStream};
     use serde_json::{Value, json};
     use std::time::Duration;
 
-    type TestIngest = Ingest<MemoryStream, MemoryCounter>;
+    type TestIngest = Ingest<MemoryStream, MemoryCounter, MemoryKeys, MemoryRateLedger>;
 
     fn ingest(refuse_keys: &[&str]) -> TestIngest {
         Ingest {
@@ -401,6 +466,7 @@ mod tests {
             counter: MemoryCounter::new(),
             rules: Rules::default(),
             user_claim: "sub".to_owned(),
+            write_keys: WriteKeyGate::in_memory(),
             backoff: Backoff {
                 base: Duration::from_millis(1),
                 max: Duration::from_millis(2),
@@ -438,6 +504,45 @@ mod tests {
 
     fn put_records(ingest: &TestIngest) -> Vec<Value> {
         ingest.sink.calls()[0].iter().map(|r| serde_json::from_slice(&r.data).unwrap()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ndjson_on_post_events_is_answered_per_line() {
+        let ingest = ingest(&[]);
+        let body = "{\"id\":\"n-1\",\"type\":\"click\"}\n\n{\"id\":\"n-2\",\"type\":\"view\"}\n";
+        let (status, answer, _) = call(&ingest, post("/events", "application/x-ndjson", body)).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["accepted"], 2);
+        assert_eq!(answer["results"][1]["id"], "n-2");
+        let (status, answer, _) = call(&ingest, post("/events", "application/x-ndjson", "{}\n{oops")).await;
+        assert_eq!(status, 400);
+        assert!(answer["detail"].as_str().unwrap().contains("line 2"));
+        let (status, _, _) = call(&ingest, post("/events/batch", "application/x-ndjson", body)).await;
+        assert_eq!(status, 415, "the batch route takes its JSON object only");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gzip_body_is_taken_on_the_native_routes_and_a_bomb_is_413() {
+        use std::io::Write as _;
+        let gzip = |bytes: &[u8]| {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            encoder.write_all(bytes).unwrap();
+            encoder.finish().unwrap()
+        };
+        let ingest = ingest(&[]);
+        let gzipped = |path: &str, body: Vec<u8>| {
+            let mut request = post(path, "application/json", body);
+            request.headers_mut().insert("content-encoding", http::HeaderValue::from_static("gzip"));
+            request
+        };
+        let body = gzip(br#"{"events": [{"id": "g-1", "type": "click"}]}"#);
+        let (status, answer, _) = call(&ingest, gzipped("/events/batch", body)).await;
+        assert_eq!((status, answer["accepted"].as_u64()), (202, Some(1)));
+        let bomb = gzip(&vec![b' '; 64 * MAX_BODY_BYTES]);
+        assert!(bomb.len() < MAX_BODY_BYTES / 8);
+        let (status, answer, _) = call(&ingest, gzipped("/events", bomb)).await;
+        assert_eq!(status, 413);
+        assert!(answer["detail"].as_str().unwrap().contains("inflates"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -538,6 +538,7 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
         ),
         rules: config.rules,
         user_claim: config.user_claim,
+        write_keys: eventline_ingest::write_keys::WriteKeyGate::in_memory(),
         backoff: Backoff::default().with_budget(eventline_ingest::PUT_BUDGET),
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
