@@ -128,9 +128,10 @@ def condition_holds(name, context):
 
 
 FUNCTION_ARN = re.compile(r"\$\{(\w+)\.Arn\}")
+GET_ATT_ARN = re.compile(r'"Fn::GetAtt": \["(\w+)", "Arn"\]')
 
 
-def route_auth(operation, schemes, context, where):
+def route_auth(operation, schemes, context, where, binaries):
     """`AWS_IAM`, `JWT` (with the authorizer's issuer and audience) or `NONE`, as API Gateway
     reads the operation's `security` from the imported OpenAPI document."""
     security = evaluate(operation.get("security", []), context) or []
@@ -152,7 +153,23 @@ def route_auth(operation, schemes, context, where):
                     "audience": [audience] if isinstance(audience, str) else audience,
                 },
             }
-    fail(f"{where} requires {names}; the local stack enforces AWS_IAM, JWT authorizers and NONE")
+        if authorizer.get("type") == "request":
+            uri = json.dumps(scheme.get("x-amazon-apigateway-authorizer", {}).get("authorizerUri", {}))
+            function = GET_ATT_ARN.search(uri) or FUNCTION_ARN.search(uri)
+            if not function or function.group(1) not in binaries:
+                fail(f"{where}: the Lambda authorizer {names[0]} names no function of the template")
+            sources = authorizer.get("identitySource", [])
+            return {
+                "auth": "LAMBDA",
+                "lambda_authorizer": {
+                    "name": names[0],
+                    "function": binaries[function.group(1)],
+                    "identity_sources": [sources] if isinstance(sources, str) else sources,
+                    "ttl_seconds": int(authorizer.get("authorizerResultTtlInSeconds", 300)),
+                    "simple_responses": bool(authorizer.get("enableSimpleResponses", False)),
+                },
+            }
+    fail(f"{where} requires {names}; the local stack enforces AWS_IAM, JWT and Lambda authorizers and NONE")
 
 
 def check_rules(cfn_template, parameters, region, stack):
@@ -220,6 +237,24 @@ def parameter_context(cfn_template, parameters, region, stack):
     }
 
 
+def cors_of(cfn_template, parameters, region, stack):
+    """The HTTP API's CORS configuration as API Gateway applies it, or None without one."""
+    context = parameter_context(cfn_template, parameters, region, stack)
+    for resource in cfn_template["Resources"].values():
+        if resource.get("Type") == "AWS::ApiGatewayV2::Api" and "Body" in resource.get("Properties", {}):
+            cors = evaluate(resource["Properties"]["Body"].get("x-amazon-apigateway-cors"), context)
+            if cors:
+                return {
+                    "allow_origins": cors.get("allowOrigins", []),
+                    "allow_methods": cors.get("allowMethods", []),
+                    "allow_headers": cors.get("allowHeaders", []),
+                    "expose_headers": cors.get("exposeHeaders", []),
+                    "max_age": cors.get("maxAge"),
+                    "allow_credentials": bool(cors.get("allowCredentials", False)),
+                }
+    return None
+
+
 def routes_of(cfn_template, parameters, region, stack, binaries):
     """Every route of the template's HTTP APIs, read from the OpenAPI document the translator
     made (the emulator does not create HTTP APIs), keyed by the binary that answers it."""
@@ -238,7 +273,7 @@ def routes_of(cfn_template, parameters, region, stack, binaries):
                     continue
                 where = f"route {method.upper()} {path}"
                 route = {"method": "ANY" if method == "x-amazon-apigateway-any-method" else method.upper(), "path": path}
-                route.update(route_auth(operation, schemes, context, where))
+                route.update(route_auth(operation, schemes, context, where, binaries))
                 routes[binaries[target.group(1)]].append(route)
     return routes
 
@@ -384,6 +419,7 @@ def main():
             "region": args.region,
             "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
             "functions": functions,
+            "cors": cors_of(cfn_template, parameters, args.region, args.stack_name),
             "event_sources": event_sources(lam, cfn_template, parameters, physical_ids, binaries),
         },
         sys.stdout,

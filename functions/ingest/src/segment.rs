@@ -107,7 +107,6 @@ impl<S: RecordSink, C: ReceivedCounter, K: KeyStore, L: RateLedger> Ingest<S, C,
                         source = %grant.source,
                         message_id = message_id.as_deref().unwrap_or_default(),
                         errors = %errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
-                        call = raw.get(),
                         "call refused"
                     );
                     refused.push(Refused { index, message_id, errors });

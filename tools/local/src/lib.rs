@@ -3,9 +3,11 @@
 //! transform driven from the ingest stream as the event source mapping would.
 
 pub mod auth;
+pub mod cors;
 pub mod cost;
 pub mod emulator;
 pub mod jwt;
+pub mod lambda_authorizer;
 pub mod manifest;
 pub mod on_failure;
 pub mod page;
@@ -46,6 +48,7 @@ pub struct Functions {
     pub transform: eventline_transform::AwsTransform,
     pub query: eventline_query::AwsQuery,
     pub admin: eventline_admin::AwsAdmin,
+    pub authorizer: eventline_authorizer::AwsAuthorizer,
 }
 
 /// Where things are and what to create.
@@ -292,6 +295,7 @@ pub fn build_functions(manifest: &Manifest, sdk: &aws_config::SdkConfig) -> Resu
         ),
         query: eventline_query::with_aws(eventline_query::config::Config::from_lookup(&env("query")?)?, sdk),
         admin: eventline_admin::with_aws(eventline_admin::config::Config::from_lookup(&env("admin")?)?, sdk),
+        authorizer: eventline_authorizer::with_aws(&env("authorizer")?, sdk)?,
     })
 }
 

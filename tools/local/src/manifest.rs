@@ -16,6 +16,22 @@ pub struct Manifest {
     /// Keyed by binary name: `ingest`, `transform`, `metrics`, `admin`.
     pub functions: HashMap<String, Function>,
     pub event_sources: Vec<EventSource>,
+    /// The HTTP API's CORS configuration, if it has one.
+    #[serde(default)]
+    pub cors: Option<Cors>,
+}
+
+/// What an HTTP API's CORS configuration allows.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Cors {
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    pub max_age: Option<u64>,
+    #[serde(default)]
+    pub allow_credentials: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,12 +51,30 @@ pub struct Route {
     pub method: String,
     pub path: String,
     /// `AWS_IAM` when the route takes only SigV4-signed requests, `JWT` when it takes bearer
-    /// tokens (see `jwt`), `NONE` when it is open.
+    /// tokens (see `jwt`), `LAMBDA` when a Lambda authorizer decides (see `lambda_authorizer`),
+    /// `NONE` when it is open.
     #[serde(default = "no_authorizer")]
     pub auth: String,
     /// The JWT authorizer's settings when `auth` is `JWT`.
     #[serde(default)]
     pub jwt: Option<JwtAuthorizer>,
+    /// The Lambda authorizer's settings when `auth` is `LAMBDA`.
+    #[serde(default)]
+    pub lambda_authorizer: Option<LambdaAuthorizer>,
+}
+
+/// An HTTP API Lambda authorizer (request type): the function that answers it, and how its
+/// answers are cached.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LambdaAuthorizer {
+    pub name: String,
+    /// The binary of the authorizer function.
+    pub function: String,
+    /// `$request.header.Authorization`, ...: each must be present, and together they key the cache.
+    pub identity_sources: Vec<String>,
+    /// 0 caches nothing.
+    pub ttl_seconds: u64,
+    pub simple_responses: bool,
 }
 
 /// What an API Gateway JWT authorizer checks besides the signature.

@@ -22,7 +22,8 @@ use lambda_http::request::RequestContext;
 
 use crate::auth::Verifier;
 use crate::jwt::JwtVerifier;
-use crate::manifest::{JwtAuthorizer, Manifest};
+use crate::lambda_authorizer::AuthorizerCache;
+use crate::manifest::{Cors, JwtAuthorizer, LambdaAuthorizer, Manifest};
 use crate::{Error, Functions};
 
 /// API Gateway's payload limit.
@@ -48,15 +49,18 @@ enum Authorization {
     Iam,
     /// A valid bearer token for this JWT authorizer.
     Jwt(JwtAuthorizer),
+    /// What this Lambda authorizer allows.
+    Lambda(LambdaAuthorizer),
 }
 
 impl Authorization {
     /// `JWT` with its settings, `NONE`, and anything else requires a signature, so a route the
     /// template protects is never served unchecked.
-    fn of(auth: &str, jwt: Option<&JwtAuthorizer>) -> Self {
-        match (auth, jwt) {
-            ("NONE", _) => Self::None,
-            ("JWT", Some(jwt)) => Self::Jwt(jwt.clone()),
+    fn of(auth: &str, jwt: Option<&JwtAuthorizer>, lambda: Option<&LambdaAuthorizer>) -> Self {
+        match (auth, jwt, lambda) {
+            ("NONE", _, _) => Self::None,
+            ("JWT", Some(jwt), _) => Self::Jwt(jwt.clone()),
+            ("LAMBDA", _, Some(lambda)) => Self::Lambda(lambda.clone()),
             _ => Self::Iam,
         }
     }
@@ -97,6 +101,8 @@ pub struct App {
     routes: Vec<RouteEntry>,
     verifier: Verifier,
     jwt: Option<JwtVerifier>,
+    cors: Option<Cors>,
+    pub authorizer_cache: AuthorizerCache,
 }
 
 impl App {
@@ -116,7 +122,7 @@ impl App {
                     method: route.method.clone(),
                     path: route.path.clone(),
                     target,
-                    authorization: Authorization::of(&route.auth, route.jwt.as_ref()),
+                    authorization: Authorization::of(&route.auth, route.jwt.as_ref(), route.lambda_authorizer.as_ref()),
                 });
             }
         }
@@ -131,7 +137,14 @@ impl App {
                 route.route_key()
             )));
         }
-        Ok(Self { functions, routes, verifier: Verifier::from_env(&manifest.region), jwt })
+        Ok(Self {
+            functions,
+            routes,
+            verifier: Verifier::from_env(&manifest.region),
+            jwt,
+            cors: manifest.cors.clone(),
+            authorizer_cache: AuthorizerCache::default(),
+        })
     }
 
     /// `METHOD /path` of every route served.
@@ -147,6 +160,17 @@ impl App {
 }
 
 async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
+    let Some(cors) = &app.cors else { return route(&app, request).await };
+    if let Some(preflight) = cors.preflight(request.method(), request.headers()) {
+        return preflight;
+    }
+    let origin = request.headers().get(http::header::ORIGIN).cloned();
+    let mut response = route(&app, request).await;
+    cors.decorate(origin.as_ref(), &mut response);
+    response
+}
+
+async fn route(app: &App, request: Request) -> Response {
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
     let Some((route, params)) = app.routes.iter().find_map(|r| r.matches(&method, &path).map(|p| (r, p))) else {
@@ -191,6 +215,15 @@ async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
             }
             None => {}
         },
+        Authorization::Lambda(lambda_authorizer) => {
+            match app.authorizer_cache.authorize(lambda_authorizer, &app.functions, &parts, &route.route_key()).await {
+                Ok(context) => authorizer.fields = context,
+                Err(refused) => {
+                    tracing::info!(method = %method, path = %path, status = refused.status().as_u16(), "request refused by the Lambda authorizer");
+                    return refused;
+                }
+            }
+        }
     }
     let mut context = ApiGatewayV2httpRequestContext::default();
     context.route_key = Some(route.route_key());
@@ -308,12 +341,13 @@ mod tests {
     #[test]
     fn routes_require_a_signature_unless_the_template_says_none_or_jwt() {
         let jwt = JwtAuthorizer { issuer: "https://issuer.example".into(), audience: vec!["app".into()] };
-        assert_eq!(Authorization::of("NONE", None), Authorization::None);
-        assert_eq!(Authorization::of("AWS_IAM", None), Authorization::Iam);
-        assert_eq!(Authorization::of("JWT", Some(&jwt)), Authorization::Jwt(jwt.clone()));
-        // A JWT route whose settings went missing is not served open.
-        assert_eq!(Authorization::of("JWT", None), Authorization::Iam);
-        assert_eq!(Authorization::of("SomeLambdaAuthorizer", None), Authorization::Iam);
+        assert_eq!(Authorization::of("NONE", None, None), Authorization::None);
+        assert_eq!(Authorization::of("AWS_IAM", None, None), Authorization::Iam);
+        assert_eq!(Authorization::of("JWT", Some(&jwt), None), Authorization::Jwt(jwt.clone()));
+        // A JWT or Lambda route whose settings went missing is not served open.
+        assert_eq!(Authorization::of("JWT", None, None), Authorization::Iam);
+        assert_eq!(Authorization::of("LAMBDA", None, None), Authorization::Iam);
+        assert_eq!(Authorization::of("SomeLambdaAuthorizer", None, None), Authorization::Iam);
     }
 
     fn text_response(body: String) -> lambda_http::Response<lambda_http::Body> {
