@@ -18,10 +18,13 @@ use crate::manifest::LambdaAuthorizer;
 /// What an authorizer answered: allowed with its context, or denied.
 type Answer = Option<HashMap<String, Value>>;
 
+/// An authorizer's name and the values of its identity sources: what its answers are cached by.
+type Identity = (String, Vec<String>);
+
 /// The answers of every Lambda authorizer, by authorizer and identity.
 #[derive(Default)]
 pub struct AuthorizerCache {
-    answers: Mutex<HashMap<(String, Vec<String>), (Instant, Answer)>>,
+    answers: Mutex<HashMap<Identity, (Instant, Answer)>>,
     /// Invocations of the authorizer functions, for tests of the cache.
     invocations: std::sync::atomic::AtomicUsize,
 }
