@@ -74,6 +74,11 @@ impl Endpoint {
     pub fn reference_users(&self) -> Result<Uri, String> {
         format!("{}/reference/users", self.base).parse().map_err(|e| format!("{e}"))
     }
+
+    /// `POST` target for batches in Segment's tracking API format.
+    pub fn segment_batch(&self) -> Result<Uri, String> {
+        format!("{}/v1/batch", self.base).parse().map_err(|e| format!("{e}"))
+    }
 }
 
 /// Percent-encodes everything outside RFC 3986 unreserved characters and ':' and '@'.
@@ -130,11 +135,7 @@ pub async fn send(
     body: Option<Bytes>,
     timeout: Duration,
 ) -> Result<Reply, String> {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(uri.clone())
-        .header(header::USER_AGENT, concat!("eventline-gen/", env!("CARGO_PKG_VERSION")))
-        .header(header::ACCEPT, "application/json");
+    let mut builder = request_builder(method, uri);
     if body.is_some() {
         builder = builder.header(header::CONTENT_TYPE, "application/json");
     }
@@ -143,6 +144,20 @@ pub async fn send(
     if let Some(signer) = signer {
         signer.sign(&mut request, &body, SystemTime::now())?;
     }
+    exchange(client, request, timeout).await
+}
+
+/// The headers every request carries: who is asking, and that JSON answers are wanted.
+pub fn request_builder(method: Method, uri: &Uri) -> http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(uri.clone())
+        .header(header::USER_AGENT, concat!("eventline-gen/", env!("CARGO_PKG_VERSION")))
+        .header(header::ACCEPT, "application/json")
+}
+
+/// Sends a request as it is and reads the whole (bounded) response body.
+pub async fn exchange(client: &HttpClient, request: Request<Full<Bytes>>, timeout: Duration) -> Result<Reply, String> {
     let exchange = async {
         let response = client.request(request).await.map_err(|e| describe_client_error(&e))?;
         let status = response.status().as_u16();
@@ -267,7 +282,7 @@ fn parse_multi_status(body: &[u8], ids: &[Option<&str>]) -> Outcome {
 }
 
 /// A short reason taken from a JSON error body (`error` or `message`), if there is one.
-fn error_detail(body: &[u8]) -> String {
+pub fn error_detail(body: &[u8]) -> String {
     detail_of(body, &["error", "message"])
 }
 

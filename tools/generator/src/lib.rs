@@ -10,6 +10,7 @@
 //! - [`summary`]: the results of a load run and their rendering;
 //! - [`reference`]: the reference table of the users a seed's events carry;
 //! - [`signing`]: SigV4 signing of API requests;
+//! - [`segment`]: Segment's tracking API: track messages, batch packing, write keys, answers;
 //! - [`text`]: fixed-size text values and the byte cursor the writers use.
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod load;
 pub mod plain;
 pub mod reference;
 pub mod rng;
+pub mod segment;
 pub mod signing;
 pub mod source;
 pub mod summary;
