@@ -1,10 +1,11 @@
 //! The load driver behind `load` and `replay`.
 //!
-//! Batches go out as `POST {url}/events`, paced to a target event rate with at most
-//! `concurrency` requests in flight. Afterwards every accepted event is looked up with
-//! `GET {url}/events/{source}/{id}` until all are found or the verification timeout passes.
-//! A reference table, when given, goes out first as `PUT {url}/reference/users`. With a
-//! [`Signer`] every request is signed with SigV4.
+//! Batches go out as `POST {url}/events`, or with a write key as Segment's
+//! `POST {url}/v1/batch`, paced to a target event rate with at most `concurrency` requests in
+//! flight. Afterwards every accepted event is looked up with `GET {url}/events/{source}/{id}`
+//! until all are found or the verification timeout passes. A reference table, when given,
+//! goes out first as `PUT {url}/reference/users`. With a [`Signer`] every request is signed
+//! with SigV4, except the batches that carry a write key instead.
 //!
 //! [`run`] owns a Tokio runtime; code that is already async must await [`run_async`].
 
@@ -20,8 +21,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::api::{self, Endpoint, HttpClient, ItemStatus, Outcome};
+use crate::api::{self, Endpoint, HttpClient, ItemStatus, Outcome, Reply};
 use crate::format::API_MAX_BATCH;
+use crate::segment::{self, WriteKey};
 use crate::signing::Signer;
 use crate::source::{Batch, Batches, EventKey, SourceError, check_file};
 use crate::summary::{ErrorCounts, Latency, ReferenceUpload, Summary, live_line};
@@ -37,6 +39,17 @@ pub enum EventSource {
     File(PathBuf),
 }
 
+/// Sending generated events through Segment's tracking API with a write key.
+#[derive(Clone, Debug)]
+pub struct SegmentOptions {
+    pub write_key: WriteKey,
+    /// The source the key was made for. The service files the key's events under it, so
+    /// verifying looks them up there; needed unless verification is off.
+    pub source: Option<String>,
+    /// Send bodies gzip-compressed, with `Content-Encoding: gzip`.
+    pub gzip: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// Base URL; `/events` and `/metrics` are appended to it.
@@ -46,7 +59,8 @@ pub struct LoadOptions {
     pub rate: Option<f64>,
     /// Stop sending after this long.
     pub duration: Option<Duration>,
-    /// Events per request, 1 to 100.
+    /// Events per request: 1 to 100 through `/events`; through a write key at most this
+    /// many, as many as fit in Segment's 500 KB when it is `usize::MAX`.
     pub batch: usize,
     /// Requests in flight at once while sending.
     pub concurrency: usize,
@@ -67,10 +81,13 @@ pub struct LoadOptions {
     pub progress_interval: Duration,
     /// Read `GET {url}/metrics` at the end.
     pub fetch_metrics: bool,
-    /// Signs every request when set; requests go unsigned otherwise.
+    /// Signs every request when set (but the batches sent with a write key); requests go
+    /// unsigned otherwise.
     pub signer: Option<Signer>,
     /// A file to send as `PUT {url}/reference/users` before the first event.
     pub reference: Option<PathBuf>,
+    /// Send the events to `POST {url}/v1/batch` with a write key instead of `POST {url}/events`.
+    pub segment: Option<SegmentOptions>,
 }
 
 impl LoadOptions {
@@ -93,15 +110,37 @@ impl LoadOptions {
             fetch_metrics: true,
             signer: None,
             reference: None,
+            segment: None,
         }
+    }
+
+    /// Sends through Segment's tracking API: as many events to a request as fit its 500 KB
+    /// (set `batch` afterwards to send fewer).
+    pub fn through_write_key(mut self, segment: SegmentOptions) -> Self {
+        self.batch = usize::MAX;
+        self.segment = Some(segment);
+        self
     }
 
     fn validate(&self) -> Result<Endpoint, LoadError> {
         let endpoint =
             Endpoint::parse(&self.url).map_err(|reason| LoadError::InvalidUrl { url: self.url.clone(), reason })?;
         let invalid = |m: &str| Err(LoadError::InvalidOptions(m.to_owned()));
-        if !(1..=API_MAX_BATCH).contains(&self.batch) {
-            return invalid("the batch size must be between 1 and 100");
+        match &self.segment {
+            None if !(1..=API_MAX_BATCH).contains(&self.batch) => {
+                return invalid("the batch size must be between 1 and 100 (more only with a write key)");
+            }
+            Some(_) if self.batch == 0 => return invalid("the batch size must be at least 1"),
+            Some(_) if matches!(self.source, EventSource::File(_)) => {
+                return invalid("a write key sends generated events only; replay files go to /events");
+            }
+            Some(SegmentOptions { source: None, .. }) if self.verify => {
+                return invalid(
+                    "with a write key, name the key's source (--source) so that its events can be looked up, \
+                     or skip verifying (--no-verify)",
+                );
+            }
+            _ => {}
         }
         if self.concurrency == 0 || self.verify_concurrency == 0 {
             return invalid("concurrency must be at least 1");
@@ -118,6 +157,8 @@ impl LoadOptions {
     }
 }
 
+/// Why a run could not start or go on. [`LoadError::is_invalid_options`] tells the options
+/// that can never work from the troubles of a run.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("invalid URL '{url}': {reason}")]
@@ -143,6 +184,54 @@ pub enum LoadError {
     /// The API did not take the table (any answer but 200); no event was sent.
     #[error("PUT /reference/users: {0}; no events were sent")]
     ReferenceRefused(String),
+}
+
+impl LoadError {
+    /// The options themselves are wrong: fixing them, not trying again, is what helps.
+    pub fn is_invalid_options(&self) -> bool {
+        matches!(self, LoadError::InvalidUrl { .. } | LoadError::InvalidOptions(_))
+    }
+}
+
+/// Where batches go and what authorises them.
+enum Ingest {
+    /// `POST /events`, signed when there is a signer.
+    Native { uri: Uri, signer: Option<Signer> },
+    /// `POST /v1/batch` with the write key.
+    Segment { uri: Uri, write_key: WriteKey, gzip: bool },
+}
+
+impl Ingest {
+    fn new(options: &LoadOptions, endpoint: &Endpoint) -> Result<Self, LoadError> {
+        Ok(match &options.segment {
+            None => Ingest::Native { uri: endpoint.events().clone(), signer: options.signer.clone() },
+            Some(segment) => Ingest::Segment {
+                uri: endpoint
+                    .segment_batch()
+                    .map_err(|reason| LoadError::InvalidUrl { url: options.url.clone(), reason })?,
+                write_key: segment.write_key.clone(),
+                gzip: segment.gzip,
+            },
+        })
+    }
+
+    async fn post(&self, client: &HttpClient, batch: &Batch, timeout: Duration) -> Result<Reply, String> {
+        match self {
+            Ingest::Native { uri, signer } => {
+                api::send(client, signer.as_ref(), Method::POST, uri, Some(batch.body.clone()), timeout).await
+            }
+            Ingest::Segment { uri, write_key, gzip } => {
+                segment::send(client, uri, write_key, &batch.body, *gzip, timeout).await
+            }
+        }
+    }
+
+    fn classify(&self, reply: &Reply, ids: &[Option<&str>]) -> Outcome {
+        match self {
+            Ingest::Native { .. } => api::classify(reply, ids),
+            Ingest::Segment { .. } => segment::classify(reply, ids),
+        }
+    }
 }
 
 /// Parses durations such as `500ms`, `30s`, `5m`, `1h`, or plain seconds (`90`, `1.5`).
@@ -212,9 +301,13 @@ pub fn run(options: LoadOptions) -> Result<Summary, LoadError> {
 /// Runs a load test on the current Tokio runtime.
 pub async fn run_async(options: LoadOptions) -> Result<Summary, LoadError> {
     let endpoint = options.validate()?;
-    let mut batches = match &options.source {
-        EventSource::Generated { seed, count } => Batches::generated(*seed, *count),
-        EventSource::File(path) => {
+    let ingest = Arc::new(Ingest::new(&options, &endpoint)?);
+    let mut batches = match (&options.source, &options.segment) {
+        (EventSource::Generated { seed, count }, Some(segment)) => {
+            Batches::segment(*seed, *count, segment.source.clone())
+        }
+        (EventSource::Generated { seed, count }, None) => Batches::generated(*seed, *count),
+        (EventSource::File(path), _) => {
             // Check the whole file first so a bad line stops the run before anything is sent.
             check_file(path)?;
             Batches::file(path)?
@@ -264,7 +357,7 @@ pub async fn run_async(options: LoadOptions) -> Result<Summary, LoadError> {
         })
     });
 
-    let send_result = send_all(&options, &endpoint, &client, &mut batches, &tally, started).await;
+    let send_result = send_all(&options, &ingest, &client, &mut batches, &tally, started).await;
     let send_seconds = started.elapsed().as_secs_f64();
     if let Some(r) = reporter {
         r.abort();
@@ -312,7 +405,7 @@ pub async fn run_async(options: LoadOptions) -> Result<Summary, LoadError> {
 
 async fn send_all(
     options: &LoadOptions,
-    endpoint: &Endpoint,
+    ingest: &Arc<Ingest>,
     client: &HttpClient,
     batches: &mut Batches,
     tally: &Arc<Mutex<Tally>>,
@@ -344,12 +437,11 @@ async fn send_all(
         events_before += batch.len() as u64;
         lock(tally).sent += batch.len() as u64;
         let client = client.clone();
-        let signer = options.signer.clone();
-        let uri = endpoint.events().clone();
+        let ingest = Arc::clone(ingest);
         let task_tally = Arc::clone(tally);
         let (retries, timeout) = (options.retries, options.request_timeout);
         tasks.spawn(async move {
-            send_batch(&client, signer.as_ref(), &uri, batch, retries, timeout, &task_tally).await;
+            send_batch(&client, &ingest, batch, retries, timeout, &task_tally).await;
             drop(permit);
         });
         while let Some(done) = tasks.try_join_next() {
@@ -368,11 +460,11 @@ fn note_task_failure(done: Result<(), tokio::task::JoinError>, tally: &Mutex<Tal
     }
 }
 
-/// Sends one batch, retrying on 503/429, and records what happened to each event.
+/// Sends one batch, retrying when the API asks for it (503/429, and any 5xx from Segment's
+/// routes), and records what happened to each event.
 async fn send_batch(
     client: &HttpClient,
-    signer: Option<&Signer>,
-    uri: &Uri,
+    ingest: &Ingest,
     batch: Batch,
     retries: u32,
     timeout: Duration,
@@ -383,13 +475,13 @@ async fn send_batch(
     let mut attempt = 0u32;
     let statuses = loop {
         let request_started = Instant::now();
-        let result = api::send(client, signer, Method::POST, uri, Some(batch.body.clone()), timeout).await;
+        let result = ingest.post(client, &batch, timeout).await;
         lock(tally).latencies_ms.push(request_started.elapsed().as_secs_f64() * 1000.0);
         let reply = match result {
             Ok(reply) => reply,
             Err(reason) => break vec![ItemStatus::Failed(reason); len],
         };
-        match api::classify(&reply, &ids) {
+        match ingest.classify(&reply, &ids) {
             Outcome::Done(statuses) => break statuses,
             Outcome::Retry(_) if attempt >= retries => {
                 let reason = format!("HTTP {} after {retries} retries", reply.status);
@@ -660,6 +752,30 @@ mod tests {
         let mut bad_batch = timed;
         bad_batch.batch = 101;
         assert!(bad_batch.validate().is_err());
+    }
+
+    #[test]
+    fn write_key_runs_take_generated_events_and_need_the_keys_source_to_verify() {
+        let Ok(write_key) = WriteKey::parse("wk_0123456789abcdef_abcdefghijklmnopqrstuvwxyzABCDEFGHIJ-_01234") else {
+            panic!("a well-formed key was refused");
+        };
+        let segment = SegmentOptions { write_key, source: Some("web".into()), gzip: false };
+        let generated = EventSource::Generated { seed: 1, count: Some(1000) };
+        let packed = LoadOptions::new("http://127.0.0.1:3000", generated.clone()).through_write_key(segment.clone());
+        assert_eq!(packed.batch, usize::MAX);
+        assert!(packed.validate().is_ok());
+        let mut capped = packed.clone();
+        capped.batch = 500;
+        assert!(capped.validate().is_ok(), "more than 100 a request is for write keys");
+        capped.batch = 0;
+        assert!(matches!(capped.validate(), Err(LoadError::InvalidOptions(_))));
+        let sourceless = SegmentOptions { source: None, ..segment.clone() };
+        let mut unfiled = LoadOptions::new("http://127.0.0.1:3000", generated).through_write_key(sourceless);
+        assert!(matches!(unfiled.validate(), Err(e) if e.to_string().contains("--source")));
+        unfiled.verify = false;
+        assert!(unfiled.validate().is_ok());
+        let replay = LoadOptions::new("http://127.0.0.1:3000", EventSource::File("x.ndjson".into()));
+        assert!(matches!(replay.through_write_key(segment).validate(), Err(LoadError::InvalidOptions(_))));
     }
 
     #[test]

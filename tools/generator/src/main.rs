@@ -10,9 +10,10 @@ use clap::{Args, Parser, Subcommand};
 use eventline_gen::clock;
 use eventline_gen::format::{API_MAX_BATCH, Format};
 use eventline_gen::generate::{self, GenerateOptions};
-use eventline_gen::load::{self, EventSource, LoadOptions};
+use eventline_gen::load::{self, EventSource, LoadOptions, SegmentOptions};
 use eventline_gen::reference::{self, MAX_USERS};
 use eventline_gen::rng;
+use eventline_gen::segment::WriteKey;
 use eventline_gen::signing::Signer;
 
 #[derive(Parser, Debug)]
@@ -30,7 +31,8 @@ struct Cli {
 enum Command {
     /// Write generated call-detail events as CSV, NDJSON, API batches or a Lambda Kinesis event.
     Generate(GenerateArgs),
-    /// Send generated events through `POST {url}/events` and verify they were stored.
+    /// Send generated events through `POST {url}/events` (or `POST {url}/v1/batch` with a write
+    /// key) and verify they were stored.
     Load(LoadArgs),
     /// Re-send events from an NDJSON or `api` file through the HTTP API and verify them.
     Replay(ReplayArgs),
@@ -74,16 +76,18 @@ struct SendArgs {
     /// Target events per second; unlimited when omitted (bounded by --concurrency).
     #[arg(long, value_name = "R", value_parser = parse_rate, allow_negative_numbers = true)]
     rate: Option<f64>,
-    /// Events per request (at most 100).
-    #[arg(long, value_name = "N", default_value_t = API_MAX_BATCH as u64, value_parser = clap::value_parser!(u64).range(1..=API_MAX_BATCH as u64))]
-    batch: u64,
+    /// Events per request: 100 (the default and the most) through /events; `load --write-key`
+    /// sends as many as fit in 500 KB unless this caps them.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    batch: Option<u64>,
     /// Requests in flight at once while sending.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
     concurrency: u64,
     /// Lookups in flight at once while verifying.
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
     verify_concurrency: u64,
-    /// Retries of a batch answered with 503 or 429 before its events count as failed.
+    /// Retries of a batch answered with 503 or 429 (any 5xx through `load --write-key`) before
+    /// its events count as failed.
     #[arg(long, value_name = "N", default_value_t = 5)]
     retries: u32,
     /// Time limit for one request, e.g. 30s.
@@ -130,6 +134,18 @@ struct LoadArgs {
     /// before the first event; the run stops unless the API answers 200 (503 and 429 are retried).
     #[arg(long, value_name = "FILE")]
     reference: Option<PathBuf>,
+    /// Send the events as Segment track messages to `POST {url}/v1/batch`, authorised by this
+    /// write key (HTTP Basic, the key as user name). Only the batches: lookups, metrics and
+    /// the reference table are signed as without it, whenever AWS credentials are set.
+    #[arg(long, value_name = "KEY", conflicts_with_all = ["sign", "no_sign"])]
+    write_key: Option<String>,
+    /// The source the write key was made for, which the service files its events under;
+    /// verifying looks them up there. Needed with --write-key unless --no-verify.
+    #[arg(long, value_name = "SOURCE", requires = "write_key")]
+    source: Option<String>,
+    /// Compress the --write-key batches with gzip (`Content-Encoding: gzip`).
+    #[arg(long, requires = "write_key")]
+    gzip: bool,
 }
 
 #[derive(Args, Debug)]
@@ -220,9 +236,18 @@ fn main() -> ExitCode {
         Command::Load(args) => {
             let seed = args.seed.unwrap_or_else(rng::random_seed);
             let source = EventSource::Generated { seed, count: args.count };
-            run_send(args.send, source, args.duration, args.reference)
+            let segment = match args.write_key.as_deref().map(WriteKey::parse).transpose() {
+                Ok(write_key) => {
+                    write_key.map(|write_key| SegmentOptions { write_key, source: args.source, gzip: args.gzip })
+                }
+                Err(e) => {
+                    say(&format!("error: --write-key: {e}"));
+                    return ExitCode::from(2);
+                }
+            };
+            run_send(args.send, source, args.duration, args.reference, segment)
         }
-        Command::Replay(args) => run_send(args.send, EventSource::File(args.file), None, None),
+        Command::Replay(args) => run_send(args.send, EventSource::File(args.file), None, None, None),
         Command::Reference(args) => run_reference(args),
     }
 }
@@ -322,7 +347,13 @@ fn signer(args: &SendArgs) -> Result<Option<Signer>, String> {
     }
 }
 
-fn run_send(args: SendArgs, source: EventSource, duration: Option<Duration>, reference: Option<PathBuf>) -> ExitCode {
+fn run_send(
+    args: SendArgs,
+    source: EventSource,
+    duration: Option<Duration>,
+    reference: Option<PathBuf>,
+    segment: Option<SegmentOptions>,
+) -> ExitCode {
     let signer = match signer(&args) {
         Ok(signer) => signer,
         Err(e) => {
@@ -331,11 +362,16 @@ fn run_send(args: SendArgs, source: EventSource, duration: Option<Duration>, ref
         }
     };
     let mut options = LoadOptions::new(&args.url, source);
+    if let Some(segment) = segment {
+        options = options.through_write_key(segment);
+    }
     options.signer = signer;
     options.reference = reference;
     options.rate = args.rate;
     options.duration = duration;
-    options.batch = args.batch as usize;
+    if let Some(batch) = args.batch {
+        options.batch = usize::try_from(batch).unwrap_or(usize::MAX);
+    }
     options.concurrency = args.concurrency as usize;
     options.verify_concurrency = args.verify_concurrency as usize;
     options.retries = args.retries;
@@ -364,6 +400,10 @@ fn run_send(args: SendArgs, source: EventSource, duration: Option<Duration>, ref
             } else {
                 ExitCode::SUCCESS
             }
+        }
+        Err(e) if e.is_invalid_options() => {
+            say(&format!("error: {e}"));
+            ExitCode::from(2)
         }
         Err(e) => {
             say(&format!("error: {e}"));

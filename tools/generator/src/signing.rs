@@ -31,7 +31,7 @@ const SIGNED_HEADERS: [HeaderName; 2] = [HOST, CONTENT_TYPE];
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SigningConfigError {
-    #[error("{present} is set but {missing} is not: set both, or pass --no-sign")]
+    #[error("{present} is set but {missing} is not: set both or neither, or pass --no-sign")]
     PartialCredentials { present: &'static str, missing: &'static str },
     #[error("{SESSION_TOKEN_VAR} holds characters an HTTP header cannot carry")]
     InvalidSessionToken,

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use crate::cdr::{CallEvent, DataVolume, EventType, Events, GenConfig};
 use crate::clock::{self, MICROS_PER_SEC};
 use crate::format::{EventWriter, LineFormat};
+use crate::segment::{self, Packer};
 
 /// The lookup key of an event: `GET /events/{source}/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -32,9 +33,10 @@ impl ItemRef {
     }
 }
 
-/// A request body and what identifies each event in it.
+/// The events of one request and what identifies each of them.
 #[derive(Clone, Debug)]
 pub struct Batch {
+    /// A JSON array: the whole body of `POST /events`, or the `batch` of `POST /v1/batch`.
     pub body: Bytes,
     pub keys: Vec<ItemRef>,
 }
@@ -127,6 +129,9 @@ pub enum SourceError {
     },
     #[error("{path}, line {line}: {reason}")]
     Parse { path: PathBuf, line: u64, reason: String },
+    /// The generator made a message Segment's API would refuse: a bug, not bad luck.
+    #[error("generated event {id} is {bytes} bytes as a track message, over the {limit}-byte limit")]
+    OversizedMessage { id: String, bytes: usize, limit: usize },
 }
 
 /// Reads a replay file once to check every line, and counts its events.
@@ -181,8 +186,22 @@ impl FileLines {
 pub struct Batches(Inner);
 
 enum Inner {
-    Generated { events: Events, writer: EventWriter, remaining: Option<u64> },
-    File { lines: FileLines, pending: Vec<Value> },
+    Generated {
+        events: Events,
+        writer: EventWriter,
+        remaining: Option<u64>,
+    },
+    File {
+        lines: FileLines,
+        pending: Vec<Value>,
+    },
+    /// Generated events as Segment track messages. `carry` holds the message (and its id)
+    /// that did not fit in the previous batch.
+    Segment {
+        events: Events,
+        source: Option<String>,
+        carry: Option<(Vec<u8>, String)>,
+    },
 }
 
 impl Batches {
@@ -194,6 +213,14 @@ impl Batches {
             writer: EventWriter::new(LineFormat::Api, total, crate::format::API_MAX_BATCH),
             remaining: count,
         })
+    }
+
+    /// Generated events as track messages for `POST /v1/batch`, each batch holding as many as
+    /// fit [`segment::MAX_BATCH_BYTES`]. The service files them under the write key's
+    /// `source`, which is where they are looked up afterwards (no lookup without it).
+    pub fn segment(seed: u64, count: Option<u64>, source: Option<String>) -> Self {
+        let events = GenConfig::new(seed, count.unwrap_or(u64::MAX)).events();
+        Batches(Inner::Segment { events, source, carry: None })
     }
 
     pub fn file(path: &Path) -> Result<Self, SourceError> {
@@ -242,6 +269,33 @@ impl Batches {
                 // Serialising values that came from JSON cannot fail.
                 let body = serde_json::to_vec(&items).unwrap_or_default();
                 Ok(Some(Batch { body: Bytes::from(body), keys }))
+            }
+            Inner::Segment { events, source, carry } => {
+                let mut packer = Packer::default();
+                let mut keys = Vec::new();
+                let now = clock::now_micros();
+                while packer.len() < size {
+                    let (message, id) = match carry.take() {
+                        Some(held) => held,
+                        None => {
+                            let Some(mut event) = events.next() else { break };
+                            restamp(&mut event, now);
+                            let message = segment::track_message(&event);
+                            let id = event.event_ref_text();
+                            if message.len() > segment::MAX_MESSAGE_BYTES {
+                                let (bytes, limit) = (message.len(), segment::MAX_MESSAGE_BYTES);
+                                return Err(SourceError::OversizedMessage { id, bytes, limit });
+                            }
+                            (message, id)
+                        }
+                    };
+                    if !packer.try_push(&message) {
+                        *carry = Some((message, id));
+                        break;
+                    }
+                    keys.push(ItemRef { source: source.clone(), id: Some(id) });
+                }
+                Ok((!keys.is_empty()).then(|| Batch { body: Bytes::from(packer.finish()), keys }))
             }
         }
     }
@@ -346,6 +400,35 @@ mod tests {
         }
         assert_eq!(sizes, [64, 64, 64, 38]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn segment_batches_pack_every_event_once_under_the_batch_limit() {
+        let mut batches = Batches::segment(2, Some(2500), Some("web".into()));
+        let mut ids = Vec::new();
+        let mut sizes = Vec::new();
+        while let Ok(Some(batch)) = batches.next_batch(usize::MAX) {
+            let body = segment::batch_body(&batch.body, 0);
+            assert!(body.len() <= segment::MAX_BATCH_BYTES, "{}", body.len());
+            let messages: Vec<Value> = serde_json::from_slice(&batch.body).unwrap_or_default();
+            assert_eq!(messages.len(), batch.len());
+            for (message, key) in messages.iter().zip(&batch.keys) {
+                assert_eq!(message["messageId"].as_str(), key.id.as_deref());
+                assert_eq!(key.source.as_deref(), Some("web"));
+            }
+            sizes.push(batch.len());
+            ids.extend(batch.keys.into_iter().filter_map(|k| k.id));
+        }
+        let direct: Vec<String> = GenConfig::new(2, 2500).events().map(|e| e.event_ref_text()).collect();
+        assert_eq!(ids, direct, "events lost, repeated or reordered");
+        assert!(sizes.len() >= 3 && sizes[0] > 100, "{sizes:?}");
+        let mut capped = Batches::segment(2, Some(250), None);
+        let mut capped_sizes = Vec::new();
+        while let Ok(Some(batch)) = capped.next_batch(120) {
+            assert!(batch.keys.iter().all(|k| k.key(None).is_none()), "looked up without a source");
+            capped_sizes.push(batch.len());
+        }
+        assert_eq!(capped_sizes, [120, 120, 10]);
     }
 
     #[test]

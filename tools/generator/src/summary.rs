@@ -107,7 +107,8 @@ pub struct Summary {
     pub sent: u64,
     /// Events the API accepted (202, or "accepted" in a 207).
     pub accepted: u64,
-    /// Events the API refused as invalid (400/413, or "rejected" in a 207).
+    /// Events the API refused as invalid (400/413, "rejected" in a 207, or listed in the
+    /// `refused` of a `/v1/batch` answer).
     pub rejected: u64,
     /// Events that could not be delivered: "failed" in a 207, 503 after every retry, other
     /// statuses, connection errors and timeouts.
@@ -121,7 +122,7 @@ pub struct Summary {
     /// Accepted events that could not be looked up because neither the request nor the
     /// response named their id and source.
     pub unverifiable: u64,
-    /// Batches sent again after a 503 or 429.
+    /// Batches sent again after a 503 or 429 (or any 5xx from `/v1/batch`).
     pub retries: u64,
     /// Wall time from the first request to the last response.
     pub send_seconds: f64,

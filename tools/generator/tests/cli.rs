@@ -140,6 +140,51 @@ fn sign_and_no_sign_together_are_refused() {
     assert_argument_error(&run_with_env(&args, &[]), "--no-sign");
 }
 
+const WRITE_KEY: &str = "wk_0123456789abcdef_abcdefghijklmnopqrstuvwxyzABCDEFGHIJ-_01234";
+
+#[test]
+fn write_key_and_the_signing_options_together_are_refused() {
+    for sign in ["--sign", "--no-sign"] {
+        let args = ["load", "--url", "http://127.0.0.1:9", "--count", "1", "--write-key", WRITE_KEY, sign];
+        let output = run_with_env(&args, &[]);
+        assert_argument_error(&output, "'--write-key <KEY>' cannot be used with");
+        assert_argument_error(&output, sign);
+    }
+}
+
+#[test]
+fn a_malformed_write_key_is_an_argument_error_that_does_not_repeat_it() {
+    let args = ["load", "--url", "http://127.0.0.1:9", "--count", "1", "--write-key", "wk_secret-looking-typo"];
+    let output = run(&args);
+    assert_argument_error(&output, "--write-key: not a write key");
+    assert!(!stderr_of(&output).contains("secret-looking-typo"), "{}", stderr_of(&output));
+}
+
+#[test]
+fn a_write_key_needs_its_source_to_verify() {
+    let args = ["load", "--url", "http://127.0.0.1:9", "--count", "1", "--write-key", WRITE_KEY];
+    assert_argument_error(&run(&args), "(--source)");
+    // Without verifying, no source is needed: the run goes ahead (and fails to connect).
+    let unverified = run(&[&args[..], &["--no-verify", "--quiet"]].concat());
+    assert_eq!(unverified.status.code(), Some(1), "{}", stderr_of(&unverified));
+    assert!(stderr_of(&unverified).contains("no event could be delivered"));
+}
+
+#[test]
+fn source_and_gzip_need_a_write_key() {
+    for extra in [&["--source", "web"][..], &["--gzip"][..]] {
+        let args = [&["load", "--url", "http://127.0.0.1:9", "--count", "1"][..], extra].concat();
+        assert_argument_error(&run(&args), "--write-key");
+    }
+}
+
+#[test]
+fn more_than_100_events_a_request_need_a_write_key() {
+    let args = ["load", "--url", "http://127.0.0.1:9", "--count", "1", "--batch", "101"];
+    assert_argument_error(&run(&args), "between 1 and 100");
+    assert_argument_error(&run(&[&args[..5], &["--batch", "0"]].concat()), "--batch");
+}
+
 #[test]
 fn a_reference_file_that_is_not_a_table_stops_the_run_before_sending() {
     let dir = std::env::temp_dir().join(format!("eventline-gen-cli-ref-{}", std::process::id()));
@@ -240,5 +285,15 @@ fn help_lists_the_subcommands() {
     assert!(output.status.success());
     for word in ["generate", "load", "replay", "reference"] {
         assert!(text.contains(word), "{text}");
+    }
+}
+
+#[test]
+fn load_help_lists_the_write_key_options() {
+    let output = run(&["load", "--help"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    for option in ["--write-key <KEY>", "--source <SOURCE>", "--gzip", "/v1/batch"] {
+        assert!(text.contains(option), "{text}");
     }
 }

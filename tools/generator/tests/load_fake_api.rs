@@ -6,6 +6,11 @@
 //! `PUT /reference/users` (or refuses it with a chosen status), keeps a log of every request,
 //! and, given the test credentials, checks each request's SigV4 signature the way a server
 //! does: by signing what it received again with aws-sigv4 and comparing.
+//!
+//! Given a write key, it also serves Segment's `POST /v1/batch` as the contract has it: Basic
+//! authorisation with the key, JSON (gzip-inflated when so encoded) of at most 500 KB, the
+//! first batch answered 429 + `Retry-After`, every `sms` track refused, and the rest stored
+//! under the key's source with the messageId as id.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -17,10 +22,12 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
+use base64::Engine as _;
 use eventline_gen::clock::days_from_civil;
 use eventline_gen::format::Format;
 use eventline_gen::generate::{GenerateOptions, generate_to};
-use eventline_gen::load::{self, EventSource, LoadOptions};
+use eventline_gen::load::{self, EventSource, LoadOptions, SegmentOptions};
+use eventline_gen::segment::WriteKey;
 use eventline_gen::signing::Signer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -42,7 +49,27 @@ struct FakeApi {
     reference_status: u16,
     /// Every request, in the order it arrived.
     log: Mutex<Vec<Seen>>,
+    /// The write key `POST /v1/batch` takes; without one that route is not served.
+    write_key: Option<TestKey>,
+    segment_posts: AtomicUsize,
 }
+
+/// A write key and the source it was made for.
+#[derive(Clone, Copy, Debug)]
+struct TestKey {
+    key: &'static str,
+    source: &'static str,
+}
+
+const WRITE_KEY: TestKey =
+    TestKey { key: "wk_00c0ffee00c0ffee_Zm9yIHRlc3RzIG9ubHksIG5vdCBhIHJlYWwga2V5IQ0", source: "web" };
+
+/// Well formed, but not a key the stand-in knows.
+const OTHER_KEY: &str = "wk_0123456789abcdef_bm90IHRoZSBrZXkgdGhlIHN0YW5kLWluIGtub3dzIQ0";
+
+/// Segment's limits as the stand-in enforces them.
+const MAX_BATCH_BYTES: usize = 500_000;
+const MAX_MESSAGE_BYTES: usize = 32_000;
 
 /// What the stand-in's signature check found on a request.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +87,67 @@ struct Seen {
     signed: bool,
     signature: Option<Signature>,
     body: Vec<u8>,
+    /// Names lowercased.
+    headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, inflated first when it came gzip-encoded.
+    fn json_body(&self) -> Vec<u8> {
+        match self.header("content-encoding") {
+            Some("gzip") => inflate(&self.body).unwrap_or_default(),
+            _ => self.body.clone(),
+        }
+    }
+}
+
+fn inflate(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out)?;
+    Ok(out)
+}
+
+fn basic_authorization(key: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:")))
+}
+
+/// What is wrong with a `/v1/batch` body, checked against the contract: an object of
+/// `batch` (track messages) and `sentAt`, both times RFC 3339, `sentAt` about now.
+fn check_segment_body(body: &Value) -> Result<&Vec<Value>, String> {
+    let fields = body.as_object().ok_or("the body is not a JSON object")?;
+    let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    if keys != ["batch", "sentAt"] {
+        return Err(format!("the body has keys {keys:?}, not batch and sentAt"));
+    }
+    let sent_at = body["sentAt"].as_str().ok_or("sentAt is not a string")?;
+    let sent_at = eventline_gen::clock::parse_rfc3339(sent_at)?;
+    if (eventline_gen::clock::now_micros() - sent_at).abs() > 60_000_000 {
+        return Err("sentAt is not now".into());
+    }
+    let batch = body["batch"].as_array().filter(|b| !b.is_empty()).ok_or("batch is not a non-empty array")?;
+    for (index, message) in batch.iter().enumerate() {
+        let text = |key: &str| message[key].as_str().ok_or(format!("message {index}: {key} is not a string"));
+        if text("type")? != "track" {
+            return Err(format!("message {index} is not a track"));
+        }
+        if !["call_out", "call_in", "sms", "data_session"].contains(&text("event")?) {
+            return Err(format!("message {index}: unknown event {}", text("event")?));
+        }
+        let id = text("messageId")?;
+        if !text("userId")?.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("message {index}: userId is not a subscriber number"));
+        }
+        eventline_gen::clock::parse_rfc3339(text("timestamp")?)?;
+        if message["properties"]["event_ref"] != id {
+            return Err(format!("message {index}: properties are not the call-detail record of {id}"));
+        }
+    }
+    Ok(batch)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -213,8 +301,67 @@ impl FakeApi {
             signed,
             signature,
             body: request.body.clone(),
+            headers: request.headers.clone(),
         });
+        if (request.method.as_str(), request.path.as_str()) == ("POST", "/v1/batch") {
+            return self.answer_segment(request);
+        }
         self.answer(&request.method, &request.path, &request.body)
+    }
+
+    fn answer_segment(&self, request: &Received) -> Response {
+        let json = |status: u16, body: Value| Response { status, headers: Vec::new(), body: body.to_string() };
+        let Some(key) = self.write_key else {
+            return json(404, json!({"error": "no route"}));
+        };
+        if request.header("authorization") != Some(basic_authorization(key.key).as_str()) {
+            return json(401, json!({"error": "unknown write key"}));
+        }
+        if request.header("content-type") != Some("application/json") {
+            return json(400, json!({"error": "not application/json"}));
+        }
+        let body = match request.header("content-encoding") {
+            None => request.body.clone(),
+            Some("gzip") => match inflate(&request.body) {
+                Ok(body) => body,
+                Err(e) => return json(400, json!({"error": format!("not gzip: {e}")})),
+            },
+            Some(other) => return json(415, json!({"error": format!("unknown encoding {other}")})),
+        };
+        if body.len() > MAX_BATCH_BYTES {
+            return json(413, json!({"error": "over 500 KB"}));
+        }
+        if self.segment_posts.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Response {
+                status: 429,
+                headers: vec![("Retry-After", "0".into())],
+                body: "{\"error\":\"over the key's rate\"}".into(),
+            };
+        }
+        let parsed: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let batch = match check_segment_body(&parsed) {
+            Ok(batch) => batch,
+            Err(e) => return json(400, json!({ "error": e })),
+        };
+        let mut refused = Vec::new();
+        let mut stored = locked(&self.stored);
+        for (index, message) in batch.iter().enumerate() {
+            let id = message["messageId"].as_str().unwrap_or_default();
+            let error = if message.to_string().len() > MAX_MESSAGE_BYTES {
+                Some("over 32 KB")
+            } else if message["event"] == "sms" {
+                Some("sms is not tracked here")
+            } else {
+                None
+            };
+            match error {
+                Some(error) => refused.push(json!({"index": index, "messageId": id, "error": error})),
+                None => {
+                    stored.insert(format!("{}/{id}", key.source), Instant::now() + Duration::from_millis(300));
+                }
+            }
+        }
+        json(200, json!({"success": true, "accepted": batch.len() - refused.len(), "refused": refused}))
     }
 
     fn answer(&self, method: &str, path: &str, body: &[u8]) -> Response {
@@ -736,4 +883,151 @@ fn an_overloaded_reference_route_is_retried_then_stops_the_run() {
     let seen = seen(&api);
     assert_eq!(count(&seen, "PUT", "/reference/users"), 2);
     assert_eq!(seen.len(), 2);
+}
+
+fn segment_options(source: Option<&str>, gzip: bool) -> SegmentOptions {
+    let write_key = match WriteKey::parse(WRITE_KEY.key) {
+        Ok(key) => key,
+        Err(e) => panic!("the test key was refused: {e}"),
+    };
+    SegmentOptions { write_key, source: source.map(str::to_owned), gzip }
+}
+
+/// The `POST /v1/batch` requests the stand-in saw, with their bodies as JSON.
+fn segment_posts(seen: &[Seen]) -> Vec<(&Seen, Value)> {
+    seen.iter()
+        .filter(|s| s.method == "POST" && s.path == "/v1/batch")
+        .map(|s| (s, serde_json::from_slice(&s.json_body()).unwrap_or_default()))
+        .collect()
+}
+
+fn messages(body: &Value) -> &[Value] {
+    body["batch"].as_array().map_or(&[], Vec::as_slice)
+}
+
+#[test]
+fn write_key_load_packs_batches_under_500_kb_retries_429_and_verifies_under_the_keys_source() {
+    let api = Arc::new(FakeApi { write_key: Some(WRITE_KEY), ..FakeApi::default() });
+    let addr = start(Arc::clone(&api));
+    let mut options = options(addr, EventSource::Generated { seed: 8, count: Some(2000) })
+        .through_write_key(segment_options(Some(WRITE_KEY.source), false));
+    // One request at a time, so that batches arrive in the order they were packed.
+    options.concurrency = 1;
+    let summary = load::run(options);
+    let Ok(summary) = summary else {
+        panic!("load failed: {summary:?}");
+    };
+    // 100 blocks of 20 events, four of them SMS in each: refused, and counted as rejected.
+    assert_eq!(summary.sent, 2000);
+    assert_eq!(summary.rejected, 400, "{summary:?}");
+    assert_eq!(summary.errors.0.get("rejected: sms is not tracked here"), Some(&400));
+    assert_eq!(summary.accepted, 1600);
+    assert_eq!(summary.failed, 0);
+    assert_eq!(summary.retries, 1);
+    assert_eq!(summary.verified, 1600);
+    assert_eq!(summary.unverified, 0);
+
+    let seen = seen(&api);
+    let posts = segment_posts(&seen);
+    for (post, body) in &posts {
+        assert_eq!(post.header("authorization"), Some(basic_authorization(WRITE_KEY.key).as_str()));
+        assert_eq!(post.header("content-type"), Some("application/json"));
+        assert_eq!(post.header("content-encoding"), None);
+        assert_eq!(post.header("x-amz-date"), None, "a write-key batch carries a SigV4 signature");
+        assert!(check_segment_body(body).is_ok(), "{:?}", check_segment_body(body).err());
+        assert!(post.body.len() <= MAX_BATCH_BYTES, "{} bytes", post.body.len());
+    }
+    // The batch answered 429 went again with the same messages.
+    assert!(posts.len() >= 4, "{} posts", posts.len());
+    assert_eq!(messages(&posts[0].1), messages(&posts[1].1));
+    let batches = &posts[1..];
+    let ids: HashSet<&str> =
+        batches.iter().flat_map(|(_, b)| messages(b)).filter_map(|m| m["messageId"].as_str()).collect();
+    assert_eq!(ids.len(), 2000);
+    // Packed: far more than the native 100 to a request, and each full batch would have
+    // gone over 500 KB with the first message of the next.
+    for pair in batches.windows(2) {
+        let (post, body) = &pair[0];
+        let next = serde_json::to_vec(&messages(&pair[1].1)[0]).unwrap_or_default();
+        assert!(messages(body).len() > 100, "{} events", messages(body).len());
+        assert!(post.body.len() + 1 + next.len() > MAX_BATCH_BYTES, "{} bytes sent", post.body.len());
+    }
+    // Looked up under the key's source, never under the generator's switch names.
+    assert!(count(&seen, "GET", "/events/web/") >= 1600);
+    assert_eq!(count(&seen, "GET", "/events/"), count(&seen, "GET", "/events/web/"));
+}
+
+#[test]
+fn load_command_sends_gzip_batches_capped_by_batch_with_a_write_key() {
+    let api = Arc::new(FakeApi { write_key: Some(WRITE_KEY), ..FakeApi::default() });
+    let addr = start(Arc::clone(&api));
+    let output = output_of(
+        Command::new(BIN)
+            .args(["load", "--url", &format!("http://{addr}"), "--count", "300", "--seed", "1"])
+            .args(["--write-key", WRITE_KEY.key, "--source", WRITE_KEY.source, "--gzip", "--batch", "120"])
+            .args(["--concurrency", "1", "--json", "--quiet", "--verify-timeout", "20s"]),
+    );
+    assert_succeeded(&output);
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    assert_eq!(summary["sent"], 300);
+    assert_eq!(summary["rejected"], 60);
+    assert_eq!(summary["accepted"], 240);
+    assert_eq!(summary["verified"], 240);
+    assert_eq!(summary["retries"], 1);
+
+    let seen = seen(&api);
+    let posts = segment_posts(&seen);
+    let sizes: Vec<usize> = posts.iter().map(|(_, body)| messages(body).len()).collect();
+    assert_eq!(sizes, [120, 120, 120, 60]);
+    for (post, body) in &posts {
+        assert_eq!(post.header("content-encoding"), Some("gzip"));
+        assert_eq!(post.body.get(..2), Some(&[0x1f, 0x8b][..]), "not gzip");
+        assert!(post.body.len() < post.json_body().len() / 3, "hardly compressed");
+        assert!(check_segment_body(body).is_ok(), "{:?}", check_segment_body(body).err());
+    }
+}
+
+#[test]
+fn load_command_with_an_unknown_write_key_fails_every_batch_and_says_why() {
+    let api = Arc::new(FakeApi { write_key: Some(WRITE_KEY), ..FakeApi::default() });
+    let addr = start(Arc::clone(&api));
+    let output = output_of(
+        Command::new(BIN).args(["load", "--url", &format!("http://{addr}"), "--count", "100", "--quiet"]).args([
+            "--write-key",
+            OTHER_KEY,
+            "--source",
+            "web",
+        ]),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout} {stderr}");
+    assert!(stdout.contains("failed      100"), "{stdout}");
+    assert!(stdout.contains("100 × failed: HTTP 401 Unauthorized: unknown write key"), "{stdout}");
+    assert!(stderr.contains("no event could be delivered"), "{stderr}");
+    assert!(!stdout.contains(OTHER_KEY) && !stderr.contains(OTHER_KEY), "the key was printed");
+    // Not retried: one request per batch of the default size.
+    assert_eq!(count(&seen(&api), "POST", "/v1/batch"), 1);
+}
+
+#[test]
+fn with_a_write_key_batches_carry_the_key_and_everything_else_is_signed() {
+    let api = Arc::new(FakeApi { write_key: Some(WRITE_KEY), credentials: Some(CREDENTIALS), ..FakeApi::default() });
+    let addr = start(Arc::clone(&api));
+    let args = ["--count", "100", "--seed", "6", "--quiet", "--write-key", WRITE_KEY.key, "--source", "web"];
+    let output = with_credentials(&mut load_command(addr, &args), &CREDENTIALS, "AWS_REGION");
+    assert_succeeded(&output);
+    let seen = seen(&api);
+    // Two batches of 50 (the command's --batch), the first twice because of the 429.
+    assert_eq!(count(&seen, "POST", "/v1/batch"), 3);
+    assert!(count(&seen, "GET", "/events/web/") >= 80);
+    assert_eq!(count(&seen, "GET", "/metrics"), 2);
+    for request in &seen {
+        if request.path == "/v1/batch" {
+            assert_eq!(request.header("authorization"), Some(basic_authorization(WRITE_KEY.key).as_str()));
+            assert_eq!(request.header("x-amz-date"), None);
+        } else {
+            assert_eq!(request.signature, Some(Signature::Valid), "{} {}", request.method, request.path);
+        }
+    }
 }
