@@ -215,19 +215,47 @@ struct Refusal {
     index: Option<usize>,
     #[serde(rename = "messageId")]
     message_id: Option<String>,
+    /// Why, in one sentence.
     error: Option<String>,
+    /// Why, as the field errors the service's native routes give.
+    #[serde(default)]
+    errors: Vec<FieldProblem>,
+}
+
+#[derive(Deserialize)]
+struct FieldProblem {
+    #[serde(default)]
+    field: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl Refusal {
+    fn reason(self) -> String {
+        if let Some(error) = self.error {
+            return error;
+        }
+        let problems: Vec<String> = self
+            .errors
+            .into_iter()
+            .map(|p| if p.field.is_empty() { p.message } else { format!("{}: {}", p.field, p.message) })
+            .collect();
+        if problems.is_empty() { "refused".to_owned() } else { problems.join("; ") }
+    }
 }
 
 /// Interprets a `POST /v1/batch` answer for a batch whose messageIds are `ids`.
 ///
-/// 2xx: each message accepted unless `refused` names it (by `index`, else by `messageId`).
-/// 429 and 5xx: retry. Any other status fails the whole batch with the reason the body gives.
+/// 2xx: each message accepted unless `refused` names it (by `index`, else by `messageId`),
+/// with its `error`, or its `errors` as `field: message`. 429 and 5xx: retry. Any other status
+/// fails the whole batch with the reason the body gives (`error`, `message`, or a problem's
+/// `detail`).
 pub fn classify(reply: &Reply, ids: &[Option<&str>]) -> Outcome {
     let len = ids.len();
     match reply.status {
         200..=299 => Outcome::Done(read_answer(&reply.body, ids)),
         429 | 500..=599 => Outcome::Retry(api::parse_retry_after(reply.retry_after.as_deref())),
-        _ => Outcome::Done(vec![ItemStatus::Failed(api::describe_status(reply)); len]),
+        _ => Outcome::Done(vec![ItemStatus::Failed(api::describe_problem(reply)); len]),
     }
 }
 
@@ -251,7 +279,7 @@ fn read_answer(body: &[u8], ids: &[Option<&str>]) -> Vec<ItemStatus> {
         if statuses[slot] == ItemStatus::Accepted(None) {
             refused += 1;
         }
-        statuses[slot] = ItemStatus::Rejected(refusal.error.unwrap_or_else(|| "refused".to_owned()));
+        statuses[slot] = ItemStatus::Rejected(refusal.reason());
     }
     let counted = len as u64 - refused;
     // An answer whose count disagrees with its own list leaves no way to tell which
@@ -396,6 +424,22 @@ mod tests {
     }
 
     #[test]
+    fn refusals_give_their_error_or_their_field_errors() {
+        let body = r#"{"success":true,"accepted":0,"refused":[
+            {"index":0,"messageId":"a","errors":[{"field":"userId","rule":"required","message":"a call needs userId"},
+                                                 {"field":"","rule":"size","message":"too big"}]},
+            {"index":1,"messageId":"b","errors":[]}
+        ]}"#;
+        assert_eq!(
+            classify(&reply(200, body), &[Some("a"), Some("b")]),
+            Outcome::Done(vec![
+                ItemStatus::Rejected("userId: a call needs userId; too big".into()),
+                ItemStatus::Rejected("refused".into())
+            ])
+        );
+    }
+
+    #[test]
     fn refusals_without_an_index_match_by_message_id() {
         let body = r#"{"success":true,"accepted":1,"refused":[{"messageId":"a","error":"no userId"}]}"#;
         assert_eq!(
@@ -439,6 +483,9 @@ mod tests {
             outcome,
             Outcome::Done(vec![ItemStatus::Failed("HTTP 401 Unauthorized: unknown write key".into()); 2])
         );
+        let problem = r#"{"type":"about:blank","title":"Forbidden","status":403,"detail":"origin not allowed"}"#;
+        let outcome = classify(&reply(403, problem), &[Some("a")]);
+        assert_eq!(outcome, Outcome::Done(vec![ItemStatus::Failed("HTTP 403 Forbidden: origin not allowed".into())]));
         for status in [400, 403, 413] {
             let Outcome::Done(items) = classify(&reply(status, ""), &[Some("a")]) else {
                 panic!("{status} must not be retried");
