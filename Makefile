@@ -19,7 +19,7 @@ run: $(VENV)/.run
 	cargo run --profile local -p eventline-local -- --addr $(ADDR)
 
 ## test: every test (unit, emulator integration, Lambda runtime), after linting the template
-test: $(VENV)/.dev tools check-template
+test: $(VENV)/.dev tools check-template stack-tests/producers/node_modules/.installed
 	$(VENV)/bin/python -m unittest tools/local/test_moto_server.py
 	cargo nextest run --workspace --no-fail-fast
 	$(MAKE) sam-local-if-available
@@ -119,11 +119,18 @@ $(LINT_VENV)/.installed: requirements-lint.txt
 	$(LINT_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-lint.txt
 	touch $@
 
-# System tools the tests use: cargo-nextest, the sqlite3 shell and chromium (the dashboard page test).
+# Segment's Node SDK, which stack-tests/tests/producers.rs sends with, at the locked version.
+stack-tests/producers/node_modules/.installed: stack-tests/producers/package.json stack-tests/producers/package-lock.json | tools
+	npm ci --prefix stack-tests/producers --no-audit --no-fund --loglevel=error
+	touch $@
+
+# System tools the tests use: cargo-nextest, the sqlite3 shell, chromium (the dashboard page
+# and producer tests) and Node with npm (Segment's Node SDK).
 tools:
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 	@command -v sqlite3 >/dev/null || { apt-get update -qq && apt-get install -y -qq sqlite3; }
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
 
 clean:
 	cargo clean
