@@ -43,6 +43,8 @@ fn request_for(route: &str) -> (String, String, Option<Value>) {
         ("POST", "/events") => Some(json!({"id": "e-1", "source": "web", "payload": "hi"})),
         ("POST", "/events/batch") => Some(json!({"events": [{"id": "e-2", "source": "web", "payload": "hi"}]})),
         ("PUT", REFERENCE_USERS) => Some(serde_json::from_str(BODY).unwrap()),
+        ("POST", "/write-keys") => Some(json!({"source": "web"})),
+        ("POST", path) if path.starts_with("/v1/") => Some(json!({"type": "track", "event": "e", "userId": "u"})),
         _ => None,
     };
     (method.to_owned(), path, body)
@@ -52,15 +54,42 @@ fn is_health(route: &str) -> bool {
     route.ends_with(" /health") || route.ends_with(" /healthz")
 }
 
+/// Segment's routes take write keys, whatever `IngestAuthorization` says: in the header
+/// through the write-key authorizer (no header is API Gateway's 401, a signature is not a
+/// key and the authorizer denies it), or in the body, checked by ingest (no key is its 401).
+async fn assert_write_key_route(addr: std::net::SocketAddr, route: &str) {
+    let (method, path, body) = request_for(route);
+    let unsigned = http_unsigned(addr, &method, &path, body.as_ref()).await;
+    let signed = http(addr, &method, &path, body.as_ref()).await;
+    let short = path.len() == "/v1/t".len();
+    if short {
+        assert_eq!((unsigned.status, signed.status), (401, 401), "{route}: {} {}", unsigned.body, signed.body);
+        assert!(unsigned.body["detail"].as_str().unwrap().contains("writeKey"), "{route}: {}", unsigned.body);
+    } else {
+        assert_eq!(unsigned.status, 401, "{route} unsigned: {}", unsigned.body);
+        assert_eq!(unsigned.body["message"], "Unauthorized");
+        assert_eq!(signed.status, 403, "{route} signed: {}", signed.body);
+        assert_eq!(signed.body["message"], "Forbidden");
+    }
+}
+
+fn is_write_key_route(route: &str) -> bool {
+    route.starts_with("POST /v1/")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_every_route_but_health_takes_only_signed_requests() {
     let stack = stack(&[]).await;
     let running = stack.spawn(any_port()).await.unwrap();
     let addr = running.addr;
     let routes = stack.app().route_list();
-    assert_eq!(routes.len(), 11, "{routes:?}");
+    assert_eq!(routes.len(), 28, "{routes:?}");
 
     for route in &routes {
+        if is_write_key_route(route) {
+            assert_write_key_route(addr, route).await;
+            continue;
+        }
         let (method, path, body) = request_for(route);
         let unsigned = http_unsigned(addr, &method, &path, body.as_ref()).await;
         let signed = http(addr, &method, &path, body.as_ref()).await;
@@ -93,6 +122,10 @@ async fn a_public_collector_opens_the_ingest_routes_only() {
     let addr = running.addr;
 
     for route in stack.app().route_list() {
+        if is_write_key_route(&route) {
+            assert_write_key_route(addr, &route).await;
+            continue;
+        }
         let (method, path, body) = request_for(&route);
         let unsigned = http_unsigned(addr, &method, &path, body.as_ref()).await;
         let open = is_health(&route) || route == "POST /events" || route == "POST /events/batch";

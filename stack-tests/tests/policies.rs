@@ -253,6 +253,9 @@ async fn each_role_reaches_only_the_partitions_its_function_uses() {
     let [event, poison, received, bucket, window, user_aggregate, shard_aggregate, user_pk] =
         owned.each_ref().map(String::as_str);
     let (reference, metrics, rate) = (keys::REFERENCE_PK, keys::METRICS_PK, keys::RATE_PK);
+    let write_keys = keys::WRITE_KEYS_PK;
+    let key_rate = keys::key_rate_pk(&eventline_model::write_key::KeyId::parse("0123456789abcdef").unwrap());
+    let key_rate = key_rate.as_str();
     let arns = [table_arn(&template), index_arn(&template, keys::BY_USER_INDEX), index_arn(&template, "Other")];
     let [table, by_user, other_index] = arns.each_ref().map(String::as_str);
 
@@ -274,6 +277,18 @@ async fn each_role_reaches_only_the_partitions_its_function_uses() {
         ("IngestFunction", "GetItem", table, vec![reference], false),
         ("IngestFunction", "Query", table, vec![metrics], false),
         ("IngestFunction", "Scan", table, vec![], false),
+        // Write keys sent in the body, and each key's count of events per second.
+        ("IngestFunction", "GetItem", table, vec![write_keys], true),
+        ("IngestFunction", "UpdateItem", table, vec![key_rate], true),
+        ("IngestFunction", "PutItem", table, vec![write_keys], false),
+        ("IngestFunction", "DeleteItem", table, vec![write_keys], false),
+        ("IngestFunction", "Query", table, vec![write_keys], false),
+        ("IngestFunction", "UpdateItem", table, vec![write_keys], false),
+        // The write-key authorizer reads keys, nothing else.
+        ("AuthorizerFunction", "GetItem", table, vec![write_keys], true),
+        ("AuthorizerFunction", "PutItem", table, vec![write_keys], false),
+        ("AuthorizerFunction", "GetItem", table, vec![event], false),
+        ("AuthorizerFunction", "UpdateItem", table, vec![key_rate], false),
         // The transform: events, markers, counters, windows and aggregates; reads the
         // reference table and the window sketches.
         ("TransformFunction", "PutItem", table, vec![event], true),
@@ -330,6 +345,13 @@ async fn each_role_reaches_only_the_partitions_its_function_uses() {
         ("AdminFunction", "Query", table, vec![reference], false),
         ("AdminFunction", "DeleteItem", table, vec![reference], false),
         ("AdminFunction", "Query", by_user, vec![user_pk], false),
+        // ... and the write keys.
+        ("AdminFunction", "PutItem", table, vec![write_keys], true),
+        ("AdminFunction", "Query", table, vec![write_keys], true),
+        ("AdminFunction", "DeleteItem", table, vec![write_keys], true),
+        ("AdminFunction", "UpdateItem", table, vec![key_rate], false),
+        ("TransformFunction", "GetItem", table, vec![write_keys], false),
+        ("QueryFunction", "GetItem", table, vec![write_keys], false),
     ];
     let mut wrong = Vec::new();
     for (function, action, resource, leading_keys, expected) in &rows {
@@ -521,7 +543,7 @@ async fn every_dynamodb_request_of_a_run_is_allowed_by_its_functions_role() {
         ))
         .build_https();
     let sent: HashMap<&str, Sent> =
-        ["ingest", "transform", "query", "admin"].into_iter().map(|f| (f, Sent::default())).collect();
+        ["ingest", "transform", "query", "admin", "authorizer"].into_iter().map(|f| (f, Sent::default())).collect();
     let sdk = |function: &str| {
         let client = RecordingClient { inner: inner.clone(), sent: sent[function].clone() };
         stack.sdk.to_builder().http_client(client).build()
@@ -539,6 +561,33 @@ async fn every_dynamodb_request_of_a_run_is_allowed_by_its_functions_role() {
         eventline_query::with_aws(eventline_query::config::Config::from_lookup(&env("query")).unwrap(), &sdk("query"));
     let admin =
         eventline_admin::with_aws(eventline_admin::config::Config::from_lookup(&env("admin")).unwrap(), &sdk("admin"));
+    let authorizer = eventline_authorizer::with_aws(&env("authorizer"), &sdk("authorizer")).unwrap();
+
+    // A write key made, listed, checked by the authorizer, used in a body, and revoked.
+    let made = admin
+        .handle(eventline_admin::routes::routed(common::request(
+            "POST",
+            "/write-keys",
+            Some(json!({"source": "web"}).to_string()),
+        )))
+        .await;
+    assert_eq!(made.status(), 201);
+    let lambda_http::Body::Text(made) = made.body() else { panic!("JSON answers are text") };
+    let made: Value = serde_json::from_str(made).unwrap();
+    let listed = admin.handle(eventline_admin::routes::routed(common::request("GET", "/write-keys", None))).await;
+    assert_eq!(listed.status(), 200);
+    let key = made["write_key"].as_str().unwrap();
+    let mut check: aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request = Default::default();
+    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{key}:"));
+    check.headers.insert("authorization", format!("Basic {basic}").parse().unwrap());
+    assert!(authorizer.authorize(&check).await.unwrap().is_authorized);
+    let beacon = json!({"writeKey": key, "event": "Viewed", "userId": "u-9", "messageId": "beacon-1"}).to_string();
+    let beaconed =
+        ingest.handle(eventline_ingest::routes::routed(common::request("POST", "/v1/t", Some(beacon)))).await;
+    assert_eq!(beaconed.status(), 200);
+    let revoke = format!("/write-keys/{}", made["key_id"].as_str().unwrap());
+    let revoked = admin.handle(eventline_admin::routes::routed(common::request("DELETE", &revoke, None))).await;
+    assert_eq!(revoked.status(), 204);
 
     // Replace the reference table (a first generation, a stale one, a newer one whose switch
     // lets the first expire).
@@ -606,6 +655,7 @@ async fn every_dynamodb_request_of_a_run_is_allowed_by_its_functions_role() {
         ("transform", "TransformFunction"),
         ("query", "QueryFunction"),
         ("admin", "AdminFunction"),
+        ("authorizer", "AuthorizerFunction"),
     ] {
         let statements = role_statements(&template, logical_id);
         let requests = sent[function].take();

@@ -56,7 +56,7 @@ async fn throttling_log_retention_and_retained_state_are_in_the_translated_templ
     }
 
     let functions: Vec<_> = of_type("AWS::Lambda::Function").collect();
-    assert_eq!(functions.len(), 4);
+    assert_eq!(functions.len(), 5, "ingest, transform, query, admin and the write-key authorizer");
     for (name, function) in functions {
         let logging = &function["Properties"]["LoggingConfig"];
         assert_eq!(logging["SystemLogLevel"], "INFO", "{name} keeps the REPORT lines");
