@@ -116,6 +116,10 @@ async fn function_binaries_answer_every_sample_event_through_the_runtime_api() {
     let (status, generation) = watch.http("admin", "admin-put-reference-users.json").await;
     assert_eq!((status, &generation["generation"]), (200, &Value::from(1)), "{generation}");
 
+    // The write-key authorizer's simple response: the sample's key was never made.
+    let denied = watch.invoke("authorizer", &checkout().join("events").join("authorizer-request.json")).await;
+    assert_eq!(denied, serde_json::json!({"isAuthorized": false, "context": {}}));
+
     let expected_ingest = [
         ("ingest-post-event.json", 202),
         ("ingest-post-array.json", 202),

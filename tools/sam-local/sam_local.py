@@ -2,7 +2,7 @@
 """`sam local` over template.yaml, against the AWS emulator, with every answer checked.
 
 1. Every file in events/ goes through `sam local invoke` with the function its name starts
-   with (admin-, ingest-, transform-, query-), and its answer is checked against EXPECTED
+   with (admin-, authorizer-, ingest-, transform-, query-), and its answer is checked against EXPECTED
    below; the reference table (admin-) goes first, so the transform enriches from it.
    In between, GET /metrics (through the query function) must show the totals those
    answers add up to, and the records the ingest invocations put on the ingest stream are
@@ -61,11 +61,12 @@ API_SERVICE = "execute-api"
 STACK_NAME = "eventline-sam-local"
 FUNCTION_PREFIXES = {
     "admin-": "AdminFunction",
+    "authorizer-": "AuthorizerFunction",
     "ingest-": "IngestFunction",
     "transform-": "TransformFunction",
     "query-": "QueryFunction",
 }
-BINARIES = ("ingest", "transform", "query", "admin")
+BINARIES = ("ingest", "transform", "query", "admin", "authorizer")
 METRICS_FILE = "query-get-metrics.json"
 INVOKE_TIMEOUT_SECONDS = 180
 # Debian's busybox-static: a shell and file commands for the image, needing no libraries.
@@ -515,6 +516,8 @@ class InvokePhase:
         names = sorted(self.events)
         for name in [n for n in names if n.startswith("admin-")]:
             self.admin(name)
+        for name in [n for n in names if n.startswith("authorizer-")]:
+            self.authorizer(name)
         for name in [n for n in names if n.startswith("ingest-")]:
             self.ingest(name)
         self.expect_totals("after the ingest files")
@@ -546,6 +549,12 @@ class InvokePhase:
         else:
             check(body.get("status") == status and body.get("title"), f"{name}: a {status} must be a problem: {body}")
         step(f"ok  {name}: {status} ({seconds:.1f} s){generic_note(expected)}")
+
+    def authorizer(self, name):
+        """The write-key authorizer's simple response: the sample's key was never made, so it is denied."""
+        answer, seconds = self.invoke("AuthorizerFunction", self.events[name], name)
+        check(answer == {"isAuthorized": False, "context": {}}, f"{name}: expected a denial, got {answer}")
+        step(f"ok  {name}: denied ({seconds:.1f} s)")
 
     def ingest(self, name):
         expected = EXPECTED.get(name)
