@@ -1,5 +1,5 @@
 //! Eventline's model: the event and its validation, who sent it, the stream record and
-//! what the transform makes of it, windows, aggregates, latency statistics, the reference
+//! what the transform makes of it (records in the KPL's aggregated format included), windows, aggregates, latency statistics, the reference
 //! table, retry budgets, and the stream port with its in-memory adapter. Nothing here talks
 //! to AWS: the adapters are in `eventline-aws`.
 
@@ -9,6 +9,7 @@ pub mod config;
 pub mod event;
 pub mod identity;
 pub mod json;
+pub mod kpl;
 pub mod latency;
 pub mod memory;
 pub mod outcomes;
