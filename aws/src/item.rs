@@ -46,6 +46,9 @@ pub fn to_item(event: &ProcessedEvent) -> Item {
         (attr::SHARD_ID.to_owned(), s(&event.shard_id)),
         (attr::SEQUENCE_NUMBER.to_owned(), s(&event.sequence_number)),
     ]);
+    if let Some(sub_sequence_number) = event.sub_sequence_number {
+        item.insert(attr::SUB_SEQUENCE_NUMBER.to_owned(), n(sub_sequence_number));
+    }
     if let Some(user) = &e.user_id {
         item.insert(attr::USER_ID.to_owned(), s(user.as_str()));
         item.insert(keys::USER_PK.to_owned(), s(keys::user_pk(user)));
@@ -97,7 +100,11 @@ fn value_size(value: &AttributeValue) -> usize {
 /// The largest item the transform could store for this record: the payload uppercased (it
 /// can grow threefold) and the processing metadata at its longest.
 pub fn largest_stored_size(record: &StreamRecord) -> usize {
-    let position = Position { shard_id: format!("shardId-{:012}", 0), sequence_number: "9".repeat(128) };
+    let position = Position {
+        shard_id: format!("shardId-{:012}", 0),
+        sequence_number: "9".repeat(128),
+        sub_sequence_number: Some(u64::MAX),
+    };
     // Nine fraction digits and a four-digit year: the longest timestamp text.
     let processed_at = time::macros::datetime!(9999-12-31 23:59:59.999999999 UTC);
     let mut processed = ProcessedEvent::from_record(record.clone(), position, processed_at);
@@ -178,6 +185,16 @@ pub fn from_item(item: &Item) -> Result<ProcessedEvent, MalformedItem> {
             .ok_or_else(|| MalformedItem("latency_ms missing".into()))?,
         shard_id: text(attr::SHARD_ID)?.to_owned(),
         sequence_number: text(attr::SEQUENCE_NUMBER)?.to_owned(),
+        sub_sequence_number: match item.get(attr::SUB_SEQUENCE_NUMBER) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .as_n()
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| MalformedItem("sub_sequence_number is not a whole number".into()))?,
+            ),
+        },
         ingest_id: optional(attr::INGEST_ID).map(IngestId::parse).transpose().map_err(bad("ingest_id"))?,
         provenance: match (optional(attr::SENDER), optional(attr::DIGEST)) {
             (Some(sender), Some(digest)) => Some(Provenance {
@@ -233,7 +250,7 @@ mod tests {
         );
         let processed = ProcessedEvent::from_record(
             record,
-            Position { shard_id: "shardId-1".into(), sequence_number: "9".into() },
+            Position { sub_sequence_number: Some(7), ..Position::of_record("shardId-1", "9") },
             datetime!(2026-11-23 12:00:00.5 UTC),
         );
         let mut processed = processed;
@@ -245,7 +262,12 @@ mod tests {
         assert_eq!(item["pk"].as_s().unwrap(), "EVENT#web#e1");
         assert_eq!(item["user_pk"].as_s().unwrap(), "USER#u1");
         assert_eq!(item["user_sk"].as_s().unwrap(), "2026-11-23T12:00:00.000000000Z#web#e1");
+        assert_eq!(item["sub_sequence_number"].as_n().unwrap(), "7");
         assert_eq!(from_item(&item).unwrap(), processed);
+        processed.sub_sequence_number = None;
+        let ordinary = to_item(&processed);
+        assert!(!ordinary.contains_key("sub_sequence_number"), "only a user record of an aggregate has one");
+        assert_eq!(from_item(&ordinary).unwrap(), processed);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! | item | pk | sk |
 //! |---|---|---|
 //! | processed event | `EVENT#{source}#{id}` | `EVENT` |
-//! | duplicate marker, or conflict item | `EVENT#{source}#{id}` | `DUP#{ingest id}`, or `DUP#{shard}#{sequence}` for other producers' records |
-//! | poison record marker | `POISON#{ingest id}`, or `POISON#{shard}#{sequence}` | `POISON` |
+//! | duplicate marker, or conflict item | `EVENT#{source}#{id}` | `DUP#{ingest id}`, or `DUP#{shard}#{sequence}` for other producers' records (`DUP#{shard}#{sequence}#{sub-sequence}` for a user record of an aggregated record) |
+//! | poison record marker | `POISON#{ingest id}`, or `POISON#{shard}#{sequence}` (`#{sub-sequence}` likewise) | `POISON` |
 //! | received marker (one per ingest request) | `RECEIVED#{request token}` | `RECEIVED` |
 //! | current reference generation | `REFERENCE` | `CURRENT` |
 //! | reference bucket | `REFERENCE#{generation key}` | `BUCKET#{index, 5 digits}` |
@@ -35,6 +35,7 @@ use time::OffsetDateTime;
 
 use eventline_model::aggregate::Period;
 use eventline_model::event::{EventId, IngestId, Source, UserId, sortable_timestamp};
+use eventline_model::record::Position;
 use eventline_model::window::Bucket;
 
 pub const PK: &str = "pk";
@@ -85,6 +86,8 @@ pub mod attr {
     pub const LATENCY_MS: &str = "latency_ms";
     pub const SHARD_ID: &str = "shard_id";
     pub const SEQUENCE_NUMBER: &str = "sequence_number";
+    /// A user record's index in its aggregated record (a number); absent on other records.
+    pub const SUB_SEQUENCE_NUMBER: &str = "sub_sequence_number";
     pub const INGEST_ID: &str = "ingest_id";
     /// Who sent the event, and the digest of what they sent (`identity.rs`); also on a
     /// conflict item, for the conflicting copy.
@@ -164,11 +167,13 @@ pub fn event_pk(source: &Source, id: &EventId) -> String {
     format!("EVENT#{source}#{id}")
 }
 
-/// What names one stream record for its markers: ingest's id, else its stream position.
-fn record_key(ingest_id: Option<&IngestId>, shard_id: &str, sequence_number: &str) -> String {
-    match ingest_id {
-        Some(ingest_id) => ingest_id.to_string(),
-        None => format!("{shard_id}#{sequence_number}"),
+/// What names one stream record for its markers: ingest's id, else its stream position (a
+/// user record's with its index in the aggregate, so that its siblings have markers of their own).
+fn record_key(ingest_id: Option<&IngestId>, position: &Position) -> String {
+    match (ingest_id, position.sub_sequence_number) {
+        (Some(ingest_id), _) => ingest_id.to_string(),
+        (None, None) => format!("{}#{}", position.shard_id, position.sequence_number),
+        (None, Some(index)) => format!("{}#{}#{index}", position.shard_id, position.sequence_number),
     }
 }
 
@@ -192,12 +197,12 @@ pub fn conflict_index_sk(judged_at: OffsetDateTime, source: &Source, id: &EventI
     format!("{}#{source}#{id}", sortable_timestamp(judged_at))
 }
 
-pub fn duplicate_sk(ingest_id: Option<&IngestId>, shard_id: &str, sequence_number: &str) -> String {
-    format!("DUP#{}", record_key(ingest_id, shard_id, sequence_number))
+pub fn duplicate_sk(ingest_id: Option<&IngestId>, position: &Position) -> String {
+    format!("DUP#{}", record_key(ingest_id, position))
 }
 
-pub fn poison_pk(ingest_id: Option<&IngestId>, shard_id: &str, sequence_number: &str) -> String {
-    format!("POISON#{}", record_key(ingest_id, shard_id, sequence_number))
+pub fn poison_pk(ingest_id: Option<&IngestId>, position: &Position) -> String {
+    format!("POISON#{}", record_key(ingest_id, position))
 }
 
 /// Where in the failure bucket (S3) the transform keeps the data of poison records too large
@@ -205,9 +210,13 @@ pub fn poison_pk(ingest_id: Option<&IngestId>, shard_id: &str, sequence_number: 
 pub const DEAD_LETTER_PREFIX: &str = "dead-letters/";
 
 /// The object of one poison record: named by its stream position, so every delivery of the
-/// record writes the same object.
-pub fn dead_letter_key(shard_id: &str, sequence_number: &str) -> String {
-    format!("{DEAD_LETTER_PREFIX}{shard_id}/{sequence_number}")
+/// record writes the same object (a user record of an aggregated record: under the
+/// aggregate's, by its index in it).
+pub fn dead_letter_key(position: &Position) -> String {
+    match position.sub_sequence_number {
+        None => format!("{DEAD_LETTER_PREFIX}{}/{}", position.shard_id, position.sequence_number),
+        Some(index) => format!("{DEAD_LETTER_PREFIX}{}/{}/{index}", position.shard_id, position.sequence_number),
+    }
 }
 
 pub fn reference_bucket_pk(generation_key: &str) -> String {
@@ -296,9 +305,20 @@ mod tests {
     #[test]
     fn markers_of_copies_of_one_record_collide() {
         let ingest_id = IngestId::generate();
-        assert_eq!(duplicate_sk(Some(&ingest_id), "s1", "1"), duplicate_sk(Some(&ingest_id), "s1", "2"));
-        assert_ne!(duplicate_sk(None, "s1", "1"), duplicate_sk(None, "s1", "2"));
-        assert_eq!(poison_pk(None, "s1", "7"), "POISON#s1#7");
+        let at = |sequence: &str| Position::of_record("s1", sequence);
+        assert_eq!(duplicate_sk(Some(&ingest_id), &at("1")), duplicate_sk(Some(&ingest_id), &at("2")));
+        assert_ne!(duplicate_sk(None, &at("1")), duplicate_sk(None, &at("2")));
+        assert_eq!(poison_pk(None, &at("7")), "POISON#s1#7");
+    }
+
+    #[test]
+    fn user_records_of_one_aggregate_have_markers_and_objects_of_their_own() {
+        let user = |index| Position { sub_sequence_number: Some(index), ..Position::of_record("s1", "7") };
+        assert_eq!(poison_pk(None, &user(0)), "POISON#s1#7#0");
+        assert_ne!(duplicate_sk(None, &user(0)), duplicate_sk(None, &user(1)));
+        assert_ne!(duplicate_sk(None, &user(0)), duplicate_sk(None, &Position::of_record("s1", "7")));
+        assert_eq!(dead_letter_key(&user(2)), "dead-letters/s1/7/2");
+        assert_eq!(dead_letter_key(&Position::of_record("s1", "7")), "dead-letters/s1/7");
     }
 
     #[test]

@@ -19,10 +19,7 @@ use time::macros::datetime;
 const PROCESSED_AT: OffsetDateTime = datetime!(2026-11-23 12:00:00.125 UTC);
 
 fn position() -> Position {
-    Position {
-        shard_id: "shardId-000000000001".to_owned(),
-        sequence_number: "49590338271490256608559692538361571095921575989136588898".to_owned(),
-    }
+    Position::of_record("shardId-000000000001", "49590338271490256608559692538361571095921575989136588898")
 }
 
 fuzz_target!(|bytes: &[u8]| {

@@ -60,7 +60,7 @@ impl Arrival<'_> {
     /// The id of an event that names none. The API draws a random UUID; a stream record gets
     /// one derived from its position, so a redelivery is the same event, stored and counted once.
     fn default_id(&self) -> EventId {
-        EventId::derived_from(&format!("{}:{}", self.position.shard_id, self.position.sequence_number))
+        self.position.derived_event_id()
     }
 }
 
@@ -184,11 +184,31 @@ impl StreamRecord {
     }
 }
 
-/// Where a record sat in the stream.
+/// Where a record sat in the stream. The user records of an aggregated record share its
+/// sequence number and are told apart by their index in it, as the KCL's sub-sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     pub shard_id: String,
     pub sequence_number: String,
+    /// The index of a user record in its aggregated record; `None` for an ordinary record.
+    pub sub_sequence_number: Option<u64>,
+}
+
+impl Position {
+    /// An ordinary record's position.
+    pub fn of_record(shard_id: impl Into<String>, sequence_number: impl Into<String>) -> Self {
+        Self { shard_id: shard_id.into(), sequence_number: sequence_number.into(), sub_sequence_number: None }
+    }
+
+    /// The id of an event that names none, derived from where it sat so that every delivery
+    /// of it is the same event: `{shard}:{sequence}`, and `:{index}` for a user record of an
+    /// aggregated record, so that its siblings do not collide.
+    pub fn derived_event_id(&self) -> EventId {
+        match self.sub_sequence_number {
+            None => EventId::derived_from(&format!("{}:{}", self.shard_id, self.sequence_number)),
+            Some(index) => EventId::derived_from(&format!("{}:{}:{index}", self.shard_id, self.sequence_number)),
+        }
+    }
 }
 
 /// The stored and published form: the event with its payload uppercased and processing metadata.
@@ -200,6 +220,8 @@ pub struct ProcessedEvent {
     pub latency_ms: u64,
     pub shard_id: String,
     pub sequence_number: String,
+    /// The index of its user record in an aggregated record (see [`Position`]).
+    pub sub_sequence_number: Option<u64>,
     /// Kept with the stored item (not published) to recognise ingest's copies of a record.
     pub ingest_id: Option<IngestId>,
     /// Kept with the stored item (not published) to tell a duplicate from a conflict.
@@ -218,6 +240,9 @@ impl Serialize for ProcessedEvent {
         map.serialize_entry("latency_ms", &self.latency_ms)?;
         map.serialize_entry("shard_id", &self.shard_id)?;
         map.serialize_entry("sequence_number", &self.sequence_number)?;
+        if let Some(sub_sequence_number) = self.sub_sequence_number {
+            map.serialize_entry("sub_sequence_number", &sub_sequence_number)?;
+        }
         if let Some(enrichment) = &self.enrichment {
             map.serialize_entry("plan", &enrichment.plan)?;
             map.serialize_entry("region", &enrichment.region)?;
@@ -241,6 +266,7 @@ impl ProcessedEvent {
             latency_ms: u64::try_from(latency).unwrap_or(u64::MAX),
             shard_id: position.shard_id,
             sequence_number: position.sequence_number,
+            sub_sequence_number: position.sub_sequence_number,
             ingest_id: record.ingest_id,
             provenance: record.provenance,
             enrichment: None,
@@ -249,6 +275,15 @@ impl ProcessedEvent {
 
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Where the record it came from sat in the stream.
+    pub fn position(&self) -> Position {
+        Position {
+            shard_id: self.shard_id.clone(),
+            sequence_number: self.sequence_number.clone(),
+            sub_sequence_number: self.sub_sequence_number,
+        }
     }
 }
 
@@ -270,7 +305,7 @@ mod tests {
     }
 
     fn position() -> Position {
-        Position { shard_id: "shardId-000000000000".into(), sequence_number: "42".into() }
+        Position::of_record("shardId-000000000000", "42")
     }
 
     #[test]
@@ -399,6 +434,35 @@ mod tests {
         )
         .unwrap();
         assert_ne!(other.event.id, first.event.id);
+    }
+
+    #[test]
+    fn user_records_of_an_aggregate_without_id_get_ids_of_their_own_on_every_delivery() {
+        let rules = Rules::default();
+        let id_at = |sub_sequence_number| {
+            let position = Position { sub_sequence_number, ..position() };
+            let arrival = Arrival { at: Some(ARRIVED), position: &position, rules: &rules };
+            StreamRecord::decode_arrived(br#"{"source":"sam"}"#, &arrival).unwrap().event.id
+        };
+        let (first, second) = (id_at(Some(0)), id_at(Some(1)));
+        assert_ne!(first, second, "siblings do not collide");
+        assert_eq!(first, id_at(Some(0)), "a redelivered aggregate gives the same ids");
+        assert_ne!(first, id_at(None), "nor does a user record collide with an ordinary record");
+        assert_eq!(first, EventId::derived_from("shardId-000000000000:42:0"));
+        assert_eq!(id_at(None), EventId::derived_from("shardId-000000000000:42"), "ordinary records keep theirs");
+    }
+
+    #[test]
+    fn a_user_records_index_in_its_aggregate_is_published_beside_the_sequence_number() {
+        let at = datetime!(2026-11-23 12:00:01 UTC);
+        let ordinary = ProcessedEvent::from_record(record("x"), position(), at);
+        let json: serde_json::Value = serde_json::from_slice(&ordinary.to_json()).unwrap();
+        assert!(json.get("sub_sequence_number").is_none(), "{json}");
+        let position = Position { sub_sequence_number: Some(3), ..position() };
+        let user_record = ProcessedEvent::from_record(record("x"), position.clone(), at);
+        let json: serde_json::Value = serde_json::from_slice(&user_record.to_json()).unwrap();
+        assert_eq!((json["sequence_number"].as_str(), json["sub_sequence_number"].as_u64()), (Some("42"), Some(3)));
+        assert_eq!(user_record.position(), position);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use eventline_aws::keys;
-use eventline_model::{EventId, IngestId, Source, UserId};
+use eventline_model::{EventId, IngestId, Position, Source, UserId};
 use serde_json::{Value, json};
 
 const ACCOUNT: &str = "123456789012";
@@ -242,7 +242,7 @@ async fn each_role_reaches_only_the_partitions_its_function_uses() {
     let shard = "shardId-000000000000";
     let owned = [
         keys::event_pk(&web, &id),
-        keys::poison_pk(Some(&ingest_id), shard, "1"),
+        keys::poison_pk(Some(&ingest_id), &Position::of_record(shard, "1")),
         keys::received_pk(&ingest_id),
         keys::reference_bucket_pk("0123abcd"),
         keys::window_pk(shard),

@@ -399,7 +399,7 @@ mod tests {
         )
         .unwrap();
         let event = parse_event(&raw, &Rules::default(), NOW).unwrap();
-        let position = Position { shard_id: "shardId-000000000000".into(), sequence_number: i.to_string() };
+        let position = Position::of_record("shardId-000000000000", i.to_string());
         to_item(&ProcessedEvent::from_record(
             StreamRecord { event, received_at: NOW, ingest_id: None, provenance: None },
             position,

@@ -501,7 +501,7 @@ mod tests {
         let event = eventline_model::parse_event(&raw, &Rules::default(), NOW).unwrap();
         ProcessedEvent::from_record(
             StreamRecord { event, received_at: NOW, ingest_id: None, provenance: None },
-            Position { shard_id: "shardId-000000000000".into(), sequence_number: "1".into() },
+            Position::of_record("shardId-000000000000", "1"),
             NOW,
         )
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use eventline_aws::keys;
+use eventline_model::Position;
 use serde::Serialize;
 
 /// Records up to this many bytes go in their message, in base64; larger ones go to the
@@ -19,12 +20,15 @@ pub const MAX_REASON_CHARS: usize = 1024;
 /// SQS's limit on one message, and on one SendMessageBatch call.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
-/// One poison record and why it is one, with its data whole.
+/// One poison record and why it is one, with its data whole. For a user record of an
+/// aggregated record: the aggregate's position, the user record's index in it, and the user
+/// record's own partition key and data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoisonMessage {
     pub reason: String,
     pub shard_id: String,
     pub sequence_number: String,
+    pub sub_sequence_number: Option<u64>,
     pub partition_key: String,
     pub event_source_arn: Option<String>,
     pub data: Vec<u8>,
@@ -44,6 +48,8 @@ struct Body<'a> {
     reason: &'a str,
     shard_id: &'a str,
     sequence_number: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub_sequence_number: Option<u64>,
     partition_key: &'a str,
     event_source_arn: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,10 +72,16 @@ impl PoisonMessage {
             reason: sqs_text(&eventline_model::validation::echo(&reason, MAX_REASON_CHARS)),
             shard_id: sqs_text(shard_id),
             sequence_number: sqs_text(sequence_number),
+            sub_sequence_number: None,
             partition_key: sqs_text(partition_key),
             event_source_arn,
             data: data.to_vec(),
         }
+    }
+
+    /// The message of user record `index` of an aggregated record.
+    pub fn of_user_record(self, index: u64) -> Self {
+        Self { sub_sequence_number: Some(index), ..self }
     }
 
     /// Whether the data goes in the message itself.
@@ -80,7 +92,11 @@ impl PoisonMessage {
     /// The object key of the record's data: its stream position, so a redelivered record
     /// overwrites its object instead of adding one.
     pub fn object_key(&self) -> String {
-        keys::dead_letter_key(&self.shard_id, &self.sequence_number)
+        keys::dead_letter_key(&Position {
+            shard_id: self.shard_id.clone(),
+            sequence_number: self.sequence_number.clone(),
+            sub_sequence_number: self.sub_sequence_number,
+        })
     }
 
     /// The message body, with the data in it, or naming `object` when it holds the data.
@@ -89,6 +105,7 @@ impl PoisonMessage {
             reason: &self.reason,
             shard_id: &self.shard_id,
             sequence_number: &self.sequence_number,
+            sub_sequence_number: self.sub_sequence_number,
             partition_key: &self.partition_key,
             event_source_arn: self.event_source_arn.as_deref(),
             data_base64: object.is_none().then(|| STANDARD.encode(&self.data)),
@@ -192,6 +209,16 @@ mod tests {
         assert_ne!(first.object_key(), next.object_key());
         let other_shard = PoisonMessage::new("bad".into(), "shardId-000000000002", "4959", "a", None, b"x");
         assert_ne!(first.object_key(), other_shard.object_key());
+    }
+
+    #[test]
+    fn a_user_record_of_an_aggregate_is_named_by_its_index_in_it() {
+        let user = |index| PoisonMessage::new("bad".into(), "shardId-1", "4959", "u", None, b"x").of_user_record(index);
+        assert_eq!(user(2).object_key(), "dead-letters/shardId-1/4959/2");
+        assert_ne!(user(2).object_key(), user(3).object_key());
+        let body = json(&user(2).body(None));
+        assert_eq!((body["sequence_number"].as_str(), body["sub_sequence_number"].as_u64()), (Some("4959"), Some(2)));
+        assert!(json(&message(b"x").body(None)).get("sub_sequence_number").is_none(), "only a user record has one");
     }
 
     #[test]

@@ -341,17 +341,16 @@ impl DynamoEventStore {
     fn put_action(&self, entry: &Entry, step: Step) -> Result<TransactWriteItem, StoreError> {
         let item: Item = match (entry, step) {
             (Entry::Event { event, .. }, Step::StoreEvent) => to_item(event),
-            (Entry::Event { event, .. }, Step::MarkRefused) => marker(
-                keys::poison_pk(event.ingest_id.as_ref(), &event.shard_id, &event.sequence_number),
-                keys::POISON_SK.to_owned(),
-            ),
+            (Entry::Event { event, .. }, Step::MarkRefused) => {
+                marker(keys::poison_pk(event.ingest_id.as_ref(), &event.position()), keys::POISON_SK.to_owned())
+            }
             (Entry::Event { event, .. }, Step::MarkConflict) => conflict_item(event),
             (Entry::Event { event, .. }, _) => marker(
                 keys::event_pk(&event.event.source, &event.event.id),
-                keys::duplicate_sk(event.ingest_id.as_ref(), &event.shard_id, &event.sequence_number),
+                keys::duplicate_sk(event.ingest_id.as_ref(), &event.position()),
             ),
-            (Entry::Poison { ingest_id, shard_id, sequence_number }, _) => {
-                marker(keys::poison_pk(ingest_id.as_ref(), shard_id, sequence_number), keys::POISON_SK.to_owned())
+            (Entry::Poison { ingest_id, position }, _) => {
+                marker(keys::poison_pk(ingest_id.as_ref(), position), keys::POISON_SK.to_owned())
             }
             (Entry::Copy, _) => {
                 return Err(StoreError::Permanent("nothing to write for this entry at this step".into()));
@@ -707,8 +706,14 @@ fn resolve(reasons: &[CancellationReason], entries: &[Entry], pending: &[usize],
                     (Entry::Event { event, .. }, Step::StoreEvent) => {
                         let old = reason.item();
                         let field = |name: &str| old.and_then(|item| item.get(name)).and_then(|v| v.as_s().ok());
+                        // The user records of an aggregate share its sequence number.
+                        let sub_sequence_number = old
+                            .and_then(|item| item.get(attr::SUB_SEQUENCE_NUMBER))
+                            .and_then(|v| v.as_n().ok())
+                            .and_then(|v| v.parse::<u64>().ok());
                         let same_record = field(attr::SHARD_ID) == Some(&event.shard_id)
-                            && field(attr::SEQUENCE_NUMBER) == Some(&event.sequence_number);
+                            && field(attr::SEQUENCE_NUMBER) == Some(&event.sequence_number)
+                            && sub_sequence_number == event.sub_sequence_number;
                         let same_ingest =
                             event.ingest_id.as_ref().is_some_and(|id| field(attr::INGEST_ID) == Some(&id.to_string()));
                         if same_record || same_ingest {
@@ -750,10 +755,8 @@ pub const MAX_CONFLICT_COPY_BYTES: usize = 64 * 1024;
 /// marker key, so it is counted once) and listed through the `ByUser` index.
 fn conflict_item(copy: &ProcessedEvent) -> Item {
     let e = &copy.event;
-    let mut item = marker(
-        keys::event_pk(&e.source, &e.id),
-        keys::duplicate_sk(copy.ingest_id.as_ref(), &copy.shard_id, &copy.sequence_number),
-    );
+    let mut item =
+        marker(keys::event_pk(&e.source, &e.id), keys::duplicate_sk(copy.ingest_id.as_ref(), &copy.position()));
     let json = copy.to_json();
     item.extend([
         (attr::KIND.to_owned(), s(attr::KIND_CONFLICT)),
@@ -767,6 +770,9 @@ fn conflict_item(copy: &ProcessedEvent) -> Item {
         (keys::USER_PK.to_owned(), s(keys::CONFLICTS_INDEX_PK)),
         (keys::USER_SK.to_owned(), s(keys::conflict_index_sk(copy.processed_at, &e.source, &e.id))),
     ]);
+    if let Some(sub_sequence_number) = copy.sub_sequence_number {
+        item.insert(attr::SUB_SEQUENCE_NUMBER.to_owned(), n(sub_sequence_number));
+    }
     if json.len() <= MAX_CONFLICT_COPY_BYTES {
         item.insert(attr::COPY.to_owned(), s(String::from_utf8_lossy(&json).into_owned()));
     }
@@ -875,9 +881,16 @@ mod tests {
         });
         Entry::event(ProcessedEvent::from_record(
             StreamRecord { event, received_at: now, ingest_id: ingest_id.cloned(), provenance },
-            Position { shard_id: "shardId-0".into(), sequence_number: sequence_number.into() },
+            Position::of_record("shardId-0", sequence_number),
             now,
         ))
+    }
+
+    /// [`event`], as user record `index` of the aggregated record at `sequence_number`.
+    fn user_record(id: &str, sequence_number: &str, index: u64) -> Entry {
+        let Entry::Event { mut event, buckets } = event(id, sequence_number, None) else { unreachable!() };
+        event.sub_sequence_number = Some(index);
+        Entry::Event { event, buckets }
     }
 
     fn conflict(old: Option<&[(&str, &str)]>) -> CancellationReason {
@@ -907,6 +920,35 @@ mod tests {
         ];
         assert!(resolve(&reasons, &entries, &[0, 1, 2], &mut steps));
         assert_eq!(steps, [Step::Done(Outcome::Redelivered), Step::Done(Outcome::Redelivered), Step::MarkDuplicate]);
+    }
+
+    #[test]
+    fn a_sibling_in_the_same_aggregate_is_a_duplicate_not_a_redelivery() {
+        let entries = [user_record("a", "5", 0), user_record("a", "5", 1), event("a", "5", None)];
+        let mut steps: Vec<Step> = entries.iter().map(Step::first).collect();
+        let stored = |sub: Option<&str>| {
+            let mut item: HashMap<String, AttributeValue> = [("shard_id", "shardId-0"), ("sequence_number", "5")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), AttributeValue::S(v.to_owned())))
+                .collect();
+            if let Some(sub) = sub {
+                item.insert("sub_sequence_number".into(), AttributeValue::N(sub.into()));
+            }
+            CancellationReason::builder().code("ConditionalCheckFailed").set_item(Some(item)).build()
+        };
+        // Stored by user record 0: itself redelivered, its sibling a duplicate, and so is an
+        // ordinary record at the same sequence number.
+        let reasons = [stored(Some("0")), stored(Some("0")), stored(Some("0"))];
+        assert!(resolve(&reasons, &entries, &[0, 1, 2], &mut steps));
+        assert_eq!(steps, [Step::Done(Outcome::Redelivered), Step::MarkDuplicate, Step::MarkDuplicate]);
+        let mut steps: Vec<Step> = entries.iter().map(Step::first).collect();
+        assert!(resolve(&[stored(None), stored(None), stored(None)], &entries, &[0, 1, 2], &mut steps));
+        assert_eq!(steps, [Step::MarkDuplicate, Step::MarkDuplicate, Step::Done(Outcome::Redelivered)]);
+        // Each sibling's marker is its own, so each is counted.
+        let Entry::Event { event: copy, .. } = &entries[1] else { unreachable!() };
+        let item = conflict_item(copy);
+        assert_eq!(item["sk"].as_s().unwrap(), "DUP#shardId-0#5#1");
+        assert_eq!(item["sub_sequence_number"].as_n().unwrap(), "1");
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! One Kinesis batch, in stages: decode each record, enrich the events from the reference
-//! table, dead-letter the poison records, commit (store and count exactly once), merge the
-//! stored events' users into the window sketches, dead-letter what the table refused,
-//! publish what was stored, and report the first record not finished so Lambda retries
-//! from there.
+//! One Kinesis batch, in stages: decode each record (each user record of an aggregated
+//! record, as the KCL hands them out), enrich the events from the reference table,
+//! dead-letter the poison records, commit (store and count exactly once), merge the stored
+//! events' users into the window sketches, dead-letter what the table refused, publish what
+//! was stored, and report the first record not finished so Lambda retries from there.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -10,6 +10,7 @@ use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use eventline_aws::item::{MAX_ITEM_BYTES, fits_in_an_item};
 use eventline_model::event::checked_utc;
+use eventline_model::kpl::{self, AggregateError, UserRecord};
 use eventline_model::reference::Enrichment;
 use eventline_model::reference::ReferenceError;
 use eventline_model::retry::Backoff;
@@ -33,7 +34,79 @@ pub struct Transform<St, Si, D, E> {
     pub rules: Rules,
 }
 
-/// What one record decoded to.
+/// One event's worth of a batch: a record, or one user record of an aggregated record.
+struct Unit<'a> {
+    record: &'a KinesisEventRecord,
+    /// The record's index in the batch: where Lambda retries from.
+    index: usize,
+    part: Part,
+}
+
+enum Part {
+    /// An ordinary record: its data is one event.
+    Whole,
+    /// A user record of an aggregated record, at its index there (its sub-sequence number).
+    User(u64, UserRecord),
+    /// An aggregated record that cannot be read: poison as a whole.
+    Broken(AggregateError),
+}
+
+impl Unit<'_> {
+    fn data(&self) -> &[u8] {
+        match &self.part {
+            Part::User(_, user) => &user.data,
+            Part::Whole | Part::Broken(_) => &self.record.kinesis.data,
+        }
+    }
+
+    fn sub_sequence_number(&self) -> Option<u64> {
+        match &self.part {
+            Part::User(index, _) => Some(*index),
+            Part::Whole | Part::Broken(_) => None,
+        }
+    }
+
+    /// The dead-letter message of this unit: the record's, or the user record's own partition
+    /// key and data at the record's position, so that its siblings are not sent with it.
+    fn poison_message(&self, reason: String, batch_shard: &str) -> PoisonMessage {
+        let kinesis = &self.record.kinesis;
+        let shard_id = shard_of(self.record).unwrap_or_else(|| batch_shard.to_owned());
+        let arn = self.record.event_source_arn.clone();
+        match &self.part {
+            Part::User(index, user) => {
+                PoisonMessage::new(reason, &shard_id, &kinesis.sequence_number, &user.partition_key, arn, &user.data)
+                    .of_user_record(*index)
+            }
+            Part::Whole | Part::Broken(_) => PoisonMessage::new(
+                reason,
+                &shard_id,
+                &kinesis.sequence_number,
+                &kinesis.partition_key,
+                arn,
+                &kinesis.data,
+            ),
+        }
+    }
+}
+
+/// The batch's units, in order: a record each, and an aggregated record's user records.
+fn units(records: &[KinesisEventRecord]) -> Vec<Unit<'_>> {
+    let mut units = Vec::with_capacity(records.len());
+    for (index, record) in records.iter().enumerate() {
+        match kpl::deaggregate(&record.kinesis.data) {
+            Ok(None) => units.push(Unit { record, index, part: Part::Whole }),
+            Ok(Some(users)) => units.extend((0..).zip(users).map(|(sub_sequence, user)| Unit {
+                record,
+                index,
+                part: Part::User(sub_sequence, user),
+            })),
+            Err(error) => units.push(Unit { record, index, part: Part::Broken(error) }),
+        }
+    }
+    units
+}
+
+/// What one unit decoded to.
 enum Decoded {
     Event(ProcessedEvent),
     /// With ingest's id when the record decoded but cannot be stored, so every copy of it
@@ -41,7 +114,7 @@ enum Decoded {
     Poison(PoisonMessage, Option<IngestId>),
 }
 
-/// A record for the dead-letter queue, at its index in the batch.
+/// A unit for the dead-letter queue, at its index in the batch's units.
 type DeadLetter = (usize, PoisonMessage);
 
 /// A summary of one batch, for the log line each invocation writes.
@@ -55,6 +128,9 @@ pub struct BatchReport {
     pub poison: usize,
     /// Index of the first record not finished, when the batch must be retried from there.
     pub retry_from: Option<usize>,
+    /// Events the records held: one per ordinary record, one per user record of an
+    /// aggregated record, one per aggregated record that is poison as a whole.
+    pub units: usize,
     /// Milliseconds from received to processed of each event stored by this batch.
     pub latencies_ms: Vec<u64>,
     /// Users-sketch updates given up on (the events were stored and counted).
@@ -71,22 +147,23 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
     /// The batch through its stages; the response names the first record not finished.
     pub async fn process(&self, records: &[KinesisEventRecord]) -> (KinesisEventResponse, BatchReport) {
         let shard_id = batch_shard(records);
-        let mut decoded = decode(records, &shard_id, OffsetDateTime::now_utc(), &self.rules);
+        let units = units(records);
+        let mut decoded = decode(&units, &shard_id, OffsetDateTime::now_utc(), &self.rules);
         if let Err(error) = self.enrich(&mut decoded).await {
             tracing::error!(error = %eventline_aws::error_chain(&error), "reference table not read; retrying the batch");
-            return report(records, &[], &[], 0, 0); // nothing done: all retried
+            return report(records, &units, &[], &[], Unfinished::All, 0); // nothing done: all retried
         }
         // A poison record reaches the queue before its marker counts it: the batch stops
         // short of the first one the queue did not take.
         let unsent = self.dead_letter(poison(&decoded), "poison record").await;
         let (entries, outcomes) = self.commit(&shard_id, &decoded[..unsent.unwrap_or(decoded.len())]).await;
         let analytics_lost = self.sketches(&shard_id, &entries, &outcomes).await;
-        let unsent = self.dead_letter(refused(records, &shard_id, &outcomes), "refused record").await;
+        let unsent = self.dead_letter(refused(&units, &shard_id, &outcomes), "refused record").await;
         let unpublished = self.publish(&entries, &outcomes).await;
-        // Records past the last committed, or from the first not sent or not published, are
-        // retried by Lambda.
+        // Units past the last committed, or from the first not sent or not published, are
+        // retried by Lambda, with the whole record that holds the first of them.
         let unfinished = [unsent, unpublished].into_iter().flatten().fold(outcomes.len(), usize::min);
-        report(records, &entries, &outcomes, unfinished, analytics_lost)
+        report(records, &units, &entries, &outcomes, Unfinished::From(unfinished), analytics_lost)
     }
 
     /// Each event gets its user's plan and region from one generation of the reference
@@ -195,27 +272,43 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
     }
 }
 
-/// Decodes each record: an event, or a poison record with the reason.
-fn decode(records: &[KinesisEventRecord], shard_id: &str, processed_at: OffsetDateTime, rules: &Rules) -> Vec<Decoded> {
-    records.iter().map(|record| decode_record(record, shard_id, processed_at, rules)).collect()
+/// Decodes each unit: an event, or a poison record with the reason.
+fn decode(units: &[Unit<'_>], shard_id: &str, processed_at: OffsetDateTime, rules: &Rules) -> Vec<Decoded> {
+    units.iter().map(|unit| decode_unit(unit, shard_id, processed_at, rules)).collect()
 }
 
-/// The batch item failure that makes Lambda retry from record `unfinished` (none when all
-/// are done), and the batch's counts, written to the log and the metrics.
+/// What of a batch is not finished.
+#[derive(Debug, Clone, Copy)]
+enum Unfinished {
+    /// Nothing was done.
+    All,
+    /// The units from this index on (none when it is past the last).
+    From(usize),
+}
+
+/// The batch item failure that makes Lambda retry from the record holding the first unit
+/// not finished (none when all are done), and the batch's counts, written to the log and the
+/// metrics.
 fn report(
     records: &[KinesisEventRecord],
+    units: &[Unit<'_>],
     entries: &[Entry],
     outcomes: &[Outcome],
-    unfinished: usize,
+    unfinished: Unfinished,
     analytics_lost: u64,
 ) -> (KinesisEventResponse, BatchReport) {
+    let (finished, retry_from) = match unfinished {
+        Unfinished::All => (0, (!records.is_empty()).then_some(0)),
+        Unfinished::From(unit) => (unit, units.get(unit).map(|unit| unit.index)),
+    };
     let mut report = BatchReport {
         records: records.len(),
-        retry_from: (unfinished < records.len()).then_some(unfinished),
+        units: units.len(),
+        retry_from,
         analytics_lost,
         ..BatchReport::default()
     };
-    for (entry, outcome) in entries.iter().zip(outcomes).take(unfinished) {
+    for (entry, outcome) in entries.iter().zip(outcomes).take(finished) {
         match (entry, outcome) {
             (Entry::Poison { .. }, _) | (_, Outcome::Refused | Outcome::RefusedBefore) => report.poison += 1,
             (Entry::Event { event, .. }, Outcome::Stored) => {
@@ -230,7 +323,7 @@ fn report(
         }
     }
     let mut response = KinesisEventResponse::default();
-    if let Some(record) = records.get(unfinished) {
+    if let Some(record) = retry_from.and_then(|index| records.get(index)) {
         let mut failure = KinesisBatchItemFailure::default();
         failure.item_identifier = Some(record.kinesis.sequence_number.clone());
         response.batch_item_failures.push(failure);
@@ -265,14 +358,15 @@ fn poison(decoded: &[Decoded]) -> Vec<DeadLetter> {
 
 /// Events the table refused for what they hold: dead-lettered after the commit, never
 /// retried as a batch.
-fn refused(records: &[KinesisEventRecord], shard_id: &str, outcomes: &[Outcome]) -> Vec<DeadLetter> {
+fn refused(units: &[Unit<'_>], shard_id: &str, outcomes: &[Outcome]) -> Vec<DeadLetter> {
     outcomes
         .iter()
+        .zip(units)
         .enumerate()
-        .filter(|(_, outcome)| outcome.dead_letters())
-        .map(|(index, _)| {
+        .filter(|(_, (outcome, _))| outcome.dead_letters())
+        .map(|(index, (_, unit))| {
             let reason = "the table refused the stored item (ValidationError)".into();
-            (index, poison_message(reason, &records[index], shard_id))
+            (index, unit.poison_message(reason, shard_id))
         })
         .collect()
 }
@@ -294,8 +388,11 @@ fn entries_of(decoded: &[Decoded]) -> Vec<Entry> {
                 }
                 Entry::Poison {
                     ingest_id: ingest_id.clone(),
-                    shard_id: message.shard_id.clone(),
-                    sequence_number: message.sequence_number.clone(),
+                    position: Position {
+                        shard_id: message.shard_id.clone(),
+                        sequence_number: message.sequence_number.clone(),
+                        sub_sequence_number: message.sub_sequence_number,
+                    },
                 }
             }
             Decoded::Event(event) => {
@@ -328,18 +425,6 @@ fn batch_shard(records: &[KinesisEventRecord]) -> String {
     records.iter().find_map(shard_of).unwrap_or_else(|| NO_SHARD.to_owned())
 }
 
-fn poison_message(reason: String, record: &KinesisEventRecord, batch_shard: &str) -> PoisonMessage {
-    let kinesis = &record.kinesis;
-    PoisonMessage::new(
-        reason,
-        &shard_of(record).unwrap_or_else(|| batch_shard.to_owned()),
-        &kinesis.sequence_number,
-        &kinesis.partition_key,
-        record.event_source_arn.clone(),
-        &kinesis.data,
-    )
-}
-
 /// When Kinesis took the record, if it lies in the years the pipeline stores.
 fn arrival_time(record: &KinesisEventRecord) -> Option<OffsetDateTime> {
     let arrived = record.kinesis.approximate_arrival_timestamp.0;
@@ -347,24 +432,26 @@ fn arrival_time(record: &KinesisEventRecord) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(nanos).ok().and_then(checked_utc)
 }
 
-fn decode_record(
-    record: &KinesisEventRecord,
-    batch_shard: &str,
-    processed_at: OffsetDateTime,
-    rules: &Rules,
-) -> Decoded {
-    let kinesis = &record.kinesis;
+fn decode_unit(unit: &Unit<'_>, batch_shard: &str, processed_at: OffsetDateTime, rules: &Rules) -> Decoded {
+    let record = unit.record;
     // Without its shard a record's stream position, and so its identity as a delivery, is
     // unknown: storing it could count a redelivery as a duplicate.
     let Some(shard_id) = shard_of(record) else {
         let reason = "the record has no eventID naming its shard".to_owned();
-        return Decoded::Poison(poison_message(reason, record, batch_shard), None);
+        return Decoded::Poison(unit.poison_message(reason, batch_shard), None);
     };
-    let position = Position { shard_id, sequence_number: kinesis.sequence_number.clone() };
+    if let Part::Broken(error) = &unit.part {
+        return Decoded::Poison(unit.poison_message(error.to_string(), batch_shard), None);
+    }
+    let position = Position {
+        shard_id,
+        sequence_number: record.kinesis.sequence_number.clone(),
+        sub_sequence_number: unit.sub_sequence_number(),
+    };
     let arrival = Arrival { at: arrival_time(record), position: &position, rules };
-    let stream_record = match StreamRecord::decode_arrived(&kinesis.data, &arrival) {
+    let stream_record = match StreamRecord::decode_arrived(unit.data(), &arrival) {
         Ok(stream_record) => stream_record,
-        Err(error) => return Decoded::Poison(poison_message(error.to_string(), record, batch_shard), None),
+        Err(error) => return Decoded::Poison(unit.poison_message(error.to_string(), batch_shard), None),
     };
     // Another producer's record can hold what ingest would refuse: an item DynamoDB cannot
     // store would fail its whole commit group, every time. Sized with the longest metadata
@@ -372,7 +459,7 @@ fn decode_record(
     // next.
     if let Err(size) = fits_in_an_item(&stream_record) {
         let reason = format!("the stored item could be {size} bytes; DynamoDB's item limit is {MAX_ITEM_BYTES}");
-        return Decoded::Poison(poison_message(reason, record, batch_shard), stream_record.ingest_id);
+        return Decoded::Poison(unit.poison_message(reason, batch_shard), stream_record.ingest_id);
     }
     let event = ProcessedEvent::from_record(stream_record, position, processed_at);
     Decoded::Event(event)
@@ -382,6 +469,7 @@ fn decode_record(
 mod tests {
     use super::*;
     use crate::memory::{MemoryDeadLetters, MemoryReference, MemoryStore};
+    use eventline_model::EventId;
     use eventline_model::memory::MemoryStream;
     use eventline_model::sink::PutFailure;
     use std::sync::Arc;
@@ -582,6 +670,245 @@ mod tests {
     async fn empty_batch_is_fine() {
         let response = transform().handle(KinesisEvent::default()).await;
         assert!(response.batch_item_failures.is_empty());
+    }
+
+    /// Records another producer wrote, one holding each `data`, at stream positions no
+    /// earlier batch used.
+    fn records_holding(data: Vec<Vec<u8>>) -> KinesisEvent {
+        static NEXT_SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(100);
+        let mut event = fixture("transform-kinesis-sam-generated.json");
+        let template = event.records[0].clone();
+        event.records = data
+            .into_iter()
+            .map(|data| {
+                let mut record = template.clone();
+                let n = NEXT_SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let sequence = format!("4965600000000000000000000000000000000000000000000{n:04}");
+                record.kinesis.sequence_number = sequence.clone();
+                record.event_id = Some(format!("shardId-000000000000:{sequence}"));
+                *record.kinesis.data = data;
+                record
+            })
+            .collect();
+        event
+    }
+
+    /// An aggregated record of user records holding these texts, with keys `pk-0`, `pk-1`...
+    fn aggregate_of(texts: &[&str]) -> Vec<u8> {
+        let users: Vec<UserRecord> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| UserRecord {
+                partition_key: format!("pk-{i}"),
+                explicit_hash_key: None,
+                data: text.as_bytes().to_vec(),
+            })
+            .collect();
+        kpl::aggregate(&users)
+    }
+
+    fn event_with_id(id: &str) -> String {
+        format!(r#"{{"id":"{id}","source":"kpl","payload":"{id}"}}"#)
+    }
+
+    /// An ordinary record, an aggregate of `a-1`, `a-2`, `a-3`, and an ordinary record.
+    fn around_an_aggregate() -> KinesisEvent {
+        let users = [event_with_id("a-1"), event_with_id("a-2"), event_with_id("a-3")];
+        records_holding(vec![
+            event_with_id("o-1").into_bytes(),
+            aggregate_of(&users.each_ref().map(String::as_str)),
+            event_with_id("o-2").into_bytes(),
+        ])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_user_record_of_an_aggregated_record_is_an_event_of_its_own() {
+        let t = transform();
+        let event = fixture("transform-kinesis-kpl-aggregated.json");
+        let (response, report) = t.process(&event.records).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!((report.records, report.units, report.stored), (2, 4, 4));
+        assert_eq!(counts(&t), (4, 0, 0));
+        assert!(t.dead_letters.sent().is_empty());
+        let published = t.output.taken_json();
+        assert_eq!(published[0]["id"], "k-1");
+        assert!(published[0].get("sub_sequence_number").is_none(), "an ordinary record has none");
+        let aggregate = event.records[1].kinesis.sequence_number.as_str();
+        let users = &published[1..];
+        assert!(users.iter().all(|r| r["sequence_number"] == aggregate), "{users:?}");
+        assert_eq!(
+            users.iter().map(|r| r["sub_sequence_number"].as_u64()).collect::<Vec<_>>(),
+            [Some(0), Some(1), Some(2)]
+        );
+        assert_eq!((users[0]["id"].as_str(), users[0]["payload"].as_str()), (Some("kpl-1"), Some("FIRST")));
+        assert_eq!((users[1]["id"].as_str(), users[1]["user_id"].as_str()), (Some("kpl-2"), Some("user-2")));
+        // Without an id: one derived from the shard, the aggregate's sequence number and the index.
+        let derived = EventId::derived_from(&format!("shardId-000000000000:{aggregate}:2"));
+        assert_eq!(users[2]["id"], derived.as_str());
+        assert_eq!(users[2]["received_at"], "2015-04-09T00:00:00Z", "the aggregate's arrival");
+
+        // Lambda delivering the batch again stores and counts nothing again.
+        let (response, report) = t.process(&event.records).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!((report.stored, report.redelivered, report.duplicates), (0, 4, 0));
+        assert_eq!(counts(&t), (4, 0, 0));
+        assert_eq!(t.store.stored_events(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_aggregate_put_again_counts_its_events_as_duplicates() {
+        let t = transform();
+        let data = aggregate_of(&[&event_with_id("a-1"), &event_with_id("a-2")]);
+        t.handle(records_holding(vec![data.clone()])).await;
+        // The same bytes at a new sequence number, as a producer retrying its put writes them.
+        let (_, report) = t.process(&records_holding(vec![data]).records).await;
+        assert_eq!((report.stored, report.duplicates), (0, 2));
+        assert_eq!(counts(&t), (2, 2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn siblings_of_one_identity_are_an_event_and_a_duplicate_not_a_redelivery() {
+        let t = transform();
+        let event = records_holding(vec![aggregate_of(&[&event_with_id("a-1"), &event_with_id("a-1")])]);
+        t.handle(event.clone()).await;
+        assert_eq!(counts(&t), (1, 1, 0));
+        t.handle(event).await;
+        assert_eq!(counts(&t), (1, 1, 0), "a redelivery counts neither again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_aggregated_record_that_cannot_be_read_is_dead_lettered_whole() {
+        let good = aggregate_of(&[&event_with_id("a-1"), &event_with_id("a-2")]);
+        let mut digest_fails = good.clone();
+        *digest_fails.last_mut().unwrap() ^= 1;
+        let truncated = good[..good.len() - 1].to_vec();
+        let too_short = kpl::MAGIC.to_vec();
+        let message = [0x1A, 0x05, 0x08]; // a user record longer than the message
+        let undecodable = [&kpl::MAGIC[..], &message, md5_of(&message).as_slice()].concat();
+        for (broken, reason) in [
+            (digest_fails, "does not match its MD5 digest"),
+            (truncated, "does not match its MD5 digest"),
+            (too_short, "too short for its digest"),
+            (undecodable, "does not decode"),
+        ] {
+            let t = transform();
+            let event = records_holding(vec![
+                event_with_id("before").into_bytes(),
+                broken.clone(),
+                event_with_id("after").into_bytes(),
+            ]);
+            let (response, report) = t.process(&event.records).await;
+            assert!(response.batch_item_failures.is_empty(), "poison must not block the shard");
+            assert_eq!((report.units, report.poison), (3, 1));
+            assert_eq!(counts(&t), (2, 0, 1), "{reason}");
+            let sent = t.dead_letters.sent();
+            assert_eq!(sent.len(), 1);
+            assert!(sent[0].reason.contains(reason), "{}", sent[0].reason);
+            assert_eq!(sent[0].data, broken, "the record whole");
+            assert_eq!(sent[0].sequence_number, event.records[1].kinesis.sequence_number);
+            assert_eq!(sent[0].sub_sequence_number, None);
+            t.handle(event).await;
+            assert_eq!(counts(&t), (2, 0, 1), "a redelivery counts it once");
+        }
+    }
+
+    fn md5_of(data: &[u8]) -> Vec<u8> {
+        use md5::Digest;
+        md5::Md5::digest(data).to_vec()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_record_that_is_no_event_is_dead_lettered_alone() {
+        let t = transform();
+        let event = records_holding(vec![aggregate_of(&[&event_with_id("a-1"), "not json", &event_with_id("a-3")])]);
+        let response = t.handle(event.clone()).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(counts(&t), (2, 0, 1));
+        let sent = t.dead_letters.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].data.as_slice(), sent[0].partition_key.as_str()), (&b"not json"[..], "pk-1"));
+        assert_eq!(sent[0].sequence_number, event.records[0].kinesis.sequence_number);
+        assert_eq!(sent[0].sub_sequence_number, Some(1));
+        assert!(sent[0].object_key().ends_with("/1"), "{}", sent[0].object_key());
+        t.handle(event).await;
+        assert_eq!(counts(&t), (2, 0, 1), "a redelivery counts nothing again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_record_the_table_refuses_is_dead_lettered_alone() {
+        let mut t = transform();
+        t.store = MemoryStore::refusing_ids(&["bad"]);
+        let event = records_holding(vec![aggregate_of(&[
+            &event_with_id("ok-1"),
+            &event_with_id("bad"),
+            &event_with_id("ok-2"),
+        ])]);
+        let response = t.handle(event.clone()).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(counts(&t), (2, 0, 1));
+        let sent = t.dead_letters.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].data, event_with_id("bad").as_bytes());
+        assert_eq!(sent[0].sub_sequence_number, Some(1));
+        assert_eq!(t.output.taken_json().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_a_user_record_is_not_published_the_aggregate_is_retried_and_counted_once() {
+        let mut t = transform();
+        let refusing = Arc::new(AtomicBool::new(true));
+        let refuses = refusing.clone();
+        t.output = MemoryStream::refusing(move |record| {
+            let json: serde_json::Value = serde_json::from_slice(&record.data).unwrap();
+            (refuses.load(Ordering::SeqCst) && json["id"] == "a-2")
+                .then(|| PutFailure { code: "InternalFailure".into(), message: "down".into() })
+        });
+        let event = around_an_aggregate();
+        let (response, report) = t.process(&event.records).await;
+        assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()], "the aggregate's");
+        assert_eq!((report.retry_from, report.stored), (Some(1), 2), "what is reported is finished");
+        refusing.store(false, Ordering::SeqCst);
+        let mut retry = event.clone();
+        retry.records.remove(0);
+        let (response, report) = t.process(&retry.records).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(report.redelivered, 4, "the aggregate's user records and the record after it");
+        assert_eq!(counts(&t), (5, 0, 0));
+        let ids: HashSet<String> = t.output.taken_json().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids.len(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_store_stops_inside_an_aggregate_the_aggregate_is_retried() {
+        let t = transform();
+        let event = around_an_aggregate();
+        t.store.fail_next_commit_after(2);
+        let (response, report) = t.process(&event.records).await;
+        assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()]);
+        assert_eq!((report.stored, report.retry_from), (2, Some(1)), "o-1 and a-1 are finished");
+        let mut retry = event.clone();
+        retry.records.remove(0);
+        let (response, report) = t.process(&retry.records).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!((report.redelivered, report.stored), (1, 3));
+        assert_eq!(counts(&t), (5, 0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_aggregate_holds_no_event_and_holds_up_nothing() {
+        let mut t = transform();
+        t.output =
+            MemoryStream::refusing(|_| Some(PutFailure { code: "InternalFailure".into(), message: "down".into() }));
+        let event = records_holding(vec![aggregate_of(&[]), event_with_id("o-1").into_bytes()]);
+        let (response, report) = t.process(&event.records).await;
+        assert_eq!(report.units, 1);
+        assert_eq!(failure_ids(&response), [event.records[1].kinesis.sequence_number.clone()], "not the empty one");
+        assert_eq!(counts(&t), (1, 0, 0));
+        assert!(t.dead_letters.sent().is_empty());
+        t.output = MemoryStream::new();
+        let (response, report) = t.process(&event.records).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!((report.records, report.redelivered), (2, 1));
     }
 
     /// A batch of records as ingest writes them, one per `(id, ingest id)`, in order, at

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use eventline_model::reference::ReferenceError;
 use eventline_model::reference::UserMeta;
 use eventline_model::window::Bucket;
-use eventline_model::{IngestId, Provenance, UserId};
+use eventline_model::{IngestId, Position, Provenance, UserId};
 
 use crate::dead_letter::{DeadLetterError, DeadLetters, PoisonMessage};
 use crate::enrich::{Enricher, Lookup};
@@ -22,8 +22,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The record that stored an identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAt {
-    pub shard_id: String,
-    pub sequence_number: String,
+    pub position: Position,
     pub ingest_id: Option<IngestId>,
 }
 
@@ -118,26 +117,19 @@ impl MemoryStore {
     /// Stores or marks one entry; what the commit made of it.
     fn commit_entry(&self, entry: &Entry) -> Outcome {
         let (outcome, marker) = match entry {
-            Entry::Event { event, .. } if self.refused_ids.iter().any(|id| id == event.event.id.as_str()) => (
-                Outcome::Refused,
-                Some(format!("poison {}", marker_key(&event.ingest_id, &event.shard_id, &event.sequence_number))),
-            ),
+            Entry::Event { event, .. } if self.refused_ids.iter().any(|id| id == event.event.id.as_str()) => {
+                (Outcome::Refused, Some(format!("poison {}", marker_key(&event.ingest_id, &event.position()))))
+            }
             Entry::Event { event, .. } => {
                 let key = format!("{}#{}", event.event.source, event.event.id);
                 let mut events = lock(&self.events);
                 match events.get(&key) {
                     None => {
-                        let at = StoredAt {
-                            shard_id: event.shard_id.clone(),
-                            sequence_number: event.sequence_number.clone(),
-                            ingest_id: event.ingest_id.clone(),
-                        };
+                        let at = StoredAt { position: event.position(), ingest_id: event.ingest_id.clone() };
                         events.insert(key, (at, event.provenance.clone()));
                         (Outcome::Stored, None)
                     }
-                    Some((at, _)) if at.shard_id == event.shard_id && at.sequence_number == event.sequence_number => {
-                        (Outcome::Redelivered, None)
-                    }
+                    Some((at, _)) if at.position == event.position() => (Outcome::Redelivered, None),
                     Some((at, _)) if at.ingest_id.is_some() && event.ingest_id == at.ingest_id => {
                         (Outcome::Redelivered, None)
                     }
@@ -145,16 +137,13 @@ impl MemoryStore {
                         let other = matches!((stored, &event.provenance), (Some(a), Some(b)) if a != b);
                         (
                             if other { Outcome::Conflict } else { Outcome::Duplicate },
-                            Some(format!(
-                                "dup {}",
-                                marker_key(&event.ingest_id, &event.shard_id, &event.sequence_number)
-                            )),
+                            Some(format!("dup {}", marker_key(&event.ingest_id, &event.position()))),
                         )
                     }
                 }
             }
-            Entry::Poison { ingest_id, shard_id, sequence_number } => {
-                (Outcome::Failed, Some(format!("poison {}", marker_key(ingest_id, shard_id, sequence_number))))
+            Entry::Poison { ingest_id, position } => {
+                (Outcome::Failed, Some(format!("poison {}", marker_key(ingest_id, position))))
             }
             Entry::Copy => (Outcome::AlreadyCounted, None),
         };
@@ -177,11 +166,11 @@ impl MemoryStore {
 }
 
 /// A marker's key, as in the table: the ingest id, or the stream position of a record
-/// another producer wrote.
-fn marker_key(ingest_id: &Option<IngestId>, shard: &str, sequence: &str) -> String {
+/// another producer wrote (a user record's with its index in the aggregate).
+fn marker_key(ingest_id: &Option<IngestId>, position: &Position) -> String {
     match ingest_id {
         Some(id) => id.to_string(),
-        None => format!("{shard}#{sequence}"),
+        None => format!("{}#{}#{:?}", position.shard_id, position.sequence_number, position.sub_sequence_number),
     }
 }
 

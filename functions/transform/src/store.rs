@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use eventline_model::aggregate::{AggregateTally, Granularity, Period, measures_of};
 use eventline_model::outcomes::Outcomes;
 use eventline_model::window::{Bucket, Tally, is_bucketed};
-use eventline_model::{IngestId, ProcessedEvent, UserId};
+use eventline_model::{IngestId, Position, ProcessedEvent, UserId};
 
 /// One thing to commit for one stream record.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,8 +22,9 @@ pub enum Entry {
     /// A second copy of an earlier record of the same batch, put twice by ingest (same
     /// ingest id): nothing to write or count.
     Copy,
-    /// A record that could not be processed and went to the dead-letter queue.
-    Poison { ingest_id: Option<IngestId>, shard_id: String, sequence_number: String },
+    /// A record (or a user record of an aggregated record) that could not be processed and
+    /// went to the dead-letter queue.
+    Poison { ingest_id: Option<IngestId>, position: Position },
 }
 
 impl Entry {
@@ -225,7 +226,7 @@ pub(crate) mod test_entries {
     use super::*;
 
     pub fn poison(i: usize) -> Entry {
-        Entry::Poison { ingest_id: None, shard_id: "s".into(), sequence_number: i.to_string() }
+        Entry::Poison { ingest_id: None, position: Position::of_record("s", i.to_string()) }
     }
 
     pub fn event_at(id: usize, second: i64, event_type: &str) -> Entry {
@@ -238,7 +239,7 @@ pub(crate) mod test_entries {
         let raw = serde_json::value::RawValue::from_string(text).unwrap();
         let event = eventline_model::parse_event(&raw, &eventline_model::Rules::default(), now).unwrap();
         let record = eventline_model::StreamRecord { event, received_at: now, ingest_id: None, provenance: None };
-        let position = eventline_model::Position { shard_id: "s".into(), sequence_number: id.to_string() };
+        let position = Position::of_record("s", id.to_string());
         Entry::event(ProcessedEvent::from_record(record, position, now))
     }
 }

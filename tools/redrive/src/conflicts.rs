@@ -33,6 +33,8 @@ pub struct Conflict {
     /// Where the copy sat in the ingest stream.
     pub shard_id: String,
     pub sequence_number: String,
+    /// A user record of an aggregated record: its index there.
+    pub sub_sequence_number: Option<u64>,
     pub ingest_id: Option<String>,
     /// The copy as it would have been stored (JSON), unless it was too large to keep.
     pub copy: Option<String>,
@@ -45,7 +47,11 @@ impl fmt::Display for Conflict {
         writeln!(f, "{}  {}/{}", self.judged_at, self.source, self.id)?;
         writeln!(f, "  copy:    from {}  digest {}", or_unknown(&self.sender), or_unknown(&self.digest))?;
         writeln!(f, "  stored:  from {}  digest {}", or_unknown(&self.stored_sender), or_unknown(&self.stored_digest))?;
-        writeln!(f, "  arrived: {} at {} #{}", or_unknown(&self.received_at), self.shard_id, self.sequence_number)?;
+        write!(f, "  arrived: {} at {} #{}", or_unknown(&self.received_at), self.shard_id, self.sequence_number)?;
+        match self.sub_sequence_number {
+            Some(index) => writeln!(f, ", user record {index} of the aggregated record")?,
+            None => writeln!(f)?,
+        }
         match &self.copy {
             Some(copy) => writeln!(f, "  event:   {copy}"),
             None => writeln!(
@@ -127,6 +133,10 @@ pub async fn list(
                 stored_digest: original.and_then(|o| text(o, attr::DIGEST)),
                 shard_id: text(item, attr::SHARD_ID).unwrap_or_default(),
                 sequence_number: text(item, attr::SEQUENCE_NUMBER).unwrap_or_default(),
+                sub_sequence_number: item
+                    .get(attr::SUB_SEQUENCE_NUMBER)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok()),
                 ingest_id: text(item, attr::INGEST_ID),
                 copy: text(item, attr::COPY),
                 copy_bytes: item
@@ -160,6 +170,7 @@ mod tests {
             stored_digest: None,
             shard_id: "shardId-000000000000".into(),
             sequence_number: "4965".into(),
+            sub_sequence_number: None,
             ingest_id: None,
             copy: None,
             copy_bytes: 300_000,
@@ -169,6 +180,8 @@ mod tests {
         assert!(shown.contains("from arn:aws:iam::123456789012:user/bob"), "{shown}");
         assert!(shown.contains("stored:  from arn:aws:iam::123456789012:user/alice  digest (unknown)"), "{shown}");
         assert!(shown.contains("300000 bytes, too large to keep"), "{shown}");
-        assert!(shown.contains("shardId-000000000000 #4965"), "{shown}");
+        assert!(shown.contains("shardId-000000000000 #4965\n"), "{shown}");
+        let user_record = Conflict { sub_sequence_number: Some(2), ..conflict };
+        assert!(user_record.to_string().contains("#4965, user record 2 of the aggregated record\n"));
     }
 }

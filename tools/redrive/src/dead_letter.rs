@@ -17,6 +17,9 @@ struct Wire {
     reason: String,
     shard_id: String,
     sequence_number: String,
+    /// A user record of an aggregated record: its index there.
+    #[serde(default)]
+    sub_sequence_number: Option<u64>,
     partition_key: String,
     #[serde(default)]
     data_base64: Option<String>,
@@ -109,7 +112,11 @@ pub fn parse(body: &str) -> Result<DeadLetter, Unusable> {
     };
     Ok(DeadLetter {
         reason: wire.reason,
-        position: Position { shard_id: wire.shard_id, sequence_number: wire.sequence_number },
+        position: Position {
+            shard_id: wire.shard_id,
+            sequence_number: wire.sequence_number,
+            sub_sequence_number: wire.sub_sequence_number,
+        },
         partition_key: wire.partition_key,
         data,
     })
@@ -137,6 +144,9 @@ mod tests {
         assert_eq!(letter.reason, "record data is not valid UTF-8 (byte 28)");
         assert_eq!(letter.position.shard_id, "shardId-000000000001");
         assert_eq!(letter.position.sequence_number, "49590338271490256608559692538361571095921575989136588898");
+        assert_eq!(letter.position.sub_sequence_number, None);
+        let user = parse(&message.of_user_record(4).body(None)).unwrap();
+        assert_eq!(user.position.sub_sequence_number, Some(4), "a user record of an aggregated record");
     }
 
     #[test]

@@ -2,11 +2,16 @@
 //! gives up on a Kinesis batch: an invocation record whose `payload` is the whole invocation
 //! event (as JSON text, or as an object), under
 //! `aws/lambda/<mapping id>/<shard id>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<uuid>`.
+//!
+//! A record in the KPL's aggregated format is read as its user records, each a record of its
+//! own at the aggregate's position and its index there, as the transform reads it: so each
+//! goes back alone, and one without `id` keeps the id the transform derived from that position.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use eventline_model::Position;
 use eventline_model::event::arrival_time;
+use eventline_model::kpl;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
@@ -16,7 +21,8 @@ use time::OffsetDateTime;
 pub struct FailureRecord {
     /// Why the mapping gave up: `RetryAttemptsExhausted`, `RecordAgeExceeded`, ...
     pub condition: String,
-    /// Each record of the batch, or why it cannot be re-submitted.
+    /// Each record of the batch (each user record of an aggregated record), or why it cannot
+    /// be re-submitted.
     pub records: Vec<Result<GivenUpRecord, String>>,
 }
 
@@ -96,13 +102,31 @@ pub fn parse(body: &[u8]) -> Result<FailureRecord, String> {
     let event: InvocationEvent<'_> =
         serde_json::from_str(&text).map_err(|e| format!("payload is not a Kinesis invocation event: {e}"))?;
     let batch_shard = record.batch_info.and_then(|b| b.shard_id);
-    let records = event
-        .records
-        .iter()
-        .enumerate()
-        .map(|(index, raw)| given_up_record(raw, batch_shard.as_deref()).map_err(|e| format!("record {index}: {e}")))
-        .collect();
+    let mut records = Vec::with_capacity(event.records.len());
+    for (index, raw) in event.records.iter().enumerate() {
+        match given_up_record(raw, batch_shard.as_deref()) {
+            Ok(record) => records.extend(user_records(record).into_iter().map(Ok)),
+            Err(e) => records.push(Err(format!("record {index}: {e}"))),
+        }
+    }
     Ok(FailureRecord { condition, records })
+}
+
+/// The user records of an aggregated record, each at its index in the aggregate; any other
+/// record (one that is poison as a whole too: the transform judges it again) as it is.
+fn user_records(record: GivenUpRecord) -> Vec<GivenUpRecord> {
+    let Ok(Some(users)) = kpl::deaggregate(&record.data) else {
+        return vec![record];
+    };
+    (0..)
+        .zip(users)
+        .map(|(index, user)| GivenUpRecord {
+            partition_key: user.partition_key,
+            data: user.data,
+            position: record.position.clone().map(|position| Position { sub_sequence_number: Some(index), ..position }),
+            arrival: record.arrival,
+        })
+        .collect()
 }
 
 fn given_up_record(raw: &RawValue, batch_shard: Option<&str>) -> Result<GivenUpRecord, String> {
@@ -118,7 +142,7 @@ fn given_up_record(raw: &RawValue, batch_shard: Option<&str>) -> Result<GivenUpR
         .and_then(|id| id.split_once(':'))
         .map(|(shard, _)| shard.to_owned())
         .or_else(|| batch_shard.map(str::to_owned));
-    let position = shard_id.map(|shard_id| Position { shard_id, sequence_number: kinesis.sequence_number });
+    let position = shard_id.map(|shard_id| Position::of_record(shard_id, kinesis.sequence_number));
     let arrival = kinesis.approximate_arrival_timestamp.as_ref().and_then(arrival_time);
     Ok(GivenUpRecord { partition_key: kinesis.partition_key, data, position, arrival })
 }
@@ -182,6 +206,32 @@ mod tests {
         let position = records[1].position.clone().unwrap();
         assert_eq!((position.shard_id.as_str(), position.sequence_number.as_str()), ("shardId-000000000002", "2"));
         assert_eq!(records[0].arrival, Some(time::macros::datetime!(2025-11-30 10:00:00.125 UTC)));
+    }
+
+    #[test]
+    fn an_aggregated_record_goes_back_as_its_user_records_each_at_its_index() {
+        let users = [
+            kpl::UserRecord { partition_key: "u-1".into(), explicit_hash_key: None, data: b"{\"id\":\"a\"}".to_vec() },
+            kpl::UserRecord { partition_key: "u-2".into(), explicit_hash_key: None, data: b"{}".to_vec() },
+        ];
+        let aggregated = json!({"Records": [kinesis_record(&kpl::aggregate(&users), "5"), kinesis_record(b"{}", "6")]});
+        let parsed = parse(&object(aggregated)).unwrap();
+        let records: Vec<GivenUpRecord> = parsed.records.into_iter().map(Result::unwrap).collect();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[2].position.clone().unwrap(), Position::of_record("shardId-000000000002", "6"));
+        for (index, (record, user)) in records.iter().zip(&users).enumerate() {
+            assert_eq!((&record.partition_key, &record.data), (&user.partition_key, &user.data));
+            let position = record.position.clone().unwrap();
+            assert_eq!((position.sequence_number.as_str(), position.sub_sequence_number), ("5", Some(index as u64)));
+        }
+        // One that cannot be read goes back whole, as any record the transform did not judge.
+        let mut broken = kpl::aggregate(&users);
+        let last = broken.len() - 1;
+        broken[last] ^= 1;
+        let event = json!({"Records": [kinesis_record(&broken, "6")]});
+        let parsed = parse(&object(event)).unwrap();
+        assert_eq!(parsed.records.len(), 1);
+        assert_eq!(parsed.records[0].as_ref().unwrap().data, broken);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! Members are rewritten from their raw text: every value stays byte for byte.
 
 use eventline_model::json::Members;
-use eventline_model::{EventId, Position, format_rfc3339};
+use eventline_model::{Position, format_rfc3339};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
@@ -81,7 +81,7 @@ pub fn prepare(
                     .to_owned());
             };
             // The id the transform derives for an event without one (`Arrival` in the model).
-            let id = EventId::derived_from(&format!("{}:{}", position.shard_id, position.sequence_number));
+            let id = position.derived_event_id();
             added.push(("id", Value::from(id.as_str()).to_string()));
             adjustments.id_added = true;
         }
@@ -126,7 +126,7 @@ mod tests {
     const INGEST_SHAPED: &str = r#"{"id":"e-1","source":"web","type":"t","timestamp":"2026-11-30T10:00:00Z","data":{"n":1.50,"big":123456789012345678901234567890,"s":"\u00e9"},"received_at":"2026-11-30T10:00:01Z","ingest_id":"4f1c"}"#;
 
     fn position(sequence_number: &str) -> Position {
-        Position { shard_id: "shardId-000000000000".into(), sequence_number: sequence_number.into() }
+        Position::of_record("shardId-000000000000", sequence_number)
     }
 
     fn prepared(data: &str, origin: Origin) -> Prepared {
@@ -192,6 +192,38 @@ mod tests {
         assert_eq!(again.event.timestamp, original.event.timestamp);
         assert_eq!(again.event.payload.as_deref(), Some("hi"));
         assert_eq!(again.ingest_id, None);
+    }
+
+    #[test]
+    fn a_user_record_of_an_aggregate_keeps_the_id_its_index_there_gave_it() {
+        let data = br#"{"source":"kpl"}"#;
+        let user = Position { sub_sequence_number: Some(2), ..position("7") };
+        let rules = Rules::default();
+        let arrived = datetime!(2026-11-30 10:00:00.5 UTC);
+        let original =
+            StreamRecord::decode_arrived(data, &Arrival { at: Some(arrived), position: &user, rules: &rules }).unwrap();
+        let prepared = prepare(data, Origin::DeadLettered, Some(&user), None).unwrap();
+        let again = StreamRecord::decode_arrived(
+            &prepared.data,
+            &Arrival { at: Some(arrived), position: &position("9000"), rules: &rules },
+        )
+        .unwrap();
+        assert_eq!(again.event.id, original.event.id);
+        assert_ne!(
+            again.event.id,
+            prepare(data, Origin::DeadLettered, Some(&position("7")), None)
+                .map(|p| {
+                    StreamRecord::decode_arrived(
+                        &p.data,
+                        &Arrival { at: Some(arrived), position: &position("1"), rules: &rules },
+                    )
+                    .unwrap()
+                    .event
+                    .id
+                })
+                .unwrap(),
+            "its siblings' and the aggregate's own differ"
+        );
     }
 
     #[test]
