@@ -60,7 +60,7 @@ bench-generate:
 # nightly-only rustc flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
 # FUZZ_BUILD_FLAGS=--no-default-features leaves out the DynamoDB item checks and the AWS SDK
 # they need, for a much shorter cold build.
-FUZZ_TARGETS       := event stream_record
+FUZZ_TARGETS       := event stream_record kpl
 FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 15
 FUZZ_BUILD_FLAGS   ?=
