@@ -1,7 +1,8 @@
 //! CPU per batch: the transform handler on one Kinesis batch of 100 records as ingest writes
 //! them, through its ports with the in-memory adapters the unit tests use (a fresh store per
 //! iteration, so every record is stored, not recognised as a redelivery; an output stream
-//! that keeps nothing).
+//! that keeps nothing); and on the same 100 events as user records of 4 KPL aggregated
+//! records.
 //!
 //! `cargo bench -p eventline-transform --bench transform_batch`
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::KinesisEventRecord;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use eventline_model::kpl::{self, UserRecord};
 use eventline_model::memory::MemoryStream;
 use eventline_model::retry::Backoff;
 use eventline_model::{Rules, format_rfc3339};
@@ -19,6 +21,8 @@ use eventline_transform::handler::Transform;
 use eventline_transform::memory::{MemoryDeadLetters, MemoryReference, MemoryStore};
 
 const RECORDS: usize = 100;
+/// User records per aggregated record.
+const PER_AGGREGATE: usize = 25;
 
 type MemoryTransform = Transform<MemoryStore, MemoryStream, MemoryDeadLetters, MemoryReference>;
 
@@ -54,8 +58,8 @@ fn base64_of(data: &[u8]) -> String {
 }
 
 /// 100 call-detail events as ingest writes them: received now, a user, a payload and three
-/// numeric measures each.
-fn ordinary_records() -> Vec<KinesisEventRecord> {
+/// numeric measures each; with their partition keys.
+fn events() -> Vec<(String, Vec<u8>)> {
     let now = format_rfc3339(time::OffsetDateTime::now_utc());
     (0..RECORDS)
         .map(|i| {
@@ -66,22 +70,36 @@ fn ordinary_records() -> Vec<KinesisEventRecord> {
                 "timestamp": now, "received_at": now, "ingest_id": format!("{i:032x}"), "payload": "cell 4711",
                 "data": {"duration_seconds": i % 300, "bytes_up": i * 10, "bytes_down": i * 40},
             });
-            record(i, &user, line.to_string().into_bytes())
+            (user, line.to_string().into_bytes())
         })
         .collect()
 }
 
+/// A record per event.
+fn ordinary_records() -> Vec<KinesisEventRecord> {
+    events().into_iter().enumerate().map(|(i, (key, data))| record(i, &key, data)).collect()
+}
+
+/// The events as user records of aggregated records, [`PER_AGGREGATE`] in each.
+fn aggregated_records() -> Vec<KinesisEventRecord> {
+    let users: Vec<UserRecord> = events()
+        .into_iter()
+        .map(|(partition_key, data)| UserRecord { partition_key, explicit_hash_key: None, data })
+        .collect();
+    users.chunks(PER_AGGREGATE).enumerate().map(|(i, chunk)| record(i, "aggregate", kpl::aggregate(chunk))).collect()
+}
+
 fn transform_batch(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime");
-    let records = ordinary_records();
-    let (response, report) = runtime.block_on(transform().process(&records));
-    assert!(response.batch_item_failures.is_empty(), "the benchmark's batch is processed whole");
-    assert_eq!(report.stored, RECORDS, "every record of the benchmark's batch is stored");
-
     let mut group = c.benchmark_group("transform_batch");
-    group.bench_function("ordinary_records", |b| {
-        b.iter_batched(transform, |t| runtime.block_on(t.process(&records)), BatchSize::SmallInput)
-    });
+    for (name, records) in [("ordinary_records", ordinary_records()), ("aggregated_records", aggregated_records())] {
+        let (response, report) = runtime.block_on(transform().process(&records));
+        assert!(response.batch_item_failures.is_empty(), "the benchmark's batch is processed whole");
+        assert_eq!(report.stored, RECORDS, "every event of the benchmark's batch is stored");
+        group.bench_function(name, |b| {
+            b.iter_batched(transform, |t| runtime.block_on(t.process(&records)), BatchSize::SmallInput)
+        });
+    }
     group.finish();
 }
 
