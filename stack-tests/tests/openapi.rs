@@ -1,6 +1,7 @@
 //! `openapi.yaml` against what is served: the document lists exactly the template's routes,
 //! and schemathesis, driven by the document, finds no server error and no response that
-//! breaks it on a fresh local stack.
+//! breaks it on a fresh local stack, sending to every operation with the credentials it asks
+//! for: SigV4 signatures, and write keys made for the run.
 
 use eventline_stack_tests as common;
 
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{call, checkout, stack};
+use common::{call, checkout, read_stream, stack};
 use tokio::process::Command;
 
 /// Longest a schemathesis run may take before the test fails.
@@ -24,6 +25,13 @@ const MAX_EXAMPLES: &str = "100";
 /// table in place; `u-42` is the document's example user.
 const REFERENCE_TABLE: &str =
     r#"{"user_metadata": {"u-42": {"plan": "pro", "region": "eu-west"}}, "ts": "2026-11-30T12:00:00Z"}"#;
+
+/// The sources of the write keys made for the run: one sent in the `Authorization` header
+/// (Segment's `/v1/batch`, `/v1/track`, ...), one in the body (analytics.js's `/v1/b`, ...), so
+/// that the stream shows that both kinds of route stored calls. Each key has the highest rate
+/// a key may have, so that the run is never over it.
+const HEADER_KEY_SOURCE: &str = "openapi_header_key";
+const BODY_KEY_SOURCE: &str = "openapi_body_key";
 
 /// (METHOD, path) of every operation in `openapi.yaml`, read with the venv's PyYAML.
 const READ_OPERATIONS: &str = r#"
@@ -49,9 +57,10 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "413"]
 # left to not_a_server_error, which fails on any.)
 checks.negative_data_rejection.expected-statuses = ["207", "400", "413", "415", "5xx"]
 
-# Every operation but the health checks requires a SigV4 signature, which the hooks in
-# tests/schemathesis make: schemathesis generates no values of its own for it. A table whose
-# `ts` is not later than the current one's is refused with 409.
+# Every operation but the health checks and Segment's routes requires a SigV4 signature,
+# which the hooks in tests/schemathesis make; they send the run's write keys to Segment's
+# routes. Schemathesis generates no credentials of its own. A table whose `ts` is not later
+# than the current one's is refused with 409.
 [[operations]]
 include-operation-id = ["putReferenceUsers"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "409", "413"]
@@ -62,6 +71,26 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "409", "413"]
 [[operations]]
 include-operation-id = ["getUserEvents", "getUserAggregates", "getAggregates"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]
+
+# A Segment call is held, beyond the schema, to the rules of every event once mapped (its
+# timestamp, corrected for the client's clock, not ahead of the clock nor outside years
+# 0001-9999) and to 32 KiB: a schema-valid call may get a 400 or 413.
+[[operations]]
+include-operation-id = [
+    "postSegmentTrack", "postSegmentIdentify", "postSegmentPage", "postSegmentScreen",
+    "postSegmentGroup", "postSegmentAlias",
+    "postBrowserTrack", "postBrowserIdentify", "postBrowserPage", "postBrowserScreen",
+    "postBrowserGroup", "postBrowserAlias",
+]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "413"]
+
+# A batch is answered 200 as a whole, listing in `refused` the calls that can never be stored,
+# those that break the schema among them (Segment's SDKs would drop a batch answered 4xx); its
+# 500 KiB are beyond the schema.
+[[operations]]
+include-operation-id = ["postSegmentBatch", "postBrowserBatch"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "413"]
+checks.negative_data_rejection.expected-statuses = ["200", "400", "401", "403", "413", "415", "5xx"]
 "#;
 
 fn document() -> PathBuf {
@@ -128,7 +157,9 @@ async fn schemathesis_finds_no_server_error_and_every_response_conforms() {
         "{} is missing: `make test` installs requirements-dev.txt into .venv",
         schemathesis.display()
     );
-    let stack = stack(&[]).await;
+    // Browsers allowed from any origin: a write key may then name any origin, so that every
+    // key the document allows is made (the schema cannot know a deployment's origins).
+    let stack = stack(&[("CorsAllowedOrigins", "*")]).await;
     // Straight to the administrator function, as the gateway passes a request once its
     // signature verifies.
     let (status, body) = call(&stack, "PUT", "/reference/users", Some(REFERENCE_TABLE.to_owned())).await;
@@ -137,6 +168,8 @@ async fn schemathesis_finds_no_server_error_and_every_response_conforms() {
         (200, serde_json::json!({"generation": 1, "users": 1, "ts": "2026-11-30T12:00:00Z"})),
         "storing the reference table"
     );
+    let header_key = create_write_key(&stack, HEADER_KEY_SOURCE).await;
+    let body_key = create_write_key(&stack, BODY_KEY_SOURCE).await;
     let running = stack.spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
     let url = running.url();
 
@@ -197,8 +230,10 @@ async fn schemathesis_finds_no_server_error_and_every_response_conforms() {
         .env_remove("http_proxy")
         .env_remove("https_proxy")
         .env_remove("all_proxy")
-        // Signs every request as the document's `sigv4` scheme asks.
-        .env("SCHEMATHESIS_HOOKS", "sigv4_hooks")
+        // Signs every request as the document's `sigv4` scheme asks, and sends the write keys.
+        .env("SCHEMATHESIS_HOOKS", "eventline_hooks")
+        .env("EVENTLINE_HEADER_WRITE_KEY", &header_key)
+        .env("EVENTLINE_BODY_WRITE_KEY", &body_key)
         .env("PYTHONPATH", PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis"))
         .env("NO_PROXY", "127.0.0.1,localhost")
         .stdin(Stdio::null())
@@ -225,5 +260,29 @@ async fn schemathesis_finds_no_server_error_and_every_response_conforms() {
     // no event would have reached ingest.
     let (_, totals) = call(&stack, "GET", "/metrics", None).await;
     assert!(totals["events_received"].as_u64().unwrap_or(0) > 0, "no signed event got through: {totals}\n{report}");
+    // And the write keys were taken: calls sent with each are on the stream, under its source.
+    let records = read_stream(&stack, &stack.manifest.outputs["IngestStreamName"]).await;
+    let stored = |source: &str| {
+        records
+            .iter()
+            .filter_map(|record| serde_json::from_slice::<serde_json::Value>(record.data().as_ref()).ok())
+            .filter(|event| event["source"] == source)
+            .count()
+    };
+    for source in [HEADER_KEY_SOURCE, BODY_KEY_SOURCE] {
+        assert!(stored(source) > 0, "no call sent with the {source} write key got through\n{report}");
+    }
     println!("{report}");
+}
+
+/// A write key for `source`, made by the administrator function as the gateway passes a
+/// signed `POST /write-keys`: the key itself.
+async fn create_write_key(stack: &eventline_local::LocalStack, source: &str) -> String {
+    let body = serde_json::json!({"source": source, "events_per_second": 100_000}).to_string();
+    let request = common::request("POST", "/write-keys", Some(body));
+    let response = stack.functions.admin.handle(eventline_admin::routes::routed(request)).await;
+    let lambda_http::Body::Text(text) = response.body() else { panic!("a text answer") };
+    assert_eq!(response.status(), 201, "making a write key: {text}");
+    let made: serde_json::Value = serde_json::from_str(text).unwrap();
+    made["write_key"].as_str().expect("the key in the answer").to_owned()
 }
