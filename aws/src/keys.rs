@@ -17,6 +17,7 @@
 //! | per-second throughput | `RATE` | `{epoch second, 11 digits}#{shard}` |
 //! | write key | `WRITE_KEYS` | `{key id}` |
 //! | a write key's events in one second | `KEYRATE#{key id}` | `{epoch second, 11 digits}` |
+//! | a call a write key sent that was refused | `REFUSED#{source}#{digest}` | `REFUSED` |
 //!
 //! Window buckets and aggregates count by type, source (and plan, region) in attributes
 //! `t#{type}`, `s#{source}`, ... Each such breakdown keeps at most a configured number of keys
@@ -156,6 +157,11 @@ pub mod attr {
     pub const CREATED_AT: &str = "created_at";
     /// A write key's events in one second.
     pub const COUNT: &str = "count";
+    /// A refused call: the key that sent it, its messageId, why (JSON), the call itself.
+    pub const KEY_ID: &str = "key_id";
+    pub const MESSAGE_ID: &str = "message_id";
+    pub const ERRORS: &str = "errors";
+    pub const CALL: &str = "call";
 }
 
 /// The attribute holding the key count of the breakdown whose counters start with `prefix`.
@@ -188,6 +194,17 @@ pub fn key_rate_pk(key: &eventline_model::write_key::KeyId) -> String {
 
 pub fn key_rate_sk(second: i64) -> String {
     format!("{second:011}")
+}
+
+/// The `ByUser` index partition that lists refused calls (no user key starts so).
+pub const REFUSED_INDEX_PK: &str = "REFUSED";
+pub const REFUSED_SK: &str = "REFUSED";
+/// How long a refused call is kept: as long as the dead-letter queue keeps its messages.
+pub const REFUSED_TTL_SECONDS: i64 = 14 * 24 * 60 * 60;
+
+/// A refused call, keyed by its content: sent again, it is kept once.
+pub fn refused_pk(source: &Source, digest: &eventline_model::Digest) -> String {
+    format!("REFUSED#{source}#{digest}")
 }
 
 /// The `ByUser` index partition that lists conflict items (no user key starts so).

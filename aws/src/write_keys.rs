@@ -3,14 +3,17 @@
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 
 use crate::error_chain;
 use crate::item::{Item, n, s};
 use crate::keys::{self, attr};
 use eventline_model::event::Source;
+use eventline_model::event::sortable_timestamp;
 use eventline_model::rate::RateLedger;
-use eventline_model::write_key::{KeyGrant, KeyId, KeyStore, KeyStoreError, SecretHash, StoredKey};
+use eventline_model::write_key::{
+    KeyGrant, KeyId, KeyStore, KeyStoreError, RefusalLog, RefusedCall, SecretHash, StoredKey,
+};
 
 fn unavailable(error: impl std::error::Error + 'static) -> KeyStoreError {
     KeyStoreError(error_chain(&error))
@@ -103,6 +106,69 @@ impl KeyStore for DynamoKeys {
             .map_err(unavailable)?;
         Ok(output.attributes.is_some_and(|old| !old.is_empty()))
     }
+}
+
+/// BatchWriteItem's limit.
+const WRITE_BATCH: usize = 25;
+/// Tries of a batch's unprocessed items before giving up on them.
+const WRITE_TRIES: usize = 3;
+
+impl RefusalLog for DynamoKeys {
+    /// Each call as an item listed through the `ByUser` index (partition `REFUSED`, newest
+    /// last), beside the conflicts; kept [`keys::REFUSED_TTL_SECONDS`].
+    async fn keep(&self, calls: &[RefusedCall]) -> Result<(), KeyStoreError> {
+        for chunk in calls.chunks(WRITE_BATCH) {
+            let mut requests: Vec<WriteRequest> =
+                chunk.iter().map(refused_item).map(put_request).collect::<Result<_, _>>()?;
+            for attempt in 0..WRITE_TRIES {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table_name, requests)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                requests =
+                    output.unprocessed_items.and_then(|mut left| left.remove(&self.table_name)).unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt + 1 == WRITE_TRIES {
+                    return Err(KeyStoreError(format!(
+                        "{} refused calls left unwritten after {WRITE_TRIES} tries",
+                        requests.len()
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn put_request(item: Item) -> Result<WriteRequest, KeyStoreError> {
+    let put = PutRequest::builder().set_item(Some(item)).build().map_err(|e| KeyStoreError(e.to_string()))?;
+    Ok(WriteRequest::builder().put_request(put).build())
+}
+
+fn refused_item(call: &RefusedCall) -> Item {
+    let id = call.message_id.clone().unwrap_or_else(|| call.digest.to_string());
+    let mut item = Item::from([
+        (keys::PK.to_owned(), s(keys::refused_pk(&call.source, &call.digest))),
+        (keys::SK.to_owned(), s(keys::REFUSED_SK)),
+        (keys::USER_PK.to_owned(), s(keys::REFUSED_INDEX_PK)),
+        (keys::USER_SK.to_owned(), s(format!("{}#{}#{id}", sortable_timestamp(call.received_at), call.source))),
+        (attr::KEY_SOURCE.to_owned(), s(call.source.as_str())),
+        (attr::KEY_ID.to_owned(), s(call.key_id.as_str())),
+        (attr::RECEIVED_AT.to_owned(), s(eventline_model::format_rfc3339(call.received_at))),
+        (attr::ERRORS.to_owned(), s(serde_json::to_string(&call.errors).unwrap_or_default())),
+        (attr::CALL.to_owned(), s(&call.call)),
+        (keys::EXPIRES_AT.to_owned(), n(call.received_at.unix_timestamp() + keys::REFUSED_TTL_SECONDS)),
+    ]);
+    if let Some(message_id) = &call.message_id {
+        item.insert(attr::MESSAGE_ID.to_owned(), s(message_id));
+    }
+    item
 }
 
 fn stored_key(item: &Item) -> Result<StoredKey, KeyStoreError> {

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use crate::rate::RateLedger;
 use crate::sink::{OutRecord, PutFailure, RecordSink};
-use crate::write_key::{KeyGrant, KeyId, KeyStore, KeyStoreError, StoredKey};
+use crate::write_key::{KeyGrant, KeyId, KeyStore, KeyStoreError, RefusalLog, RefusedCall, StoredKey};
 
 /// Decides, per record, whether a [`MemoryStream`] refuses it, and with what.
 type Refusal = Box<dyn Fn(&OutRecord) -> Option<PutFailure> + Send + Sync>;
@@ -111,10 +111,30 @@ mod tests {
     }
 }
 
-/// Write keys in memory.
+/// Write keys in memory, with the calls their keys sent that were refused.
 #[derive(Default)]
 pub struct MemoryKeys {
     keys: Mutex<std::collections::BTreeMap<KeyId, StoredKey>>,
+    refused: Mutex<Vec<RefusedCall>>,
+}
+
+impl MemoryKeys {
+    /// The refused calls kept, in the order they came.
+    pub fn refused(&self) -> Vec<RefusedCall> {
+        self.refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+impl RefusalLog for MemoryKeys {
+    async fn keep(&self, calls: &[RefusedCall]) -> Result<(), KeyStoreError> {
+        let mut refused = self.refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for call in calls {
+            if !refused.iter().any(|kept| kept.digest == call.digest && kept.source == call.source) {
+                refused.push(call.clone());
+            }
+        }
+        Ok(())
+    }
 }
 
 impl KeyStore for MemoryKeys {

@@ -206,10 +206,11 @@ fn corrected_timestamp(
         }
     };
     let Some(timestamp) = read("timestamp", timestamp)? else { return Ok(received_at) };
-    Ok(match read("sentAt", sent_at)? {
-        Some(sent_at) => received_at - (sent_at - timestamp),
-        None => timestamp,
-    })
+    let Some(sent_at) = read("sentAt", sent_at)? else { return Ok(timestamp) };
+    received_at
+        .checked_sub(sent_at - timestamp)
+        .filter(|corrected| (1..=9999).contains(&corrected.year()))
+        .ok_or_else(|| refused("timestamp", Rule::Range, "corrected by sentAt, it lies outside 0001-9999"))
 }
 
 fn refused(field: &str, rule: Rule, message: impl Into<String>) -> FieldError {
@@ -318,6 +319,13 @@ mod tests {
         let without_sent_at =
             json!({"type": "track", "event": "e", "userId": "u", "timestamp": "2026-12-07T11:00:00Z"});
         assert_eq!(map(without_sent_at, None).unwrap()["timestamp"], "2026-12-07T11:00:00Z");
+        for (timestamp, sent_at) in
+            [("9999-12-31T00:00:00Z", "0001-01-01T00:00:00Z"), ("0001-01-01T00:00:00Z", "9999-12-31T00:00:00Z")]
+        {
+            let far = json!({"type": "track", "event": "e", "userId": "u", "timestamp": timestamp, "sentAt": sent_at});
+            let error = map(far, None).unwrap_err();
+            assert_eq!((error.field.as_str(), error.rule), ("timestamp", Rule::Range), "{timestamp} sent at {sent_at}");
+        }
         let bad = json!({"type": "track", "event": "e", "userId": "u", "timestamp": "yesterday"});
         assert_eq!(map(bad, None).unwrap_err().field, "timestamp");
     }

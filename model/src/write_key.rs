@@ -161,13 +161,17 @@ pub enum Denied {
     Origin(String),
 }
 
-/// The origins a request may come from: the key's own, or else the deployment's.
-/// `*` allows any. A request without an `Origin` header is not a browser's and passes
-/// (`Origin` can be forged outside browsers; the key's rate bounds what a copied key sends).
+/// Whether a request from `origin` may send with a key: the deployment must allow the origin
+/// (`CorsAllowedOrigins`), and so must the key when it names origins of its own (a key
+/// narrows, never widens). `*` allows any. A request without an `Origin` header is not a
+/// browser's and passes (`Origin` can be forged outside browsers; the key's rate bounds what
+/// a copied key sends).
 pub fn origin_allowed(origin: Option<&str>, key_origins: &[String], deployment_origins: &[String]) -> bool {
     let Some(origin) = origin.map(str::trim).filter(|o| !o.is_empty()) else { return true };
-    let allowed = if key_origins.is_empty() { deployment_origins } else { key_origins };
-    allowed.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin.trim_end_matches('/')))
+    let listed = |list: &[String]| {
+        list.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin.trim_end_matches('/')))
+    };
+    listed(deployment_origins) && (key_origins.is_empty() || listed(key_origins))
 }
 
 /// An origin as a key may name it: `scheme://host[:port]`, no path, or `*`.
@@ -245,6 +249,26 @@ pub async fn check_key(
     })
 }
 
+/// A call a key sent that can never be stored (no user, too large, a type the deployment
+/// does not take): answered in the batch's `refused` list, and kept for someone to look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedCall {
+    pub key_id: KeyId,
+    pub source: Source,
+    pub message_id: Option<String>,
+    pub received_at: time::OffsetDateTime,
+    pub errors: Vec<crate::FieldError>,
+    /// The call as the client wrote it (at most 32 KB, or its first 32 KB when larger).
+    pub call: String,
+    /// Of the call's content: the same call sent again is kept once.
+    pub digest: crate::Digest,
+}
+
+/// Where refused calls are kept.
+pub trait RefusalLog: Send + Sync {
+    fn keep(&self, calls: &[RefusedCall]) -> impl Future<Output = Result<(), KeyStoreError>> + Send;
+}
+
 /// A [`KeyStore`] read through a cache of `ttl`, as API Gateway caches an authorizer's
 /// answers: a revoked key stops working within `ttl`. The secret is checked on every call;
 /// unknown ids are cached too, so a flood of made-up keys costs one read each per `ttl`.
@@ -269,6 +293,12 @@ impl<S: KeyStore> CachedKeys<S> {
     fn cached(&self, id: &KeyId) -> Option<Option<StoredKey>> {
         let entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         entries.get(id).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, stored)| stored.clone())
+    }
+}
+
+impl<S: RefusalLog> RefusalLog for CachedKeys<S> {
+    async fn keep(&self, calls: &[RefusedCall]) -> Result<(), KeyStoreError> {
+        self.store.keep(calls).await
     }
 }
 
@@ -355,6 +385,9 @@ mod tests {
         assert!(!origin_allowed(Some("https://c.example"), &[], &deployment));
         assert!(!origin_allowed(Some("https://a.example"), &[], &[]), "no CORS: no browser may send");
         assert!(origin_allowed(Some("https://c.example"), &[], &["*".to_owned()]));
+        let anywhere = vec!["*".to_owned()];
+        assert!(!origin_allowed(Some("https://c.example"), &anywhere, &deployment), "a key's * never widens");
+        assert!(!origin_allowed(Some("https://a.example"), &key, &[]), "no CORS: a key's origins are not enough");
         assert!(origin_allowed(Some("HTTPS://A.example"), &key, &deployment), "case-insensitive");
     }
 

@@ -256,6 +256,11 @@ async fn each_role_reaches_only_the_partitions_its_function_uses() {
     let write_keys = keys::WRITE_KEYS_PK;
     let key_rate = keys::key_rate_pk(&eventline_model::write_key::KeyId::parse("0123456789abcdef").unwrap());
     let key_rate = key_rate.as_str();
+    let refused = keys::refused_pk(
+        &web,
+        &eventline_model::Digest::of_event(&serde_json::value::RawValue::from_string("{}".into()).unwrap()),
+    );
+    let refused = refused.as_str();
     let arns = [table_arn(&template), index_arn(&template, keys::BY_USER_INDEX), index_arn(&template, "Other")];
     let [table, by_user, other_index] = arns.each_ref().map(String::as_str);
 
@@ -284,6 +289,9 @@ async fn each_role_reaches_only_the_partitions_its_function_uses() {
         ("IngestFunction", "DeleteItem", table, vec![write_keys], false),
         ("IngestFunction", "Query", table, vec![write_keys], false),
         ("IngestFunction", "UpdateItem", table, vec![write_keys], false),
+        ("IngestFunction", "BatchWriteItem", table, vec![refused, refused], true),
+        ("IngestFunction", "BatchWriteItem", table, vec![refused, event], false),
+        ("IngestFunction", "PutItem", table, vec![refused], false),
         // The write-key authorizer reads keys, nothing else.
         ("AuthorizerFunction", "GetItem", table, vec![write_keys], true),
         ("AuthorizerFunction", "PutItem", table, vec![write_keys], false),

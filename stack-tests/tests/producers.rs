@@ -51,7 +51,7 @@ async fn serve_stack(parameters: &[(&str, &str)]) -> (eventline_local::LocalStac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_python_and_node_sdks_send_track_identify_and_page_calls_that_are_stored_mapped() {
-    let (_stack, running) = serve_stack(&[]).await;
+    let (stack, running) = serve_stack(&[]).await;
     let addr = running.addr;
     let key = write_key(addr, json!({"source": "sdk"})).await;
     let producers = checkout().join("stack-tests/producers");
@@ -75,6 +75,22 @@ async fn segments_python_and_node_sdks_send_track_identify_and_page_calls_that_a
     let page = stored(addr, "sdk", "py-page-1").await;
     assert_eq!((page["type"].as_str(), page["data"]["path"].as_str()), (Some("page"), Some("/docs/start")));
     assert_eq!(page["data"]["$segment"]["name"], "Getting started");
+
+    // A call that can never be stored is answered in the batch's refusals and kept, with why.
+    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{key}:"));
+    let batch = json!({"batch": [{"type": "track", "event": "No User", "messageId": "py-refused-1"}]}).to_string();
+    let answer =
+        common::http_raw(addr, "POST", "/v1/batch", batch, vec![("authorization".into(), format!("Basic {basic}"))])
+            .await;
+    assert_eq!((answer.status, answer.body["accepted"].as_u64()), (200, Some(0)), "{}", answer.body);
+    assert_eq!(answer.body["refused"][0]["messageId"], "py-refused-1");
+    let table = &stack.manifest.outputs["EventsTableName"];
+    let kept =
+        eventline_redrive::refused::list(&aws_sdk_dynamodb::Client::new(&stack.sdk), table, None, 10).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!((kept[0].source.as_str(), kept[0].message_id.as_deref()), ("sdk", Some("py-refused-1")));
+    assert_eq!(kept[0].errors[0]["field"], "userId");
+    assert!(kept[0].call.contains("No User"));
 
     run(
         Command::new("node")

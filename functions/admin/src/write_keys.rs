@@ -12,8 +12,7 @@ use eventline_aws::routes::path_parameter;
 use eventline_model::memory::MemoryKeys;
 use eventline_model::validation::echo;
 use eventline_model::write_key::{
-    DEFAULT_EVENTS_PER_SECOND, KeyGrant, KeyId, KeyStore, MAX_ALLOWED_ORIGINS, StoredKey, WriteKey, origin_allowed,
-    parse_origin,
+    DEFAULT_EVENTS_PER_SECOND, KeyGrant, KeyId, KeyStore, MAX_ALLOWED_ORIGINS, StoredKey, WriteKey, parse_origin,
 };
 use eventline_model::{FieldError, Rule, Source, format_rfc3339};
 
@@ -93,6 +92,11 @@ impl<K: KeyStore> KeyAdmin<K> {
         Ok(response)
     }
 
+    /// Whether the deployment's CORS allows `origin` (`*` only when it allows any).
+    fn deployment_allows(&self, origin: &str) -> bool {
+        self.cors_origins.iter().any(|allowed| allowed == "*" || allowed == origin)
+    }
+
     /// What a new key may send, or every rule the request breaks.
     fn grant(&self, key: &WriteKey, new: NewKey) -> Result<KeyGrant, Vec<FieldError>> {
         let mut errors = Vec::new();
@@ -111,9 +115,12 @@ impl<K: KeyStore> KeyAdmin<K> {
             let field = format!("allowed_origins[{index}]");
             match parse_origin(text) {
                 Err(message) => errors.push(FieldError::new(&field, Rule::Format, echo(&message, 200))),
-                Ok(origin) if origin != "*" && !origin_allowed(Some(&origin), &[], &self.cors_origins) => errors.push(
-                    FieldError::new(&field, Rule::NotAllowed, "is not among the deployment's CorsAllowedOrigins"),
-                ),
+                Ok(origin) if !self.deployment_allows(&origin) => errors.push(FieldError::new(
+                    &field,
+                    Rule::NotAllowed,
+                    "is not among the deployment's CorsAllowedOrigins (a key's origins narrow them)",
+                )),
+                Ok(origin) if origins.contains(&origin) => {}
                 Ok(origin) => origins.push(origin),
             }
         }
@@ -225,6 +232,17 @@ mod tests {
         assert_eq!(status, 400, "unknown fields are refused");
         let (status, _) = call(&admin, request("POST", "/write-keys", r#"{}"#)).await;
         assert_eq!(status, 400, "source is required");
+        let any = json!({"source": "web", "allowed_origins": ["*"]});
+        let (status, answer) = call(&admin, request("POST", "/write-keys", &any.to_string())).await;
+        assert_eq!(status, 400, "a key's * would widen the deployment's origins: {answer}");
+        let twice = json!({"source": "web", "allowed_origins": ["https://shop.example", "https://SHOP.example"]});
+        let (status, made) = call(&admin, request("POST", "/write-keys", &twice.to_string())).await;
+        assert_eq!(status, 201);
+        assert_eq!(
+            made["allowed_origins"],
+            json!(["https://shop.example"]),
+            "kept once (a DynamoDB set holds no repeats)"
+        );
         assert_eq!(call(&admin, request("PUT", "/write-keys", "{}")).await.0, 405);
     }
 }

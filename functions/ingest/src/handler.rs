@@ -15,7 +15,7 @@ use eventline_model::rate::RateLedger;
 use eventline_model::retry::Backoff;
 use eventline_model::sink::{OutRecord, RecordSink, put_all};
 use eventline_model::validation::echo;
-use eventline_model::write_key::{Denied, KeyStore};
+use eventline_model::write_key::{Denied, KeyStore, RefusalLog};
 use eventline_model::{Digest, Event, FieldError, IngestId, Provenance, Rule, Rules, StreamRecord, parse_event};
 
 use crate::caller::Caller;
@@ -152,7 +152,7 @@ impl ItemResult {
     }
 }
 
-impl<S: RecordSink, C: ReceivedCounter, K: KeyStore, L: RateLedger> Ingest<S, C, K, L> {
+impl<S: RecordSink, C: ReceivedCounter, K: KeyStore + RefusalLog, L: RateLedger> Ingest<S, C, K, L> {
     #[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path()))]
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let response = match self.respond(request).await {

@@ -19,8 +19,10 @@ use eventline_model::rate::RateLedger;
 use eventline_model::segment::{CallType, MAX_BATCH_BYTES, MAX_CALL_BYTES, map_call};
 use eventline_model::sink::RecordSink;
 use eventline_model::validation::echo;
-use eventline_model::write_key::{Denied, KeyGrant, KeyStore, WriteKey, check_key, origin_allowed};
-use eventline_model::{FieldError, Provenance, Rule, Sender, StreamRecord, parse_event};
+use eventline_model::write_key::{
+    Denied, KeyGrant, KeyStore, RefusalLog, RefusedCall, WriteKey, check_key, origin_allowed,
+};
+use eventline_model::{Digest, FieldError, Provenance, Rule, Sender, StreamRecord, parse_event};
 
 use crate::caller::Caller;
 use crate::counter::ReceivedCounter;
@@ -43,7 +45,7 @@ struct SegmentAnswer {
     refused: Vec<Refused>,
 }
 
-impl<S: RecordSink, C: ReceivedCounter, K: KeyStore, L: RateLedger> Ingest<S, C, K, L> {
+impl<S: RecordSink, C: ReceivedCounter, K: KeyStore + RefusalLog, L: RateLedger> Ingest<S, C, K, L> {
     pub(crate) async fn respond_segment(
         &self,
         request: &Request,
@@ -97,6 +99,7 @@ impl<S: RecordSink, C: ReceivedCounter, K: KeyStore, L: RateLedger> Ingest<S, C,
         }
         let mut accepted = 0;
         let mut refused = Vec::new();
+        let mut kept = Vec::new();
         for (index, (outcome, raw)) in outcomes.into_iter().zip(&calls).enumerate() {
             match outcome {
                 Outcome::Rejected(mut errors) => {
@@ -109,10 +112,17 @@ impl<S: RecordSink, C: ReceivedCounter, K: KeyStore, L: RateLedger> Ingest<S, C,
                         errors = %errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
                         "call refused"
                     );
+                    kept.push(refused_call(raw, &grant, message_id.clone(), now, errors.clone()));
                     refused.push(Refused { index, message_id, errors });
                 }
                 _ => accepted += 1,
             }
+        }
+        if !kept.is_empty()
+            && let Err(error) = self.write_keys.keys.keep(&kept).await
+        {
+            // The answer still lists them; only their copies for later inspection are missing.
+            tracing::error!(%error, refused = kept.len(), "could not keep the refused calls");
         }
         tracing::info!(calls = calls.len(), accepted, refused = refused.len(), key_id = %grant.key_id, "request handled");
         if call.is_some()
@@ -171,6 +181,27 @@ impl<S: RecordSink, C: ReceivedCounter, K: KeyStore, L: RateLedger> Ingest<S, C,
     }
 }
 
+/// A refused call as it is kept: the call itself (its first 32 KB), why, and who sent it.
+fn refused_call(
+    raw: &RawValue,
+    grant: &KeyGrant,
+    message_id: Option<String>,
+    received_at: OffsetDateTime,
+    errors: Vec<FieldError>,
+) -> RefusedCall {
+    let text = raw.get();
+    let cut = (0..=MAX_CALL_BYTES.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    RefusedCall {
+        key_id: grant.key_id.clone(),
+        source: grant.source.clone(),
+        message_id,
+        received_at,
+        errors,
+        call: text[..cut].to_owned(),
+        digest: Digest::of_object_without(raw, &[]),
+    }
+}
+
 /// The `messageId` a call gave, if it gave a string, cut to a length fit for an answer.
 fn message_id(raw: &RawValue) -> Option<String> {
     let members = Members::parse(raw).ok()?;
@@ -218,7 +249,7 @@ mod tests {
             write_keys: WriteKeyGate {
                 keys: store,
                 rate: RateLimiter::new(MemoryRateLedger::default()),
-                cors_origins: vec!["https://shop.example".into()],
+                cors_origins: vec!["https://shop.example".into(), "https://a.example".into()],
             },
             rules: Rules::default(),
             user_claim: "sub".into(),
@@ -278,6 +309,10 @@ mod tests {
         assert_eq!(answer["accepted"], 2);
         assert_eq!(answer["refused"][0]["index"], 2);
         assert_eq!(answer["refused"][0]["errors"][0]["field"], "userId");
+        let kept = ingest.write_keys.keys.refused();
+        assert_eq!(kept.len(), 1, "the refused call is kept for someone to look at");
+        assert_eq!((kept[0].source.as_str(), &kept[0].key_id), ("shop", &key.id));
+        assert!(kept[0].call.contains(r#""event":"e""#), "{}", kept[0].call);
         let records = ingest.sink.taken_json();
         assert_eq!(records.len(), 2);
         assert_eq!(records[0]["source"], "shop");

@@ -70,39 +70,7 @@ pub async fn list(
     since: Option<OffsetDateTime>,
     limit: usize,
 ) -> Result<Vec<Conflict>, Error> {
-    let mut items: Vec<Item> = Vec::new();
-    let mut start: Option<Item> = None;
-    while items.len() < limit {
-        let mut query = client
-            .query()
-            .table_name(table)
-            .index_name(keys::BY_USER_INDEX)
-            .key_condition_expression(if since.is_some() { "#pk = :pk AND #sk >= :since" } else { "#pk = :pk" })
-            .expression_attribute_names("#pk", keys::USER_PK)
-            .expression_attribute_values(":pk", s(keys::CONFLICTS_INDEX_PK))
-            .scan_index_forward(false)
-            .limit(i32::try_from(limit - items.len()).unwrap_or(i32::MAX))
-            .set_exclusive_start_key(start.take());
-        if let Some(since) = since {
-            query = query
-                .expression_attribute_names("#sk", keys::USER_SK)
-                .expression_attribute_values(":since", s(eventline_model::event::sortable_timestamp(since)));
-        }
-        let page = query.send().await.map_err(|e| {
-            classify(&e, "Query", &format!("table {table}"), |err| {
-                err.is_resource_not_found_exception().then(|| Error::NotFound {
-                    what: format!("table {table}"),
-                    hint: "pass the stack output EventsTableName, in the stack's region".into(),
-                })
-            })
-        })?;
-        items.extend(page.items().iter().cloned());
-        match page.last_evaluated_key() {
-            Some(key) if !key.is_empty() => start = Some(key.clone()),
-            _ => break,
-        }
-    }
-    items.truncate(limit);
+    let items = index_partition(client, table, keys::CONFLICTS_INDEX_PK, since, limit).await?;
 
     // The stored events of these identities, in batches, for their senders.
     let event_keys: Vec<Item> = items
@@ -149,7 +117,52 @@ pub async fn list(
         .collect())
 }
 
-fn text(item: &Item, name: &str) -> Option<String> {
+/// Up to `limit` items of one `ByUser` index partition whose sort key (a time first) is at
+/// or after `since`, newest first: the conflicts, or the refused calls.
+pub(crate) async fn index_partition(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    partition: &str,
+    since: Option<OffsetDateTime>,
+    limit: usize,
+) -> Result<Vec<Item>, Error> {
+    let mut items: Vec<Item> = Vec::new();
+    let mut start: Option<Item> = None;
+    while items.len() < limit {
+        let mut query = client
+            .query()
+            .table_name(table)
+            .index_name(keys::BY_USER_INDEX)
+            .key_condition_expression(if since.is_some() { "#pk = :pk AND #sk >= :since" } else { "#pk = :pk" })
+            .expression_attribute_names("#pk", keys::USER_PK)
+            .expression_attribute_values(":pk", s(partition))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit - items.len()).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start.take());
+        if let Some(since) = since {
+            query = query
+                .expression_attribute_names("#sk", keys::USER_SK)
+                .expression_attribute_values(":since", s(eventline_model::event::sortable_timestamp(since)));
+        }
+        let page = query.send().await.map_err(|e| {
+            classify(&e, "Query", &format!("table {table}"), |err| {
+                err.is_resource_not_found_exception().then(|| Error::NotFound {
+                    what: format!("table {table}"),
+                    hint: "pass the stack output EventsTableName, in the stack's region".into(),
+                })
+            })
+        })?;
+        items.extend(page.items().iter().cloned());
+        match page.last_evaluated_key() {
+            Some(key) if !key.is_empty() => start = Some(key.clone()),
+            _ => break,
+        }
+    }
+    items.truncate(limit);
+    Ok(items)
+}
+
+pub(crate) fn text(item: &Item, name: &str) -> Option<String> {
     item.get(name).and_then(|v: &AttributeValue| v.as_s().ok()).cloned()
 }
 

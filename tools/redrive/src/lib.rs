@@ -17,6 +17,7 @@ pub mod failure_record;
 pub mod kinesis;
 pub mod prepare;
 pub mod redrive;
+pub mod refused;
 pub mod s3;
 pub mod sqs;
 pub mod summary;
