@@ -3,6 +3,7 @@
 //! not the internet-facing one.
 
 pub mod config;
+pub mod error;
 pub mod handler;
 pub mod memory;
 pub mod reference;

@@ -16,7 +16,7 @@ use eventline_model::write_key::{
 };
 use eventline_model::{FieldError, Rule, Source, format_rfc3339};
 
-use crate::handler::RequestError;
+use crate::error::RequestError;
 
 /// The largest body `POST /write-keys` reads.
 const MAX_KEY_BODY_BYTES: usize = 16 * 1024;

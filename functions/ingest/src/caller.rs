@@ -80,7 +80,7 @@ pub(crate) mod tests {
     }
 
     /// Puts the authorizer in the request's context, keeping what is there (its route key).
-    fn with_authorizer(mut request: Request, authorizer: ApiGatewayRequestAuthorizer) -> Request {
+    pub(crate) fn with_authorizer(mut request: Request, authorizer: ApiGatewayRequestAuthorizer) -> Request {
         if let Some(RequestContext::ApiGatewayV2(context)) = request.extensions_mut().get_mut::<RequestContext>() {
             context.authorizer = Some(authorizer);
             return request;

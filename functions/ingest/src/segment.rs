@@ -220,9 +220,8 @@ mod tests {
     use eventline_model::retry::Backoff;
     use eventline_model::write_key::StoredKey;
     use eventline_model::{Rules, Source};
-    use lambda_http::aws_lambda_events::apigw::{ApiGatewayRequestAuthorizer, ApiGatewayV2httpRequestContext};
-    use lambda_http::request::RequestContext;
-    use lambda_http::{Body, RequestExt};
+    use lambda_http::Body;
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizer;
     use serde_json::{Value, json};
     use std::time::Duration;
 
@@ -270,16 +269,10 @@ mod tests {
     }
 
     /// The request as API Gateway hands it over after the write-key authorizer allowed it.
-    fn authorized(mut request: Request, grant: &KeyGrant) -> Request {
+    fn authorized(request: Request, grant: &KeyGrant) -> Request {
         let mut authorizer = ApiGatewayRequestAuthorizer::default();
         authorizer.fields = grant.to_context().into_iter().collect();
-        if let Some(RequestContext::ApiGatewayV2(context)) = request.extensions_mut().get_mut::<RequestContext>() {
-            context.authorizer = Some(authorizer);
-            return request;
-        }
-        let mut context = ApiGatewayV2httpRequestContext::default();
-        context.authorizer = Some(authorizer);
-        request.with_request_context(RequestContext::ApiGatewayV2(context))
+        crate::caller::tests::with_authorizer(request, authorizer)
     }
 
     async fn call(ingest: &TestIngest, request: Request) -> (u16, Value, http::HeaderMap) {
