@@ -196,3 +196,38 @@ async fn a_browser_on_an_allowed_origin_sends_with_fetch_and_beacon_and_another_
     }
     running.stop(Duration::from_secs(10)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorizers_answer_is_cached_by_the_key_for_its_ttl_so_a_revoked_key_stops_within_it() {
+    let (stack, running) = serve_stack(&[("WriteKeyCacheSeconds", "2")]).await;
+    let addr = running.addr;
+    let made = http(addr, "POST", "/write-keys", Some(&json!({"source": "cache"}))).await;
+    assert_eq!(made.status, 201);
+    let (key, key_id) = (made.body["write_key"].as_str().unwrap(), made.body["key_id"].as_str().unwrap());
+    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{key}:"));
+    let send = |id: &str| {
+        let call = json!({"event": "Cached", "userId": "u", "messageId": id}).to_string();
+        common::http_raw(addr, "POST", "/v1/track", call, vec![("authorization".into(), format!("Basic {basic}"))])
+    };
+    let gateway = stack.app();
+    let before = gateway.authorizer_cache.invocations();
+    for id in ["c-1", "c-2", "c-3"] {
+        assert_eq!(send(id).await.status, 200);
+    }
+    assert_eq!(
+        gateway.authorizer_cache.invocations(),
+        before + 1,
+        "one invocation for the key, then its cached answer"
+    );
+    let unsigned = common::http_unsigned(addr, "POST", "/v1/track", Some(&json!({"event": "e", "userId": "u"}))).await;
+    assert_eq!(unsigned.status, 401, "no identity source: API Gateway's 401, the authorizer not called");
+    assert_eq!(gateway.authorizer_cache.invocations(), before + 1);
+
+    assert_eq!(http(addr, "DELETE", &format!("/write-keys/{key_id}"), None).await.status, 204);
+    assert_eq!(send("c-4").await.status, 200, "revoked, but the cached answer holds for the TTL");
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let refused = send("c-5").await;
+    assert_eq!((refused.status, refused.body["message"].as_str()), (403, Some("Forbidden")), "after the TTL");
+    assert_eq!(gateway.authorizer_cache.invocations(), before + 2);
+    running.stop(Duration::from_secs(10)).await.unwrap();
+}

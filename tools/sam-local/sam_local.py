@@ -152,6 +152,8 @@ EXPECTED = {
     # received_at, taken from the record's arrival; the invalid one breaks a rule.
     "transform-kinesis-sam-generated.json": Transform(Counts(received=1, processed=1)),
     "transform-kinesis-sam-invalid.json": Transform(Counts(received=1, failed=1)),
+    # Two records in the KPL's aggregated format, holding four events between them.
+    "transform-kinesis-kpl-aggregated.json": Transform(Counts(received=4, processed=4)),
 }
 
 
