@@ -731,7 +731,7 @@ mod tests {
         assert_eq!(counts(&t), (4, 0, 0));
         assert!(t.dead_letters.sent().is_empty());
         let published = t.output.taken_json();
-        assert_eq!(published[0]["id"], "k-1");
+        assert_eq!(published[0]["id"], "kpl-0");
         assert!(published[0].get("sub_sequence_number").is_none(), "an ordinary record has none");
         let aggregate = event.records[1].kinesis.sequence_number.as_str();
         let users = &published[1..];
