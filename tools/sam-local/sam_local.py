@@ -713,12 +713,16 @@ class Api:
         self.port = port
         self.signer = SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), API_SERVICE, REGION)
 
-    def request(self, method, path, body=None, content_type="application/json", timeout=60):
+    def request(self, method, path, body=None, content_type="application/json", timeout=60, authorization=None):
+        """Signed, unless `authorization` gives the Authorization header to send instead ("" for none)."""
         url = f"http://127.0.0.1:{self.port}{path}"
         data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
         headers = {"content-type": content_type} if data is not None else {}
+        if authorization:
+            headers["authorization"] = authorization
         request = AWSRequest(method=method, url=url, data=data, headers=headers)
-        self.signer.add_auth(request)
+        if authorization is None:
+            self.signer.add_auth(request)
         prepared = request.prepare()
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
@@ -808,6 +812,22 @@ def start_api_phase(sam, run_dir, stream, totals):
         check(replaced.get("users") == 1 and replaced.get("ts") == ts, f"start-api PUT /reference/users: {replaced}")
         current = expect("GET", "/reference/users", 200)
         check(current == replaced, f"start-api GET /reference/users: {current}, after {replaced}")
+
+        # Segment's tracking API with a write key, through SAM's run of the template's
+        # write-key authorizer (identity source: the Authorization header).
+        made = expect("POST", "/write-keys", 201, {"source": "sam"})
+        basic = "Basic " + base64.b64encode(f"{made['write_key']}:".encode()).decode()
+        call = {"batch": [{"type": "track", "event": "Signed Up", "userId": "user-api", "messageId": event_id + "-v1"}]}
+        answer = expect("POST", "/v1/batch", 200, call, authorization=basic)
+        check(answer.get("accepted") == 1 and answer.get("refused") == [], f"start-api POST /v1/batch: {answer}")
+        records = stream.read_new()
+        check(
+            [identity_of(r) for r in records] == [("sam", event_id + "-v1")],
+            f"after POST /v1/batch the ingest stream has {[identity_of(r) for r in records]} added",
+        )
+        other = "Basic " + base64.b64encode(b"wk_0123456789abcdef_" + b"A" * 43 + b":").decode()
+        expect("POST", "/v1/batch", 403, call, authorization=other)
+        expect("POST", "/v1/batch", 401, call, authorization="")
     finally:
         # SAM removes its warm containers when interrupted, as after Ctrl-C.
         stop_process(process, sig=signal.SIGINT, timeout_seconds=30)
