@@ -198,7 +198,7 @@ async fn access_logs_scoped_roles_ceilings_failure_bucket_and_alarms_are_in_the_
         assert_eq!(alarm["AlarmActions"], serde_json::json!([topic]), "{}", alarm["AlarmDescription"]);
     }
     let errors = alarms.iter().filter(|a| a["MetricName"] == "Errors").count();
-    assert_eq!(errors, 4, "one error alarm per function");
+    assert_eq!(errors, 5, "one error alarm per function");
     let (_, dashboard) = of_type("AWS::CloudWatch::Dashboard").next().expect("a dashboard");
     let body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"].as_str().unwrap();
     assert!(body.contains("IteratorAge") && body.contains("EventsStored"), "the dashboard shows the same signals");
