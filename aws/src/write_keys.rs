@@ -117,9 +117,12 @@ impl RefusalLog for DynamoKeys {
     /// Each call as an item listed through the `ByUser` index (partition `REFUSED`, newest
     /// last), beside the conflicts; kept [`keys::REFUSED_TTL_SECONDS`].
     async fn keep(&self, calls: &[RefusedCall]) -> Result<(), KeyStoreError> {
+        // One request may not name an item twice: two identical calls are kept once.
+        let mut seen = std::collections::HashSet::new();
+        let calls: Vec<&RefusedCall> = calls.iter().filter(|call| seen.insert((&call.source, &call.digest))).collect();
         for chunk in calls.chunks(WRITE_BATCH) {
             let mut requests: Vec<WriteRequest> =
-                chunk.iter().map(refused_item).map(put_request).collect::<Result<_, _>>()?;
+                chunk.iter().map(|call| refused_item(call)).map(put_request).collect::<Result<_, _>>()?;
             for attempt in 0..WRITE_TRIES {
                 let output = self
                     .client
@@ -220,13 +223,10 @@ impl RateLedger for DynamoRateLedger {
             .expression_attribute_names("#expires", keys::EXPIRES_AT)
             .expression_attribute_values(":amount", n(amount))
             .expression_attribute_values(":expires", n(second + keys::KEY_RATE_TTL_SECONDS));
-        // Within the limit, or the first of its second (a request larger than the whole rate).
-        let update = match limit.checked_sub(amount) {
-            Some(room) => update
-                .condition_expression("attribute_not_exists(#count) OR #count <= :room")
-                .expression_attribute_values(":room", n(room)),
-            None => update.condition_expression("attribute_not_exists(#count)"),
-        };
+        let Some(room) = limit.checked_sub(amount) else { return Ok(false) };
+        let update = update
+            .condition_expression("attribute_not_exists(#count) OR #count <= :room")
+            .expression_attribute_values(":room", n(room));
         match update.send().await {
             Ok(_) => Ok(true),
             Err(SdkError::ServiceError(error))

@@ -189,7 +189,7 @@ impl RateLedger for MemoryRateLedger {
     async fn take(&self, key: &KeyId, second: i64, amount: u64, limit: u64) -> Result<bool, KeyStoreError> {
         let mut counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = counts.entry((key.clone(), second)).or_default();
-        if *count != 0 && *count + amount > limit {
+        if *count + amount > limit {
             return Ok(false);
         }
         *count += amount;

@@ -5,9 +5,8 @@
 //!
 //! How exact it is:
 //! - In one second the instances together admit at most the rate: a lease is taken only
-//!   while the second's count stays within it. The one exception is a request with more
-//!   events than the whole rate: it is admitted when it is the first of its second, since it
-//!   could never be admitted otherwise and a client would retry it for ever.
+//!   while the second's count stays within it. A request with more events than the whole
+//!   rate is never admitted (the route refuses it as too large before asking).
 //! - An instance may hold up to a tenth of the rate unused when its second ends, so with
 //!   several instances a key may be refused a little before it reaches its rate.
 //! - Seconds are whole clock seconds, so a burst across a second's boundary can reach twice
@@ -65,7 +64,10 @@ impl<L: RateLedger> RateLimiter<L> {
         }
         let rate = u64::from(rate.max(1));
         let needed = events - held;
-        let lease = needed.max(rate / 10).min(rate.max(needed));
+        if needed > rate {
+            return false;
+        }
+        let lease = needed.max(rate / 10).min(rate);
         for amount in [lease, needed] {
             match self.ledger.take(key, second, amount, rate).await {
                 Ok(true) => {
@@ -134,11 +136,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_larger_than_the_rate_passes_only_first_in_its_second() {
-        let limiter = RateLimiter::new(MemoryRateLedger::default());
-        assert!(limiter.admit(&key(1), 10, 500, 1).await, "it could never pass otherwise");
+    async fn a_request_larger_than_the_rate_is_never_admitted() {
+        let ledger = std::sync::Arc::new(MemoryRateLedger::default());
+        let limiter = RateLimiter::new(ledger.clone());
+        assert!(!limiter.admit(&key(1), 10, 11, 1).await);
+        assert_eq!(ledger.takes(), 0, "not even asked");
+        assert!(limiter.admit(&key(1), 10, 10, 1).await, "the whole rate at once");
         assert!(!limiter.admit(&key(1), 10, 1, 1).await);
-        assert!(limiter.admit(&key(1), 10, 3, 2).await);
-        assert!(!limiter.admit(&key(1), 10, 500, 2).await, "not first in its second");
     }
 }

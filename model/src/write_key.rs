@@ -278,7 +278,7 @@ pub struct CachedKeys<S> {
     entries: Mutex<HashMap<KeyId, (Instant, Option<StoredKey>)>>,
 }
 
-/// Entries a cache keeps before it forgets the oldest half.
+/// Entries a cache keeps: past it, the older half goes, or everything when that is not enough.
 const MAX_CACHED_KEYS: usize = 10_000;
 
 impl<S: KeyStore> CachedKeys<S> {
@@ -312,6 +312,10 @@ impl<S: KeyStore> KeyStore for CachedKeys<S> {
         if entries.len() >= MAX_CACHED_KEYS {
             let ttl = self.ttl;
             entries.retain(|_, (at, _)| at.elapsed() < ttl / 2);
+            // A flood of made-up ids: forget them all rather than grow.
+            if entries.len() >= MAX_CACHED_KEYS {
+                entries.clear();
+            }
         }
         entries.insert(id.clone(), (Instant::now(), stored.clone()));
         Ok(stored)

@@ -199,6 +199,15 @@ async fn access_logs_scoped_roles_ceilings_failure_bucket_and_alarms_are_in_the_
     }
     let errors = alarms.iter().filter(|a| a["MetricName"] == "Errors").count();
     assert_eq!(errors, 5, "one error alarm per function");
+
+    // API Gateway may invoke the write-key authorizer, for this API's authorizers only (the
+    // local gateway and sam local call it without asking).
+    let invoke = of_type("AWS::Lambda::Permission")
+        .map(|(_, p)| &p["Properties"])
+        .find(|p| p["FunctionName"] == serde_json::json!({"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}))
+        .expect("a permission to invoke the write-key authorizer");
+    assert_eq!(invoke["Principal"], "apigateway.amazonaws.com");
+    assert!(invoke["SourceArn"].to_string().contains("/authorizers/*"), "{}", invoke["SourceArn"]);
     let (_, dashboard) = of_type("AWS::CloudWatch::Dashboard").next().expect("a dashboard");
     let body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"].as_str().unwrap();
     assert!(body.contains("IteratorAge") && body.contains("EventsStored"), "the dashboard shows the same signals");

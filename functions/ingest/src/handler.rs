@@ -66,6 +66,13 @@ pub enum RequestError {
     /// Over the write key's rate: a `429` the SDKs retry after `Retry-After`.
     #[error("over this write key's rate of {0} events a second; retry after a second")]
     RateLimited(u32),
+    /// More calls in one request than the key may send in a second: no retry could pass.
+    #[error("the batch holds {calls} calls; this write key may send {rate} a second")]
+    OverTheKeysRate { calls: usize, rate: u32 },
+    /// A write-key route reached without the authorizer's answer: the deployment is wrong,
+    /// and a `500` makes an SDK keep the batch.
+    #[error("the write-key authorizer's answer is missing")]
+    NoAuthorizerAnswer,
     #[error("{0}")]
     BadBody(String),
     /// A single event that breaks the rules.
@@ -86,6 +93,8 @@ impl RequestError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::OverTheKeysRate { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NoAuthorizerAnswer => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::InvalidEvent(errors) if errors.iter().any(|e| e.rule == Rule::Size) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidEvent(_) => StatusCode::BAD_REQUEST,

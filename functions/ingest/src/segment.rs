@@ -42,8 +42,14 @@ struct Refused {
 struct SegmentAnswer {
     success: bool,
     accepted: usize,
+    /// Every call refused; the first [`MAX_REFUSALS_LISTED`] are listed and kept.
+    refused_count: usize,
     refused: Vec<Refused>,
 }
+
+/// The most refused calls one answer lists, and one request keeps: an answer stays far
+/// below Lambda's 6 MB, and keeping them a few writes, whatever a batch holds.
+pub const MAX_REFUSALS_LISTED: usize = 100;
 
 impl<S: RecordSink, C: ReceivedCounter, K: KeyStore + RefusalLog, L: RateLedger> Ingest<S, C, K, L> {
     pub(crate) async fn respond_segment(
@@ -77,6 +83,9 @@ impl<S: RecordSink, C: ReceivedCounter, K: KeyStore + RefusalLog, L: RateLedger>
         if calls.is_empty() {
             return Err(RequestError::BadBody("the batch is empty".into()));
         }
+        if calls.len() > grant.events_per_second as usize {
+            return Err(RequestError::OverTheKeysRate { calls: calls.len(), rate: grant.events_per_second });
+        }
         let now = OffsetDateTime::now_utc();
         if !self
             .write_keys
@@ -98,11 +107,14 @@ impl<S: RecordSink, C: ReceivedCounter, K: KeyStore + RefusalLog, L: RateLedger>
             return Err(RequestError::Unavailable);
         }
         let mut accepted = 0;
+        let mut refused_count = 0;
         let mut refused = Vec::new();
         let mut kept = Vec::new();
         for (index, (outcome, raw)) in outcomes.into_iter().zip(&calls).enumerate() {
             match outcome {
+                Outcome::Rejected(_) if refused_count >= MAX_REFUSALS_LISTED => refused_count += 1,
                 Outcome::Rejected(mut errors) => {
+                    refused_count += 1;
                     errors.truncate(MAX_ERRORS_PER_ITEM);
                     let message_id = message_id(raw);
                     tracing::warn!(
@@ -124,13 +136,13 @@ impl<S: RecordSink, C: ReceivedCounter, K: KeyStore + RefusalLog, L: RateLedger>
             // The answer still lists them; only their copies for later inspection are missing.
             tracing::error!(%error, refused = kept.len(), "could not keep the refused calls");
         }
-        tracing::info!(calls = calls.len(), accepted, refused = refused.len(), key_id = %grant.key_id, "request handled");
+        tracing::info!(calls = calls.len(), accepted, refused = refused_count, key_id = %grant.key_id, "request handled");
         if call.is_some()
             && let Some(refusal) = refused.pop()
         {
             return Err(RequestError::InvalidEvent(refusal.errors));
         }
-        Ok(json(StatusCode::OK, &SegmentAnswer { success: true, accepted, refused }))
+        Ok(json(StatusCode::OK, &SegmentAnswer { success: true, accepted, refused_count, refused }))
     }
 
     /// What the request's write key may send: the authorizer's answer for a key in the
@@ -139,7 +151,7 @@ impl<S: RecordSink, C: ReceivedCounter, K: KeyStore + RefusalLog, L: RateLedger>
         match place {
             KeyPlace::Header => Caller::write_key_grant(request)
                 // An authorizer always answers before this route; without one, nothing was checked.
-                .ok_or(RequestError::Unauthorized(Denied::Missing)),
+                .ok_or(RequestError::NoAuthorizerAnswer),
             KeyPlace::Body => {
                 let key = match members.get("writeKey") {
                     Some(raw) => serde_json::from_str::<String>(raw.get()).ok().and_then(|text| WriteKey::parse(&text)),
@@ -189,7 +201,17 @@ fn refused_call(
     received_at: OffsetDateTime,
     errors: Vec<FieldError>,
 ) -> RefusedCall {
-    let text = raw.get();
+    // The key stays out of what is kept: it is stored only as a hash.
+    let without_key = Members::parse(raw).ok().filter(|members| members.get("writeKey").is_some()).map(|members| {
+        let kept: Vec<String> = members
+            .0
+            .iter()
+            .filter(|(name, _)| name != "writeKey")
+            .map(|(name, value)| format!("{}:{}", serde_json::Value::from(name.as_ref()), value.get()))
+            .collect();
+        format!("{{{}}}", kept.join(","))
+    });
+    let text = without_key.as_deref().unwrap_or(raw.get());
     let cut = (0..=MAX_CALL_BYTES.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
     RefusedCall {
         key_id: grant.key_id.clone(),
@@ -327,6 +349,20 @@ mod tests {
         assert_eq!(status, 200, "{answer}");
         assert_eq!(ingest.sink.taken_json()[0]["source"], "shop");
 
+        let (status, answer, _) = call(
+            &ingest,
+            post(
+                "/v1/b",
+                &beacon,
+                json!({"writeKey": key.reveal(), "batch": [{"type": "track", "event": "e"}]}).to_string(),
+            ),
+        )
+        .await;
+        assert_eq!((status, answer["refused"][0]["index"].as_u64()), (200, Some(0)));
+        let kept = ingest.write_keys.keys.refused();
+        assert!(!kept[0].call.contains("writeKey") && !kept[0].call.contains(&key.reveal()), "{}", kept[0].call);
+        assert!(kept[0].call.contains(r#""event":"e""#));
+
         call_body["writeKey"] = WriteKey::generate().reveal().into();
         let (status, _, headers) = call(&ingest, post("/v1/t", &beacon, call_body.to_string())).await;
         assert_eq!(status, 401, "an unknown key");
@@ -421,6 +457,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_no_second_of_the_keys_rate_could_hold_is_413_and_refusals_are_listed_up_to_a_bound() {
+        let key = WriteKey::generate();
+        let ingest = ingest(MemoryStream::new(), &[]).await;
+        let calls: Vec<Value> = (0..11).map(|i| track(&format!("m-{i}"), "u")).collect();
+        let body = json!({"batch": calls}).to_string();
+        let (status, answer, _) =
+            call(&ingest, authorized(post("/v1/batch", &[JSON], body), &grant(&key, 10, &[]))).await;
+        assert_eq!(status, 413, "{answer}");
+        assert!(answer["detail"].as_str().unwrap().contains("11 calls"));
+        assert!(ingest.sink.taken().is_empty());
+
+        let refused: Vec<Value> =
+            (0..250).map(|i| json!({"type": "track", "event": "e", "messageId": format!("r-{i}")})).collect();
+        let body = json!({"batch": refused}).to_string();
+        let (status, answer, _) =
+            call(&ingest, authorized(post("/v1/batch", &[JSON], body), &grant(&key, 1000, &[]))).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["refused_count"], 250);
+        assert_eq!(answer["refused"].as_array().unwrap().len(), MAX_REFUSALS_LISTED);
+        assert_eq!(ingest.write_keys.keys.refused().len(), MAX_REFUSALS_LISTED, "as many kept as listed");
+    }
+
+    #[tokio::test]
     async fn when_the_stream_fails_the_batch_is_answered_503_so_the_sdk_sends_it_again() {
         let key = WriteKey::generate();
         let ingest = ingest(MemoryStream::throttling_keys(&["u-2"]), &[]).await;
@@ -444,6 +503,6 @@ mod tests {
             call(&ingest, authorized(post("/v1/batch", &[JSON], "{not json"), &grant(&key, 100, &[]))).await;
         assert_eq!(status, 400);
         let (status, _, _) = call(&ingest, post("/v1/batch", &[JSON], "{}")).await;
-        assert_eq!(status, 401, "no authorizer answer, nothing checked");
+        assert_eq!(status, 500, "no authorizer answer: a deployment fault, which an SDK retries");
     }
 }
