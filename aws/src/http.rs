@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 
-use eventline_model::validation::FieldError;
+use eventline_model::validation::{FieldError, echo};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -145,7 +145,7 @@ pub fn body_text<'r>(
             Cow::Borrowed(bytes)
         }
         Some("gzip" | "x-gzip") => Cow::Owned(inflate(bytes, limit)?),
-        Some(other) => return Err(BodyError::UnsupportedEncoding(crate::http::echo_header(other))),
+        Some(other) => return Err(BodyError::UnsupportedEncoding(echo(other, 64))),
     };
     if bytes.is_empty() {
         return Err(BodyError::Empty);
@@ -171,10 +171,6 @@ fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
         return Err(BodyError::InflatesTooLarge { limit });
     }
     Ok(inflated)
-}
-
-fn echo_header(value: &str) -> String {
-    value.chars().take(64).collect()
 }
 
 fn body_bytes(request: &lambda_http::Request) -> &[u8] {

@@ -319,7 +319,7 @@ impl Outcome {
                 }
                 ItemResult {
                     index,
-                    id: echoed_id(raw),
+                    id: echoed_string(raw, "id"),
                     source: None,
                     status: ItemStatus::Rejected,
                     error: Some(error),
@@ -330,11 +330,11 @@ impl Outcome {
     }
 }
 
-/// The id a rejected item gave, if it gave a string, cut to the longest valid id.
-fn echoed_id(raw: &RawValue) -> Option<String> {
+/// A string member a rejected item gave (its `id`, a call's `messageId`), cut to the longest valid id.
+pub(crate) fn echoed_string(raw: &RawValue, member: &str) -> Option<String> {
     let members = Members::parse(raw).ok()?;
-    let id: String = serde_json::from_str(members.get("id")?.get()).ok()?;
-    Some(echo(&id, 128))
+    let text: String = serde_json::from_str(members.get(member)?.get()).ok()?;
+    Some(echo(&text, 128))
 }
 
 fn single_response(result: Option<ItemResult>) -> Result<Response<String>, RequestError> {

@@ -26,7 +26,7 @@ use eventline_model::{Digest, FieldError, Provenance, Rule, Sender, StreamRecord
 
 use crate::caller::Caller;
 use crate::counter::ReceivedCounter;
-use crate::handler::{Ingest, MAX_ERRORS_PER_ITEM, Outcome, RequestError};
+use crate::handler::{Ingest, MAX_ERRORS_PER_ITEM, Outcome, RequestError, echoed_string};
 use crate::routes::KeyPlace;
 
 /// A call the batch carried that can never be stored, and why.
@@ -116,7 +116,7 @@ impl<S: RecordSink, C: ReceivedCounter, K: KeyStore + RefusalLog, L: RateLedger>
                 Outcome::Rejected(mut errors) => {
                     refused_count += 1;
                     errors.truncate(MAX_ERRORS_PER_ITEM);
-                    let message_id = message_id(raw);
+                    let message_id = echoed_string(raw, "messageId");
                     tracing::warn!(
                         key_id = %grant.key_id,
                         source = %grant.source,
@@ -222,13 +222,6 @@ fn refused_call(
         call: text[..cut].to_owned(),
         digest: Digest::of_object_without(raw, &[]),
     }
-}
-
-/// The `messageId` a call gave, if it gave a string, cut to a length fit for an answer.
-fn message_id(raw: &RawValue) -> Option<String> {
-    let members = Members::parse(raw).ok()?;
-    let id: String = serde_json::from_str(members.get("messageId")?.get()).ok()?;
-    Some(echo(&id, 128))
 }
 
 #[cfg(test)]
