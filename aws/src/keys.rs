@@ -10,7 +10,7 @@
 //! | current reference generation | `REFERENCE` | `CURRENT` |
 //! | reference bucket | `REFERENCE#{generation key}` | `BUCKET#{index, 5 digits}` |
 //! | window bucket, per shard | `WINDOW#{shard}` | `S#{epoch second, 11 digits}` or `M#{minute's first second}` |
-//! | a user's day or month | `USERAGG#{user_id}` | `D#{yyyy-mm-dd}` or `M#{yyyy-mm}` |
+//! | a user's day (months are added up from days when read) | `USERAGG#{user_id}` | `D#{yyyy-mm-dd}` |
 //! | everyone's day or month, per shard | `AGG#{shard}` | `D#{yyyy-mm-dd}` or `M#{yyyy-mm}` |
 //! | per-shard totals | `METRICS` | `SHARD#{shard}` |
 //! | ingest counter slot | `METRICS` | `INGEST#{slot}` |
@@ -21,7 +21,8 @@
 //!
 //! Window buckets and aggregates count by type, source (and plan, region) in attributes
 //! `t#{type}`, `s#{source}`, ... Each such breakdown keeps at most a configured number of keys
-//! (`n#t#` counts them); later keys add to `t#other` and to `folded`.
+//! (`n#t#` counts them); later keys add to `t#other` and to `folded`. Each also holds, per
+//! shard, the position of the last record it took (`w#{shard}`).
 //!
 //! Events with a user also carry `user_pk` = `USER#{user_id}` and
 //! `user_sk` = `{timestamp, fixed width}#{source}#{id}` for the `ByUser` index. Conflict
@@ -144,6 +145,8 @@ pub mod attr {
     /// How many keys of one breakdown hold a counter of their own: `n#` + the breakdown's
     /// prefix (`n#t#`), checked by every update that counts a key.
     pub const KEY_COUNT_PREFIX: &str = "n#";
+    /// Per shard, the position of the last record a window bucket or aggregate took.
+    pub const TAKEN_PREFIX: &str = "w#";
     /// Increments a bucket or aggregate counted under `other` because a breakdown was full.
     pub const FOLDED: &str = "folded";
     /// Per-shard totals: analytics updates the table refused (or that failed past their retry
@@ -162,6 +165,13 @@ pub mod attr {
     pub const MESSAGE_ID: &str = "message_id";
     pub const ERRORS: &str = "errors";
     pub const CALL: &str = "call";
+}
+
+/// The attribute on a window bucket or aggregate holding the position
+/// ([`Position::order_key`](eventline_model::record::Position::order_key)) of the last record
+/// of shard `shard_id` it took: it takes only later ones, so a redelivered record adds once.
+pub fn taken_attribute(shard_id: &str) -> String {
+    format!("{}{shard_id}", attr::TAKEN_PREFIX)
 }
 
 /// The attribute holding the key count of the breakdown whose counters start with `prefix`.

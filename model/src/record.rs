@@ -200,6 +200,20 @@ impl Position {
         Self { shard_id: shard_id.into(), sequence_number: sequence_number.into(), sub_sequence_number: None }
     }
 
+    /// The position as text that sorts in the shard's order: the sequence number's length
+    /// (Kinesis writes them without leading zeros, so a longer one is larger), the sequence
+    /// number, and the index in an aggregated record (0 for an ordinary record, which never
+    /// shares a sequence number with user records). An item that takes a shard's records
+    /// keeps the last one's key, and takes only records that sort after it.
+    pub fn order_key(&self) -> String {
+        format!(
+            "{:03}{}#{:010}",
+            self.sequence_number.len(),
+            self.sequence_number,
+            self.sub_sequence_number.unwrap_or(0)
+        )
+    }
+
     /// The id of an event that names none, derived from where it sat so that every delivery
     /// of it is the same event: `{shard}:{sequence}`, and `:{index}` for a user record of an
     /// aggregated record, so that its siblings do not collide.
@@ -293,6 +307,27 @@ mod tests {
     use crate::validation::{Rule, Rules, parse_value};
     use serde_json::json;
     use time::macros::datetime;
+
+    #[test]
+    fn positions_sort_in_the_shards_order_as_text() {
+        let at = |sequence: &str, index: Option<u64>| Position {
+            shard_id: "shardId-000000000000".to_owned(),
+            sequence_number: sequence.to_owned(),
+            sub_sequence_number: index,
+        };
+        let ordered = [
+            at("9", None),
+            at("10", None),
+            at("49590338271490256608559692538361571095921575989136588898", Some(0)),
+            at("49590338271490256608559692538361571095921575989136588898", Some(2)),
+            at("49590338271490256608559692538361571095921575989136588898", Some(10)),
+            at("49590338271490256608559692538361571095921575989136588899", None),
+            at("149590338271490256608559692538361571095921575989136588898", None),
+        ];
+        for pair in ordered.windows(2) {
+            assert!(pair[0].order_key() < pair[1].order_key(), "{:?} before {:?}", pair[0], pair[1]);
+        }
+    }
 
     fn record(payload: &str) -> StreamRecord {
         let now = datetime!(2026-11-23 12:00:00 UTC);

@@ -327,12 +327,15 @@ impl<R: Reader> Query<R> {
         if span > limit {
             return Err(RequestError::SpanTooLong { periods: span, unit, limit });
         }
-        let periods = if first <= last {
-            self.reader.aggregates(&partitions, timeline::period_sk_range(first, last)).await?
-        } else {
+        let mut periods = if first > last {
             BTreeMap::new()
+        } else if user.is_some() && granularity == Granularity::Month {
+            // A user's months are kept as their days, and added up here.
+            let days = self.reader.aggregates(&partitions, timeline::days_of_months_sk_range(first, last)).await?;
+            timeline::months_of_days(days)
+        } else {
+            self.reader.aggregates(&partitions, timeline::period_sk_range(first, last)).await?
         };
-        let mut periods = periods;
         periods.values_mut().for_each(AggregateTally::fold_for_answer);
         let folded = periods.values().any(|tally| tally.folded > 0);
         let periods: Vec<PeriodView> = periods.into_iter().map(|(label, tally)| PeriodView::of(label, tally)).collect();
@@ -711,7 +714,7 @@ mod tests {
         }
         let (status, body) = call(reader(), get("/users/u-1/aggregates?granularity=month")).await;
         assert_eq!((status, body["granularity"].as_str(), body["user_id"].as_str()), (200, Some("month"), Some("u-1")));
-        assert_eq!(body["periods"][0]["period"], "2026-11-23");
+        assert_eq!(body["periods"][0]["period"], "2026-11", "the user's days, added up by month");
         let (status, body) = call(reader(), get("/users/u-1/events")).await;
         assert_eq!((status, body["events"].as_array().map(Vec::len)), (200, Some(0)));
         assert!(body.get("next_cursor").is_none());

@@ -6,7 +6,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::{Duration, OffsetDateTime};
 
 use eventline_aws::keys;
-use eventline_model::aggregate::{Granularity, Period};
+use std::collections::BTreeMap;
+
+use eventline_model::aggregate::{AggregateTally, Granularity, Period};
 use eventline_model::event::{checked_utc, sortable_timestamp};
 
 /// Events per page: default and most.
@@ -148,10 +150,51 @@ pub fn period_sk_range(first: Period, last: Period) -> (String, String) {
     (keys::period_sk(first), keys::period_sk(last))
 }
 
+/// The day items of the months `first` to `last`, as a range of sort keys (`-31` bounds
+/// every month: sort keys compare as text).
+pub fn days_of_months_sk_range(first: Period, last: Period) -> (String, String) {
+    let day = |month: Period, day: &str| format!("D#{}-{day}", month.label());
+    (day(first, "01"), day(last, "31"))
+}
+
+/// Day tallies (by `yyyy-mm-dd` label) added up into their months (`yyyy-mm`).
+pub fn months_of_days(days: BTreeMap<String, AggregateTally>) -> BTreeMap<String, AggregateTally> {
+    let mut months: BTreeMap<String, AggregateTally> = BTreeMap::new();
+    for (label, tally) in days {
+        months.entry(label.get(..7).unwrap_or(&label).to_owned()).or_default().add(&tally);
+    }
+    months
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn a_users_months_are_read_as_their_days_and_added_up() {
+        let month = |t| Period::of(t, Granularity::Month);
+        let range =
+            days_of_months_sk_range(month(datetime!(2026-02-10 0:00 UTC)), month(datetime!(2026-04-01 0:00 UTC)));
+        assert_eq!(range, ("D#2026-02-01".to_owned(), "D#2026-04-31".to_owned()));
+        let (first, last) = (range.0.as_str(), range.1.as_str());
+        assert!(first <= "D#2026-02-28" && "D#2026-04-30" <= last);
+        assert!("D#2026-05-01" > last && "D#2026-01-31" < first);
+        let tally = |events, kind: &str| AggregateTally {
+            events,
+            by_type: BTreeMap::from([(kind.to_owned(), events)]),
+            ..AggregateTally::default()
+        };
+        let days = BTreeMap::from([
+            ("2026-02-01".to_owned(), tally(2, "a")),
+            ("2026-02-28".to_owned(), tally(3, "b")),
+            ("2026-04-30".to_owned(), tally(1, "a")),
+        ]);
+        let months = months_of_days(days);
+        assert_eq!(months.keys().collect::<Vec<_>>(), ["2026-02", "2026-04"]);
+        assert_eq!(months["2026-02"].events, 5);
+        assert_eq!(months["2026-02"].by_type, BTreeMap::from([("a".to_owned(), 2), ("b".to_owned(), 3)]));
+    }
 
     #[test]
     fn cursors_round_trip_and_forgeries_are_refused() {

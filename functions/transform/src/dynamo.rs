@@ -1,11 +1,19 @@
 //! The event store in DynamoDB: a batch's entries split into groups that fit a transaction
 //! ([`groups`]), and one TransactWriteItems per group, holding every conditional put and the
-//! counter increments they imply, so an event and its count commit together or not at all.
+//! shard's totals, so an event and its count commit together or not at all. The analytics
+//! (window buckets, day and month aggregates) follow as plain updates, one per item per
+//! batch, each conditional on the position of the last record of the shard the item took:
+//! exactly once without a transaction's doubled price.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use futures_util::StreamExt;
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
@@ -21,7 +29,10 @@ use eventline_model::{ProcessedEvent, format_rfc3339};
 use time::OffsetDateTime;
 
 use crate::breakdown::{self, Guard, Known};
-use crate::store::{AggregateItem, Committed, CounterDelta, Entry, EventStore, Outcome, StoreError};
+use crate::store::{
+    AggregateItem, Analytics, AnalyticsAdded, Committed, Contribution, CounterDelta, Entry, EventStore, Outcome,
+    StoreError,
+};
 use eventline_model::aggregate::{AggregateTally, DEFAULT_BREAKDOWN_KEYS, DEFAULT_MEASURES};
 use groups::commit_groups;
 
@@ -46,9 +57,15 @@ type ItemKey = (String, String);
 /// come and go every second, so it would otherwise only grow.
 const MAX_KNOWN_ITEMS: usize = 20_000;
 
-/// Times one commit re-reads items whose key counts changed under it before it waits as
-/// for any other conflict.
+/// Times one analytics item is read again after its condition failed before the next try
+/// waits as for any other conflict.
 const MAX_REREADS: u32 = 8;
+
+/// Updates of analytics items in flight at once.
+const CONCURRENT_UPDATES: usize = 16;
+
+/// Most counters one analytics update adds: its expression must stay within DynamoDB's 4 KB.
+pub const MAX_TERMS_PER_UPDATE: usize = 150;
 
 /// The breakdowns a counter item may hold, by attribute prefix.
 const BREAKDOWNS: [&str; 4] = [attr::TYPE_PREFIX, attr::SOURCE_PREFIX, attr::PLAN_PREFIX, attr::REGION_PREFIX];
@@ -75,31 +92,6 @@ impl DynamoEventStore {
     pub fn with_breakdown_limit(self, keys: u32) -> Self {
         Self { max_breakdown_keys: keys.max(1), ..self }
     }
-}
-
-/// What one commit has learned while it tried: shared items whose updates it leaves out.
-#[derive(Debug, Default)]
-struct Attempt {
-    /// Items the table refused to update (grown past a limit, a number it cannot hold):
-    /// their counts are lost, the events are still stored and counted.
-    dropped: HashSet<ItemKey>,
-    /// Leave every shared item out: the table refused the request as a whole, and an
-    /// event is never refused for its analytics.
-    without_analytics: bool,
-    rereads: u32,
-}
-
-/// A counter update of a transaction, and the shared item it adds to (none for the shard's
-/// totals and throughput).
-struct CounterAction {
-    action: TransactWriteItem,
-    shared: Option<SharedUpdate>,
-}
-
-struct SharedUpdate {
-    key: ItemKey,
-    /// What is known of the item once the update commits.
-    after: Known,
 }
 
 /// Where an entry stands while its group is being committed.
@@ -151,7 +143,7 @@ impl EventStore for DynamoEventStore {
     /// One transaction per group of entries that fits DynamoDB's limits, in order.
     async fn commit(&self, shard_id: &str, entries: &[Entry]) -> Committed {
         let mut committed = Committed { outcomes: Vec::with_capacity(entries.len()), error: None };
-        for group in commit_groups(entries, &self.measures) {
+        for group in commit_groups(entries) {
             match self.commit_group(shard_id, &entries[group]).await {
                 Ok(outcomes) => committed.outcomes.extend(outcomes),
                 Err(error) => {
@@ -161,6 +153,33 @@ impl EventStore for DynamoEventStore {
             }
         }
         committed
+    }
+
+    /// One update per window bucket and aggregate item, [`CONCURRENT_UPDATES`] at a time.
+    async fn add_analytics(&self, shard_id: &str, entries: &[Entry], outcomes: &[Outcome]) -> AnalyticsAdded {
+        let analytics = Analytics::of(entries, outcomes, &self.measures);
+        if analytics.is_empty() {
+            return AnalyticsAdded::default();
+        }
+        let mut updates: Vec<Pin<Box<dyn Future<Output = AnalyticsAdded> + Send + '_>>> = Vec::new();
+        for (bucket, adds) in &analytics.windows {
+            let expires_at = bucket.start() + BUCKET_TTL_SECONDS;
+            updates.push(Box::pin(self.add_to_item(shard_id, window_key(shard_id, *bucket), adds, Some(expires_at))));
+        }
+        for (item, adds) in &analytics.aggregates {
+            updates.push(Box::pin(self.add_to_item(shard_id, aggregate_key(shard_id, item), adds, None)));
+        }
+        let results: Vec<AnalyticsAdded> =
+            futures_util::stream::iter(updates).buffer_unordered(CONCURRENT_UPDATES).collect().await;
+        let added = AnalyticsAdded {
+            lost: results.iter().map(|r| r.lost).sum(),
+            unfinished: results.iter().filter_map(|r| r.unfinished).min(),
+        };
+        if added.lost > 0 {
+            eventline_aws::telemetry::analytics_lost(added.lost);
+            self.count_lost_analytics(shard_id, added.lost).await;
+        }
+        added
     }
 
     async fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> u64 {
@@ -175,7 +194,6 @@ impl DynamoEventStore {
     async fn commit_group(&self, shard_id: &str, entries: &[Entry]) -> Result<Vec<Outcome>, StoreError> {
         let mut steps: Vec<Step> = entries.iter().map(Step::first).collect();
         let mut retries = self.backoff.start();
-        let mut attempt = Attempt::default();
         // Groups still to commit; a group the table refuses as a whole is split in two until
         // the entry that makes it invalid stands alone.
         let mut groups: Vec<Vec<usize>> = vec![(0..entries.len()).collect()];
@@ -186,7 +204,7 @@ impl DynamoEventStore {
                 if pending.is_empty() {
                     break;
                 }
-                match self.try_commit(shard_id, entries, &pending, &mut steps, &mut attempt).await? {
+                match self.try_commit(shard_id, entries, &pending, &mut steps).await? {
                     None => break,
                     Some(Failure::Resolved) => {}
                     Some(Failure::Invalid(error)) if pending.len() > 1 => {
@@ -196,10 +214,6 @@ impl DynamoEventStore {
                         groups.push(first.to_vec());
                         break;
                     }
-                    Some(Failure::Invalid(error)) if !attempt.without_analytics => {
-                        tracing::warn!(error = %error_chain(&error), "table refused an entry with its analytics; trying without them");
-                        attempt.without_analytics = true;
-                    }
                     Some(Failure::Invalid(error)) => {
                         let index = pending[0];
                         if steps[index] != Step::StoreEvent {
@@ -207,7 +221,6 @@ impl DynamoEventStore {
                         }
                         tracing::warn!(error = %error_chain(&error), "table refused an event; dead-lettering it");
                         steps[index] = Step::MarkRefused;
-                        attempt.without_analytics = false;
                     }
                     Some(Failure::Transient(error)) => {
                         tracing::warn!(error = %error_chain(&error), retries = retries.count(), "transaction failed; retrying");
@@ -219,76 +232,43 @@ impl DynamoEventStore {
                     Some(Failure::Permanent(error)) => return Err(StoreError::Permanent(error.into())),
                 }
             }
-            attempt.without_analytics = false;
         }
         Ok(steps.into_iter().map(Step::outcome_if_written).collect())
     }
-}
 
-impl DynamoEventStore {
-    /// One transaction of the pending entries with their counter increments. `None` when
-    /// it went through (the steps are then done).
+    /// One transaction of the pending entries with the shard's totals. `None` when it went
+    /// through (the steps are then done).
     async fn try_commit(
         &self,
         shard_id: &str,
         entries: &[Entry],
         pending: &[usize],
         steps: &mut [Step],
-        attempt: &mut Attempt,
     ) -> Result<Option<Failure>, StoreError> {
         let mut delta = CounterDelta::default();
         for &i in pending {
-            delta.count(&entries[i], steps[i].outcome_if_written(), &self.measures);
+            delta.count(&entries[i], steps[i].outcome_if_written());
         }
-        self.read_stale(shard_id, &delta).await?;
         let mut actions: Vec<TransactWriteItem> =
             pending.iter().map(|&i| self.put_action(&entries[i], steps[i])).collect::<Result<_, _>>()?;
-        let (counter_actions, shared): (Vec<TransactWriteItem>, Vec<Option<SharedUpdate>>) = self
-            .counter_actions(shard_id, &delta, OffsetDateTime::now_utc(), attempt)?
-            .into_iter()
-            .map(|c| (c.action, c.shared))
-            .unzip();
-        actions.extend(counter_actions);
+        actions.extend(self.counter_actions(shard_id, &delta, OffsetDateTime::now_utc())?);
 
         let error = match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
             Ok(_) => {
                 for &i in pending {
                     steps[i] = Step::Done(steps[i].outcome_if_written());
                 }
-                self.learn(shared.into_iter().flatten().map(|update| (update.key, update.after)));
                 return Ok(None);
             }
             Err(error) => error,
         };
         if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error() {
             let reasons = cancelled.cancellation_reasons();
-            let entries_changed = resolve(reasons, entries, pending, steps);
-            let mut counters_changed = false;
-            for (reason, update) in reasons.iter().skip(pending.len()).zip(&shared) {
-                match (reason.code(), update) {
-                    // Its key counts are not what this environment knew: read it again.
-                    (Some("ConditionalCheckFailed"), Some(update)) => {
-                        self.learn([(update.key.clone(), Known::Stale)]);
-                        counters_changed = true;
-                    }
-                    // Grown past a limit or holding a number the table refuses: leave it out,
-                    // never the events.
-                    (Some("ValidationError"), Some(update)) => {
-                        tracing::error!(pk = %update.key.0, sk = %update.key.1, "table refused an analytics update; its counts are lost");
-                        attempt.dropped.insert(update.key.clone());
-                        counters_changed = true;
-                    }
-                    (Some("ValidationError"), None) => return Ok(Some(Failure::Permanent(error))),
-                    _ => {}
-                }
+            // The totals carry no condition: a reason against them means a request built wrong.
+            if reasons.iter().skip(pending.len()).any(|reason| reason.code() == Some("ValidationError")) {
+                return Ok(Some(Failure::Permanent(error)));
             }
-            if counters_changed && !entries_changed {
-                attempt.rereads += 1;
-                if attempt.rereads > MAX_REREADS {
-                    return Ok(Some(Failure::Transient(error)));
-                }
-            }
-            if entries_changed || counters_changed {
+            if resolve(reasons, entries, pending, steps) {
                 return Ok(Some(Failure::Resolved));
             }
         }
@@ -306,35 +286,6 @@ impl DynamoEventStore {
 
     fn known(&self, key: &ItemKey) -> Known {
         self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned().unwrap_or_default()
-    }
-
-    /// Reads the shared items this delta adds to whose key counts changed under an earlier
-    /// commit, so the next plan starts from what they hold.
-    async fn read_stale(&self, shard_id: &str, delta: &CounterDelta) -> Result<(), StoreError> {
-        let stale: Vec<ItemKey> =
-            shared_items(shard_id, delta).into_iter().filter(|key| self.known(key) == Known::Stale).collect();
-        if stale.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<Item> = stale
-            .iter()
-            .map(|(pk, sk)| Item::from([(keys::PK.to_owned(), s(pk)), (keys::SK.to_owned(), s(sk))]))
-            .collect();
-        let items =
-            batch_get(&self.client, &self.table_name, keys, true, self.backoff).await.map_err(StoreError::Transient)?;
-        let counts: Vec<(&'static str, String)> =
-            BREAKDOWNS.iter().map(|prefix| (*prefix, keys::key_count_attribute(prefix))).collect();
-        // Absent items are known to hold nothing.
-        let mut found: HashMap<ItemKey, Known> =
-            stale.into_iter().map(|key| (key, Known::Seen(HashMap::new()))).collect();
-        for item in items {
-            let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            let attributes =
-                item.iter().map(|(name, value)| (name.as_str(), value.as_n().ok().and_then(|n| n.parse().ok())));
-            found.insert((text(keys::PK), text(keys::SK)), breakdown::known_from(attributes, &counts));
-        }
-        self.learn(found);
-        Ok(())
     }
 
     /// A conditional put: the event item, or a marker that makes a count happen once.
@@ -366,42 +317,16 @@ impl DynamoEventStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// The shard's totals, its throughput in this second, and the window buckets and
-    /// aggregates the delta adds to (less those the attempt leaves out, whose events are
-    /// counted as lost analytics in the totals).
+    /// The shard's totals, and its throughput in this second.
     fn counter_actions(
         &self,
         shard_id: &str,
         delta: &CounterDelta,
         now: OffsetDateTime,
-        attempt: &Attempt,
-    ) -> Result<Vec<CounterAction>, StoreError> {
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
         if delta.is_empty() {
             return Ok(Vec::new());
         }
-        let left_out = |key: &ItemKey| attempt.without_analytics || attempt.dropped.contains(key);
-        let mut analytics_lost = 0;
-        let mut shared = Vec::new();
-        for (bucket, tally) in &delta.windows {
-            let key = window_key(shard_id, *bucket);
-            if left_out(&key) {
-                analytics_lost += tally.events;
-                continue;
-            }
-            shared.push(self.window_update(key, *bucket, tally)?);
-        }
-        for (item, tally) in &delta.aggregates {
-            let key = aggregate_key(shard_id, item);
-            if left_out(&key) {
-                analytics_lost += tally.events;
-                continue;
-            }
-            shared.push(self.aggregate_update(key, tally)?);
-        }
-        if analytics_lost > 0 {
-            eventline_aws::telemetry::analytics_lost(analytics_lost);
-        }
-
         let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
         // Attribute names go through placeholders: several are DynamoDB reserved words.
         let mut adds = vec![
@@ -431,12 +356,6 @@ impl DynamoEventStore {
             .expression_attribute_values(":f", n(delta.outcomes.failed))
             .expression_attribute_values(":ls", n(delta.outcomes.latency_sum_ms))
             .expression_attribute_values(":now", n(now_ms));
-        if analytics_lost > 0 {
-            adds.push("#analytics_lost :al".to_owned());
-            totals = totals
-                .expression_attribute_names("#analytics_lost", attr::ANALYTICS_LOST)
-                .expression_attribute_values(":al", n(analytics_lost));
-        }
         for (bucket, count) in &delta.outcomes.latency.counts {
             adds.push(format!("#h{bucket} :h{bucket}"));
             totals = totals
@@ -450,8 +369,7 @@ impl DynamoEventStore {
             ))
             .build()
             .map_err(|e| StoreError::Permanent(e.into()))?;
-        let mut actions =
-            vec![CounterAction { action: TransactWriteItem::builder().update(totals).build(), shared: None }];
+        let mut actions = vec![TransactWriteItem::builder().update(totals).build()];
 
         if delta.outcomes.processed > 0 {
             let second = now.unix_timestamp();
@@ -466,48 +384,179 @@ impl DynamoEventStore {
                 .expression_attribute_values(":ttl", n(second + keys::RATE_ITEM_TTL_SECONDS))
                 .build()
                 .map_err(|e| StoreError::Permanent(e.into()))?;
-            actions.push(CounterAction { action: TransactWriteItem::builder().update(rate).build(), shared: None });
+            actions.push(TransactWriteItem::builder().update(rate).build());
         }
-        actions.extend(shared);
         Ok(actions)
     }
+}
 
-    /// Adds to a day or month aggregate: the count, one counter per type and source, and one
-    /// sum per measure. Aggregates are kept (no TTL).
-    fn aggregate_update(&self, key: ItemKey, tally: &AggregateTally) -> Result<CounterAction, StoreError> {
-        let terms = std::iter::once((attr::EVENTS.to_owned(), tally.events.to_string()))
-            .chain(tally.sums.iter().map(|(k, sum)| (format!("{}{k}", attr::MEASURE_PREFIX), sum.to_number_text())))
-            .collect();
-        let breakdowns = [(attr::TYPE_PREFIX, &tally.by_type), (attr::SOURCE_PREFIX, &tally.by_source)];
-        self.counting_update(key, terms, &breakdowns, None)
+/// What an analytics item counts: a window bucket's tally or an aggregate's.
+trait Counting: Clone + Default + Send + Sync {
+    fn add(&mut self, other: &Self);
+    /// The events it counts.
+    fn events(&self) -> u64;
+    /// Its plain counters, as `(attribute, number)`.
+    fn terms(&self) -> Vec<(String, String)>;
+    /// Its breakdowns, by attribute prefix.
+    fn breakdowns(&self) -> Vec<(&'static str, &BTreeMap<String, u64>)>;
+}
+
+impl Counting for Tally {
+    fn add(&mut self, other: &Self) {
+        Tally::add(self, other);
     }
 
-    /// Adds a tally to a window bucket: the counts, and one counter per dimension value
-    /// (`t#user_action`, `p#pro`, ...), top-level so `ADD` can create them.
-    fn window_update(&self, key: ItemKey, bucket: Bucket, tally: &Tally) -> Result<CounterAction, StoreError> {
-        let terms = vec![
-            (attr::EVENTS.to_owned(), tally.events.to_string()),
-            (attr::UNKNOWN.to_owned(), tally.unknown.to_string()),
-        ];
-        let breakdowns = [
-            (attr::TYPE_PREFIX, &tally.by_type),
-            (attr::SOURCE_PREFIX, &tally.by_source),
-            (attr::PLAN_PREFIX, &tally.by_plan),
-            (attr::REGION_PREFIX, &tally.by_region),
-        ];
-        self.counting_update(key, terms, &breakdowns, Some(bucket.start() + BUCKET_TTL_SECONDS))
+    fn events(&self) -> u64 {
+        self.events
     }
 
-    /// An update that adds `terms` and the breakdowns to a shared item, each breakdown
-    /// bounded as [`breakdown::plan`] decides, conditional on what the plan relied on.
+    fn terms(&self) -> Vec<(String, String)> {
+        vec![(attr::EVENTS.to_owned(), self.events.to_string()), (attr::UNKNOWN.to_owned(), self.unknown.to_string())]
+    }
+
+    fn breakdowns(&self) -> Vec<(&'static str, &BTreeMap<String, u64>)> {
+        vec![
+            (attr::TYPE_PREFIX, &self.by_type),
+            (attr::SOURCE_PREFIX, &self.by_source),
+            (attr::PLAN_PREFIX, &self.by_plan),
+            (attr::REGION_PREFIX, &self.by_region),
+        ]
+    }
+}
+
+impl Counting for AggregateTally {
+    fn add(&mut self, other: &Self) {
+        AggregateTally::add(self, other);
+    }
+
+    fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// The count, and one sum per measure.
+    fn terms(&self) -> Vec<(String, String)> {
+        std::iter::once((attr::EVENTS.to_owned(), self.events.to_string()))
+            .chain(self.sums.iter().map(|(k, sum)| (format!("{}{k}", attr::MEASURE_PREFIX), sum.to_number_text())))
+            .collect()
+    }
+
+    fn breakdowns(&self) -> Vec<(&'static str, &BTreeMap<String, u64>)> {
+        vec![(attr::TYPE_PREFIX, &self.by_type), (attr::SOURCE_PREFIX, &self.by_source)]
+    }
+}
+
+/// How many of `adds`, from the first, one update takes: as many as keep its counters within
+/// [`MAX_TERMS_PER_UPDATE`] (at least one).
+fn first_update<T: Counting>(adds: &[Contribution<T>]) -> usize {
+    let mut merged = T::default();
+    for (taken, add) in adds.iter().enumerate() {
+        let mut trial = merged.clone();
+        trial.add(&add.tally);
+        let terms = trial.terms().len() + trial.breakdowns().iter().map(|(_, keys)| keys.len()).sum::<usize>();
+        if taken > 0 && terms > MAX_TERMS_PER_UPDATE {
+            return taken;
+        }
+        merged = trial;
+    }
+    adds.len()
+}
+
+impl DynamoEventStore {
+    /// Adds a batch's contributions to one item, in stream order, each update conditional
+    /// on the item not having taken them yet (and on the breakdown keys its plan relied
+    /// on). When the condition fails, the item is read: the contributions it took already
+    /// are dropped, and the rest planned again from what it holds.
+    async fn add_to_item<T: Counting>(
+        &self,
+        shard_id: &str,
+        key: ItemKey,
+        adds: &[Contribution<T>],
+        expires_at: Option<i64>,
+    ) -> AnalyticsAdded {
+        let taken = keys::taken_attribute(shard_id);
+        let mut rest = adds;
+        let mut retries = self.backoff.start();
+        let mut rereads = 0;
+        while let Some(first) = rest.first() {
+            let count = first_update(rest);
+            let mut merged = T::default();
+            rest[..count].iter().for_each(|add| merged.add(&add.tally));
+            let marks = Taken { attribute: &taken, first: &first.position, last: &rest[count - 1].position };
+            let (update, after) = self.counting_update(&key, merged.terms(), &merged.breakdowns(), expires_at, marks);
+            let failed = match update.send().await {
+                Ok(_) => {
+                    self.learn([(key.clone(), after)]);
+                    rest = &rest[count..];
+                    continue;
+                }
+                Err(error) => error,
+            };
+            if failed.code() == Some("ConditionalCheckFailedException") {
+                // Its key counts are not what this environment knew, or it took some of these
+                // records already (a redelivery): read what it holds.
+                match self.read_item(&key, &taken).await {
+                    Ok(last) => {
+                        let done = last.map_or(0, |last| rest.iter().take_while(|add| add.position <= last).count());
+                        rest = &rest[done..];
+                    }
+                    Err(error) => tracing::warn!(%error, pk = %key.0, sk = %key.1, "analytics item not read; retrying"),
+                }
+                rereads += 1;
+                if rereads <= MAX_REREADS || rest.is_empty() {
+                    continue;
+                }
+            } else if refused_for_good(&failed) {
+                // Grown past a limit or holding a number the table refuses: its counts are
+                // lost, never the events.
+                tracing::error!(error = %error_chain(&failed), pk = %key.0, sk = %key.1, "table refused an analytics update; its counts are lost");
+                return AnalyticsAdded { lost: rest.iter().map(|add| add.tally.events()).sum(), unfinished: None };
+            } else {
+                tracing::warn!(error = %error_chain(&failed), pk = %key.0, sk = %key.1, "analytics update failed; retrying");
+            }
+            if !retries.wait().await {
+                tracing::error!(pk = %key.0, sk = %key.1, "analytics update still failing; the batch is retried from its first record");
+                return AnalyticsAdded { lost: 0, unfinished: rest.first().map(|add| add.index) };
+            }
+        }
+        AnalyticsAdded::default()
+    }
+
+    /// Reads an analytics item: learns its breakdowns, and returns the position of the last
+    /// record of this shard it took (`taken`), if it took any.
+    async fn read_item(&self, key: &ItemKey, taken: &str) -> Result<Option<String>, BoxError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table_name)
+            .key(keys::PK, s(&key.0))
+            .key(keys::SK, s(&key.1))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let counts: Vec<(&'static str, String)> =
+            BREAKDOWNS.iter().map(|prefix| (*prefix, keys::key_count_attribute(prefix))).collect();
+        let item = output.item.unwrap_or_default();
+        let attributes =
+            item.iter().map(|(name, value)| (name.as_str(), value.as_n().ok().and_then(|n| n.parse().ok())));
+        // An absent item is known to hold nothing.
+        self.learn([(key.clone(), breakdown::known_from(attributes, &counts))]);
+        Ok(item.get(taken).and_then(|v| v.as_s().ok()).cloned())
+    }
+
+    /// An update that adds `terms` and the breakdowns to an analytics item, each breakdown
+    /// bounded as [`breakdown::plan`] decides, and marks the records it takes; conditional on
+    /// what the plan relied on and on the item not having taken them. Returns it with what
+    /// is known of the item once it went through.
     fn counting_update(
         &self,
-        key: ItemKey,
+        key: &ItemKey,
         mut terms: Vec<(String, String)>,
         breakdowns: &[(&'static str, &BTreeMap<String, u64>)],
         expires_at: Option<i64>,
-    ) -> Result<CounterAction, StoreError> {
-        let plan = breakdown::plan(&self.known(&key), breakdowns, self.max_breakdown_keys);
+        taken: Taken<'_>,
+    ) -> (UpdateItemFluentBuilder, Known) {
+        let plan = breakdown::plan(&self.known(key), breakdowns, self.max_breakdown_keys);
         for (prefix, counts) in &plan.counts {
             terms.extend(counts.iter().map(|(k, c)| (format!("{prefix}{k}"), c.to_string())));
         }
@@ -517,44 +566,63 @@ impl DynamoEventStore {
         for (prefix, added) in &plan.new_keys {
             terms.push((keys::key_count_attribute(prefix), added.to_string()));
         }
-        let update = Update::builder().table_name(&self.table_name).key(keys::PK, s(&key.0)).key(keys::SK, s(&key.1));
-        let (mut update, adds) = with_adds(update, terms);
-        let mut expression = format!("ADD {adds}");
-        if let Some(expires_at) = expires_at {
-            update = update
-                .expression_attribute_names("#ttl", keys::EXPIRES_AT)
-                .expression_attribute_values(":ttl", n(expires_at));
-            expression.push_str(" SET #ttl = :ttl");
+        let mut names = HashMap::from([("#taken".to_owned(), taken.attribute.to_owned())]);
+        let mut values = HashMap::from([(":first".to_owned(), s(taken.first)), (":last".to_owned(), s(taken.last))]);
+        let mut adds = Vec::with_capacity(terms.len());
+        for (index, (name, number)) in terms.into_iter().enumerate() {
+            adds.push(format!("#a{index} :a{index}"));
+            names.insert(format!("#a{index}"), name);
+            values.insert(format!(":a{index}"), AttributeValue::N(number));
         }
-        let mut conditions = Vec::new();
+        let mut expression = format!("ADD {} SET #taken = :last", adds.join(", "));
+        if let Some(expires_at) = expires_at {
+            names.insert("#ttl".to_owned(), keys::EXPIRES_AT.to_owned());
+            values.insert(":ttl".to_owned(), n(expires_at));
+            expression.push_str(", #ttl = :ttl");
+        }
+        let mut conditions = vec!["(attribute_not_exists(#taken) OR #taken < :first)".to_owned()];
         match &plan.guard {
             Guard::Absent => {
-                update = update.expression_attribute_names("#events", attr::EVENTS);
+                names.insert("#events".to_owned(), attr::EVENTS.to_owned());
                 conditions.push("attribute_not_exists(#events)".to_owned());
             }
             Guard::Counts(counts) => {
                 for (index, (prefix, count)) in counts.iter().enumerate() {
-                    update = update.expression_attribute_names(format!("#k{index}"), keys::key_count_attribute(prefix));
+                    names.insert(format!("#k{index}"), keys::key_count_attribute(prefix));
                     conditions.push(match count {
                         None => format!("attribute_not_exists(#k{index})"),
                         Some(count) => {
-                            update = update.expression_attribute_values(format!(":k{index}"), n(count));
+                            values.insert(format!(":k{index}"), n(count));
                             format!("#k{index} = :k{index}")
                         }
                     });
                 }
             }
         }
-        if !conditions.is_empty() {
-            update = update.condition_expression(conditions.join(" AND "));
-        }
-        let update = update.update_expression(expression).build().map_err(|e| StoreError::Permanent(e.into()))?;
-        Ok(CounterAction {
-            action: TransactWriteItem::builder().update(update).build(),
-            shared: Some(SharedUpdate { key, after: plan.after }),
-        })
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table_name)
+            .key(keys::PK, s(&key.0))
+            .key(keys::SK, s(&key.1))
+            .update_expression(expression)
+            .condition_expression(conditions.join(" AND "))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values));
+        (update, plan.after)
     }
+}
 
+/// The records one update of an analytics item takes: the attribute that keeps the last one
+/// of this shard, and the first and last positions of the update.
+#[derive(Clone, Copy)]
+struct Taken<'a> {
+    attribute: &'a str,
+    first: &'a str,
+    last: &'a str,
+}
+
+impl DynamoEventStore {
     /// Merges users into the sketches of window buckets: read, merge, write back unless
     /// another write came in between (then again). Merging is idempotent, so this runs after
     /// the commit and again on redelivery without counting a user twice. A bucket the table
@@ -716,8 +784,10 @@ fn resolve(reasons: &[CancellationReason], entries: &[Entry], pending: &[usize],
                             && sub_sequence_number == event.sub_sequence_number;
                         let same_ingest =
                             event.ingest_id.as_ref().is_some_and(|id| field(attr::INGEST_ID) == Some(&id.to_string()));
-                        if same_record || same_ingest {
+                        if same_record {
                             Step::Done(Outcome::Redelivered)
+                        } else if same_ingest {
+                            Step::Done(Outcome::IngestCopy)
                         } else if same_provenance(event, field(attr::SENDER), field(attr::DIGEST)) {
                             Step::MarkDuplicate
                         } else {
@@ -786,22 +856,6 @@ fn conflict_item(copy: &ProcessedEvent) -> Item {
     item
 }
 
-/// Adds each `(attribute, number)` through numbered placeholders (the names may be reserved
-/// words or hold any character); returns the builder and the terms of the `ADD` clause.
-fn with_adds(
-    mut update: aws_sdk_dynamodb::types::builders::UpdateBuilder,
-    terms: impl IntoIterator<Item = (String, String)>,
-) -> (aws_sdk_dynamodb::types::builders::UpdateBuilder, String) {
-    let mut adds = Vec::new();
-    for (index, (name, number)) in terms.into_iter().enumerate() {
-        adds.push(format!("#a{index} :a{index}"));
-        update = update
-            .expression_attribute_names(format!("#a{index}"), name)
-            .expression_attribute_values(format!(":a{index}"), AttributeValue::N(number));
-    }
-    (update, adds.join(", "))
-}
-
 fn window_key(shard_id: &str, bucket: Bucket) -> ItemKey {
     (keys::window_pk(shard_id), keys::window_sk(bucket))
 }
@@ -811,12 +865,6 @@ fn aggregate_key(shard_id: &str, item: &AggregateItem) -> ItemKey {
         AggregateItem::User(user, period) => (keys::user_aggregate_pk(user), keys::period_sk(*period)),
         AggregateItem::Shard(period) => (keys::shard_aggregate_pk(shard_id), keys::period_sk(*period)),
     }
-}
-
-/// The shared counter items a delta adds to.
-fn shared_items(shard_id: &str, delta: &CounterDelta) -> Vec<ItemKey> {
-    let windows = delta.windows.keys().map(|bucket| window_key(shard_id, *bucket));
-    windows.chain(delta.aggregates.keys().map(|item| aggregate_key(shard_id, item))).collect()
 }
 
 fn marker(pk: String, sk: String) -> Item {
@@ -919,7 +967,9 @@ mod tests {
             none(),
         ];
         assert!(resolve(&reasons, &entries, &[0, 1, 2], &mut steps));
-        assert_eq!(steps, [Step::Done(Outcome::Redelivered), Step::Done(Outcome::Redelivered), Step::MarkDuplicate]);
+        // A copy ingest put twice is published again but adds to no analytics: only this
+        // very record's redelivery does.
+        assert_eq!(steps, [Step::Done(Outcome::Redelivered), Step::Done(Outcome::IngestCopy), Step::MarkDuplicate]);
     }
 
     #[test]

@@ -157,12 +157,15 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
         // short of the first one the queue did not take.
         let unsent = self.dead_letter(poison(&decoded), "poison record").await;
         let (entries, outcomes) = self.commit(&shard_id, &decoded[..unsent.unwrap_or(decoded.len())]).await;
-        let analytics_lost = self.sketches(&shard_id, &entries, &outcomes).await;
+        let analytics = self.store.add_analytics(&shard_id, &entries, &outcomes).await;
+        let analytics_lost = analytics.lost + self.sketches(&shard_id, &entries, &outcomes).await;
         let unsent = self.dead_letter(refused(&units, &shard_id, &outcomes), "refused record").await;
         let unpublished = self.publish(&entries, &outcomes).await;
-        // Units past the last committed, or from the first not sent or not published, are
-        // retried by Lambda, with the whole record that holds the first of them.
-        let unfinished = [unsent, unpublished].into_iter().flatten().fold(outcomes.len(), usize::min);
+        // Units past the last committed, or from the first whose analytics were not added,
+        // not sent or not published, are retried by Lambda, with the whole record that holds
+        // the first of them.
+        let unfinished =
+            [analytics.unfinished, unsent, unpublished].into_iter().flatten().fold(outcomes.len(), usize::min);
         report(records, &units, &entries, &outcomes, Unfinished::From(unfinished), analytics_lost)
     }
 
@@ -232,7 +235,8 @@ impl<St: EventStore, Si: RecordSink, D: DeadLetters, E: Enricher> Transform<St, 
     async fn sketches(&self, shard_id: &str, entries: &[Entry], outcomes: &[Outcome]) -> u64 {
         let mut users: BTreeMap<Bucket, Vec<u64>> = BTreeMap::new();
         for (entry, outcome) in entries.iter().zip(outcomes) {
-            if let (Entry::Event { event, buckets }, Outcome::Stored | Outcome::Redelivered) = (entry, outcome)
+            if let (Entry::Event { event, buckets }, Outcome::Stored | Outcome::Redelivered | Outcome::IngestCopy) =
+                (entry, outcome)
                 && let Some(user) = &event.event.user_id
             {
                 for bucket in buckets {
@@ -316,7 +320,7 @@ fn report(
                 report.latencies_ms.push(event.latency_ms);
             }
             (_, Outcome::Stored) => report.stored += 1,
-            (_, Outcome::Redelivered) => report.redelivered += 1,
+            (_, Outcome::Redelivered | Outcome::IngestCopy) => report.redelivered += 1,
             (_, Outcome::Duplicate) => report.duplicates += 1,
             (_, Outcome::Conflict) => report.conflicts += 1,
             _ => {}
@@ -1028,6 +1032,32 @@ mod tests {
         assert!(t.handle(retry).await.batch_item_failures.is_empty());
         assert_eq!(counts(&t), (3, 0, 0));
         assert_eq!(t.output.taken_json().len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_analytics_fail_the_batch_is_retried_and_each_record_adds_to_them_once() {
+        let t = transform();
+        let ids = [IngestId::generate(), IngestId::generate(), IngestId::generate()];
+        let event = batch(&[("c1", &ids[0], "x"), ("c2", &ids[1], "y"), ("c3", &ids[2], "z")]);
+        t.store.fail_next_analytics(1);
+        let (response, report) = t.process(&event.records).await;
+        assert_eq!(failure_ids(&response), [event.records[0].kinesis.sequence_number.clone()]);
+        assert_eq!((report.stored, report.retry_from), (0, Some(0)), "stored, not finished");
+        assert_eq!(counts(&t), (3, 0, 0), "stored and counted in the commit");
+        assert!(t.store.analytics().is_empty());
+        // The retry finds the events stored by this very record: their analytics are added,
+        // and a second redelivery, or a later batch holding them again, adds nothing.
+        assert!(t.handle(event.clone()).await.batch_item_failures.is_empty());
+        assert!(t.handle(event.clone()).await.batch_item_failures.is_empty());
+        let mut tail = event.clone();
+        tail.records.remove(0);
+        assert!(t.handle(tail).await.batch_item_failures.is_empty());
+        let analytics = t.store.analytics();
+        assert!(!analytics.is_empty());
+        for (item, events) in &analytics {
+            assert_eq!(*events, 3, "{item}: each of the three events once");
+        }
+        assert_eq!(counts(&t), (3, 0, 0));
     }
 
     #[tokio::test(start_paused = true)]

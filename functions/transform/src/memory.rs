@@ -13,7 +13,7 @@ use eventline_model::{IngestId, Position, Provenance, UserId};
 
 use crate::dead_letter::{DeadLetterError, DeadLetters, PoisonMessage};
 use crate::enrich::{Enricher, Lookup};
-use crate::store::{Committed, Entry, EventStore, Outcome, StoreError};
+use crate::store::{Analytics, AnalyticsAdded, Committed, Entry, EventStore, Outcome, StoreError};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -47,6 +47,18 @@ pub struct MemoryStore {
     refused_ids: Vec<String>,
     refuse_sketches: bool,
     sketch_users: Mutex<BTreeMap<Bucket, HashSet<u64>>>,
+    /// Each analytics item, named by its key (e.g. `Second(..)` or `User(..)`).
+    analytics: Mutex<BTreeMap<String, AnalyticsItem>>,
+    /// Calls of `add_analytics` still to fail before they add anything.
+    analytics_failures: Mutex<u32>,
+}
+
+/// An analytics item as the table keeps it: the events it counted, and per shard the
+/// position of the last record it took.
+#[derive(Default)]
+struct AnalyticsItem {
+    events: u64,
+    taken: HashMap<String, String>,
 }
 
 /// Commits told to fail.
@@ -82,6 +94,16 @@ impl MemoryStore {
     /// batch does whose later transaction fails.
     pub fn fail_next_commit_after(&self, entries: usize) {
         lock(&self.failures).after = Some(entries);
+    }
+
+    /// The next `calls` additions of analytics fail, transiently, before they add anything.
+    pub fn fail_next_analytics(&self, calls: u32) {
+        *lock(&self.analytics_failures) = calls;
+    }
+
+    /// The events each analytics item counted, by the item's name.
+    pub fn analytics(&self) -> BTreeMap<String, u64> {
+        lock(&self.analytics).iter().map(|(name, item)| (name.clone(), item.events)).collect()
     }
 
     /// What was counted so far.
@@ -131,7 +153,7 @@ impl MemoryStore {
                     }
                     Some((at, _)) if at.position == event.position() => (Outcome::Redelivered, None),
                     Some((at, _)) if at.ingest_id.is_some() && event.ingest_id == at.ingest_id => {
-                        (Outcome::Redelivered, None)
+                        (Outcome::IngestCopy, None)
                     }
                     Some((_, stored)) => {
                         let other = matches!((stored, &event.provenance), (Some(a), Some(b)) if a != b);
@@ -180,6 +202,38 @@ impl EventStore for MemoryStore {
         let outcomes = entries[..written].iter().map(|entry| self.commit_entry(entry)).collect();
         let error = (written < entries.len()).then(|| StoreError::Transient("throttled".into()));
         Committed { outcomes, error }
+    }
+
+    /// As the table's conditional updates: an item takes the records after the last it took.
+    async fn add_analytics(&self, shard_id: &str, entries: &[Entry], outcomes: &[Outcome]) -> AnalyticsAdded {
+        let analytics = Analytics::of(entries, outcomes, &[]);
+        {
+            let mut failures = lock(&self.analytics_failures);
+            if *failures > 0 {
+                *failures -= 1;
+                let first = analytics.windows.values().flatten().map(|add| add.index);
+                let first = first.chain(analytics.aggregates.values().flatten().map(|add| add.index)).min();
+                return AnalyticsAdded { lost: 0, unfinished: first };
+            }
+        }
+        let mut items = lock(&self.analytics);
+        let windows = analytics.windows.iter().map(|(bucket, adds)| {
+            (format!("{bucket:?}"), adds.iter().map(|add| (&add.position, add.tally.events)).collect::<Vec<_>>())
+        });
+        let aggregates = analytics.aggregates.iter().map(|(item, adds)| {
+            (format!("{item:?}"), adds.iter().map(|add| (&add.position, add.tally.events)).collect::<Vec<_>>())
+        });
+        for (name, adds) in windows.chain(aggregates) {
+            let item = items.entry(name).or_default();
+            for (position, added) in adds {
+                let last = item.taken.entry(shard_id.to_owned()).or_default();
+                if last.as_str() < position.as_str() {
+                    item.events += added;
+                    *last = position.clone();
+                }
+            }
+        }
+        AnalyticsAdded::default()
     }
 
     async fn merge_users(&self, _shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> u64 {

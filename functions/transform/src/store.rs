@@ -1,4 +1,5 @@
-//! Storing processed events exactly once, and counting them in the same commit.
+//! Storing processed events exactly once, counting them in the same commit, and adding them
+//! to the analytics (window buckets, day and month aggregates) once per record after it.
 
 use std::future::Future;
 
@@ -55,8 +56,12 @@ impl Entry {
 pub enum Outcome {
     /// Stored now and counted as processed.
     Stored,
-    /// This very record was stored by an earlier delivery; not counted again.
+    /// This very record was stored by an earlier delivery; not counted again. Its analytics
+    /// are added again, and each item takes them unless that delivery added them already.
     Redelivered,
+    /// A copy of a stored record that ingest put twice (same ingest id, another position):
+    /// published again, counted nowhere.
+    IngestCopy,
     /// Another record already holds this identity; counted as a duplicate now.
     Duplicate,
     /// Another sender, or other content, already holds this identity: the copy is kept as a
@@ -79,6 +84,12 @@ impl Outcome {
     /// Stored events go to the output stream, and so do redeliveries, because the earlier
     /// delivery may have stopped between storing and publishing.
     pub fn publishes(self) -> bool {
+        matches!(self, Outcome::Stored | Outcome::Redelivered | Outcome::IngestCopy)
+    }
+
+    /// The event adds to the analytics: stored now, or by an earlier delivery of this very
+    /// record (which may have stopped before adding it).
+    pub fn adds_analytics(self) -> bool {
         matches!(self, Outcome::Stored | Outcome::Redelivered)
     }
 
@@ -110,11 +121,33 @@ pub struct Committed {
     pub error: Option<StoreError>,
 }
 
+/// What adding a batch's analytics did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AnalyticsAdded {
+    /// Events whose additions to some item the table refused for good: counted as lost
+    /// analytics in the shard's totals, never retried.
+    pub lost: u64,
+    /// The first entry (by index) with an addition still failing past the retry budget:
+    /// the batch is retried from its record, and the items that took it skip it then.
+    pub unfinished: Option<usize>,
+}
+
 /// Commits entries of one shard atomically with the counters they change.
 pub trait EventStore: Send + Sync {
     /// Commits a batch's entries in order, in as many atomic commits as the store needs,
     /// each entry with its counters; stops at the first commit that fails.
     fn commit(&self, shard_id: &str, entries: &[Entry]) -> impl Future<Output = Committed> + Send;
+
+    /// Adds the events whose outcome [adds analytics](Outcome::adds_analytics) to the
+    /// shard's window buckets and to the day and month aggregates, once per record: each
+    /// item keeps the position of the last record of this shard it took, and takes only
+    /// records after it. `outcomes` may be shorter than `entries` (a commit that stopped).
+    fn add_analytics(
+        &self,
+        shard_id: &str,
+        entries: &[Entry],
+        outcomes: &[Outcome],
+    ) -> impl Future<Output = AnalyticsAdded> + Send;
 
     /// Adds user hashes to the distinct-users sketches of the shard's window buckets.
     /// Idempotent: adding a user again changes nothing. Analytics never cost an event nor
@@ -124,14 +157,10 @@ pub trait EventStore: Send + Sync {
     fn merge_users(&self, shard_id: &str, users: &BTreeMap<Bucket, Vec<u64>>) -> impl Future<Output = u64> + Send;
 }
 
-/// What a commit adds to the shard's counters.
+/// What a commit adds to the shard's totals.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CounterDelta {
     pub outcomes: Outcomes,
-    /// Window buckets of the events stored now, by event time.
-    pub windows: BTreeMap<Bucket, Tally>,
-    /// Day and month aggregates of the events stored now, per user and for the shard.
-    pub aggregates: BTreeMap<AggregateItem, AggregateTally>,
 }
 
 /// An aggregate item a stored event adds to.
@@ -141,15 +170,62 @@ pub enum AggregateItem {
     Shard(Period),
 }
 
-/// The aggregate items of an event: its user's day and month (when it has a user) and the
-/// shard's day and month.
+/// The aggregate items of an event: the shard's day and month, and its user's day (when it
+/// has a user). A user's months are added up from their days when read: one write less per
+/// event.
 pub fn aggregate_items(event: &ProcessedEvent) -> Vec<AggregateItem> {
-    let periods = [Granularity::Day, Granularity::Month].map(|g| Period::of(event.event.timestamp, g));
-    let mut items: Vec<AggregateItem> = periods.iter().map(|p| AggregateItem::Shard(*p)).collect();
+    let day = Period::of(event.event.timestamp, Granularity::Day);
+    let month = Period::of(event.event.timestamp, Granularity::Month);
+    let mut items = vec![AggregateItem::Shard(day), AggregateItem::Shard(month)];
     if let Some(user) = &event.event.user_id {
-        items.extend(periods.iter().map(|p| AggregateItem::User(user.clone(), *p)));
+        items.push(AggregateItem::User(user.clone(), day));
     }
     items
+}
+
+/// What one record adds to one analytics item: the record's entry index and position in
+/// the shard's order ([`Position::order_key`]), and its tally.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contribution<T> {
+    pub index: usize,
+    pub position: String,
+    pub tally: T,
+}
+
+/// What a batch's stored events add to each window bucket and aggregate item, record by
+/// record in stream order, so that an item can skip the records it already took.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Analytics {
+    pub windows: BTreeMap<Bucket, Vec<Contribution<Tally>>>,
+    pub aggregates: BTreeMap<AggregateItem, Vec<Contribution<AggregateTally>>>,
+}
+
+impl Analytics {
+    /// The additions of the entries whose outcome adds analytics, summing `measures`.
+    pub fn of(entries: &[Entry], outcomes: &[Outcome], measures: &[String]) -> Self {
+        let mut analytics = Analytics::default();
+        for (index, (entry, outcome)) in entries.iter().zip(outcomes).enumerate() {
+            let Entry::Event { event, buckets } = entry else { continue };
+            if !outcome.adds_analytics() {
+                continue;
+            }
+            let position = event.position().order_key();
+            for bucket in buckets {
+                let add = Contribution { index, position: position.clone(), tally: tally_of(event) };
+                analytics.windows.entry(*bucket).or_default().push(add);
+            }
+            let aggregate = aggregate_tally_of(event, measures);
+            for item in aggregate_items(event) {
+                let add = Contribution { index, position: position.clone(), tally: aggregate.clone() };
+                analytics.aggregates.entry(item).or_default().push(add);
+            }
+        }
+        analytics
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty() && self.aggregates.is_empty()
+    }
 }
 
 /// One event as an aggregate counts it.
@@ -165,7 +241,7 @@ pub fn aggregate_tally_of(event: &ProcessedEvent, measures: &[String]) -> Aggreg
 }
 
 impl CounterDelta {
-    pub fn count(&mut self, entry: &Entry, outcome: Outcome, measures: &[String]) {
+    pub fn count(&mut self, entry: &Entry, outcome: Outcome) {
         let counted_now = matches!(
             outcome,
             Outcome::Stored | Outcome::Duplicate | Outcome::Conflict | Outcome::Failed | Outcome::Refused
@@ -174,18 +250,10 @@ impl CounterDelta {
             self.outcomes.received_direct += 1;
         }
         match (entry, outcome) {
-            (Entry::Event { event, buckets }, Outcome::Stored) => {
+            (Entry::Event { event, .. }, Outcome::Stored) => {
                 self.outcomes.processed += 1;
                 self.outcomes.latency_sum_ms += event.latency_ms;
                 self.outcomes.latency.record(event.latency_ms);
-                for bucket in buckets {
-                    let tally = self.windows.entry(*bucket).or_default();
-                    tally.add(&tally_of(event));
-                }
-                let aggregate = aggregate_tally_of(event, measures);
-                for item in aggregate_items(event) {
-                    self.aggregates.entry(item).or_default().add(&aggregate);
-                }
             }
             (_, Outcome::Duplicate) => self.outcomes.duplicate += 1,
             (_, Outcome::Conflict) => self.outcomes.conflict += 1,
@@ -258,30 +326,56 @@ mod tests {
     }
 
     #[test]
-    fn window_counts_come_from_events_stored_now() {
-        let mut delta = CounterDelta::default();
-        delta.count(&event_at(1, 1_795_435_100, "a"), Outcome::Stored, &[]);
-        delta.count(&event_at(2, 1_795_435_100, "b"), Outcome::Redelivered, &[]);
-        delta.count(&event_at(3, 1_795_435_101, "a"), Outcome::Duplicate, &[]);
-        let second = &delta.windows[&Bucket::Second(1_795_435_100)];
-        assert_eq!((second.events, second.unknown), (1, 1));
-        assert_eq!(second.by_type, BTreeMap::from([("a".to_owned(), 1)]));
-        assert_eq!(delta.windows[&Bucket::Minute(1_795_435_080)].events, 1);
-        assert_eq!(delta.windows.len(), 2);
+    fn analytics_come_from_events_stored_now_or_by_an_earlier_delivery_record_by_record() {
+        let entries = [
+            event_at(1, 1_795_435_100, "a"),
+            event_at(2, 1_795_435_100, "b"),
+            event_at(3, 1_795_435_101, "a"),
+            event_at(4, 1_795_435_101, "a"),
+            event_at(5, 1_795_435_101, "a"),
+        ];
+        let outcomes = [Outcome::Stored, Outcome::Redelivered, Outcome::Duplicate, Outcome::IngestCopy];
+        let analytics = Analytics::of(&entries, &outcomes, &[]);
+        let second = &analytics.windows[&Bucket::Second(1_795_435_100)];
+        assert_eq!(
+            second.iter().map(|c| c.index).collect::<Vec<_>>(),
+            [0, 1],
+            "stored now, and by an earlier delivery"
+        );
+        assert_eq!(second[1].tally.by_type, BTreeMap::from([("b".to_owned(), 1)]));
+        assert!(second[0].position < second[1].position, "in the shard's order");
+        assert_eq!(analytics.windows.len(), 2, "no duplicate, no copy of ingest's, nothing past the outcomes");
+        let day = Period::of(time::OffsetDateTime::from_unix_timestamp(1_795_435_100).unwrap(), Granularity::Day);
+        assert_eq!(analytics.aggregates[&AggregateItem::Shard(day)].len(), 2);
+    }
+
+    #[test]
+    fn an_event_adds_to_its_users_day_but_not_to_a_users_month() {
+        let Entry::Event { mut event, .. } = event_at(1, 1_795_435_100, "a") else { panic!("an event") };
+        event.event.user_id = Some(UserId::parse("u-1".to_owned()).unwrap());
+        let items = aggregate_items(&event);
+        let day = Period::of(event.event.timestamp, Granularity::Day);
+        let month = Period::of(event.event.timestamp, Granularity::Month);
+        let user = event.event.user_id.clone().unwrap();
+        assert_eq!(items, [AggregateItem::Shard(day), AggregateItem::Shard(month), AggregateItem::User(user, day)]);
     }
 
     #[test]
     fn counts_only_what_was_committed_now() {
         let mut delta = CounterDelta::default();
-        delta.count(&poison(1), Outcome::Failed, &[]);
-        delta.count(&poison(2), Outcome::AlreadyCounted, &[]);
-        delta.count(&poison(3), Outcome::Duplicate, &[]);
-        delta.count(&event_at(4, 1_795_435_100, "a"), Outcome::Conflict, &[]);
+        delta.count(&poison(1), Outcome::Failed);
+        delta.count(&poison(2), Outcome::AlreadyCounted);
+        delta.count(&poison(3), Outcome::Duplicate);
+        delta.count(&event_at(4, 1_795_435_100, "a"), Outcome::Conflict);
         assert_eq!(
             (delta.outcomes.processed, delta.outcomes.duplicate, delta.outcomes.conflict, delta.outcomes.failed),
             (0, 1, 1, 1)
         );
         assert_eq!(delta.outcomes.received_direct, 3, "records no ingest counted are counted received once, here");
-        assert!(delta.windows.is_empty() && delta.aggregates.is_empty(), "a conflict adds to no analytics");
+        let entries = [poison(1), event_at(4, 1_795_435_100, "a")];
+        assert!(
+            Analytics::of(&entries, &[Outcome::Failed, Outcome::Conflict], &[]).is_empty(),
+            "a conflict adds to no analytics"
+        );
     }
 }

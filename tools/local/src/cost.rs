@@ -27,14 +27,18 @@ use aws_smithy_types::config_bag::ConfigBag;
 use eventline_aws::item::{Item, item_size};
 use serde_json::{Value, json};
 
-/// One DynamoDB write: the item's key, whether it was part of a transaction, and the
-/// item's size when the request carried the whole item (a put).
+/// One DynamoDB write: the item's key, whether it was part of a transaction, the item's
+/// size when the request carried the whole item (a put), whether it adds to counters (an
+/// update with `ADD`), and the size of the copy the `ByUser` index keeps of a put item that
+/// carries the index's key (the index projects every attribute).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Write {
     pub pk: String,
     pub sk: String,
     pub transactional: bool,
     pub put_size: Option<usize>,
+    pub adds: bool,
+    pub index_size: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -100,9 +104,18 @@ fn key_of(item: &Item) -> (String, String) {
     (text("pk"), text("sk"))
 }
 
-fn write(item: &Item, transactional: bool, put_size: Option<usize>) -> Write {
+/// A put of a whole item.
+fn put(item: &Item, transactional: bool) -> Write {
     let (pk, sk) = key_of(item);
-    Write { pk, sk, transactional, put_size }
+    let index_size = item.contains_key(eventline_aws::keys::USER_PK).then(|| item_size(item));
+    Write { pk, sk, transactional, put_size: Some(item_size(item)), adds: false, index_size }
+}
+
+/// An update of the item with key `key`.
+fn update(key: &Item, transactional: bool, expression: Option<&str>) -> Write {
+    let (pk, sk) = key_of(key);
+    let adds = expression.is_some_and(|e| e.trim_start().starts_with("ADD") || e.contains(" ADD "));
+    Write { pk, sk, transactional, put_size: None, adds, index_size: None }
 }
 
 impl Intercept for Recorder {
@@ -119,21 +132,20 @@ impl Intercept for Recorder {
         let mut writes = Vec::new();
         if let Some(input) = input.downcast_ref::<TransactWriteItemsInput>() {
             for action in input.transact_items() {
-                if let Some(put) = action.put() {
-                    writes.push(write(put.item(), true, Some(item_size(put.item()))));
-                } else if let Some(update) = action.update() {
-                    writes.push(write(update.key(), true, None));
+                if let Some(action) = action.put() {
+                    writes.push(put(action.item(), true));
+                } else if let Some(action) = action.update() {
+                    writes.push(update(action.key(), true, Some(action.update_expression())));
                 }
             }
         } else if let Some(input) = input.downcast_ref::<UpdateItemInput>() {
-            writes.push(write(&input.key().cloned().unwrap_or_default(), false, None));
+            writes.push(update(&input.key().cloned().unwrap_or_default(), false, input.update_expression()));
         } else if let Some(input) = input.downcast_ref::<PutItemInput>() {
-            let item = input.item().cloned().unwrap_or_default();
-            writes.push(write(&item, false, Some(item_size(&item))));
+            writes.push(put(&input.item().cloned().unwrap_or_default(), false));
         } else if let Some(input) = input.downcast_ref::<BatchWriteItemInput>() {
             for request in input.request_items().into_iter().flat_map(|items| items.values()).flatten() {
-                if let Some(put) = request.put_request() {
-                    writes.push(write(put.item(), false, Some(item_size(put.item()))));
+                if let Some(action) = request.put_request() {
+                    writes.push(put(action.item(), false));
                 }
             }
         }
@@ -187,9 +199,9 @@ pub fn kind(write: &Write) -> &'static str {
         "EVENT" if write.sk == "EVENT" => "event item",
         "EVENT" | "POISON" => "duplicate and poison markers",
         "METRICS" | "RATE" => "shard totals and throughput",
-        "WINDOW" if !write.transactional => "window users sketches",
+        "WINDOW" if !write.adds => "window users sketches",
         "WINDOW" => "window buckets",
-        "USERAGG" => "user day and month aggregates",
+        "USERAGG" => "user day aggregates",
         "AGG" => "global day and month aggregates",
         _ => "other",
     }
@@ -197,7 +209,7 @@ pub fn kind(write: &Write) -> &'static str {
 
 /// The kinds that are the day and month aggregates, which the figures "without analytics"
 /// leave out.
-pub const AGGREGATE_KINDS: [&str; 2] = ["user day and month aggregates", "global day and month aggregates"];
+pub const AGGREGATE_KINDS: [&str; 2] = ["user day aggregates", "global day and month aggregates"];
 
 /// Every item's size now, by key, read with a Scan (fine for a measurement's own table).
 pub async fn item_sizes(
@@ -209,12 +221,20 @@ pub async fn item_sizes(
     Ok(items.iter().map(|item| (key_of(item), item_size(item))).collect())
 }
 
-/// Write units by kind: puts by the size they sent, updates by their item's size in `sizes`.
+/// The kind of the index copies of put items, in [`units_by_kind`].
+pub const INDEX_KIND: &str = "ByUser index copies";
+
+/// Write units by kind: puts by the size they sent, updates by their item's size in `sizes`,
+/// and each put item's index copy (1 unit per started KB, transaction or not) as
+/// [`INDEX_KIND`].
 pub fn units_by_kind(writes: &[Write], sizes: &HashMap<(String, String), usize>) -> BTreeMap<&'static str, f64> {
     let mut units: BTreeMap<&'static str, f64> = BTreeMap::new();
     for write in writes {
         let size = write.put_size.or_else(|| sizes.get(&(write.pk.clone(), write.sk.clone())).copied()).unwrap_or(0);
         *units.entry(kind(write)).or_default() += write_units(size, write.transactional);
+        if let Some(index_size) = write.index_size {
+            *units.entry(INDEX_KIND).or_default() += write_units(index_size, false);
+        }
     }
     units
 }
@@ -254,12 +274,27 @@ mod tests {
 
     #[test]
     fn updates_are_charged_for_their_items_final_size() {
-        let update = Write { pk: "WINDOW#s".into(), sk: "S#1".into(), transactional: true, put_size: None };
-        let put = Write { pk: "EVENT#a#1".into(), sk: "EVENT".into(), transactional: true, put_size: Some(300) };
+        let update = Write {
+            pk: "WINDOW#s".into(),
+            sk: "S#1".into(),
+            transactional: false,
+            put_size: None,
+            adds: true,
+            index_size: None,
+        };
+        let put = Write {
+            pk: "EVENT#a#1".into(),
+            sk: "EVENT".into(),
+            transactional: true,
+            put_size: Some(300),
+            adds: false,
+            index_size: Some(300),
+        };
         let sizes = HashMap::from([(("WINDOW#s".to_owned(), "S#1".to_owned()), 3000)]);
         let units = units_by_kind(&[update, put], &sizes);
-        assert_eq!(units["window buckets"], 6.0);
+        assert_eq!(units["window buckets"], 3.0);
         assert_eq!(units["event item"], 2.0);
+        assert_eq!(units[INDEX_KIND], 1.0, "the index copy: a plain write of the item's size");
     }
 
     #[test]
