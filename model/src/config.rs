@@ -97,6 +97,11 @@ pub mod names {
     pub const ALLOWED_SOURCES: &str = "ALLOWED_SOURCES";
     pub const AGGREGATE_MEASURES: &str = "AGGREGATE_MEASURES";
     pub const MAX_BREAKDOWN_KEYS: &str = "MAX_BREAKDOWN_KEYS";
+    /// Days events are kept from when they were received (`EventRetentionDays`); 0 or unset
+    /// keeps them forever.
+    pub const EVENT_RETENTION_DAYS: &str = "EVENT_RETENTION_DAYS";
+    /// How long the streams keep records (`StreamRetentionHours`).
+    pub const STREAM_RETENTION_HOURS: &str = "STREAM_RETENTION_HOURS";
     /// The token claim a JWT caller's events must name as their `user_id`.
     pub const JWT_USER_CLAIM: &str = "JWT_USER_CLAIM";
     /// Origins browsers may send events from with a write key (`CorsAllowedOrigins`).

@@ -198,6 +198,16 @@ where
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// Waits until the transform has finished every record on the stream, its analytics
+/// included: a batch's window buckets and aggregates follow its commit, so they may trail
+/// the counts `GET /metrics` reports for a moment.
+pub async fn finished(running: &eventline_local::Running) {
+    until(Duration::from_secs(120), "the transform to finish every record", || async {
+        (running.progress().records_unprocessed().await.ok()? == 0).then_some(())
+    })
+    .await;
+}
+
 /// Every record on a stream, from the oldest, over all shards.
 pub async fn read_stream(stack: &LocalStack, stream: &str) -> Vec<Record> {
     stack.read_stream(stream).await.unwrap()

@@ -37,7 +37,7 @@ fn sum_of(counts: &Value) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_distinct_types_is_folded_and_every_event_of_everyone_is_stored() {
     let stack = stack(&[("MaxBreakdownKeys", "100")]).await;
-    let _running = stack.spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
+    let running = stack.spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
     let now = OffsetDateTime::now_utc().unix_timestamp();
 
     // A buggy producer puts an id into its type, 2,000 times in one day; then ordinary
@@ -63,6 +63,7 @@ async fn a_flood_of_distinct_types_is_folded_and_every_event_of_everyone_is_stor
     let total = (FLOOD + ORDINARY) as u64;
 
     let totals = drained(&stack, total).await;
+    common::finished(&running).await;
     assert_eq!(totals["events_processed"], total, "{totals}");
     assert_eq!(totals["events_failed"], 0, "{totals}");
     assert_eq!(totals["analytics_lost"], 0, "{totals}");
@@ -111,13 +112,14 @@ async fn an_aggregate_the_table_refuses_to_grow_costs_no_event_and_holds_up_no_s
         .send()
         .await
         .unwrap();
-    let _running = stack.spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
+    let running = stack.spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
 
     let events: Vec<Value> = (0..30)
         .map(|i| json!({"id": format!("e-{i}"), "source": "web", "type": "click", "user_id": format!("u-{}", i % 3)}))
         .collect();
     post(&stack, &events).await;
     let totals = drained(&stack, 30).await;
+    common::finished(&running).await;
     assert_eq!(totals["events_processed"], 30, "every event is stored and counted: {totals}");
     assert_eq!(totals["events_failed"], 0, "nothing is dead-lettered: {totals}");
     assert_eq!(totals["analytics_lost"], 30, "the refused day item's counts are lost, and counted: {totals}");

@@ -141,6 +141,7 @@ async fn timelines_page_in_order_and_aggregates_count_each_event_once() {
     let events = events();
     post(&stack, &events).await;
     drained(&stack, events.len() as u64, 0).await;
+    common::finished(&running).await;
 
     // sub-0's 81 events in pages of 30: no gap, no repeat, by time then source then id.
     let mut seen = Vec::new();
@@ -190,6 +191,7 @@ async fn timelines_page_in_order_and_aggregates_count_each_event_once() {
     // A client sending 50 events again, and a whole batch redelivered: nothing changes.
     post(&stack, &events[..50]).await;
     drained(&stack, events.len() as u64, 50).await;
+    common::finished(&running).await;
     let records = read_stream(&stack, &stack.manifest.outputs["IngestStreamName"]).await;
     let batch = kinesis_event(
         &records[..100],
@@ -230,6 +232,7 @@ async fn pages_of_large_events_stay_under_lambdas_response_limit() {
         post(&stack, std::slice::from_ref(event)).await;
     }
     drained(&stack, 40, 0).await;
+    common::finished(&running).await;
 
     // Through the HTTP API, signed: the local gateway refuses what Lambda would.
     let mut seen = Vec::new();

@@ -76,6 +76,7 @@ async fn a_window_counts_a_known_event_set_exactly_once() {
         .collect();
     post(&stack, &events).await;
     processed(&stack, 60).await;
+    common::finished(&running).await;
 
     // What the window must say, computed from the events themselves.
     let mut expected: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
@@ -115,6 +116,7 @@ async fn a_window_counts_a_known_event_set_exactly_once() {
     // Client duplicates and a redelivered batch change nothing.
     post(&stack, &events[..20]).await;
     processed(&stack, 60).await;
+    common::finished(&running).await;
     until(Duration::from_secs(60), "duplicates counted", || async {
         let (_, totals) = call(&stack, "GET", "/metrics", None).await;
         (totals["events_duplicate"] == 20).then_some(())
@@ -146,6 +148,7 @@ async fn windows_follow_event_time_to_the_second() {
     )
     .await;
     processed(&stack, 3).await;
+    common::finished(&running).await;
 
     let body = window(&stack, "300").await;
     assert_eq!(body["by_source"]["api"], 1, "only the late event lies in the last 300 s: {body}");
@@ -177,6 +180,7 @@ async fn a_30_minute_window_reads_at_most_148_items_per_shard_however_many_event
         post(&stack, chunk).await;
     }
     processed(&stack, 258).await;
+    common::finished(&running).await;
 
     let env = &stack.manifest.functions["query"].environment;
     let reader = AwsReader::new(
@@ -200,6 +204,7 @@ async fn a_30_minute_window_reads_at_most_148_items_per_shard_however_many_event
         post(&stack, chunk).await;
     }
     processed(&stack, 1258).await;
+    common::finished(&running).await;
     let read = reader.window(&shards, &eventline_model::window::ReadPlan::new(now(), 1800)).await.unwrap();
     assert!(read.items_read <= 148, "{} items", read.items_read);
     running.stop(Duration::from_secs(60)).await.unwrap();

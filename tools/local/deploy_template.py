@@ -111,6 +111,9 @@ def evaluate(value, context):
             return all(evaluate(argument, context))
         if name == "Fn::Or":
             return any(evaluate(argument, context))
+        if name == "Fn::Contains":
+            values, value = evaluate(argument, context)
+            return str(value) in [str(item) for item in values]
         if name == "Condition":
             return condition_holds(argument, context)
         if name == "Fn::Split":

@@ -3,6 +3,7 @@
 use eventline_model::Rules;
 use eventline_model::aggregate::{DEFAULT_BREAKDOWN_KEYS, DEFAULT_MEASURES};
 use eventline_model::config::{ConfigError, Lookup, list, names, parsed_or, required, rules};
+use time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -17,6 +18,36 @@ pub struct Config {
     pub rules: Rules,
     /// Distinct keys each breakdown of a shared counter item keeps; later ones are folded.
     pub max_breakdown_keys: u32,
+    /// How long events (with their index copies and markers) are kept from when they were
+    /// received; `None` keeps them forever.
+    pub event_retention: Option<Duration>,
+}
+
+/// How much longer than the stream events must be kept: a record can be delivered again
+/// until the stream drops it, and is recognised as a redelivery, a duplicate or a conflict
+/// only while the first copy is kept.
+pub const RETENTION_MARGIN: Duration = Duration::days(1);
+
+/// `EVENT_RETENTION_DAYS`, refused unless it outlasts the stream's retention by
+/// [`RETENTION_MARGIN`] (the template's rules refuse the same values before deploying).
+fn event_retention(env: &impl Lookup) -> Result<Option<Duration>, ConfigError> {
+    let days: u32 = parsed_or(env, names::EVENT_RETENTION_DAYS, 0)?;
+    if days == 0 {
+        return Ok(None);
+    }
+    let retention = Duration::days(i64::from(days));
+    let stream_hours: u32 = parsed_or(env, names::STREAM_RETENTION_HOURS, 24)?;
+    let least = Duration::hours(i64::from(stream_hours)) + RETENTION_MARGIN;
+    if retention < least {
+        return Err(ConfigError::Invalid {
+            name: names::EVENT_RETENTION_DAYS,
+            reason: format!(
+                "{days} days does not outlast the stream's {stream_hours} hours by a day: keep events at least {} days, or 0 for ever",
+                (least.whole_hours() as u64).div_ceil(24)
+            ),
+        });
+    }
+    Ok(Some(retention))
 }
 
 /// A measure names a top-level `data` field: 1-64 characters, no control characters.
@@ -46,6 +77,38 @@ impl Config {
                 }
                 keys => keys,
             },
+            event_retention: event_retention(env)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn retention(days: &str, stream_hours: &str) -> Result<Option<Duration>, ConfigError> {
+        let env: HashMap<String, String> = HashMap::from([
+            (names::EVENT_RETENTION_DAYS.to_owned(), days.to_owned()),
+            (names::STREAM_RETENTION_HOURS.to_owned(), stream_hours.to_owned()),
+        ]);
+        event_retention(&env)
+    }
+
+    #[test]
+    fn events_are_kept_forever_or_at_least_a_day_longer_than_the_stream_keeps_records() {
+        assert_eq!(retention("0", "168").unwrap(), None);
+        assert_eq!(retention("", "24").unwrap(), None);
+        assert_eq!(retention("2", "24").unwrap(), Some(Duration::days(2)));
+        assert_eq!(retention("8", "168").unwrap(), Some(Duration::days(8)));
+        for (days, hours) in [("1", "24"), ("7", "168"), ("2", "48"), ("365", "8760")] {
+            let error = retention(days, hours).unwrap_err().to_string();
+            assert!(
+                error.contains("EVENT_RETENTION_DAYS") && error.contains("does not outlast"),
+                "{days}/{hours}: {error}"
+            );
+        }
+        assert!(retention("8", "168").is_ok() && retention("366", "8760").is_ok());
+        assert!(retention("-1", "24").is_err(), "not a number of days");
     }
 }

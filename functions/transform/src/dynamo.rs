@@ -45,6 +45,9 @@ pub struct DynamoEventStore {
     backoff: Backoff,
     measures: Vec<String>,
     max_breakdown_keys: u32,
+    /// How long the items of events are kept from when they were received (their TTL);
+    /// `None` keeps them forever.
+    retention: Option<time::Duration>,
     /// What this environment knows of the shared counter items' breakdowns, so that most
     /// commits need no read; every commit checks what it relied on.
     known: Arc<Mutex<HashMap<ItemKey, Known>>>,
@@ -80,12 +83,19 @@ impl DynamoEventStore {
             backoff,
             measures,
             max_breakdown_keys: DEFAULT_BREAKDOWN_KEYS,
+            retention: None,
             known: Arc::default(),
         }
     }
 
     pub fn with_measures(self, measures: Vec<String>) -> Self {
         Self { measures, ..self }
+    }
+
+    /// Events, their index copies and their markers expire this long after they were
+    /// received (by the table's TTL); `None` keeps them forever. Aggregates never expire.
+    pub fn with_retention(self, retention: Option<time::Duration>) -> Self {
+        Self { retention, ..self }
     }
 
     /// At most `keys` distinct keys per breakdown of a shared counter item (at least 1).
@@ -288,9 +298,11 @@ impl DynamoEventStore {
         self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned().unwrap_or_default()
     }
 
-    /// A conditional put: the event item, or a marker that makes a count happen once.
+    /// A conditional put: the event item, or a marker that makes a count happen once; with
+    /// the retention's expiry, counted from when the record was received (the marker of a
+    /// poison record, which has no time of its own, from now).
     fn put_action(&self, entry: &Entry, step: Step) -> Result<TransactWriteItem, StoreError> {
-        let item: Item = match (entry, step) {
+        let mut item: Item = match (entry, step) {
             (Entry::Event { event, .. }, Step::StoreEvent) => to_item(event),
             (Entry::Event { event, .. }, Step::MarkRefused) => {
                 marker(keys::poison_pk(event.ingest_id.as_ref(), &event.position()), keys::POISON_SK.to_owned())
@@ -307,6 +319,13 @@ impl DynamoEventStore {
                 return Err(StoreError::Permanent("nothing to write for this entry at this step".into()));
             }
         };
+        if let Some(retention) = self.retention {
+            let received_at = match entry {
+                Entry::Event { event, .. } => event.received_at,
+                _ => OffsetDateTime::now_utc(),
+            };
+            item.insert(keys::EXPIRES_AT.to_owned(), n((received_at + retention).unix_timestamp()));
+        }
         let put = Put::builder()
             .table_name(&self.table_name)
             .set_item(Some(item))

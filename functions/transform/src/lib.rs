@@ -45,7 +45,8 @@ pub fn with_aws(config: Config, sdk: &aws_config::SdkConfig) -> AwsTransform {
             Backoff::default().with_budget(COMMIT_BUDGET),
         )
         .with_measures(config.aggregate_measures)
-        .with_breakdown_limit(config.max_breakdown_keys),
+        .with_breakdown_limit(config.max_breakdown_keys)
+        .with_retention(config.event_retention),
         reference: CachedReference::new(ReferenceStore::new(
             dynamodb,
             config.table_name,

@@ -572,7 +572,8 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
             Backoff::default(),
         )
         .with_measures(config.aggregate_measures)
-        .with_breakdown_limit(config.max_breakdown_keys),
+        .with_breakdown_limit(config.max_breakdown_keys)
+        .with_retention(config.event_retention),
         output: KinesisSink::new(recorder.kinesis(&stack.sdk), &config.output_stream),
         dead_letters: eventline_transform::sqs::SqsDeadLetters::built_on_first_use(
             &stack.sdk,
