@@ -6,7 +6,7 @@
 //! | processed event | `EVENT#{source}#{id}` | `EVENT` |
 //! | duplicate marker, or conflict item | `EVENT#{source}#{id}` | `DUP#{ingest id}`, or `DUP#{shard}#{sequence}` for other producers' records (`DUP#{shard}#{sequence}#{sub-sequence}` for a user record of an aggregated record) |
 //! | poison record marker | `POISON#{ingest id}`, or `POISON#{shard}#{sequence}` (`#{sub-sequence}` likewise) | `POISON` |
-//! | received marker (one per ingest request) | `RECEIVED#{request token}` | `RECEIVED` |
+//! | received marker (one per ingest request; no longer written, expires by TTL) | `RECEIVED#{request token}` | `RECEIVED` |
 //! | current reference generation | `REFERENCE` | `CURRENT` |
 //! | reference bucket | `REFERENCE#{generation key}` | `BUCKET#{index, 5 digits}` |
 //! | window bucket, per shard | `WINDOW#{shard}` | `S#{epoch second, 11 digits}` or `M#{minute's first second}` |

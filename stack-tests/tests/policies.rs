@@ -265,8 +265,8 @@ async fn each_role_reaches_only_the_partitions_its_function_uses() {
     let [table, by_user, other_index] = arns.each_ref().map(String::as_str);
 
     let rows: Vec<(&str, &str, &str, Vec<&str>, bool)> = vec![
-        // The internet-facing role: its received markers and counter slots, nothing else.
-        ("IngestFunction", "PutItem", table, vec![received], true),
+        // The internet-facing role: its counter slots, nothing else.
+        ("IngestFunction", "PutItem", table, vec![received], false),
         ("IngestFunction", "UpdateItem", table, vec![metrics], true),
         ("IngestFunction", "PutItem", table, vec![reference], false),
         ("IngestFunction", "PutItem", table, vec![bucket], false),
@@ -311,7 +311,8 @@ async fn each_role_reaches_only_the_partitions_its_function_uses() {
         ("TransformFunction", "BatchGetItem", table, vec![bucket, bucket], true),
         ("TransformFunction", "BatchGetItem", table, vec![window, window], true),
         ("TransformFunction", "BatchGetItem", table, vec![window, event], false),
-        // Counter items re-read when their breakdown key counts changed under a commit.
+        // Analytics items re-read when an update's condition failed (their breakdown key
+        // counts changed, or they took the records already).
         ("TransformFunction", "BatchGetItem", table, vec![window, shard_aggregate, user_aggregate], true),
         ("TransformFunction", "PutItem", table, vec![reference], false),
         ("TransformFunction", "PutItem", table, vec![bucket], false),

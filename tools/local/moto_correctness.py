@@ -57,6 +57,7 @@ import random
 import socket
 import struct
 import threading
+import time
 import types
 import uuid
 import zlib
@@ -474,6 +475,49 @@ class FifoLock:
                 self._held = False
 
 
+# How long DynamoDB remembers a transaction's ClientRequestToken.
+IDEMPOTENCY_SECONDS = 600
+
+
+class IdempotencyTokens:
+    """DynamoDB's idempotent transactions, which moto does not keep: a TransactWriteItems
+    with a `ClientRequestToken` that succeeded is not applied again when the same request
+    comes back within ten minutes (it answers success), and the same token with other
+    parameters is refused (`IdempotentParameterMismatchException`)."""
+
+    def __init__(self):
+        self.seen = {}  # token -> (digest of the request without it, when it succeeded)
+
+    @staticmethod
+    def token_and_digest(environ, body):
+        if environ.get("HTTP_X_AMZ_TARGET") != "DynamoDB_20120810.TransactWriteItems":
+            return None, None
+        request = _json_body(body)
+        token = request.pop("ClientRequestToken", None)
+        if not token:
+            return None, None
+        return token, hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+
+    def answer(self, token, digest):
+        """The answer to a repeated token, or None when the request is to be applied."""
+        now = time.monotonic()
+        self.seen = {t: seen for t, seen in self.seen.items() if now - seen[1] < IDEMPOTENCY_SECONDS}
+        seen = self.seen.get(token)
+        if seen is None:
+            return None
+        if seen[0] != digest:
+            return _dynamodb(
+                400,
+                "IdempotentParameterMismatchException",
+                "The request uses the same client token as a previous, but non-identical request.",
+            )
+        body = b"{}"
+        return Answer(200, "application/x-amz-json-1.0", body, [("x-amz-crc32", str(zlib.crc32(body)))])
+
+    def succeeded(self, token, digest):
+        self.seen[token] = (digest, time.monotonic())
+
+
 class EventlineApplication:
     """moto's application, one request at a time, behind the fault layer."""
 
@@ -481,6 +525,7 @@ class EventlineApplication:
         self.moto_app = moto_app
         self.lock = FifoLock()
         self.faults = Faults()
+        self.tokens = IdempotencyTokens()
 
     def __call__(self, environ, start_response):
         # Reading the request stays outside the lock, as does writing the answer (werkzeug
@@ -501,7 +546,20 @@ class EventlineApplication:
                 return server_error_answer(environ).send(start_response)
             if kind == "reset":
                 drop_connection(environ)
-            result = _consumed(self.moto_app(environ, start_response))
+            token, digest = self.tokens.token_and_digest(environ, body)
+            repeated = token and self.tokens.answer(token, digest)
+            if repeated:
+                result = repeated.send(start_response)
+            else:
+                status = []
+
+                def recording_start_response(line, headers, *exc_info):
+                    status.append(line)
+                    return start_response(line, headers, *exc_info)
+
+                result = _consumed(self.moto_app(environ, recording_start_response))
+                if token and status and status[0].startswith("200"):
+                    self.tokens.succeeded(token, digest)
             if kind == "lost_response":
                 drop_connection(environ)
             return result

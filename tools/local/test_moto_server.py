@@ -477,6 +477,31 @@ class MotoLauncherTest(LauncherTestCase):
         self.assertEqual(described["SequenceNumberRange"]["StartingSequenceNumber"], records[0]["SequenceNumber"])
 
 
+    def test_9_c_a_transaction_repeated_with_its_client_token_is_applied_once(self):
+        def add(token, amount):
+            return self.dynamodb.transact_write_items(
+                ClientRequestToken=token,
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": TABLE,
+                            "Key": {"pk": {"S": "idempotent"}},
+                            "UpdateExpression": "ADD n :n",
+                            "ExpressionAttributeValues": {":n": {"N": str(amount)}},
+                        }
+                    }
+                ],
+            )
+
+        add("request-1", 5)
+        add("request-1", 5)  # a retry after a lost answer: success, nothing added
+        add("request-2", 5)
+        item = self.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "idempotent"}})["Item"]
+        self.assertEqual(item["n"], {"N": "10"})
+        with self.assertRaises(self.dynamodb.exceptions.IdempotentParameterMismatchException):
+            add("request-1", 6)
+
+
 RULES_TABLE = "rules-table"
 LARGEST = "9." + "9" * 37 + "E+125"  # 38 significant digits, the largest magnitude
 TOO_MANY_DIGITS = "Attempting to store more than 38 significant digits in a Number"

@@ -3,15 +3,12 @@
 
 use std::future::Future;
 
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
-use eventline_aws::item::{Item, n, s};
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+use eventline_aws::item::{n, s};
 use eventline_aws::keys::{self, attr};
 use eventline_aws::{error_chain, refused_for_good};
 use eventline_model::IngestId;
 use eventline_model::retry::{Backoff, MIN_ATTEMPT_TIME};
-use rand::Rng;
 
 /// The received total could not be updated within the retry budget; the last error is the
 /// source.
@@ -26,8 +23,11 @@ pub trait ReceivedCounter: Send + Sync {
 }
 
 /// The counter in DynamoDB, spread over several items so concurrent requests do not all
-/// write one item. Each request writes a marker in the same transaction as its increment;
-/// a retry of a transaction that went through finds the marker and adds nothing.
+/// write one item. Each request's increment is a transaction of one action with the
+/// request's token as its `ClientRequestToken`: DynamoDB applies a repeated transaction
+/// with the same token and parameters once (for ten minutes, far longer than the retries
+/// here), so a retry after a lost answer adds nothing. One transactional write of a small
+/// item: 2 write units a request.
 #[derive(Debug, Clone)]
 pub struct DynamoReceivedCounter {
     client: aws_sdk_dynamodb::Client,
@@ -40,24 +40,13 @@ impl DynamoReceivedCounter {
         Self { client, table_name: table_name.into(), backoff }
     }
 
-    fn actions(&self, request: &IngestId, accepted: u64) -> Result<Vec<TransactWriteItem>, CounterError> {
-        let now = time::OffsetDateTime::now_utc();
-        let now_ms = now.unix_timestamp_nanos() / 1_000_000;
-        let marker = Put::builder()
-            .table_name(&self.table_name)
-            .set_item(Some(Item::from([
-                (keys::PK.to_owned(), s(keys::received_pk(request))),
-                (keys::SK.to_owned(), s(keys::RECEIVED_SK)),
-                (keys::EXPIRES_AT.to_owned(), n(now.unix_timestamp() + keys::RECEIVED_MARKER_TTL_SECONDS)),
-            ])))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| CounterError(e.into()))?;
-        let slot = rand::rng().random_range(0..keys::INGEST_COUNTER_SLOTS);
-        let increment = Update::builder()
+    /// The request's increment: the same on every try (its slot comes from the request's
+    /// token, its time is the first try's), as an idempotent retry must be.
+    fn increment(&self, request: &IngestId, accepted: u64, now_ms: i128) -> Result<TransactWriteItem, CounterError> {
+        let update = Update::builder()
             .table_name(&self.table_name)
             .key(keys::PK, s(keys::METRICS_PK))
-            .key(keys::SK, s(keys::ingest_sk(slot)))
+            .key(keys::SK, s(keys::ingest_sk(slot_of(request))))
             // Placeholders, because attribute names may be DynamoDB reserved words.
             .update_expression("ADD #received :n SET #first = if_not_exists(#first, :now)")
             .expression_attribute_names("#received", attr::RECEIVED)
@@ -66,31 +55,35 @@ impl DynamoReceivedCounter {
             .expression_attribute_values(":now", n(now_ms))
             .build()
             .map_err(|e| CounterError(e.into()))?;
-        Ok(vec![
-            TransactWriteItem::builder().put(marker).build(),
-            TransactWriteItem::builder().update(increment).build(),
-        ])
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 }
 
-/// The marker's condition failed: an earlier try of this request already counted it.
-fn already_counted<R>(error: &SdkError<TransactWriteItemsError, R>) -> bool {
-    let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error() else {
-        return false;
-    };
-    cancelled.cancellation_reasons().first().and_then(|r| r.code()) == Some("ConditionalCheckFailed")
+/// The counter slot of a request: spread evenly, the same for every try.
+fn slot_of(request: &IngestId) -> u32 {
+    let hash = request
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
+    (hash % u64::from(keys::INGEST_COUNTER_SLOTS)) as u32
 }
 
 impl ReceivedCounter for DynamoReceivedCounter {
     #[tracing::instrument(skip(self))]
     async fn add(&self, request: &IngestId, accepted: u64) -> Result<(), CounterError> {
         let mut retries = self.backoff.start();
+        let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
         loop {
-            let actions = self.actions(request, accepted)?;
-            let call = self.client.transact_write_items().set_transact_items(Some(actions)).send();
+            let call = self
+                .client
+                .transact_write_items()
+                .transact_items(self.increment(request, accepted, now_ms)?)
+                .client_request_token(request.as_str())
+                .send();
             let time = retries.remaining().max(MIN_ATTEMPT_TIME);
             let Ok(result) = tokio::time::timeout(time, call).await else {
-                // No answer in time: it may have gone through; a retry would find the marker.
+                // No answer in time: it may have gone through; a retry with the same token
+                // is applied only if it did not.
                 if !retries.wait().await {
                     return Err(CounterError(format!("no answer within {time:?}").into()));
                 }
@@ -98,7 +91,6 @@ impl ReceivedCounter for DynamoReceivedCounter {
             };
             match result {
                 Ok(_) => return Ok(()),
-                Err(error) if already_counted(&error) => return Ok(()),
                 Err(error) if refused_for_good(&error) => return Err(CounterError(error.into())),
                 Err(error) => {
                     let chain = error_chain(&error);
@@ -109,5 +101,35 @@ impl ReceivedCounter for DynamoReceivedCounter {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter() -> DynamoReceivedCounter {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .build();
+        DynamoReceivedCounter::new(aws_sdk_dynamodb::Client::from_conf(config), "t", Backoff::default())
+    }
+
+    #[test]
+    fn every_try_of_a_request_sends_the_same_increment_as_an_idempotent_retry_must() {
+        let request = IngestId::generate();
+        let counter = counter();
+        assert_eq!(counter.increment(&request, 7, 1_000).unwrap(), counter.increment(&request, 7, 1_000).unwrap());
+        assert_eq!(slot_of(&request), slot_of(&request));
+    }
+
+    #[test]
+    fn requests_spread_over_every_slot() {
+        let mut used = std::collections::HashSet::new();
+        for _ in 0..1_000 {
+            used.insert(slot_of(&IngestId::generate()));
+        }
+        assert_eq!(used.len(), keys::INGEST_COUNTER_SLOTS as usize);
+        assert!(used.iter().all(|slot| *slot < keys::INGEST_COUNTER_SLOTS));
     }
 }

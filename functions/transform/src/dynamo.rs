@@ -540,22 +540,13 @@ impl DynamoEventStore {
         AnalyticsAdded::default()
     }
 
-    /// Reads an analytics item: learns its breakdowns, and returns the position of the last
-    /// record of this shard it took (`taken`), if it took any.
+    /// Reads an analytics item (strongly consistent): learns its breakdowns, and returns the
+    /// position of the last record of this shard it took (`taken`), if it took any.
     async fn read_item(&self, key: &ItemKey, taken: &str) -> Result<Option<String>, BoxError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table_name)
-            .key(keys::PK, s(&key.0))
-            .key(keys::SK, s(&key.1))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let keys = vec![Item::from([(keys::PK.to_owned(), s(&key.0)), (keys::SK.to_owned(), s(&key.1))])];
+        let item = batch_get(&self.client, &self.table_name, keys, true, self.backoff).await?.pop().unwrap_or_default();
         let counts: Vec<(&'static str, String)> =
             BREAKDOWNS.iter().map(|prefix| (*prefix, keys::key_count_attribute(prefix))).collect();
-        let item = output.item.unwrap_or_default();
         let attributes =
             item.iter().map(|(name, value)| (name.as_str(), value.as_n().ok().and_then(|n| n.parse().ok())));
         // An absent item is known to hold nothing.

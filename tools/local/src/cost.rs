@@ -23,6 +23,8 @@ use aws_sdk_dynamodb::operation::put_item::PutItemInput;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemInput;
+use aws_sdk_kinesis::operation::put_record::PutRecordInput;
+use aws_sdk_kinesis::operation::put_records::PutRecordsInput;
 use aws_smithy_types::config_bag::ConfigBag;
 use eventline_aws::item::{Item, item_size};
 use serde_json::{Value, json};
@@ -47,6 +49,8 @@ struct Recorded {
     requests: BTreeMap<String, usize>,
     writes: Vec<Write>,
     items_read: usize,
+    /// Kinesis PUT payload units of the records put (25 KB each, at least one a record).
+    put_payload_units: u64,
 }
 
 /// The interceptor. Clones share what they record.
@@ -93,13 +97,19 @@ impl Recorder {
         self.recorded().items_read
     }
 
+    /// Kinesis PUT payload units of every record put so far, retries included.
+    pub fn put_payload_units(&self) -> u64 {
+        self.recorded().put_payload_units
+    }
+
     /// Forgets everything recorded so far.
     pub fn reset(&self) {
         *self.recorded() = Recorded::default();
     }
 }
 
-fn key_of(item: &Item) -> (String, String) {
+/// An item's `(pk, sk)`.
+pub fn key_of(item: &Item) -> (String, String) {
     let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
     (text("pk"), text("sk"))
 }
@@ -149,7 +159,17 @@ impl Intercept for Recorder {
                 }
             }
         }
-        self.recorded().writes.extend(writes);
+        let units = |bytes: usize| (bytes as u64).div_ceil(PUT_PAYLOAD_UNIT_BYTES).max(1);
+        let put_units: u64 = if let Some(input) = input.downcast_ref::<PutRecordsInput>() {
+            input.records().iter().map(|r| units(r.data().as_ref().len() + r.partition_key().map_or(0, str::len))).sum()
+        } else if let Some(input) = input.downcast_ref::<PutRecordInput>() {
+            units(input.data().map_or(0, |d| d.as_ref().len()) + input.partition_key().map_or(0, str::len))
+        } else {
+            0
+        };
+        let mut recorded = self.recorded();
+        recorded.writes.extend(writes);
+        recorded.put_payload_units += put_units;
         Ok(())
     }
 
@@ -187,6 +207,9 @@ impl Intercept for Recorder {
     }
 }
 
+/// Bytes in one Kinesis PUT payload unit (a record's data and partition key count).
+pub const PUT_PAYLOAD_UNIT_BYTES: u64 = 25 * 1024;
+
 /// Write units of one write of an item of `size` bytes.
 pub fn write_units(size: usize, transactional: bool) -> f64 {
     let per_kb = if transactional { 2.0 } else { 1.0 };
@@ -211,14 +234,17 @@ pub fn kind(write: &Write) -> &'static str {
 /// leave out.
 pub const AGGREGATE_KINDS: [&str; 2] = ["user day aggregates", "global day and month aggregates"];
 
-/// Every item's size now, by key, read with a Scan (fine for a measurement's own table).
+/// Every item of the table, read with a Scan (fine for a measurement's own table).
+pub async fn items(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> Result<Vec<Item>, BoxError> {
+    Ok(dynamodb.scan().table_name(table).into_paginator().items().send().collect::<Result<_, _>>().await?)
+}
+
+/// Every item's size now, by key.
 pub async fn item_sizes(
     dynamodb: &aws_sdk_dynamodb::Client,
     table: &str,
 ) -> Result<HashMap<(String, String), usize>, BoxError> {
-    let items: Vec<Item> =
-        dynamodb.scan().table_name(table).into_paginator().items().send().collect::<Result<_, _>>().await?;
-    Ok(items.iter().map(|item| (key_of(item), item_size(item))).collect())
+    Ok(items(dynamodb, table).await?.iter().map(|item| (key_of(item), item_size(item))).collect())
 }
 
 /// The kind of the index copies of put items, in [`units_by_kind`].

@@ -26,6 +26,8 @@ use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::Record;
 use eventline_aws::KinesisSink;
 use eventline_aws::reference::ReferenceStore;
+use eventline_bench::bill::{self, Prices, Retention};
+use eventline_bench::mix;
 use eventline_bench::package::{architecture, zipped_size};
 use eventline_bench::report::{Figure, Verdict, table};
 use eventline_bench::runtime_api::{ColdStart, RuntimeApiStub, lambda_environment, median};
@@ -72,6 +74,7 @@ const MAX_PACKAGE_BYTES: u64 = 5_000_000;
 
 const USAGE: &str = "\
 usage: figures                            every figure of `make bench`, beside its baseline
+       figures --cost                     only the dollars per million events, with their bills
        figures --cold-start NAME=PATH...  cold starts of any bootstraps, interleaved
   NAME is a function (ingest, transform, query: it gets that function's environment) or
   any other name, such as hello-world or hello-world-one-thread (Lambda's variables only);
@@ -109,8 +112,13 @@ impl Paths {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut cost_only = false;
     let pairs = match args.first().map(String::as_str) {
         None => None,
+        Some("--cost") if args.len() == 1 => {
+            cost_only = true;
+            None
+        }
         Some("--cold-start") if args.len() > 1 => Some(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
@@ -139,6 +147,17 @@ fn main() -> ExitCode {
         };
     }
     let mut figures = Vec::new();
+    if cost_only {
+        let result = runtime.block_on(dollar_costs(&paths, &mut figures));
+        println!("\n{}", table(&figures));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bench: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = runtime.block_on(measure(&paths, &mut figures));
     figures.extend(cpu_per_request(&paths));
     println!("\n{}", table(&figures));
@@ -177,6 +196,8 @@ async fn measure(paths: &Paths, figures: &mut Vec<Figure>) -> Result<(), BoxErro
     let cost_stack = stack("bench-cost").await?;
     figures.extend(request_and_write_costs(&cost_stack).await?);
     drop(cost_stack);
+
+    dollar_costs(paths, figures).await?;
 
     let age = Duration::from_secs(RECENT_SECONDS).saturating_sub(seeded.elapsed());
     eprintln!("bench: waiting {} s until the seeding has left the last minute", age.as_secs());
@@ -655,6 +676,84 @@ async fn request_and_write_costs(stack: &LocalStack) -> Result<Vec<Figure>, BoxE
             verdict: Verdict::of(total - aggregates <= 6.0),
         },
     ])
+}
+
+/// Dollars per million events for each mix, with the bills that make them, beside the naive
+/// design and the floor of storing each event once, priced from the same table. The bills
+/// are printed; the figures go to the table.
+async fn dollar_costs(paths: &Paths, figures: &mut Vec<Figure>) -> Result<(), BoxError> {
+    let prices = Prices::builtin()?;
+    let template = std::fs::read_to_string(paths.root.join("template.yaml"))?;
+    let alarms = template.matches("Type: AWS::CloudWatch::Alarm").count() as u32;
+    let steady = mix::steady(alarms);
+    let kept = [Retention::Days(30), Retention::KeptForeverAfterOneYear];
+    println!("\n## Dollars per million events\n\n{}.\n", prices.caption());
+    for each in mix::MIXES {
+        eprintln!("bench: {} events as {}, counting what they cost", mix::EVENTS, each.name);
+        let cost_stack = stack("bench-bill").await?;
+        let counted = mix::count(&cost_stack, each).await?;
+        drop(cost_stack);
+        eprintln!("bench: ingest's requests: {:?}", counted.ingest_requests);
+        eprintln!("bench: the transform's requests: {:?}", counted.transform_requests);
+        let flow = bill::flow(&prices, &counted.usage, &steady);
+        let storage: Vec<_> = kept.iter().map(|r| bill::storage(&prices, &counted.usage, &steady, *r)).collect();
+        let event_bytes = counted.event_item_bytes.round() as u64;
+        // Items an event changes: its own, the shard totals, the throughput second, the second
+        // and minute window buckets, the user's day and month and everyone's, and its index copy.
+        let naive = bill::naive(&prices, event_bytes, NAIVE_WRITES_PER_EVENT as f64 + 1.0);
+        let floor = bill::firehose_floor(&prices, event_bytes);
+        let floor_storage: Vec<_> =
+            kept.iter().map(|r| bill::firehose_floor_storage(&prices, &steady, event_bytes, *r)).collect();
+        println!("{}", bill::render_markdown(&flow));
+        for kept in &storage {
+            println!("{}", bill::render_markdown(kept));
+        }
+        println!("{}", bill::render_summary(&flow, &storage));
+        println!("{}", bill::render_markdown(&naive));
+        println!("{}", bill::render_summary(&floor, &floor_storage));
+        println!("Write units per event, by kind (the transform's; ingest's: {:.2}):\n", counted.ingest_units);
+        for (kind, units) in &counted.transform_units {
+            println!("- {kind}: {units:.2}");
+        }
+        println!();
+        let money = |amount: f64| bill::dollars(amount);
+        figures.push(Figure {
+            figure: format!("$ per million events, {} ({}, {})", each.name, each.route, each.authorization),
+            measured: money(flow.total()),
+            baseline: format!("{} naive (a record and a write per item), its writes alone", money(naive.total())),
+            ratio: Some(flow.total() / naive.total()),
+            target: "-".to_owned(),
+            verdict: Verdict::Info,
+        });
+        for (kept, floor_kept) in storage.iter().zip(&floor_storage) {
+            let total = flow.total() + kept.total();
+            let floor_total = floor.total() + floor_kept.total();
+            figures.push(Figure {
+                figure: format!(
+                    "$ per million events, {}, with storage {}",
+                    each.name,
+                    kept.title.trim_start_matches("storage ")
+                ),
+                measured: money(total),
+                baseline: format!("{} Firehose to S3, the same retention", money(floor_total)),
+                ratio: Some(total / floor_total),
+                target: "-".to_owned(),
+                verdict: Verdict::Info,
+            });
+        }
+        if each.events_per_request == REQUEST_EVENTS {
+            let units = counted.transform_units_per_event();
+            figures.push(Figure {
+                figure: "transform write units per event, index copies included, every analytic on".to_owned(),
+                measured: format!("{units:.2}"),
+                baseline: "3.00 floor (the event's exactly-once write and its index copy)".to_owned(),
+                ratio: Some(units / 3.0),
+                target: "≤ 4.5 (cost.rs)".to_owned(),
+                verdict: Verdict::of(units <= 4.5),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Items one `GET` of the query function reads, counted on its DynamoDB client.
