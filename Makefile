@@ -202,7 +202,7 @@ BENCH_SAM_DIR := .aws-sam/bench
 ## bench: cold start, package size, CPU per request, AWS requests and write units, read cost; then bench-local
 bench: $(VENV)/.dev bench-build
 	cargo bench -p eventline-ingest --bench ingest_request
-	cargo run -p eventline-bench --bin figures
+	cargo run --profile local -p eventline-bench --bin figures
 	$(MAKE) bench-local
 
 bench-build: $(VENV)/.dev

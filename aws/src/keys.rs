@@ -10,6 +10,7 @@
 //! | current reference generation | `REFERENCE` | `CURRENT` |
 //! | reference bucket | `REFERENCE#{generation key}` | `BUCKET#{index, 5 digits}` |
 //! | window bucket, per shard | `WINDOW#{shard}` | `S#{epoch second, 11 digits}` or `M#{minute's first second}` |
+//! | a window bucket's distinct users | `WINDOW#{shard}` | the bucket's sort key and `#U` |
 //! | a user's day (months are added up from days when read) | `USERAGG#{user_id}` | `D#{yyyy-mm-dd}` |
 //! | everyone's day or month, per shard | `AGG#{shard}` | `D#{yyyy-mm-dd}` or `M#{yyyy-mm}` |
 //! | per-shard totals | `METRICS` | `SHARD#{shard}` |
@@ -264,6 +265,16 @@ pub fn window_sk(bucket: Bucket) -> String {
         Bucket::Minute(first) => format!("M#{first:011}"),
     }
 }
+
+/// The item of a window bucket's distinct users, beside the bucket's counts: so that adding
+/// to the counts writes a small item, and merging users writes only the sketch. It sorts
+/// after its bucket and before the next one.
+pub fn window_users_sk(bucket: Bucket) -> String {
+    format!("{}{}", window_sk(bucket), WINDOW_USERS_SUFFIX)
+}
+
+/// What ends the sort key of a bucket's users item.
+pub const WINDOW_USERS_SUFFIX: &str = "#U";
 
 pub fn user_aggregate_pk(user: &UserId) -> String {
     format!("USERAGG#{user}")

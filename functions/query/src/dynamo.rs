@@ -158,8 +158,23 @@ fn aggregate_of(item: &Item) -> Result<AggregateTally, ReadError> {
     Ok(tally)
 }
 
-/// Adds one window bucket item to a read.
+/// Adds one window bucket item to a read: a bucket's counts, or its users
+/// ([`keys::window_users_sk`]; buckets written before users had an item of their own hold
+/// both).
 fn add_bucket(read: &mut WindowRead, item: &Item) -> Result<(), ReadError> {
+    let sort_key = item.get(keys::SK).and_then(|v| v.as_s().ok()).map_or("", String::as_str);
+    if !sort_key.ends_with(keys::WINDOW_USERS_SUFFIX) {
+        add_counts(read, item)?;
+    }
+    if let Some(bytes) = item.get(attr::USERS_SKETCH).and_then(|v| v.as_b().ok()) {
+        let sketch = Distinct::decode(bytes.as_ref()).map_err(|e| ReadError::new("a window bucket", e))?;
+        read.users.merge(&sketch);
+    }
+    Ok(())
+}
+
+/// Adds a window bucket's counts to a read.
+fn add_counts(read: &mut WindowRead, item: &Item) -> Result<(), ReadError> {
     let tally = &mut read.tally;
     tally.events += counter(item, attr::EVENTS)?;
     tally.unknown += counter(item, attr::UNKNOWN)?;
@@ -181,10 +196,6 @@ fn add_bucket(read: &mut WindowRead, item: &Item) -> Result<(), ReadError> {
                 .ok_or_else(|| ReadError::new("a window bucket", format!("{name} is not a count")))?;
             *map.entry(key.to_owned()).or_default() += count;
         }
-    }
-    if let Some(bytes) = item.get(attr::USERS_SKETCH).and_then(|v| v.as_b().ok()) {
-        let sketch = Distinct::decode(bytes.as_ref()).map_err(|e| ReadError::new("a window bucket", e))?;
-        read.users.merge(&sketch);
     }
     Ok(())
 }
@@ -279,12 +290,12 @@ impl Reader for AwsReader {
             let mut ranges: Vec<(String, String)> = plan
                 .seconds
                 .iter()
-                .map(|r| (keys::window_sk(Bucket::Second(*r.start())), keys::window_sk(Bucket::Second(*r.end()))))
+                .map(|r| (keys::window_sk(Bucket::Second(*r.start())), keys::window_users_sk(Bucket::Second(*r.end()))))
                 .collect();
             if let Some(minutes) = &plan.minutes {
                 ranges.push((
                     keys::window_sk(Bucket::Minute(*minutes.start())),
-                    keys::window_sk(Bucket::Minute(*minutes.end())),
+                    keys::window_users_sk(Bucket::Minute(*minutes.end())),
                 ));
             }
             for range in ranges {

@@ -660,7 +660,7 @@ impl DynamoEventStore {
                 let (mut sketch, version) = match stored.get(&bucket) {
                     Some(Ok(found)) => found.clone(),
                     Some(Err(error)) => {
-                        tracing::error!(%error, sk = %keys::window_sk(bucket), "stored users sketch unreadable; not merging into it");
+                        tracing::error!(%error, sk = %keys::window_users_sk(bucket), "stored users sketch unreadable; not merging into it");
                         given_up.push(bucket);
                         continue;
                     }
@@ -676,7 +676,7 @@ impl DynamoEventStore {
                     .update_item()
                     .table_name(&self.table_name)
                     .key(keys::PK, s(keys::window_pk(shard_id)))
-                    .key(keys::SK, s(keys::window_sk(bucket)))
+                    .key(keys::SK, s(keys::window_users_sk(bucket)))
                     .update_expression("SET #sketch = :sketch, #version = :next, #ttl = if_not_exists(#ttl, :ttl)")
                     .expression_attribute_names("#sketch", attr::USERS_SKETCH)
                     .expression_attribute_names("#version", attr::SKETCH_VERSION)
@@ -695,7 +695,7 @@ impl DynamoEventStore {
                     Ok(_) => {}
                     Err(error) if error.code() == Some("ConditionalCheckFailedException") => again.push(bucket),
                     Err(error) if refused_for_good(&error) => {
-                        tracing::error!(error = %error_chain(&error), sk = %keys::window_sk(bucket), "table refused a users sketch; its users are lost");
+                        tracing::error!(error = %error_chain(&error), sk = %keys::window_users_sk(bucket), "table refused a users sketch; its users are lost");
                         given_up.push(bucket);
                     }
                     Err(error) => {
@@ -747,7 +747,7 @@ impl DynamoEventStore {
         shard_id: &str,
         buckets: &[Bucket],
     ) -> Result<HashMap<Bucket, Result<(Distinct, u64), String>>, BoxError> {
-        let by_sort_key: HashMap<String, Bucket> = buckets.iter().map(|b| (keys::window_sk(*b), *b)).collect();
+        let by_sort_key: HashMap<String, Bucket> = buckets.iter().map(|b| (keys::window_users_sk(*b), *b)).collect();
         let keys: Vec<Item> = by_sort_key
             .keys()
             .map(|sk| Item::from([(keys::PK.to_owned(), s(keys::window_pk(shard_id))), (keys::SK.to_owned(), s(sk))]))

@@ -36,8 +36,6 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Events each mix sends.
 pub const EVENTS: usize = 1_000;
-/// Events a transform batch holds (the template's `TransformBatchSize`).
-pub const BATCH: usize = 100;
 /// The steady rate both mixes are priced at.
 pub const EVENTS_PER_SECOND: f64 = 1_000.0;
 /// What one AWS call a function waits on adds to its duration: a round trip within a region.
@@ -72,15 +70,15 @@ const IAM_PRINCIPAL: &str = "arn:aws:iam::123456789012:user/producer";
 /// A way events reach the pipeline: its route, its authorization and how many events a
 /// request carries.
 #[derive(Debug, Clone, Copy)]
-pub struct Mix {
-    pub name: &'static str,
+pub struct Mix<'a> {
+    pub name: &'a str,
     pub route: &'static str,
     pub authorization: &'static str,
     pub events_per_request: usize,
 }
 
 /// Batches of 100 from a server, and single events from Segment's SDKs.
-pub const MIXES: [Mix; 2] = [
+pub const MIXES: [Mix<'static>; 2] = [
     Mix { name: "batches of 100", route: "POST /events", authorization: "IAM (SigV4)", events_per_request: 100 },
     Mix {
         name: "single events",
@@ -93,7 +91,9 @@ pub const MIXES: [Mix; 2] = [
 /// What a mix did for [`EVENTS`] events, and its usage per million events.
 #[derive(Debug, Clone)]
 pub struct Counted {
-    pub mix: Mix,
+    pub mix: Mix<'static>,
+    /// Records per transform batch.
+    pub batch: usize,
     /// AWS requests ingest sent, by operation (`PutRecords`, `TransactWriteItems`...).
     pub ingest_requests: BTreeMap<String, usize>,
     /// AWS requests the transform sent, by operation.
@@ -197,8 +197,10 @@ fn track_call(event: &Value) -> Value {
     })
 }
 
-/// Runs `mix` on `stack` (a fresh one: the run reads its whole stream) and counts.
-pub async fn count(stack: &LocalStack, mix: Mix) -> Result<Counted, BoxError> {
+/// Runs `mix` on `stack` (a fresh one: the run reads its whole stream) and counts, with the
+/// transform taking batches of `batch` records (the template's `TransformBatchSize`; at the
+/// steady rate a batch fills within the batching window).
+pub async fn count(stack: &LocalStack, mix: Mix<'static>, batch: usize) -> Result<Counted, BoxError> {
     let collector = telemetry()?;
     let _ = metric_line_bytes(collector);
     let table = stack.manifest.function("transform")?.environment["EVENTS_TABLE"].clone();
@@ -323,7 +325,7 @@ pub async fn count(stack: &LocalStack, mix: Mix) -> Result<Counted, BoxError> {
     };
     let source = &stack.manifest.event_sources[0];
     let batches: Vec<_> = records
-        .chunks(BATCH)
+        .chunks(batch)
         .map(|batch: &[Record]| {
             kinesis_event(batch, "shardId-000000000000", &source.stream_arn, &stack.manifest.region)
         })
@@ -367,7 +369,7 @@ pub async fn count(stack: &LocalStack, mix: Mix) -> Result<Counted, BoxError> {
     // updates go [`CONCURRENT_UPDATES`] at a time; its other calls one after the other.
     let scale = MILLION / EVENTS as f64;
     let ingest_calls = ingest_requests.values().sum::<usize>() as f64 / requests as f64;
-    let batches = EVENTS.div_ceil(BATCH) as f64;
+    let batches = EVENTS.div_ceil(batch) as f64;
     let analytics_updates = transform_writes.iter().filter(|w| is_analytics_update(w)).count();
     let other_calls = transform_requests.values().sum::<usize>() - analytics_updates;
     let transform_calls = (other_calls as f64
@@ -407,7 +409,7 @@ pub async fn count(stack: &LocalStack, mix: Mix) -> Result<Counted, BoxError> {
     let seconds_per_million = MILLION / EVENTS_PER_SECOND;
     let shard_hours = 2.0 * f64::from(SHARDS_PER_STREAM) * seconds_per_million / 3_600.0;
     let usage = Usage {
-        mix: format!("{}: {}, {}", mix.name, mix.route, mix.authorization),
+        mix: format!("{}: {}, {}, transform batches of {batch}", mix.name, mix.route, mix.authorization),
         api_requests: requests as f64 * scale,
         api_request_units: api_units as f64 * scale,
         functions,
@@ -424,7 +426,16 @@ pub async fn count(stack: &LocalStack, mix: Mix) -> Result<Counted, BoxError> {
         xray_traces,
         kms_requests: shard_hours * KMS_REQUESTS_PER_SHARD_HOUR,
     };
-    Ok(Counted { mix, ingest_requests, transform_requests, transform_units, ingest_units, event_item_bytes, usage })
+    Ok(Counted {
+        mix,
+        batch,
+        ingest_requests,
+        transform_requests,
+        transform_units,
+        ingest_units,
+        event_item_bytes,
+        usage,
+    })
 }
 
 /// Whether a write is one of the transform's analytics updates, sent several at a time: a

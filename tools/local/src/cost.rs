@@ -222,7 +222,7 @@ pub fn kind(write: &Write) -> &'static str {
         "EVENT" if write.sk == "EVENT" => "event item",
         "EVENT" | "POISON" => "duplicate and poison markers",
         "METRICS" | "RATE" => "shard totals and throughput",
-        "WINDOW" if !write.adds => "window users sketches",
+        "WINDOW" if write.sk.ends_with(eventline_aws::keys::WINDOW_USERS_SUFFIX) => "window users sketches",
         "WINDOW" => "window buckets",
         "USERAGG" => "user day aggregates",
         "AGG" => "global day and month aggregates",

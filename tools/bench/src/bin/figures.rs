@@ -688,10 +688,18 @@ async fn dollar_costs(paths: &Paths, figures: &mut Vec<Figure>) -> Result<(), Bo
     let steady = mix::steady(alarms);
     let kept = [Retention::Days(30), Retention::KeptForeverAfterOneYear];
     println!("\n## Dollars per million events\n\n{}.\n", prices.caption());
-    for each in mix::MIXES {
-        eprintln!("bench: {} events as {}, counting what they cost", mix::EVENTS, each.name);
+    let template_batch = stack("bench-bill").await?.manifest.event_sources[0].batch_size;
+    // Each mix with the template's batch size; batches of 100 records too, for what larger
+    // batches buy.
+    let runs = [(mix::MIXES[0], template_batch), (mix::MIXES[0], REQUEST_EVENTS), (mix::MIXES[1], template_batch)];
+    for (each, batch) in runs {
+        eprintln!(
+            "bench: {} events as {}, transform batches of {batch}, counting what they cost",
+            mix::EVENTS,
+            each.name
+        );
         let cost_stack = stack("bench-bill").await?;
-        let counted = mix::count(&cost_stack, each).await?;
+        let counted = mix::count(&cost_stack, each, batch).await?;
         drop(cost_stack);
         eprintln!("bench: ingest's requests: {:?}", counted.ingest_requests);
         eprintln!("bench: the transform's requests: {:?}", counted.transform_requests);
@@ -717,6 +725,8 @@ async fn dollar_costs(paths: &Paths, figures: &mut Vec<Figure>) -> Result<(), Bo
         }
         println!();
         let money = |amount: f64| bill::dollars(amount);
+        let each_name = format!("{}, transform batches of {batch}", each.name);
+        let each = mix::Mix { name: &each_name, ..each };
         figures.push(Figure {
             figure: format!("$ per million events, {} ({}, {})", each.name, each.route, each.authorization),
             measured: money(flow.total()),
@@ -744,7 +754,9 @@ async fn dollar_costs(paths: &Paths, figures: &mut Vec<Figure>) -> Result<(), Bo
         if each.events_per_request == REQUEST_EVENTS {
             let units = counted.transform_units_per_event();
             figures.push(Figure {
-                figure: "transform write units per event, index copies included, every analytic on".to_owned(),
+                figure: format!(
+                    "transform write units per event, index copies included, every analytic on, batches of {batch}"
+                ),
                 measured: format!("{units:.2}"),
                 baseline: "3.00 floor (the event's exactly-once write and its index copy)".to_owned(),
                 ratio: Some(units / 3.0),
