@@ -155,7 +155,11 @@ def _counter_update_plan(table, update_expression, names, values):
         value = values.get(value_placeholder)
         if not isinstance(name, str) or not name or name in protected or name_placeholder in protected:
             return None
-        # Numbers only, written plainly: moto's own arithmetic then never fails on them.
+        # A string only set (the transform marks the last record an item took), else numbers
+        # only, written plainly: moto's own arithmetic then never fails on them.
+        if kind == "SET" and isinstance(value, dict) and list(value) == ["S"] and isinstance(value["S"], str):
+            plan.append((name, kind, value))
+            continue
         if not isinstance(value, dict) or list(value) != ["N"] or not isinstance(value["N"], str):
             return None
         if not _NUMBER.match(value["N"]):

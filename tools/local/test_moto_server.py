@@ -999,6 +999,28 @@ class UpdatePatchTest(BackendPatchTestCase):
             ]
         )
 
+    def test_updates_that_mark_the_last_record_taken_match_moto(self):
+        # As the transform adds a batch to an analytics item: on condition that the item has
+        # not taken these records, and marking the last it takes (a string).
+        key = {"pk": {"S": "USERAGG#u"}, "sk": {"S": "D#2026-12-07"}}
+        expression = "ADD #a0 :a0 SET #taken = :last"
+        condition = "(attribute_not_exists(#taken) OR #taken < :first) AND attribute_not_exists(#events)"
+        names = {"#a0": "events", "#taken": "w#shardId-000000000000", "#events": "events"}
+
+        def values(first, last):
+            return {":a0": {"N": "2"}, ":first": {"S": first}, ":last": {"S": last}}
+
+        self.assert_same(
+            [
+                (key, expression, names, values("0011#0", "0012#0"), condition),
+                # Taken already: the condition fails, with the item for the caller to read.
+                (key, expression, names, values("0011#0", "0012#0"), condition, "ALL_OLD"),
+                (key, "ADD #a0 :a0 SET #taken = :last", names, values("0013#0", "0014#0"),
+                 "attribute_not_exists(#taken) OR #taken < :first"),
+                (key, "SET #taken = :last", {"#taken": "w#s"}, {":last": {"S": "x"}}),
+            ]
+        )
+
     def test_conditional_counter_updates_match_moto(self):
         # As the transform guards a shared item's counters: absent, or each count as it knew it.
         key = {"pk": {"S": "w"}, "sk": {"S": "1"}}

@@ -44,7 +44,7 @@ from botocore.credentials import Credentials
 ROOT = Path(__file__).resolve().parents[3]
 REGION = "us-east-1"
 CREDENTIALS = Credentials("testing", "testing")
-BATCH = 100
+BATCH = 500
 # The stack keeps up with the offered rate when the generator sent at (nearly) that rate,
 # the events accepted but not yet stored never amounted to more than this many seconds of
 # sending, and the last of them was stored within as long after sending ended.
@@ -141,6 +141,7 @@ class PipelineCalls:
         self.random = random.Random(42)
         self.users = [f"49{self.random.randrange(10**10, 10**11)}" for _ in range(5000)]
         self.sketch_version = {}
+        self.position = 0
 
     def event(self):
         now = time.time()
@@ -167,72 +168,63 @@ class PipelineCalls:
             for e in events
         ]
         self.kinesis.put_records(StreamName=self.ingest_stream, Records=records)
-        request = uuid.uuid4().hex
         self.dynamodb.transact_write_items(
+            ClientRequestToken=uuid.uuid4().hex,
             TransactItems=[
-                {
-                    "Put": {
-                        "TableName": self.table,
-                        "Item": {"pk": {"S": f"REQUEST#{request}"}, "sk": {"S": "COUNTED"}},
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                },
                 {
                     "Update": {
                         "TableName": self.table,
-                        "Key": {"pk": {"S": "METRICS"}, "sk": {"S": "RECEIVED"}},
+                        "Key": {"pk": {"S": "METRICS"}, "sk": {"S": "INGEST#00"}},
                         "UpdateExpression": "ADD #received :n SET #first = if_not_exists(#first, :now)",
                         "ExpressionAttributeNames": {"#received": "received", "#first": "first_ms"},
                         "ExpressionAttributeValues": {":n": {"N": str(len(events))}, ":now": {"N": "1"}},
                     }
                 },
-            ]
+            ],
         )
 
     def transform(self, events):
         page = self.kinesis.get_records(ShardIterator=self.iterator, Limit=BATCH)
         self.iterator = page["NextShardIterator"]
         self.dynamodb.get_item(TableName=self.table, Key={"pk": {"S": "REFERENCE"}, "sk": {"S": "CURRENT"}})
-        for group in self.commit_groups(events):
-            self.dynamodb.transact_write_items(TransactItems=group)
+        for start in range(0, len(events), 98):
+            self.dynamodb.transact_write_items(TransactItems=self.transaction(events[start : start + 98]))
+        self.add_analytics(events)
         self.merge_users(events)
         records = [{"Data": json.dumps({**e, "processed": True}).encode(), "PartitionKey": e["id"]} for e in events]
         self.kinesis.put_records(StreamName=self.output_stream, Records=records)
 
-    def commit_groups(self, events):
-        """Transactions of at most 100 actions: each event's put and its user's day and month
-        aggregates, plus the counters the group shares."""
-        groups, current = [], []
-        for event in events:
-            users = {e["user"] for e in current + [event]}
-            if current and len(current) + 1 + 2 * len(users) + 10 > 100:
-                groups.append(self.transaction(current))
-                current = []
-            current.append(event)
-        if current:
-            groups.append(self.transaction(current))
-        return groups
-
     def transaction(self, events):
+        """At most 98 events' puts, with the shard's totals and throughput second."""
         actions = [{"Put": self.event_item(e)} for e in events]
         totals = {"processed": len(events), "latency_sum_ms": 63 * len(events)}
         actions.append({"Update": self.adds("METRICS", "SHARD#" + SHARD_ID, totals, set_now=True)})
         rate_key = f"{int(time.time()):011d}#{SHARD_ID}"
         actions.append({"Update": self.adds("RATE", rate_key, {"processed": len(events)}, ttl=True)})
+        return actions
+
+    def add_analytics(self, events):
+        """One conditional update per window bucket and aggregate item the batch adds to,
+        marking the last record each took."""
+        self.position += 1
+        updates = []
         for bucket in window_buckets(events):
             counts = {"events": len(events), "unknown": len(events)}
             for e in events:
                 for name in (f"t#{e['type']}", f"s#{e['source']}", "p#unknown", "r#unknown"):
                     counts[name] = counts.get(name, 0) + 1
-            actions.append({"Update": self.adds(f"WINDOW#{SHARD_ID}", bucket, counts, ttl=True)})
-        for pk in [f"USERAGG#{e['user']}" for e in events] + [f"SHARDAGG#{SHARD_ID}"]:
-            for period in ("D#2026-11-30", "M#2026-11"):
-                key = (pk, period)
-                if any(a.get("Update", {}).get("Key") == {"pk": {"S": key[0]}, "sk": {"S": key[1]}} for a in actions):
-                    continue
-                counts = {"events": 1, "t#call_out": 1, "s#msc-ber-01": 1, "m#duration_seconds": 95}
-                actions.append({"Update": self.adds(pk, period, counts)})
-        return actions
+            updates.append(self.adds(f"WINDOW#{SHARD_ID}", bucket, counts, ttl=True))
+        counts = {"events": 1, "t#call_out": 1, "s#msc-ber-01": 1, "m#duration_seconds": 95}
+        keys = {(f"USERAGG#{e['user']}", "D#2026-11-30") for e in events}
+        keys |= {(f"AGG#{SHARD_ID}", "D#2026-11-30"), (f"AGG#{SHARD_ID}", "M#2026-11")}
+        updates += [self.adds(pk, sk, counts) for pk, sk in sorted(keys)]
+        for update in updates:
+            update["UpdateExpression"] += (", " if " SET " in update["UpdateExpression"] else " SET ") + "#taken = :last"
+            update["ExpressionAttributeNames"]["#taken"] = f"w#{SHARD_ID}"
+            update["ExpressionAttributeValues"][":first"] = {"S": f"{self.position:020d}#0"}
+            update["ExpressionAttributeValues"][":last"] = {"S": f"{self.position:020d}#9"}
+            update["ConditionExpression"] = "attribute_not_exists(#taken) OR #taken < :first"
+            self.dynamodb.update_item(**update)
 
     def event_item(self, e):
         text = {"S": json.dumps(e)}
@@ -290,13 +282,13 @@ class PipelineCalls:
 
     def merge_users(self, events):
         buckets = window_buckets(events)
-        keys = [{"pk": {"S": f"WINDOW#{SHARD_ID}"}, "sk": {"S": b}} for b in buckets]
+        keys = [{"pk": {"S": f"WINDOW#{SHARD_ID}"}, "sk": {"S": b + "#U"}} for b in buckets]
         self.dynamodb.batch_get_item(RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}})
         for bucket in buckets:
             version = self.sketch_version.get(bucket, 0)
             request = {
                 "TableName": self.table,
-                "Key": {"pk": {"S": f"WINDOW#{SHARD_ID}"}, "sk": {"S": bucket}},
+                "Key": {"pk": {"S": f"WINDOW#{SHARD_ID}"}, "sk": {"S": bucket + "#U"}},
                 "UpdateExpression": "SET #sketch = :sketch, #version = :next, #ttl = if_not_exists(#ttl, :ttl)",
                 "ExpressionAttributeNames": {
                     "#sketch": "users_sketch",
