@@ -83,6 +83,8 @@ async fn a_retention_that_does_not_outlast_the_stream_by_a_day_is_refused() {
             "With StreamRetentionHours 168, EventRetentionDays must be 0 (forever) or at least 8",
         ),
         (vec![("StreamRetentionHours", "36")], "parameter StreamRetentionHours must be one of 24, 48"),
+        (vec![("EventRetentionDays", "1.0")], "parameter EventRetentionDays must match"),
+        (vec![("EventRetentionDays", "02")], "parameter EventRetentionDays must match"),
     ] {
         let Err(error) = try_stack(&parameters).await else { panic!("a stack started with {parameters:?}") };
         assert!(error.to_string().contains(expected), "{parameters:?}: {error}");

@@ -67,6 +67,11 @@ const MAX_REREADS: u32 = 8;
 /// Updates of analytics items in flight at once.
 const CONCURRENT_UPDATES: usize = 16;
 
+/// How long a batch's analytics may take, retries included: what is not added by then is
+/// added when the batch is retried (within the transform's 120 s timeout, beside the commit's
+/// and the publish's budgets).
+const ANALYTICS_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Most counters one analytics update adds: its expression must stay within DynamoDB's 4 KB.
 pub const MAX_TERMS_PER_UPDATE: usize = 150;
 
@@ -171,13 +176,17 @@ impl EventStore for DynamoEventStore {
         if analytics.is_empty() {
             return AnalyticsAdded::default();
         }
+        // One budget for the whole stage, so that a batch of many items cannot outlast the
+        // function's timeout while updates are throttled.
+        let deadline = tokio::time::Instant::now() + ANALYTICS_BUDGET;
         let mut updates: Vec<Pin<Box<dyn Future<Output = AnalyticsAdded> + Send + '_>>> = Vec::new();
         for (bucket, adds) in &analytics.windows {
             let expires_at = bucket.start() + BUCKET_TTL_SECONDS;
-            updates.push(Box::pin(self.add_to_item(shard_id, window_key(shard_id, *bucket), adds, Some(expires_at))));
+            let key = window_key(shard_id, *bucket);
+            updates.push(Box::pin(self.add_to_item(shard_id, key, adds, Some(expires_at), deadline)));
         }
         for (item, adds) in &analytics.aggregates {
-            updates.push(Box::pin(self.add_to_item(shard_id, aggregate_key(shard_id, item), adds, None)));
+            updates.push(Box::pin(self.add_to_item(shard_id, aggregate_key(shard_id, item), adds, None, deadline)));
         }
         let results: Vec<AnalyticsAdded> =
             futures_util::stream::iter(updates).buffer_unordered(CONCURRENT_UPDATES).collect().await;
@@ -320,11 +329,16 @@ impl DynamoEventStore {
             }
         };
         if let Some(retention) = self.retention {
-            let received_at = match entry {
-                Entry::Event { event, .. } => event.received_at,
-                _ => OffsetDateTime::now_utc(),
+            // From when it was received; but a record put back on the stream long after (a
+            // redrive, another producer's old `received_at`) is kept at least the retention
+            // less its margin from now, which outlasts any stay on the stream.
+            let now = OffsetDateTime::now_utc();
+            let least = now + retention - crate::config::RETENTION_MARGIN;
+            let expires = match entry {
+                Entry::Event { event, .. } => (event.received_at + retention).max(least),
+                _ => now + retention,
             };
-            item.insert(keys::EXPIRES_AT.to_owned(), n((received_at + retention).unix_timestamp()));
+            item.insert(keys::EXPIRES_AT.to_owned(), n(expires.unix_timestamp()));
         }
         let put = Put::builder()
             .table_name(&self.table_name)
@@ -491,12 +505,17 @@ impl DynamoEventStore {
         key: ItemKey,
         adds: &[Contribution<T>],
         expires_at: Option<i64>,
+        deadline: tokio::time::Instant,
     ) -> AnalyticsAdded {
         let taken = keys::taken_attribute(shard_id);
         let mut rest = adds;
         let mut retries = self.backoff.start();
         let mut rereads = 0;
         while let Some(first) = rest.first() {
+            if tokio::time::Instant::now() >= deadline {
+                // The batch's time is up: what is left is added when it is retried.
+                return AnalyticsAdded { lost: 0, unfinished: Some(first.index) };
+            }
             let count = first_update(rest);
             let mut merged = T::default();
             rest[..count].iter().for_each(|add| merged.add(&add.tally));
@@ -524,11 +543,16 @@ impl DynamoEventStore {
                 if rereads <= MAX_REREADS || rest.is_empty() {
                     continue;
                 }
-            } else if refused_for_good(&failed) {
+            } else if failed.code() == Some("ValidationException") {
                 // Grown past a limit or holding a number the table refuses: its counts are
                 // lost, never the events.
                 tracing::error!(error = %error_chain(&failed), pk = %key.0, sk = %key.1, "table refused an analytics update; its counts are lost");
                 return AnalyticsAdded { lost: rest.iter().map(|add| add.tally.events()).sum(), unfinished: None };
+            } else if refused_for_good(&failed) {
+                // No permission, no table: waiting does not help, and nothing is lost: the batch
+                // is retried from here until the cause is fixed.
+                tracing::error!(error = %error_chain(&failed), pk = %key.0, sk = %key.1, "analytics update refused; the batch is retried from its first record");
+                return AnalyticsAdded { lost: 0, unfinished: rest.first().map(|add| add.index) };
             } else {
                 tracing::warn!(error = %error_chain(&failed), pk = %key.0, sk = %key.1, "analytics update failed; retrying");
             }
@@ -1043,6 +1067,33 @@ mod tests {
         let stored_now = [("shard_id", "shardId-0"), ("sequence_number", "0"), ("sender", alice), ("digest", DIGEST_A)];
         assert!(resolve(&[conflict(Some(&stored_before)), conflict(Some(&stored_now))], &entries, &[0, 1], &mut steps));
         assert_eq!(steps, [Step::MarkDuplicate, Step::MarkDuplicate]);
+    }
+
+    #[test]
+    fn items_expire_a_retention_after_they_were_received_or_nearly_that_long_from_now_when_sent_back_late() {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .build();
+        let store = DynamoEventStore::new(aws_sdk_dynamodb::Client::from_conf(config), "t", Backoff::default())
+            .with_retention(Some(time::Duration::days(30)));
+        let expires = |entry: &Entry| {
+            let action = store.put_action(entry, Step::first(entry)).unwrap();
+            let item = action.put().unwrap().item().clone();
+            item[keys::EXPIRES_AT].as_n().unwrap().parse::<i64>().unwrap()
+        };
+        let Entry::Event { event: mut stored, buckets } = event("fresh", "1", None) else { unreachable!() };
+        let received = OffsetDateTime::now_utc() - time::Duration::minutes(5);
+        stored.received_at = received;
+        let fresh = Entry::Event { event: stored, buckets };
+        assert_eq!(expires(&fresh), (received + time::Duration::days(30)).unix_timestamp());
+        // Received on 2026-11-23 and only stored now: kept 29 days from now, longer than any
+        // stream keeps it with a retention of 30 days.
+        let late = event("late", "2", None);
+        let least = (OffsetDateTime::now_utc() + time::Duration::days(29)).unix_timestamp();
+        assert!((least - 5..=least + 5).contains(&expires(&late)), "{}", expires(&late));
+        let store = store.with_retention(None);
+        let action = store.put_action(&fresh, Step::StoreEvent).unwrap();
+        assert!(!action.put().unwrap().item().contains_key(keys::EXPIRES_AT), "kept forever by default");
     }
 
     #[test]
