@@ -621,17 +621,17 @@ async fn dollar_costs(paths: &Paths, figures: &mut Vec<Figure>) -> Result<(), Bo
     let steady = mix::steady(alarms);
     let kept = [Retention::Days(30), Retention::KeptForeverAfterOneYear];
     println!("\n## Dollars per million events\n\n{}.\n", prices.caption());
-    let template_batch = stack("bench-bill").await?.manifest.event_sources[0].batch_size;
-    // Each mix with the template's batch size; batches of 100 records too, for what larger
-    // batches buy.
-    let runs = [(mix::MIXES[0], template_batch), (mix::MIXES[0], REQUEST_EVENTS), (mix::MIXES[1], template_batch)];
+    // Each mix with the template's batch size (`None`); batches of 100 records too, for what
+    // larger batches buy.
+    let runs = [(mix::MIXES[0], None), (mix::MIXES[0], Some(REQUEST_EVENTS)), (mix::MIXES[1], None)];
     for (each, batch) in runs {
+        let cost_stack = stack("bench-bill").await?;
+        let batch = batch.unwrap_or(cost_stack.manifest.event_sources[0].batch_size);
         eprintln!(
             "bench: {} events as {}, transform batches of {batch}, counting what they cost",
             mix::EVENTS,
             each.name
         );
-        let cost_stack = stack("bench-bill").await?;
         let counted = mix::count(&cost_stack, each, batch).await?;
         drop(cost_stack);
         eprintln!("bench: ingest's requests: {:?}", counted.ingest_requests);
