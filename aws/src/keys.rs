@@ -14,7 +14,8 @@
 //! | a user's day (months are added up from days when read) | `USERAGG#{user_id}` | `D#{yyyy-mm-dd}` |
 //! | everyone's day or month, per shard | `AGG#{shard}` | `D#{yyyy-mm-dd}` or `M#{yyyy-mm}` |
 //! | per-shard totals | `METRICS` | `SHARD#{shard}` |
-//! | ingest counter slot | `METRICS` | `INGEST#{slot}` |
+//! | ingest counter slot, by request token | `METRICS` | `INGEST#{slot, 2 digits}` |
+//! | ingest counter slot, leased by one execution environment at a time | `METRICS` | `INGEST#L{slot, 2 digits}` |
 //! | per-second throughput | `RATE` | `{epoch second, 11 digits}#{shard}` |
 //! | write key | `WRITE_KEYS` | `{key id}` |
 //! | a write key's events in one second | `KEYRATE#{key id}` | `{epoch second, 11 digits}` |
@@ -67,6 +68,9 @@ pub const LATENCY_BUCKET_PREFIX: &str = "lat_";
 
 /// Ingest spreads its received counter over this many items so no single item runs hot.
 pub const INGEST_COUNTER_SLOTS: u32 = 16;
+/// Slots an execution environment of ingest can lease for its received counts; one more
+/// environment than this counts by request token instead.
+pub const INGEST_LEASED_SLOTS: u32 = 64;
 
 /// Seconds the per-second throughput items live before TTL removes them.
 pub const RATE_ITEM_TTL_SECONDS: i64 = 2 * 24 * 60 * 60;
@@ -116,6 +120,10 @@ pub mod attr {
     /// On a shard's totals: records other producers wrote, counted received by the transform.
     pub const RECEIVED_DIRECT: &str = "received_direct";
     pub const FIRST_RECEIVED_MS: &str = "first_received_ms";
+    /// A leased ingest counter slot: who holds it, until when, and the last request it counted.
+    pub const LEASE_OWNER: &str = "lease_owner";
+    pub const LEASE_UNTIL_MS: &str = "lease_until_ms";
+    pub const LEASE_SEQUENCE: &str = "lease_seq";
 
     // Enrichment, on the processed event item.
     pub const PLAN: &str = "plan";
@@ -301,6 +309,10 @@ pub fn shard_sk(shard_id: &str) -> String {
 
 pub fn ingest_sk(slot: u32) -> String {
     format!("{INGEST_PREFIX}{slot:02}")
+}
+
+pub fn ingest_leased_sk(slot: u32) -> String {
+    format!("{INGEST_PREFIX}L{slot:02}")
 }
 
 pub fn rate_sk(epoch_second: i64, shard_id: &str) -> String {

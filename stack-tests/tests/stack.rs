@@ -19,6 +19,7 @@ mod pipeline;
 mod policies;
 mod poller;
 mod producers;
+mod received;
 mod redrive;
 mod reference;
 mod retention;
