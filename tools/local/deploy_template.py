@@ -258,6 +258,20 @@ def cors_of(cfn_template, parameters, region, stack):
     return None
 
 
+def system_log_levels_of(cfn_template, parameters, region, stack, binaries):
+    """The level of the platform's own lines (start, report) each function's logs keep, as
+    Lambda applies it: INFO where the template sets none."""
+    context = parameter_context(cfn_template, parameters, region, stack)
+    return {
+        binary: evaluate(
+            cfn_template["Resources"][logical_id].get("Properties", {}).get("LoggingConfig", {}).get("SystemLogLevel"),
+            context,
+        )
+        or "INFO"
+        for logical_id, binary in binaries.items()
+    }
+
+
 def routes_of(cfn_template, parameters, region, stack, binaries):
     """Every route of the template's HTTP APIs, read from the OpenAPI document the translator
     made (the emulator does not create HTTP APIs), keyed by the binary that answers it."""
@@ -384,6 +398,7 @@ def main():
     cfn_template = translate(sam, parameters)
     check_rules(cfn_template, parameters, args.region, args.stack_name)
     routes = routes_of(cfn_template, parameters, args.region, args.stack_name, binaries)
+    system_log_levels = system_log_levels_of(cfn_template, parameters, args.region, args.stack_name, binaries)
 
     upload_placeholder_code(client("s3", args.endpoint, args.region))
     cfn = client("cloudformation", args.endpoint, args.region)
@@ -411,6 +426,7 @@ def main():
             "environment": {k: str(v) for k, v in config.get("Environment", {}).get("Variables", {}).items()},
             "routes": routes[binary],
             "timeout_seconds": config.get("Timeout", 3),
+            "system_log_level": system_log_levels[binary],
             "reserved_concurrency": lam.get_function_concurrency(FunctionName=physical_ids[logical_id]).get(
                 "ReservedConcurrentExecutions"
             ),

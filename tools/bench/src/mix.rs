@@ -7,8 +7,9 @@
 //! items read, the bytes each event leaves in the table and the index, the functions' log
 //! lines at `INFO` and their embedded-metric lines. Modelled, and stated here: a function's
 //! duration (its CPU time in this process plus [`SECONDS_PER_CALL`] for each AWS call it
-//! waits on), Lambda's platform lines and the access-log line (their documented formats with
-//! a request's typical values), X-Ray's sampling, and the streams' KMS requests.
+//! waits on), Lambda's platform lines (for each function whose system log level in the
+//! template keeps them) and the access-log line (their documented formats with a request's
+//! typical values), X-Ray's sampling, and the streams' KMS requests.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -399,8 +400,15 @@ pub async fn count(stack: &LocalStack, mix: Mix<'static>, batch: usize) -> Resul
             seconds_per_invocation: SECONDS_PER_CALL,
         });
     }
+    // The platform's start and report lines, for each function whose system log level keeps
+    // them (INFO, and DEBUG with more besides; WARN drops them).
     let platform_bytes: u64 = PLATFORM_LINES.iter().map(|line| line.len() as u64 + 1).sum();
-    let invocations: f64 = functions.iter().map(|f| f.invocations).sum();
+    let mut platform_log_bytes = 0.0;
+    for function in &functions {
+        if stack.manifest.function(&function.name)?.system_log_level != "WARN" {
+            platform_log_bytes += function.invocations * platform_bytes as f64;
+        }
+    }
     let xray_traces = functions
         .iter()
         .map(|f| f.invocations * default_sampling_fraction(f.invocations * EVENTS_PER_SECOND / MILLION))
@@ -421,7 +429,7 @@ pub async fn count(stack: &LocalStack, mix: Mix<'static>, batch: usize) -> Resul
         index_bytes_per_event,
         sqs_requests: 0.0,
         s3_puts: 0.0,
-        function_log_bytes: function_log_bytes as f64 * scale + invocations * platform_bytes as f64,
+        function_log_bytes: function_log_bytes as f64 * scale + platform_log_bytes,
         access_log_bytes: (access_line.len() + 1) as f64 * requests as f64 * scale,
         xray_traces,
         kms_requests: shard_hours * KMS_REQUESTS_PER_SHARD_HOUR,

@@ -44,6 +44,9 @@ pub struct Function {
     /// Concurrency reserved for the function, if any.
     #[serde(default)]
     pub reserved_concurrency: Option<u64>,
+    /// The level of Lambda's own lines (start, report) the function's logs keep:
+    /// `DEBUG`, `INFO` or `WARN` (none of them).
+    pub system_log_level: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
