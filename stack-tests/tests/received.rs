@@ -118,14 +118,20 @@ async fn with_every_slot_held_a_request_is_counted_by_token_and_a_lapsed_lease_i
     let stack = stack(&[]).await;
     let held = u64::from(keys::INGEST_LEASED_SLOTS) * 10;
 
-    // Every slot held by environments that counted a moment ago: this one counts by token.
+    // Every slot held by environments that counted a moment ago: this one counts by token,
+    // once per request though answers are lost (the launcher keeps client tokens as
+    // DynamoDB does).
     hold_every_slot(&stack, "others", now_ms() + 60_000).await;
+    faults(&stack, json!({"rate": 0.4, "seed": 5, "kinds": ["lost_response"], "reset_counts": true})).await;
     let counter = environment(&stack);
-    counter.add(&IngestId::generate(), 4).await.unwrap();
-    counter.add(&IngestId::generate(), 5).await.unwrap();
+    for accepted in 1..=10 {
+        counter.add(&IngestId::generate(), accepted).await.unwrap();
+    }
+    let injected = faults(&stack, json!({"rate": 0})).await;
+    assert!(injected["injected"]["lost_response"].as_u64().unwrap() > 2, "answers were lost: {injected}");
     let slots = counter_slots(&stack).await;
     let by_token: u64 = slots.iter().filter(|(sk, _)| !is_leased(sk)).map(|(_, item)| received(item)).sum();
-    assert_eq!(by_token, 9, "both requests by token: {slots:?}");
+    assert_eq!(by_token, 55, "every request by token, once: {slots:?}");
     assert_eq!(slots.iter().filter(|(sk, _)| is_leased(sk)).map(|(_, item)| received(item)).sum::<u64>(), held);
 
     // Their holders stopped counting long ago: a new environment takes a slot over and adds
@@ -143,5 +149,5 @@ async fn with_every_slot_held_a_request_is_counted_by_token_and_a_lapsed_lease_i
     assert_eq!(taken.len(), 1, "one slot taken over, and kept: {slots:?}");
     assert_eq!(taken[0].1, 10 + 6 + 1, "the lapsed holder's count stays, the new requests add");
     let total: u64 = slots.iter().map(|(_, item)| received(item)).sum();
-    assert_eq!(total, held + 9 + 7);
+    assert_eq!(total, held + 55 + 7);
 }

@@ -23,13 +23,16 @@ pub struct CounterError(#[source] Box<dyn std::error::Error + Send + Sync>);
 
 /// Adds accepted events to the running total of events received.
 pub trait ReceivedCounter: Send + Sync {
-    /// Adds `accepted` once for `request`: calling again with the same request adds nothing.
+    /// Adds a request's `accepted` events once, however often the call retries its writes
+    /// within. A request is counted with one call: a second call is a second count.
     fn add(&self, request: &IngestId, accepted: u64) -> impl Future<Output = Result<(), CounterError>> + Send;
 }
 
 /// How long a leased slot stays with its holder after its last count: far longer than a
 /// request's retries (so a slot never changes hands while a count to it may still land),
-/// short enough that the slots of environments that are gone free up soon.
+/// short enough that the slots of environments that are gone free up soon. Environments
+/// compare it with their own clocks, which must agree to well within it (Lambda's do, to
+/// milliseconds).
 pub const LEASE_TIME: Duration = Duration::from_secs(5 * 60);
 /// Slots a request tries to lease before it counts by token instead.
 const CLAIMS_PER_REQUEST: u32 = 3;
@@ -73,7 +76,7 @@ struct Lease {
     /// Unique to this lease, so that no two tenures of a slot, even by one environment, can
     /// be taken for each other.
     owner: String,
-    /// The sequence number of the last request counted (0: none yet, the slot is not held).
+    /// The sequence number of the last request tried (0: none yet, the slot is not held).
     sequence: u64,
 }
 
@@ -260,10 +263,10 @@ fn judge(lease: &Lease, slot: Option<&HashMap<String, AttributeValue>>) -> Optio
 /// Odd, so that successive claims visit every one of the (power of two) slots.
 const CLAIM_STEP: u32 = 37;
 
-/// Where an environment starts claiming: spread, so that environments started together do
-/// not all try the same slot first.
+/// Where an environment starts claiming: spread over every leased slot, so that
+/// environments started together do not walk the same slots.
 fn first_slot() -> u32 {
-    slot_of(&IngestId::generate())
+    (fnv(IngestId::generate().as_str()) % u64::from(keys::INGEST_LEASED_SLOTS)) as u32
 }
 
 /// The counter slot of a request counted by token: spread evenly, the same for every try.
@@ -284,6 +287,7 @@ impl ReceivedCounter for DynamoReceivedCounter {
         let mut held = 0;
         while held < CLAIMS_PER_REQUEST {
             let Some(mut lease) = self.take_lease() else { break };
+            // On an error the lease is dropped with the request: the slot lapses unused.
             match self.add_leased(&mut lease, accepted, now_ms, &mut retries).await? {
                 Leased::Counted => {
                     self.idle.lock().expect("lease pool").push(lease);

@@ -207,8 +207,9 @@ impl<S: RecordSink, C: ReceivedCounter, K: KeyStore + RefusalLog, L: RateLedger>
             && let Err(error) = self.counter.add(&IngestId::generate(), accepted as u64).await
         {
             // The events are on the stream and will be processed; answering an error now would
-            // make the client send them again. The received total is short by `accepted`,
-            // which the metrics show as a negative queue depth rather than hide.
+            // make the client send them again. The received total may be short by `accepted`
+            // (a try that timed out may still have landed), which the metrics show as a
+            // negative queue depth rather than hide.
             tracing::error!(error = %eventline_aws::error_chain(&error), accepted, "could not count received events");
         }
     }
@@ -778,7 +779,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_request_is_counted_once_even_if_the_counter_is_called_again() {
+    async fn each_request_is_counted_with_a_token_of_its_own() {
         let ingest = ingest(&[]);
         call(&ingest, fixture("ingest-post-array.json")).await;
         call(&ingest, fixture("ingest-post-array.json")).await;

@@ -8,7 +8,7 @@ use eventline_model::IngestId;
 
 use crate::counter::{CounterError, ReceivedCounter};
 
-/// Counts once per request token, as the marker in DynamoDB does.
+/// Counts every call, and keeps the distinct request tokens it was called with.
 #[derive(Debug, Default)]
 pub struct MemoryCounter {
     total: Mutex<u64>,
@@ -25,7 +25,7 @@ impl MemoryCounter {
         *self.total.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Requests counted, each once.
+    /// Distinct request tokens counted.
     pub fn requests(&self) -> usize {
         self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
     }
@@ -33,10 +33,8 @@ impl MemoryCounter {
 
 impl ReceivedCounter for MemoryCounter {
     async fn add(&self, request: &IngestId, accepted: u64) -> Result<(), CounterError> {
-        let first = self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(request.clone());
-        if first {
-            *self.total.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) += accepted;
-        }
+        self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(request.clone());
+        *self.total.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) += accepted;
         Ok(())
     }
 }
