@@ -404,6 +404,7 @@ class Sam:
                 # Python's fault handler prints every thread's stack on SIGABRT: what a hung
                 # shutdown was waiting on, in the log (see `stop_start_api`).
                 env={**self.env, "PYTHONFAULTHANDLER": "1"},
+                preexec_fn=takes_ctrl_c,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -838,6 +839,13 @@ def start_api_phase(sam, run_dir, stream, totals):
 
 # How long SAM gets to stop its warm containers after Ctrl-C: a few seconds when it works.
 START_API_STOP_SECONDS = 30
+
+
+def takes_ctrl_c():
+    """Run in a child before it starts: SIGINT's default disposition. A shell starts a
+    background job (`&`, as CI runners and nohup may) with SIGINT ignored, and a child
+    inherits that: Python then takes no KeyboardInterrupt, and SAM would never stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop_start_api(process, log_path):
