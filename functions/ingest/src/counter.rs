@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -102,10 +102,10 @@ impl DynamoReceivedCounter {
     /// A lease no request is using, or a new one on the next slot to try, unless leasing is
     /// paused.
     fn take_lease(&self) -> Option<Lease> {
-        if let Some(lease) = self.idle.lock().expect("lease pool").pop() {
+        if let Some(lease) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
             return Some(lease);
         }
-        let mut paused = self.leasing_paused_until.lock().expect("leasing pause");
+        let mut paused = self.leasing_paused_until.lock().unwrap_or_else(PoisonError::into_inner);
         if paused.is_some_and(|until| Instant::now() < until) {
             return None;
         }
@@ -117,7 +117,8 @@ impl DynamoReceivedCounter {
     }
 
     fn pause_leasing(&self) {
-        *self.leasing_paused_until.lock().expect("leasing pause") = Some(Instant::now() + LEASING_PAUSE);
+        *self.leasing_paused_until.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Instant::now() + LEASING_PAUSE);
     }
 
     /// The update that counts a request on a lease: the same on every try of the request.
@@ -290,7 +291,7 @@ impl ReceivedCounter for DynamoReceivedCounter {
             // On an error the lease is dropped with the request: the slot lapses unused.
             match self.add_leased(&mut lease, accepted, now_ms, &mut retries).await? {
                 Leased::Counted => {
-                    self.idle.lock().expect("lease pool").push(lease);
+                    self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(lease);
                     return Ok(());
                 }
                 Leased::Held => held += 1,
