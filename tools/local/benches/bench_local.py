@@ -3,7 +3,7 @@
 
 1. Emulator ceiling: the launcher (moto_server.py) alone, driven with boto3 through the calls
    the pipeline makes for each batch of 100 events, one batch after another for
-   `--raw-seconds`: ingest's PutRecords of 100 and its received-counter transaction; the
+   `--raw-seconds`: ingest's PutRecords of 100 and its received-counter update; the
    transform's GetRecords, reference GetItem, TransactWriteItems of the events with their
    counters (grouped as the transform groups them: at most 100 actions), the users-sketch
    BatchGetItem and conditional UpdateItems, and the PutRecords of 100 to the output stream.
@@ -142,6 +142,8 @@ class PipelineCalls:
         self.users = [f"49{self.random.randrange(10**10, 10**11)}" for _ in range(5000)]
         self.sketch_version = {}
         self.position = 0
+        self.lease = uuid.uuid4().hex
+        self.requests = 0
 
     def event(self):
         now = time.time()
@@ -168,19 +170,29 @@ class PipelineCalls:
             for e in events
         ]
         self.kinesis.put_records(StreamName=self.ingest_stream, Records=records)
-        self.dynamodb.transact_write_items(
-            ClientRequestToken=uuid.uuid4().hex,
-            TransactItems=[
-                {
-                    "Update": {
-                        "TableName": self.table,
-                        "Key": {"pk": {"S": "METRICS"}, "sk": {"S": "INGEST#00"}},
-                        "UpdateExpression": "ADD #received :n SET #first = if_not_exists(#first, :now)",
-                        "ExpressionAttributeNames": {"#received": "received", "#first": "first_ms"},
-                        "ExpressionAttributeValues": {":n": {"N": str(len(events))}, ":now": {"N": "1"}},
-                    }
-                },
-            ],
+        # The received count on the slot this environment leases (functions/ingest/src/counter.rs).
+        self.requests += 1
+        self.dynamodb.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": "METRICS"}, "sk": {"S": "INGEST#L00"}},
+            UpdateExpression="ADD #received :n SET #owner = :owner, #seq = :seq, #until = :until, "
+            "#first = if_not_exists(#first, :now)",
+            ConditionExpression="(#owner = :owner AND #seq < :seq) OR attribute_not_exists(#owner) OR #until < :now",
+            ExpressionAttributeNames={
+                "#received": "received",
+                "#owner": "lease_owner",
+                "#seq": "lease_seq",
+                "#until": "lease_until_ms",
+                "#first": "first_received_ms",
+            },
+            ExpressionAttributeValues={
+                ":n": {"N": str(len(events))},
+                ":owner": {"S": self.lease},
+                ":seq": {"N": str(self.requests)},
+                ":until": {"N": "300001"},
+                ":now": {"N": "1"},
+            },
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
 
     def transform(self, events):
