@@ -131,6 +131,16 @@ pub async fn http_unsigned(addr: SocketAddr, method: &str, path: &str, body: Opt
     http_raw(addr, method, path, body.map(Value::to_string).unwrap_or_default(), Vec::new()).await
 }
 
+/// Sets the emulator's fault layer (`POST /_eventline/faults`, tools/local/moto_correctness.py)
+/// and returns its answer: the settings and the faults injected so far.
+pub async fn faults(stack: &LocalStack, settings: Value) -> Value {
+    let addr: SocketAddr =
+        stack.emulator.endpoint.trim_start_matches("http://").parse().expect("the emulator listens on an address");
+    let response = http_unsigned(addr, "POST", "/_eventline/faults", Some(&settings)).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.body
+}
+
 /// One HTTP/1.1 request with `extra` headers over a fresh connection: enough for tests, no
 /// client library.
 pub async fn http_raw(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use common::{http_unsigned, load_options, read_stream, stack, until};
+use common::{faults, load_options, read_stream, stack, until};
 use eventline_gen::load::{EventSource, run_async};
 use eventline_local::LocalStack;
 use serde_json::{Value, json};
@@ -20,16 +20,6 @@ const EVENTS: u64 = 5_000;
 const CLIENT_DUPLICATES: u64 = 300;
 const POISON: usize = 5;
 const FAULT_RATE: f64 = 0.1;
-
-fn emulator_addr(stack: &LocalStack) -> SocketAddr {
-    stack.emulator.endpoint.trim_start_matches("http://").parse().expect("the emulator listens on an address")
-}
-
-async fn faults(stack: &LocalStack, settings: Value) -> Value {
-    let response = http_unsigned(emulator_addr(stack), "POST", "/_eventline/faults", Some(&settings)).await;
-    assert_eq!(response.status, 200, "{}", response.body);
-    response.body
-}
 
 /// The totals, read through the metrics handler (which may itself meet a fault).
 async fn metrics(stack: &LocalStack) -> Option<Value> {

@@ -3,18 +3,17 @@
 
 use eventline_stack_tests as common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{http_unsigned, stack};
+use common::{faults, stack};
 use eventline_aws::item::{Item, n, s};
 use eventline_aws::keys::{self, attr};
 use eventline_ingest::counter::{DynamoReceivedCounter, ReceivedCounter};
 use eventline_local::LocalStack;
 use eventline_model::IngestId;
 use eventline_model::retry::Backoff;
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn table(stack: &LocalStack) -> String {
     stack.manifest.functions["ingest"].environment["EVENTS_TABLE"].clone()
@@ -48,13 +47,6 @@ fn received(item: &Item) -> u64 {
 
 fn is_leased(sk: &str) -> bool {
     sk.starts_with(&format!("{}L", keys::INGEST_PREFIX))
-}
-
-async fn faults(stack: &LocalStack, settings: Value) -> Value {
-    let addr: SocketAddr = stack.emulator.endpoint.trim_start_matches("http://").parse().unwrap();
-    let response = http_unsigned(addr, "POST", "/_eventline/faults", Some(&settings)).await;
-    assert_eq!(response.status, 200, "{}", response.body);
-    response.body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,35 +160,26 @@ impl DynamoReceivedCounter {
         retries: &mut Retries,
     ) -> Result<Leased, CounterError> {
         lease.sequence += 1;
+        let lease = &*lease;
         let update = self.leased_update(lease, accepted, now_ms);
-        loop {
-            let time = retries.remaining().max(MIN_ATTEMPT_TIME);
-            let Ok(result) = tokio::time::timeout(time, update.clone().send()).await else {
-                // No answer in time: it may have gone through, which the next try's
-                // condition finds out.
-                if !retries.wait().await {
-                    return Err(CounterError(format!("no answer within {time:?}").into()));
-                }
-                continue;
-            };
-            let error = match result {
-                Ok(_) => return Ok(Leased::Counted),
-                Err(error) => error,
-            };
-            if let Some(UpdateItemError::ConditionalCheckFailedException(failed)) = error.as_service_error() {
-                match judge(lease, failed.item()) {
-                    Some(answer) => return Ok(answer),
-                    None => tracing::warn!(slot = lease.slot, "leased counter slot answered inconsistently"),
-                }
-            } else if refused_for_good(&error) {
-                return Err(CounterError(error.into()));
-            } else {
-                tracing::warn!(error = %error_chain(&error), retries = retries.count(), "received counter not updated");
-            }
-            if !retries.wait().await {
-                return Err(CounterError(error.into()));
-            }
-        }
+        with_retries(
+            retries,
+            || update.clone().send(),
+            |answer| match answer {
+                Ok(_) => Try::Done(Ok(Leased::Counted)),
+                Err(error) => match error.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(failed)) => match judge(lease, failed.item())
+                    {
+                        Some(leased) => Try::Done(Ok(leased)),
+                        None => Try::Again(CounterError(
+                            format!("leased counter slot {} answered inconsistently", lease.slot).into(),
+                        )),
+                    },
+                    _ => failed(error),
+                },
+            },
+        )
+        .await
     }
 
     /// The request's increment by token: the same on every try (its slot comes from the
@@ -216,32 +207,60 @@ impl DynamoReceivedCounter {
         now_ms: i128,
         retries: &mut Retries,
     ) -> Result<(), CounterError> {
-        loop {
-            let call = self
-                .client
-                .transact_write_items()
-                .transact_items(self.increment(request, accepted, now_ms)?)
-                .client_request_token(request.as_str())
-                .send();
-            let time = retries.remaining().max(MIN_ATTEMPT_TIME);
-            let Ok(result) = tokio::time::timeout(time, call).await else {
-                // No answer in time: it may have gone through; a retry with the same token
-                // is applied only if it did not.
-                if !retries.wait().await {
-                    return Err(CounterError(format!("no answer within {time:?}").into()));
-                }
-                continue;
-            };
-            match result {
-                Ok(_) => return Ok(()),
-                Err(error) if refused_for_good(&error) => return Err(CounterError(error.into())),
-                Err(error) => {
-                    tracing::warn!(error = %error_chain(&error), retries = retries.count(), "received counter not updated");
-                    if !retries.wait().await {
-                        return Err(CounterError(error.into()));
-                    }
-                }
-            }
+        let increment = self.increment(request, accepted, now_ms)?;
+        let call = self.client.transact_write_items().transact_items(increment).client_request_token(request.as_str());
+        with_retries(
+            retries,
+            || call.clone().send(),
+            |answer| match answer {
+                Ok(_) => Try::Done(Ok(())),
+                Err(error) => failed(error),
+            },
+        )
+        .await
+    }
+}
+
+/// What one try of a count came to.
+enum Try<T> {
+    Done(Result<T, CounterError>),
+    /// Worth another try after a pause; the error to give if none is left.
+    Again(CounterError),
+}
+
+/// A failed call: for good when the service refused it as such, else worth another try.
+fn failed<T, E, R>(error: aws_sdk_dynamodb::error::SdkError<E, R>) -> Try<T>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if refused_for_good(&error) {
+        Try::Done(Err(CounterError(error.into())))
+    } else {
+        Try::Again(CounterError(error.into()))
+    }
+}
+
+/// Sends a count until `judge` settles a try or the budget is spent. A try without an answer
+/// in time may have gone through: every try of one count is the same call, so the next one
+/// finds out (by the lease's condition, or by the request's token).
+async fn with_retries<T, Fut: Future>(
+    retries: &mut Retries,
+    mut send: impl FnMut() -> Fut,
+    mut judge: impl FnMut(Fut::Output) -> Try<T>,
+) -> Result<T, CounterError> {
+    loop {
+        let time = retries.remaining().max(MIN_ATTEMPT_TIME);
+        let error = match tokio::time::timeout(time, send()).await {
+            Ok(answer) => match judge(answer) {
+                Try::Done(result) => return result,
+                Try::Again(error) => error,
+            },
+            Err(_) => CounterError(format!("no answer within {time:?}").into()),
+        };
+        tracing::warn!(error = %error_chain(&error), retries = retries.count(), "received counter not updated");
+        if !retries.wait().await {
+            return Err(error);
         }
     }
 }
